@@ -1,0 +1,518 @@
+//! `toolgate.toml`, the one configuration file every toolgate binary reads: servers and
+//! their trust domains, the flow policy between domains, limits, event-time and
+//! finding-folding settings, per-detector settings, Kafka, and outputs.
+//!
+//! Unknown keys are errors (every struct denies them), and values that parse but make no
+//! sense (a server in an undeclared trust domain, a zero limit) are errors naming the
+//! key. Detector tables are kept as JSON values here and checked by the detector
+//! registry, which owns each detector's settings type.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::event::DEFAULT_MAX_EVENT_BYTES;
+use crate::time::Duration;
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a key or type the schema does not have.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// File name or `<inline>`.
+        origin: String,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value that parses but is not allowed.
+    #[error("config {origin}: `{key}`: {message}")]
+    Invalid {
+        /// File name or `<inline>`.
+        origin: String,
+        /// Dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file. Every section is optional; an empty file is a valid config.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Trust domains and which flows between them are forbidden.
+    #[serde(default)]
+    pub trust: TrustConfig,
+    /// MCP servers by the name agents configure them under.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+    /// Input limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Event-time ordering.
+    #[serde(default)]
+    pub event_time: EventTimeConfig,
+    /// Folding of repeated findings.
+    #[serde(default)]
+    pub findings: FindingsConfig,
+    /// Per-detector tables, keyed by detector name (`[detectors.<name>]`); each may set
+    /// `enabled = false`. Checked against the detector registry when detectors are built.
+    #[serde(default)]
+    pub detectors: BTreeMap<String, Value>,
+    /// Kafka connection and topics.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Where findings go, besides the command line's own output.
+    #[serde(default)]
+    pub outputs: Vec<OutputConfig>,
+}
+
+/// Trust domains and the flow policy between them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Every trust domain a server or event may be labelled with.
+    #[serde(default = "default_domains")]
+    pub domains: Vec<String>,
+    /// The domain of a server that is not listed under `[servers]` and whose events carry
+    /// no `trust_domain`.
+    #[serde(default = "default_domain")]
+    pub default_domain: String,
+    /// Flows that must not happen: data from `from` reaching a tool in `to`.
+    #[serde(default = "default_forbidden_flows")]
+    pub forbidden_flows: Vec<FlowRule>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            domains: default_domains(),
+            default_domain: default_domain(),
+            forbidden_flows: default_forbidden_flows(),
+        }
+    }
+}
+
+fn default_domains() -> Vec<String> {
+    ["public", "untrusted", "internal", "secret", "external"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_domain() -> String {
+    "untrusted".into()
+}
+
+fn default_forbidden_flows() -> Vec<FlowRule> {
+    [("internal", "external"), ("secret", "external"), ("secret", "untrusted")]
+        .map(|(from, to)| FlowRule {
+            from: from.into(),
+            to: to.into(),
+        })
+        .to_vec()
+}
+
+/// One forbidden flow between trust domains.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRule {
+    /// Domain the data comes from.
+    pub from: String,
+    /// Domain it must not reach.
+    pub to: String,
+}
+
+/// One MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The server's trust domain; overrides what sinks report.
+    pub trust_domain: String,
+    /// What the server is, for people reading findings.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Input limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted encoded event, in bytes; larger ones are dead-lettered.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+}
+
+fn default_max_event_bytes() -> usize {
+    DEFAULT_MAX_EVENT_BYTES
+}
+
+/// Event-time ordering of input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTimeConfig {
+    /// How far behind the newest event another event may arrive and still be put in
+    /// order; later ones are processed as they come and counted as late.
+    #[serde(default = "default_allowed_lateness")]
+    pub allowed_lateness: Duration,
+    /// Most events held for reordering; past it the oldest are released early.
+    #[serde(default = "default_max_buffered_events")]
+    pub max_buffered_events: usize,
+}
+
+impl Default for EventTimeConfig {
+    fn default() -> Self {
+        EventTimeConfig {
+            allowed_lateness: default_allowed_lateness(),
+            max_buffered_events: default_max_buffered_events(),
+        }
+    }
+}
+
+fn default_allowed_lateness() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_buffered_events() -> usize {
+    100_000
+}
+
+/// Folding of repeated findings into one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsConfig {
+    /// Repeats of one detector, rule and group within one window of this length are
+    /// folded into one finding with a count.
+    #[serde(default = "default_fold_window")]
+    pub fold_window: Duration,
+    /// Most findings kept open for folding; past it the oldest are emitted early.
+    #[serde(default = "default_max_open")]
+    pub max_open: usize,
+    /// Most evidence event ids kept per finding (`count` still counts every repeat).
+    #[serde(default = "default_max_event_ids")]
+    pub max_event_ids: usize,
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig {
+            fold_window: default_fold_window(),
+            max_open: default_max_open(),
+            max_event_ids: default_max_event_ids(),
+        }
+    }
+}
+
+fn default_fold_window() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_max_open() -> usize {
+    100_000
+}
+
+fn default_max_event_ids() -> usize {
+    32
+}
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers (`host:port`); empty means the embedded broker.
+    #[serde(default)]
+    pub brokers: Vec<String>,
+    /// Consumer group of the engine.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Extra librdkafka properties (e.g. `security.protocol`), passed through as given.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group_id() -> String {
+    "toolgate-engine".into()
+}
+
+/// Kafka topic names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Events from sinks.
+    #[serde(default = "topic_events")]
+    pub events: String,
+    /// Signed decisions to sinks.
+    #[serde(default = "topic_decisions")]
+    pub decisions: String,
+    /// Findings for downstream consumers.
+    #[serde(default = "topic_findings")]
+    pub findings: String,
+    /// Dead letters: input that failed to decode.
+    #[serde(default = "topic_dlq")]
+    pub dlq: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            events: topic_events(),
+            decisions: topic_decisions(),
+            findings: topic_findings(),
+            dlq: topic_dlq(),
+        }
+    }
+}
+
+fn topic_events() -> String {
+    "toolgate.events".into()
+}
+fn topic_decisions() -> String {
+    "toolgate.decisions".into()
+}
+fn topic_findings() -> String {
+    "toolgate.findings".into()
+}
+fn topic_dlq() -> String {
+    "toolgate.dlq".into()
+}
+
+/// One output for findings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputConfig {
+    /// Findings appended to a file, one record per line.
+    File {
+        /// How each finding is rendered.
+        format: FindingFormat,
+        /// The file; created if missing, appended to otherwise.
+        path: String,
+    },
+}
+
+/// A rendering of findings.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingFormat {
+    /// `toolgate.finding.v1` JSON.
+    Jsonl,
+    /// OCSF Detection Finding (class 2004) JSON.
+    Ocsf,
+    /// Elastic Common Schema JSON.
+    Ecs,
+    /// ArcSight CEF lines.
+    Cef,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// The trust domain of a server: its `[servers]` entry, else what the event
+    /// reported, else the default domain.
+    pub fn trust_domain_of<'a>(&'a self, server: &str, reported: Option<&'a str>) -> &'a str {
+        self.servers
+            .get(server)
+            .map(|s| s.trust_domain.as_str())
+            .or(reported)
+            .unwrap_or(&self.trust.default_domain)
+    }
+
+    /// Whether data from domain `from` may reach domain `to`.
+    pub fn flow_forbidden(&self, from: &str, to: &str) -> bool {
+        self.trust
+            .forbidden_flows
+            .iter()
+            .any(|f| f.from == from && f.to == to)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        let domains = &self.trust.domains;
+        let known = |d: &str| domains.iter().any(|x| x == d);
+        let listing = || domains.join(", ");
+        for (i, d) in domains.iter().enumerate() {
+            if d.is_empty() {
+                return Err(invalid(format!("trust.domains[{i}]"), "is empty".into()));
+            }
+            if domains[..i].contains(d) {
+                return Err(invalid(format!("trust.domains[{i}]"), format!("{d:?} is listed twice")));
+            }
+        }
+        if !known(&self.trust.default_domain) {
+            return Err(invalid(
+                "trust.default_domain".into(),
+                format!("unknown trust domain {:?}; declared: {}", self.trust.default_domain, listing()),
+            ));
+        }
+        for (i, flow) in self.trust.forbidden_flows.iter().enumerate() {
+            for (side, d) in [("from", &flow.from), ("to", &flow.to)] {
+                if !known(d) {
+                    return Err(invalid(
+                        format!("trust.forbidden_flows[{i}].{side}"),
+                        format!("unknown trust domain {d:?}; declared: {}", listing()),
+                    ));
+                }
+            }
+        }
+        for (name, server) in &self.servers {
+            if !known(&server.trust_domain) {
+                return Err(invalid(
+                    format!("servers.{name}.trust_domain"),
+                    format!("unknown trust domain {:?}; declared: {}", server.trust_domain, listing()),
+                ));
+            }
+        }
+        let positive = [
+            ("limits.max_event_bytes", self.limits.max_event_bytes),
+            ("event_time.max_buffered_events", self.event_time.max_buffered_events),
+            ("findings.max_open", self.findings.max_open),
+            ("findings.max_event_ids", self.findings.max_event_ids),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
+        if self.findings.fold_window == Duration::ZERO {
+            return Err(invalid("findings.fold_window".into(), "must be longer than 0".into()));
+        }
+        for (name, table) in &self.detectors {
+            if !table.is_object() {
+                return Err(invalid(format!("detectors.{name}"), "must be a table".into()));
+            }
+        }
+        for (i, broker) in self.kafka.brokers.iter().enumerate() {
+            let ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(invalid(
+                    format!("kafka.brokers[{i}]"),
+                    format!("{broker:?} is not host:port"),
+                ));
+            }
+        }
+        let topics = &self.kafka.topics;
+        for (key, topic) in [
+            ("events", &topics.events),
+            ("decisions", &topics.decisions),
+            ("findings", &topics.findings),
+            ("dlq", &topics.dlq),
+        ] {
+            let legal = !topic.is_empty()
+                && topic.len() <= 249
+                && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !legal {
+                return Err(invalid(
+                    format!("kafka.topics.{key}"),
+                    format!("{topic:?} is not a legal Kafka topic name"),
+                ));
+            }
+        }
+        for (i, output) in self.outputs.iter().enumerate() {
+            let OutputConfig::File { path, .. } = output;
+            if path.is_empty() {
+                return Err(invalid(format!("outputs[{i}].path"), "is empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text, "t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(c.trust.domains.len(), 5);
+        assert!(c.flow_forbidden("internal", "external"));
+        assert!(!c.flow_forbidden("external", "internal"));
+        assert_eq!(c.trust_domain_of("unknown", None), "untrusted");
+        assert_eq!(c.trust_domain_of("unknown", Some("internal")), "internal");
+        assert_eq!(c.kafka.topics.dlq, "toolgate.dlq");
+    }
+
+    #[test]
+    fn server_config_overrides_the_reported_domain() {
+        let c = Config::from_toml("[servers.mail]\ntrust_domain = \"secret\"\n", "t.toml").unwrap();
+        assert_eq!(c.trust_domain_of("mail", Some("public")), "secret");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err("[servers.mail]\ntrust_domian = \"internal\"\n");
+        assert!(e.contains("trust_domian"), "{e}");
+        let e = err("[limits]\nmax_event_byte = 5\n");
+        assert!(e.contains("max_event_byte"), "{e}");
+        let e = err("[[outputs]]\ntype = \"file\"\nformat = \"ocsf\"\npath = \"x\"\ncolour = 1\n");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = err("[servers.mail]\ntrust_domain = \"intenral\"\n");
+        assert!(e.contains("`servers.mail.trust_domain`") && e.contains("intenral"), "{e}");
+        let e = err("[trust]\nforbidden_flows = [{ from = \"secret\", to = \"outside\" }]\n");
+        assert!(e.contains("`trust.forbidden_flows[0].to`"), "{e}");
+        let e = err("[limits]\nmax_event_bytes = 0\n");
+        assert!(e.contains("`limits.max_event_bytes`"), "{e}");
+        let e = err("[findings]\nfold_window = \"10 minutes\"\n");
+        assert!(e.contains("fold_window") && e.contains("10 minutes"), "{e}");
+        let e = err("[kafka]\nbrokers = [\"kafka-1\"]\n");
+        assert!(e.contains("`kafka.brokers[0]`"), "{e}");
+        let e = err("[kafka.topics]\nevents = \"has space\"\n");
+        assert!(e.contains("`kafka.topics.events`"), "{e}");
+        let e = err("[[outputs]]\ntype = \"file\"\nformat = \"xml\"\npath = \"x\"\n");
+        assert!(e.contains("xml"), "{e}");
+        let e = err("detectors = { provenance = 3 }\n");
+        assert!(e.contains("`detectors.provenance`"), "{e}");
+    }
+}
