@@ -140,10 +140,12 @@ impl Timestamp {
         let days = days_from_civil(i64::from(year), month, day);
         let secs = days * SECS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second)
             - offset_secs;
-        secs.checked_mul(NANOS_PER_SEC)
-            .and_then(|n| n.checked_add(nanos))
+        // In i128: the extremes of the range have seconds whose product with 1e9 is
+        // outside i64 until the fraction is added.
+        let total = i128::from(secs) * i128::from(NANOS_PER_SEC) + i128::from(nanos);
+        i64::try_from(total)
             .map(Timestamp)
-            .ok_or(TimestampError("outside the years 1677 to 2262"))
+            .map_err(|_| TimestampError("outside the years 1677 to 2262"))
     }
 }
 
@@ -361,6 +363,13 @@ mod tests {
             Timestamp::parse("2024-02-29t00:00:00z").unwrap().to_string(),
             "2024-02-29T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn the_extremes_of_the_range_round_trip() {
+        for t in [Timestamp::from_unix_nanos(i64::MIN), Timestamp::from_unix_nanos(i64::MAX)] {
+            assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
+        }
     }
 
     #[test]

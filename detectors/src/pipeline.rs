@@ -1,0 +1,140 @@
+//! The configured detectors run together over one ordered stream of events.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use toolgate_protocol::{Event, Finding, Timestamp};
+
+use crate::fold::{FindingFolder, FolderState, FoldStats};
+use crate::{Detector, FindingDraft, StateError};
+
+/// Detectors plus the folder that turns their drafts into findings.
+pub struct Pipeline {
+    detectors: Vec<Box<dyn Detector>>,
+    folder: FindingFolder,
+    drafts: Vec<FindingDraft>,
+    watermark: Timestamp,
+}
+
+/// What a restore could not match between the snapshot and this pipeline.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Detectors in the snapshot that this pipeline does not run (their state was dropped).
+    pub dropped: Vec<String>,
+    /// Detectors this pipeline runs that the snapshot had no state for (they start empty).
+    pub fresh: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PipelineState {
+    version: u32,
+    watermark: Timestamp,
+    folder: FolderState,
+    detectors: BTreeMap<String, String>,
+}
+
+const STATE_VERSION: u32 = 1;
+
+impl Pipeline {
+    /// Runs `detectors`, folding their findings with `folder`.
+    pub fn new(detectors: Vec<Box<dyn Detector>>, folder: FindingFolder) -> Self {
+        Pipeline {
+            detectors,
+            folder,
+            drafts: Vec::new(),
+            watermark: Timestamp::from_unix_nanos(i64::MIN),
+        }
+    }
+
+    /// Names of the detectors, in the order they run.
+    pub fn detector_names(&self) -> Vec<&'static str> {
+        self.detectors.iter().map(|d| d.name()).collect()
+    }
+
+    /// Folding counters.
+    pub fn fold_stats(&self) -> FoldStats {
+        self.folder.stats()
+    }
+
+    /// Feeds one event to every detector; pushes findings that are ready.
+    pub fn observe(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        for d in &mut self.detectors {
+            d.observe(event, &mut self.drafts);
+        }
+        for draft in self.drafts.drain(..) {
+            self.folder.add(draft, out);
+        }
+    }
+
+    /// Event time reached `watermark` (ignored if it goes backwards).
+    pub fn advance(&mut self, watermark: Timestamp, out: &mut Vec<Finding>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        for d in &mut self.detectors {
+            d.advance(watermark, &mut self.drafts);
+        }
+        for draft in self.drafts.drain(..) {
+            self.folder.add(draft, out);
+        }
+        self.folder.advance(watermark, out);
+    }
+
+    /// End of input: every open finding is emitted.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        self.folder.flush(out);
+    }
+
+    /// The state of every detector and of the folder.
+    pub fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let mut detectors = BTreeMap::new();
+        for d in &self.detectors {
+            detectors.insert(d.name().to_string(), B64.encode(d.snapshot()?));
+        }
+        let state = PipelineState {
+            version: STATE_VERSION,
+            watermark: self.watermark,
+            folder: self.folder.state(),
+            detectors,
+        };
+        serde_json::to_vec(&state).map_err(|e| StateError::Encode {
+            what: "pipeline".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Restores a snapshot taken by [`Pipeline::snapshot`].
+    pub fn restore(&mut self, snapshot: &[u8]) -> Result<RestoreReport, StateError> {
+        let decode_err = |what: &str, message: String| StateError::Decode {
+            what: what.to_string(),
+            message,
+        };
+        let mut state: PipelineState = serde_json::from_slice(snapshot)
+            .map_err(|e| decode_err("pipeline", e.to_string()))?;
+        if state.version != STATE_VERSION {
+            return Err(decode_err(
+                "pipeline",
+                format!("snapshot version {} (this build reads {STATE_VERSION})", state.version),
+            ));
+        }
+        let mut report = RestoreReport::default();
+        for d in &mut self.detectors {
+            match state.detectors.remove(d.name()) {
+                Some(b64) => {
+                    let bytes = B64
+                        .decode(b64)
+                        .map_err(|e| decode_err(d.name(), e.to_string()))?;
+                    d.restore(&bytes)?;
+                }
+                None => report.fresh.push(d.name().to_string()),
+            }
+        }
+        report.dropped = state.detectors.into_keys().collect();
+        self.folder.set_state(state.folder);
+        self.watermark = state.watermark;
+        Ok(report)
+    }
+}
