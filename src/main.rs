@@ -1,1 +1,12 @@
-fn main(){}
+use clap::Parser;
+use toolgate::cli::{Cli, Command, ImportCommand};
+use toolgate::commands;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Import(ImportCommand::Agentdojo(args)) => commands::import::agentdojo(args),
+        Command::Analyze(args) => commands::analyze::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+    }
+}

@@ -93,7 +93,11 @@ impl FindingDraft {
     pub fn rate(mut self, severity: Severity, risk_score: u8, confidence: f64) -> Self {
         self.severity = severity;
         self.risk_score = risk_score.min(100);
-        self.confidence = if confidence.is_nan() { 0.0 } else { confidence.clamp(0.0, 1.0) };
+        self.confidence = if confidence.is_nan() {
+            0.0
+        } else {
+            confidence.clamp(0.0, 1.0)
+        };
         self
     }
 

@@ -64,9 +64,18 @@ pub(crate) struct FolderState {
 
 impl FindingFolder {
     /// A folder with the given window, caps and emission policy.
-    pub fn new(window: Duration, max_open: usize, max_event_ids: usize, policy: EmitPolicy) -> Self {
+    pub fn new(
+        window: Duration,
+        max_open: usize,
+        max_event_ids: usize,
+        policy: EmitPolicy,
+    ) -> Self {
         FindingFolder {
-            window: if window == Duration::ZERO { Duration::from_nanos(1) } else { window },
+            window: if window == Duration::ZERO {
+                Duration::from_nanos(1)
+            } else {
+                window
+            },
             max_open: max_open.max(1),
             max_event_ids: max_event_ids.max(1),
             policy,
@@ -92,7 +101,12 @@ impl FindingFolder {
         self.stats.drafts += 1;
         let window_start = draft.time.floor_to(self.window);
         let window_end = window_start.saturating_add(self.window);
-        let id = finding_id(draft.detector, &draft.rule_id, &draft.group_key, window_start);
+        let id = finding_id(
+            draft.detector,
+            &draft.rule_id,
+            &draft.group_key,
+            window_start,
+        );
         if let Some(open) = self.open.get_mut(&id) {
             self.stats.folded += 1;
             merge(&mut open.finding, draft, self.max_event_ids);

@@ -21,7 +21,9 @@ use toolgate_protocol::{Event, Timestamp};
 pub use draft::{FindingDraft, finding_id};
 pub use fold::{EmitPolicy, FindingFolder, FoldStats};
 pub use pipeline::{Pipeline, RestoreReport};
-pub use registry::{BuildError, DetectorFactory, build_detectors, build_pipeline, registry, settings};
+pub use registry::{
+    BuildError, DetectorFactory, build_detectors, build_pipeline, registry, settings,
+};
 
 /// One detector. Implementations hold their own bounded state.
 pub trait Detector: Send {

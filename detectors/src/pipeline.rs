@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use toolgate_protocol::{Event, Finding, Timestamp};
 
-use crate::fold::{FindingFolder, FolderState, FoldStats};
+use crate::fold::{FindingFolder, FoldStats, FolderState};
 use crate::{Detector, FindingDraft, StateError};
 
 /// Detectors plus the folder that turns their drafts into findings.
@@ -112,12 +112,15 @@ impl Pipeline {
             what: what.to_string(),
             message,
         };
-        let mut state: PipelineState = serde_json::from_slice(snapshot)
-            .map_err(|e| decode_err("pipeline", e.to_string()))?;
+        let mut state: PipelineState =
+            serde_json::from_slice(snapshot).map_err(|e| decode_err("pipeline", e.to_string()))?;
         if state.version != STATE_VERSION {
             return Err(decode_err(
                 "pipeline",
-                format!("snapshot version {} (this build reads {STATE_VERSION})", state.version),
+                format!(
+                    "snapshot version {} (this build reads {STATE_VERSION})",
+                    state.version
+                ),
             ));
         }
         let mut report = RestoreReport::default();

@@ -5,9 +5,9 @@ use serde_json::Value;
 use toolgate_protocol::DetectorKind;
 use toolgate_protocol::config::Config;
 
+use crate::Detector;
 use crate::fold::{EmitPolicy, FindingFolder};
 use crate::pipeline::Pipeline;
-use crate::Detector;
 
 /// How to build one detector from its `[detectors.<name>]` table.
 pub struct DetectorFactory {

@@ -134,8 +134,11 @@ fn config(text: &str) -> Config {
 }
 
 fn pipeline(policy: EmitPolicy, window: Duration, max_open: usize) -> Pipeline {
-    let detectors =
-        build_detectors(&factories(), &config("[detectors.watch]\ntool = \"send\"\n")).unwrap();
+    let detectors = build_detectors(
+        &factories(),
+        &config("[detectors.watch]\ntool = \"send\"\n"),
+    )
+    .unwrap();
     Pipeline::new(detectors, FindingFolder::new(window, max_open, 4, policy))
 }
 
@@ -258,7 +261,11 @@ fn first_and_final_emits_immediately_then_the_final_count() {
         .filter(|f| f.finding_id == out[0].finding_id)
         .map(|f| f.count)
         .collect();
-    assert_eq!(s1, [1, 3], "first record, then the folded one under the same id");
+    assert_eq!(
+        s1,
+        [1, 3],
+        "first record, then the folded one under the same id"
+    );
     // A finding that never repeated is not emitted twice.
     let s2: Vec<&Finding> = out.iter().filter(|f| f.session_id == "s2").collect();
     assert_eq!(s2.len(), 1);
@@ -290,7 +297,10 @@ fn caps_close_the_oldest_early_and_count_it() {
     assert_eq!(out.len(), 3, "three of five sessions were pushed out early");
     assert_eq!(p.fold_stats().closed_early, 3);
     p.finish(&mut out);
-    assert_eq!(out.iter().filter(|f| f.rule_id == "watched_tool").count(), 5);
+    assert_eq!(
+        out.iter().filter(|f| f.rule_id == "watched_tool").count(),
+        5
+    );
     // Evidence ids are capped at 4, the count is not.
     let mut p = pipeline(EmitPolicy::FinalOnly, Duration::from_secs(3600), 100);
     let events: Vec<Event> = (0..10)
@@ -308,7 +318,10 @@ fn caps_close_the_oldest_early_and_count_it() {
 #[test]
 fn a_draft_for_an_already_closed_window_is_emitted_and_counted_as_late() {
     let mut p = pipeline(EmitPolicy::FinalOnly, Duration::from_secs(60), 100);
-    let mut out = run(&mut p, &[call(0, "s1", "a", "send"), call(200, "s1", "b", "read")]);
+    let mut out = run(
+        &mut p,
+        &[call(0, "s1", "a", "send"), call(200, "s1", "b", "read")],
+    );
     let before = out.len();
     p.observe(&call(5, "s1", "late", "send"), &mut out);
     assert_eq!(out.len(), before + 1);
@@ -339,7 +352,10 @@ fn restoring_mid_stream_gives_identical_findings() {
 #[test]
 fn corrupt_snapshots_are_refused() {
     let mut p = pipeline(EmitPolicy::FinalOnly, Duration::from_secs(60), 100);
-    assert!(matches!(p.restore(b"{not json"), Err(StateError::Decode { .. })));
+    assert!(matches!(
+        p.restore(b"{not json"),
+        Err(StateError::Decode { .. })
+    ));
     let good = p.snapshot().unwrap();
     let mut v: Value = serde_json::from_slice(&good).unwrap();
     v["version"] = json!(99);
@@ -352,7 +368,8 @@ fn corrupt_snapshots_are_refused() {
 
 #[test]
 fn config_builds_enabled_detectors_and_names_bad_keys() {
-    let built = build_detectors(&factories(), &config("[detectors.watch]\ntool = \"x\"\n")).unwrap();
+    let built =
+        build_detectors(&factories(), &config("[detectors.watch]\ntool = \"x\"\n")).unwrap();
     assert_eq!(built.len(), 1);
     let off = build_detectors(
         &factories(),
@@ -371,7 +388,10 @@ fn config_builds_enabled_detectors_and_names_bad_keys() {
         "`detectors.wach`: no such detector; known detectors: watch"
     );
     let e = err("[detectors.watch]\ntool = \"x\"\ntimeuot = \"5s\"\n").to_string();
-    assert!(e.starts_with("`detectors.watch`:") && e.contains("timeuot"), "{e}");
+    assert!(
+        e.starts_with("`detectors.watch`:") && e.contains("timeuot"),
+        "{e}"
+    );
     let e = err("[detectors.watch]\ntool = \"x\"\nenabled = \"yes\"\n").to_string();
     assert!(e.contains("`enabled`"), "{e}");
     let e = err("[detectors.watch]\ntool = \"x\"\ntimeout = \"soon\"\n").to_string();
@@ -382,6 +402,9 @@ fn config_builds_enabled_detectors_and_names_bad_keys() {
 fn the_shipped_registry_builds_from_the_default_config() {
     let p = toolgate_detectors::build_pipeline(&Config::default(), EmitPolicy::FinalOnly).unwrap();
     let names = p.detector_names();
-    let registered: Vec<&str> = toolgate_detectors::registry().iter().map(|f| f.name).collect();
+    let registered: Vec<&str> = toolgate_detectors::registry()
+        .iter()
+        .map(|f| f.name)
+        .collect();
     assert_eq!(names, registered);
 }

@@ -1,1 +1,69 @@
-//! x
+//! toolgate's sources: where events come from and how they are decoded.
+//!
+//! - [`jsonl`]: `toolgate.event.v1` lines from files, directories or stdin (gzip
+//!   accepted), each line decoded or turned into a [`Rejected`] record;
+//! - [`dead_letter`]: where rejected input goes, with its error and original bytes, so
+//!   nothing that failed to decode is lost or skipped silently;
+//! - [`agentdojo`]: the importer for recorded AgentDojo runs.
+//!
+//! Sources decode and route; they hold no detection logic.
+
+pub mod agentdojo;
+pub mod dead_letter;
+pub mod jsonl;
+
+pub use dead_letter::{DeadLetterWriter, RejectCounts, Rejected};
+pub use jsonl::{JsonlSource, SourceItem};
+
+/// An input or output could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An input path names nothing readable as events.
+    #[error("{path}: {message}")]
+    Input {
+        /// The path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl IngestError {
+    pub(crate) fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        IngestError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Opens a file for reading, transparently gunzipping it if it starts with the gzip
+/// magic bytes (whatever its name).
+pub(crate) fn open_maybe_gzip(
+    path: &std::path::Path,
+) -> Result<Box<dyn std::io::BufRead + Send>, IngestError> {
+    use std::io::{BufRead, BufReader};
+    let file =
+        std::fs::File::open(path).map_err(|e| IngestError::io(path.display().to_string(), e))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let head = reader
+        .fill_buf()
+        .map_err(|e| IngestError::io(path.display().to_string(), e))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::bufread::MultiGzDecoder::new(reader),
+        )))
+    } else {
+        Ok(Box::new(reader))
+    }
+}

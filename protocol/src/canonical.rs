@@ -183,7 +183,8 @@ mod tests {
 
     #[test]
     fn key_order_and_whitespace_do_not_matter() {
-        let a: Value = serde_json::from_str(r#"{"b": [1, 2.0, {"y": 1, "x": 2}], "a": "s"}"#).unwrap();
+        let a: Value =
+            serde_json::from_str(r#"{"b": [1, 2.0, {"y": 1, "x": 2}], "a": "s"}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a":"s","b":[1,2,{"x":2,"y":1}]}"#).unwrap();
         assert_eq!(to_canonical_string(&a), to_canonical_string(&b));
     }

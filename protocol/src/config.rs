@@ -116,12 +116,16 @@ fn default_domain() -> String {
 }
 
 fn default_forbidden_flows() -> Vec<FlowRule> {
-    [("internal", "external"), ("secret", "external"), ("secret", "untrusted")]
-        .map(|(from, to)| FlowRule {
-            from: from.into(),
-            to: to.into(),
-        })
-        .to_vec()
+    [
+        ("internal", "external"),
+        ("secret", "external"),
+        ("secret", "untrusted"),
+    ]
+    .map(|(from, to)| FlowRule {
+        from: from.into(),
+        to: to.into(),
+    })
+    .to_vec()
 }
 
 /// One forbidden flow between trust domains.
@@ -377,13 +381,20 @@ impl Config {
                 return Err(invalid(format!("trust.domains[{i}]"), "is empty".into()));
             }
             if domains[..i].contains(d) {
-                return Err(invalid(format!("trust.domains[{i}]"), format!("{d:?} is listed twice")));
+                return Err(invalid(
+                    format!("trust.domains[{i}]"),
+                    format!("{d:?} is listed twice"),
+                ));
             }
         }
         if !known(&self.trust.default_domain) {
             return Err(invalid(
                 "trust.default_domain".into(),
-                format!("unknown trust domain {:?}; declared: {}", self.trust.default_domain, listing()),
+                format!(
+                    "unknown trust domain {:?}; declared: {}",
+                    self.trust.default_domain,
+                    listing()
+                ),
             ));
         }
         for (i, flow) in self.trust.forbidden_flows.iter().enumerate() {
@@ -400,13 +411,20 @@ impl Config {
             if !known(&server.trust_domain) {
                 return Err(invalid(
                     format!("servers.{name}.trust_domain"),
-                    format!("unknown trust domain {:?}; declared: {}", server.trust_domain, listing()),
+                    format!(
+                        "unknown trust domain {:?}; declared: {}",
+                        server.trust_domain,
+                        listing()
+                    ),
                 ));
             }
         }
         let positive = [
             ("limits.max_event_bytes", self.limits.max_event_bytes),
-            ("event_time.max_buffered_events", self.event_time.max_buffered_events),
+            (
+                "event_time.max_buffered_events",
+                self.event_time.max_buffered_events,
+            ),
             ("findings.max_open", self.findings.max_open),
             ("findings.max_event_ids", self.findings.max_event_ids),
         ];
@@ -416,17 +434,23 @@ impl Config {
             }
         }
         if self.findings.fold_window == Duration::ZERO {
-            return Err(invalid("findings.fold_window".into(), "must be longer than 0".into()));
+            return Err(invalid(
+                "findings.fold_window".into(),
+                "must be longer than 0".into(),
+            ));
         }
         for (name, table) in &self.detectors {
             if !table.is_object() {
-                return Err(invalid(format!("detectors.{name}"), "must be a table".into()));
+                return Err(invalid(
+                    format!("detectors.{name}"),
+                    "must be a table".into(),
+                ));
             }
         }
         for (i, broker) in self.kafka.brokers.iter().enumerate() {
-            let ok = broker
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            let ok = broker.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
             if !ok {
                 return Err(invalid(
                     format!("kafka.brokers[{i}]"),
@@ -443,7 +467,9 @@ impl Config {
         ] {
             let legal = !topic.is_empty()
                 && topic.len() <= 249
-                && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                && topic
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
             if !legal {
                 return Err(invalid(
                     format!("kafka.topics.{key}"),
@@ -499,7 +525,10 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let e = err("[servers.mail]\ntrust_domain = \"intenral\"\n");
-        assert!(e.contains("`servers.mail.trust_domain`") && e.contains("intenral"), "{e}");
+        assert!(
+            e.contains("`servers.mail.trust_domain`") && e.contains("intenral"),
+            "{e}"
+        );
         let e = err("[trust]\nforbidden_flows = [{ from = \"secret\", to = \"outside\" }]\n");
         assert!(e.contains("`trust.forbidden_flows[0].to`"), "{e}");
         let e = err("[limits]\nmax_event_bytes = 0\n");

@@ -57,15 +57,10 @@ pub struct Scope {
 impl Scope {
     /// How many optional qualifiers narrow this scope; more is more specific.
     pub fn specificity(&self) -> usize {
-        [
-            &self.session_id,
-            &self.server,
-            &self.tool,
-            &self.call_id,
-        ]
-        .iter()
-        .filter(|f| f.is_some())
-        .count()
+        [&self.session_id, &self.server, &self.tool, &self.call_id]
+            .iter()
+            .filter(|f| f.is_some())
+            .count()
     }
 }
 
@@ -150,12 +145,10 @@ pub enum SignatureError {
 }
 
 fn decode_key(key_id: &str, b64: &str) -> Result<[u8; 32], SignatureError> {
-    let bytes = B64
-        .decode(b64.trim())
-        .map_err(|e| SignatureError::BadKey {
-            key_id: key_id.to_string(),
-            problem: e.to_string(),
-        })?;
+    let bytes = B64.decode(b64.trim()).map_err(|e| SignatureError::BadKey {
+        key_id: key_id.to_string(),
+        problem: e.to_string(),
+    })?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| SignatureError::BadKey {
         key_id: key_id.to_string(),
         problem: format!("found {} bytes", bytes.len()),
@@ -275,7 +268,8 @@ mod tests {
 
     fn verifier() -> DecisionVerifier {
         let mut v = DecisionVerifier::default();
-        v.add_key("engine-2025", &signer().public_key_base64()).unwrap();
+        v.add_key("engine-2025", &signer().public_key_base64())
+            .unwrap();
         v
     }
 

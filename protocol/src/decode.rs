@@ -52,7 +52,12 @@ impl Fields {
     }
 
     pub(crate) fn wrong_type(&self, key: &str, expected: &str, found: &Value) -> DecodeError {
-        DecodeError::field_error(self.path(key), expected, Some(found), FieldProblem::WrongType)
+        DecodeError::field_error(
+            self.path(key),
+            expected,
+            Some(found),
+            FieldProblem::WrongType,
+        )
     }
 
     pub(crate) fn invalid(&self, key: &str, expected: &str, found: &Value) -> DecodeError {
@@ -101,7 +106,10 @@ impl Fields {
         }
     }
 
-    pub(crate) fn opt_object(&mut self, key: &str) -> Result<Option<Map<String, Value>>, DecodeError> {
+    pub(crate) fn opt_object(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<Map<String, Value>>, DecodeError> {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),

@@ -225,7 +225,8 @@ impl Event {
             }
             None => return Err(f.missing("schema", &format!("{EVENT_SCHEMA:?}"))),
         }
-        let kind_expected = "one of \"tool_list\", \"tool_call\", \"tool_result\", \"user_message\"";
+        let kind_expected =
+            "one of \"tool_list\", \"tool_call\", \"tool_result\", \"user_message\"";
         let kind = match f.take("kind") {
             None => return Err(f.missing("kind", kind_expected)),
             Some(Value::String(s)) => match EventKind::parse(&s) {

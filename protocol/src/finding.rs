@@ -109,6 +109,16 @@ pub enum FindingAction {
     Block,
 }
 
+impl FindingAction {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingAction::Alert => "alert",
+            FindingAction::Block => "block",
+        }
+    }
+}
+
 /// One finding. Repeats of the same detector, rule, group and window are folded into
 /// one finding (`count`, `first_seen`, `last_seen`) under a deterministic id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

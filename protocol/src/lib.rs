@@ -14,8 +14,8 @@
 
 pub mod canonical;
 pub mod config;
-mod decode;
 pub mod decision;
+mod decode;
 pub mod error;
 pub mod event;
 pub mod finding;

@@ -138,8 +138,8 @@ impl Timestamp {
             _ => return Err(TimestampError("missing or malformed offset (Z or +HH:MM)")),
         };
         let days = days_from_civil(i64::from(year), month, day);
-        let secs = days * SECS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second)
-            - offset_secs;
+        let secs =
+            days * SECS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second) - offset_secs;
         // In i128: the extremes of the range have seconds whose product with 1e9 is
         // outside i64 until the fraction is added.
         let total = i128::from(secs) * i128::from(NANOS_PER_SEC) + i128::from(nanos);
@@ -251,7 +251,9 @@ pub struct Duration(i64);
 
 /// Why a string is not a duration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {reason}; expected a number and a unit, e.g. 500ms, 60s, 10m, 1h")]
+#[error(
+    "invalid duration {input:?}: {reason}; expected a number and a unit, e.g. 500ms, 60s, 10m, 1h"
+)]
 pub struct DurationError {
     input: String,
     reason: &'static str,
@@ -360,14 +362,19 @@ mod tests {
             Timestamp::EPOCH
         );
         assert_eq!(
-            Timestamp::parse("2024-02-29t00:00:00z").unwrap().to_string(),
+            Timestamp::parse("2024-02-29t00:00:00z")
+                .unwrap()
+                .to_string(),
             "2024-02-29T00:00:00Z"
         );
     }
 
     #[test]
     fn the_extremes_of_the_range_round_trip() {
-        for t in [Timestamp::from_unix_nanos(i64::MIN), Timestamp::from_unix_nanos(i64::MAX)] {
+        for t in [
+            Timestamp::from_unix_nanos(i64::MIN),
+            Timestamp::from_unix_nanos(i64::MAX),
+        ] {
             assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
         }
     }
@@ -405,7 +412,15 @@ mod tests {
             assert_eq!(Duration::parse(&d.to_string()).unwrap(), d);
         }
         assert_eq!(Duration::parse("60s").unwrap().to_string(), "1m");
-        for bad in ["", "10", "m", "-5s", "1.5s", "10 parsecs", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "-5s",
+            "1.5s",
+            "10 parsecs",
+            "99999999999999999999d",
+        ] {
             assert!(Duration::parse(bad).is_err(), "{bad} was accepted");
         }
     }

@@ -53,7 +53,10 @@ fn a_valid_call_decodes() {
     assert_eq!(e.agent_id, "agent-1");
     assert_eq!(e.tool(), Some("send_email"));
     assert_eq!(e.server(), Some("mail"));
-    assert_eq!(e.time, Timestamp::parse("2025-06-01T09:30:00.123Z").unwrap());
+    assert_eq!(
+        e.time,
+        Timestamp::parse("2025-06-01T09:30:00.123Z").unwrap()
+    );
 }
 
 #[test]
@@ -76,7 +79,10 @@ fn missing_agent_id_is_named() {
     assert_eq!(found, "nothing (field is missing)");
     assert_eq!(problem, FieldProblem::Missing);
     let (field, _, found, problem) = field_error(&with(call(), "agent_id", json!("")));
-    assert_eq!((field.as_str(), found.as_str()), ("agent_id", "string \"\""));
+    assert_eq!(
+        (field.as_str(), found.as_str()),
+        ("agent_id", "string \"\"")
+    );
     assert_eq!(problem, FieldProblem::InvalidValue);
     let (_, _, found, _) = field_error(&with(call(), "agent_id", Value::Null));
     assert_eq!(found, "nothing (field is missing)");
@@ -99,13 +105,19 @@ fn wrong_types_are_named_with_what_was_found() {
     assert_eq!(found, "array of 2 items");
     assert_eq!(problem, FieldProblem::WrongType);
     let (field, _, found, _) = field_error(&with(call(), "session_id", json!(42)));
-    assert_eq!((field.as_str(), found.as_str()), ("session_id", "number 42"));
+    assert_eq!(
+        (field.as_str(), found.as_str()),
+        ("session_id", "number 42")
+    );
     let (field, ..) = field_error(&with(call(), "labels", json!({"team": 7})));
     assert_eq!(field, "labels.team");
     let (field, ..) = field_error(&with(call(), "await_verdict", json!("yes")));
     assert_eq!(field, "await_verdict");
     let (field, _, _, problem) = field_error(&with(call(), "kind", json!("tool_cal")));
-    assert_eq!((field.as_str(), problem), ("kind", FieldProblem::InvalidValue));
+    assert_eq!(
+        (field.as_str(), problem),
+        ("kind", FieldProblem::InvalidValue)
+    );
 }
 
 #[test]
@@ -171,8 +183,14 @@ fn nested_errors_carry_their_path() {
 
 #[test]
 fn not_json_and_not_objects() {
-    assert_eq!(Event::decode(b"{\"schema\": ").unwrap_err().kind(), "invalid_json");
-    assert_eq!(Event::decode(b"\xff\xfe").unwrap_err().kind(), "invalid_json");
+    assert_eq!(
+        Event::decode(b"{\"schema\": ").unwrap_err().kind(),
+        "invalid_json"
+    );
+    assert_eq!(
+        Event::decode(b"\xff\xfe").unwrap_err().kind(),
+        "invalid_json"
+    );
     assert_eq!(
         Event::decode(b"[1,2]").unwrap_err().to_string(),
         "expected a JSON object, found array of 2 items"
@@ -255,18 +273,25 @@ fn body() -> impl Strategy<Value = EventBody> {
                 arguments,
             }
         }),
-        (ident(), ident(), ident(), "\\PC{0,40}", any::<Option<bool>>()).prop_map(
-            |(server, call_id, tool, text, is_error)| EventBody::ToolResult {
-                server,
-                call_id,
-                tool,
-                result: ToolResult {
-                    content: vec![json!({"type": "text", "text": text})],
-                    is_error,
-                    ..ToolResult::default()
-                },
-            }
-        ),
+        (
+            ident(),
+            ident(),
+            ident(),
+            "\\PC{0,40}",
+            any::<Option<bool>>()
+        )
+            .prop_map(
+                |(server, call_id, tool, text, is_error)| EventBody::ToolResult {
+                    server,
+                    call_id,
+                    tool,
+                    result: ToolResult {
+                        content: vec![json!({"type": "text", "text": text})],
+                        is_error,
+                        ..ToolResult::default()
+                    },
+                }
+            ),
         "\\PC{0,60}".prop_map(|text| EventBody::UserMessage { text }),
         (
             ident(),

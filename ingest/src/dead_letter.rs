@@ -1,0 +1,115 @@
+//! Dead letters: input that failed to decode, kept with its error and original bytes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+use toolgate_protocol::DecodeError;
+
+use crate::IngestError;
+
+/// One record that could not be decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// Where it came from (file name, `-` for stdin).
+    pub source: String,
+    /// 1-based line number in that source.
+    pub line: u64,
+    /// Why it was rejected.
+    pub error: DecodeError,
+    /// The original bytes, up to the size limit (see `raw_len`).
+    pub raw: Vec<u8>,
+    /// The full length of the original record in bytes.
+    pub raw_len: usize,
+}
+
+#[derive(Serialize)]
+struct DeadLetterRecord<'a> {
+    source: &'a str,
+    line: u64,
+    error_kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    error: String,
+    /// The original text, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    /// The original bytes in base64, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_base64: Option<String>,
+    raw_bytes: usize,
+    raw_truncated: bool,
+}
+
+/// Appends rejected records to a JSONL file, one object per record.
+pub struct DeadLetterWriter {
+    path: String,
+    out: std::io::BufWriter<std::fs::File>,
+    written: u64,
+}
+
+impl DeadLetterWriter {
+    /// Creates (or truncates) the dead-letter file.
+    pub fn create(path: &Path) -> Result<Self, IngestError> {
+        let file = std::fs::File::create(path)
+            .map_err(|e| IngestError::io(path.display().to_string(), e))?;
+        Ok(DeadLetterWriter {
+            path: path.display().to_string(),
+            out: std::io::BufWriter::new(file),
+            written: 0,
+        })
+    }
+
+    /// Writes one record.
+    pub fn write(&mut self, r: &Rejected) -> Result<(), IngestError> {
+        let text = std::str::from_utf8(&r.raw).ok();
+        let record = DeadLetterRecord {
+            source: &r.source,
+            line: r.line,
+            error_kind: r.error.kind(),
+            field: r.error.field(),
+            error: r.error.to_string(),
+            raw: text,
+            raw_base64: text.is_none().then(|| B64.encode(&r.raw)),
+            raw_bytes: r.raw_len,
+            raw_truncated: r.raw.len() < r.raw_len,
+        };
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        writeln!(self.out, "{line}").map_err(|e| IngestError::io(self.path.clone(), e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Flushes to disk.
+    pub fn finish(mut self) -> Result<u64, IngestError> {
+        self.out
+            .flush()
+            .map_err(|e| IngestError::io(self.path.clone(), e))?;
+        Ok(self.written)
+    }
+}
+
+/// Rejected records counted by cause.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectCounts {
+    /// Total rejected.
+    pub total: u64,
+    /// By [`DecodeError::kind`].
+    pub by_kind: BTreeMap<&'static str, u64>,
+}
+
+impl RejectCounts {
+    /// Counts one rejection.
+    pub fn add(&mut self, error: &DecodeError) {
+        self.total += 1;
+        *self.by_kind.entry(error.kind()).or_default() += 1;
+    }
+}

@@ -1,0 +1,182 @@
+//! `toolgate.event.v1` as JSON Lines: from a file, every `*.jsonl`/`*.ndjson` file under
+//! a directory (sorted, gzip accepted), or stdin (`-`). Lines are read with a bound, so
+//! one enormous line costs at most the limit in memory; it is rejected, not loaded.
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use toolgate_protocol::{DecodeError, Event};
+
+use crate::dead_letter::Rejected;
+use crate::{IngestError, open_maybe_gzip};
+
+/// One line's outcome.
+#[derive(Debug)]
+pub enum SourceItem {
+    /// A valid event.
+    Event(Box<Event>),
+    /// A line that did not decode.
+    Rejected(Rejected),
+}
+
+/// Reads events from one or more JSONL inputs, in order.
+pub struct JsonlSource {
+    pending: VecDeque<PathBuf>,
+    current: Option<(String, Box<dyn BufRead + Send>)>,
+    line: u64,
+    max_bytes: usize,
+    buf: Vec<u8>,
+    blank_lines: u64,
+}
+
+const EXTENSIONS: [&str; 4] = [".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"];
+
+impl JsonlSource {
+    /// Opens `input`: a file, a directory of JSONL files, or `-` for stdin.
+    /// Lines longer than `max_bytes` are rejected as too large.
+    pub fn open(input: &str, max_bytes: usize) -> Result<Self, IngestError> {
+        let mut source = JsonlSource {
+            pending: VecDeque::new(),
+            current: None,
+            line: 0,
+            max_bytes,
+            buf: Vec::new(),
+            blank_lines: 0,
+        };
+        if input == "-" {
+            let stdin = std::io::stdin();
+            source.current = Some(("-".into(), Box::new(std::io::BufReader::new(stdin))));
+            return Ok(source);
+        }
+        let path = Path::new(input);
+        let meta = std::fs::metadata(path).map_err(|e| IngestError::io(input, e))?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            collect_files(path, &mut files)?;
+            files.sort();
+            if files.is_empty() {
+                return Err(IngestError::Input {
+                    path: input.into(),
+                    message: format!("no files ending in {} here", EXTENSIONS.join(", ")),
+                });
+            }
+            source.pending.extend(files);
+        } else {
+            source.pending.push_back(path.to_path_buf());
+        }
+        Ok(source)
+    }
+
+    /// Lines that were empty or whitespace only (not events, not errors).
+    pub fn blank_lines(&self) -> u64 {
+        self.blank_lines
+    }
+
+    /// Reads the next line into `self.buf`, keeping at most `max_bytes + 1` bytes of it.
+    /// Returns the line's full length, or `None` at the end of the current input.
+    fn read_line(&mut self) -> Result<Option<usize>, IngestError> {
+        self.buf.clear();
+        let Some((name, reader)) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let mut total = 0usize;
+        loop {
+            let chunk = reader
+                .fill_buf()
+                .map_err(|e| IngestError::io(name.clone(), e))?;
+            if chunk.is_empty() {
+                return Ok((total > 0).then_some(total));
+            }
+            let (used, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            let content = if done { &chunk[..used - 1] } else { chunk };
+            let room = (self.max_bytes + 1).saturating_sub(self.buf.len());
+            self.buf
+                .extend_from_slice(&content[..content.len().min(room)]);
+            total += content.len();
+            reader.consume(used);
+            if done {
+                return Ok(Some(total));
+            }
+        }
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| IngestError::io(dir.display().to_string(), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| IngestError::io(dir.display().to_string(), e))?;
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+            && EXTENSIONS.iter().any(|ext| name.ends_with(ext))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl Iterator for JsonlSource {
+    type Item = Result<SourceItem, IngestError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.current.is_none() {
+                let path = self.pending.pop_front()?;
+                match open_maybe_gzip(&path) {
+                    Ok(reader) => self.current = Some((path.display().to_string(), reader)),
+                    Err(e) => return Some(Err(e)),
+                }
+                self.line = 0;
+            }
+            let len = match self.read_line() {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    self.current = None;
+                    continue;
+                }
+                Err(e) => {
+                    self.current = None;
+                    return Some(Err(e));
+                }
+            };
+            self.line += 1;
+            if self.buf.last() == Some(&b'\r') && len <= self.max_bytes {
+                self.buf.pop();
+            }
+            if self.buf.iter().all(u8::is_ascii_whitespace) && len <= self.max_bytes {
+                self.blank_lines += 1;
+                continue;
+            }
+            let source = self
+                .current
+                .as_ref()
+                .map_or_else(String::new, |(n, _)| n.clone());
+            let decoded = if len > self.max_bytes {
+                self.buf.truncate(self.max_bytes);
+                Err(DecodeError::TooLarge {
+                    size: len,
+                    limit: self.max_bytes,
+                })
+            } else {
+                Event::decode_with_limit(&self.buf, self.max_bytes)
+            };
+            return Some(Ok(match decoded {
+                Ok(event) => SourceItem::Event(Box::new(event)),
+                Err(error) => SourceItem::Rejected(Rejected {
+                    source,
+                    line: self.line,
+                    error,
+                    raw: self.buf.clone(),
+                    raw_len: len,
+                }),
+            }));
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The `toolgate` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use toolgate_protocol::Severity;
+use toolgate_protocol::config::FindingFormat;
+
+/// toolgate: firewall and streaming analytics for AI-agent tool calls.
+#[derive(Debug, Parser)]
+#[command(name = "toolgate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a public benchmark's recorded traces into toolgate events.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Run the detectors over recorded events and write findings.
+    Analyze(AnalyzeArgs),
+    /// Score detection per session against the ground-truth labels events carry.
+    Eval(EvalArgs),
+}
+
+/// Importers.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// AgentDojo runs (a `runs/` directory, its .tar.gz, or one run file).
+    Agentdojo(AgentdojoArgs),
+}
+
+/// `toolgate import agentdojo`.
+#[derive(Debug, Args)]
+pub struct AgentdojoArgs {
+    /// The runs: a directory, a .tar.gz of it, or a single run .json.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write events (JSONL; gzipped if the name ends in .gz; `-` for stdout).
+    #[arg(long)]
+    pub output: String,
+    /// Tool-to-server mapping (TOML); the shipped mapping for the workspace, travel
+    /// and banking suites by default.
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// toolgate.toml whose trust domains the mapping must use.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `toolgate analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Events: a JSONL file (gzip accepted), a directory of them, or `-` for stdin.
+    #[arg(long)]
+    pub input: String,
+    /// toolgate.toml; built-in defaults if absent.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// How to render findings.
+    #[arg(long, default_value = "jsonl", value_parser = crate::outputs::parse_format)]
+    pub format: FindingFormat,
+    /// Where to write findings; stdout if absent or `-`.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Where lines that fail to decode go (created only if one does); by default
+    /// `<output>.dlq.jsonl`, or `toolgate-rejected.dlq.jsonl` when writing to stdout.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+}
+
+/// `toolgate eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Events carrying an outcome label: a JSONL file, a directory, or `-`.
+    #[arg(long)]
+    pub input: String,
+    /// toolgate.toml; built-in defaults if absent.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Label holding each session's ground truth: `attack_succeeded`, `attack_failed`
+    /// or `benign` (as `toolgate import` writes it).
+    #[arg(long, default_value = "outcome")]
+    pub outcome_label: String,
+    /// Also break results down by these labels (repeatable).
+    #[arg(long = "by", default_values = ["attack_type", "suite"])]
+    pub by: Vec<String>,
+    /// A session counts as flagged when it has a finding at least this severe.
+    #[arg(long, default_value = "low", value_parser = parse_severity)]
+    pub min_severity: Severity,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where lines that fail to decode go; `toolgate-rejected.dlq.jsonl` by default.
+    #[arg(long)]
+    pub dead_letter: Option<PathBuf>,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    Severity::parse(s).ok_or_else(|| {
+        format!("unknown severity {s:?}; expected info, low, medium, high or critical")
+    })
+}

@@ -1,0 +1,63 @@
+//! `toolgate analyze`: offline replay of recorded events through the detectors.
+
+use std::fs::OpenOptions;
+use std::io::BufWriter;
+
+use anyhow::{Context, Result};
+use toolgate_protocol::config::OutputConfig;
+
+use super::{Output, load_config};
+use crate::cli::AnalyzeArgs;
+use crate::outputs::FindingWriter;
+use crate::replay::{default_dead_letter_path, replay};
+
+/// Runs the replay, writing findings to the command line's output and to every
+/// `[[outputs]]` of the config; prints the summary to stderr.
+pub fn run(args: &AnalyzeArgs) -> Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    let output = args.output.as_deref().unwrap_or("-");
+    let mut main = FindingWriter::new(output, args.format, Output::open(output)?);
+    let mut extra = Vec::new();
+    for o in &config.outputs {
+        let OutputConfig::File { format, path } = o;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open output {path}"))?;
+        extra.push(FindingWriter::new(
+            path.clone(),
+            *format,
+            BufWriter::new(file),
+        ));
+    }
+    let dead_letter = args
+        .dead_letter
+        .clone()
+        .unwrap_or_else(|| default_dead_letter_path(args.output.as_deref()));
+    let stats = replay(
+        &config,
+        &args.input,
+        &dead_letter,
+        |_| {},
+        |finding| {
+            main.write(finding)
+                .with_context(|| format!("writing findings to {}", main.name()))?;
+            for w in &mut extra {
+                w.write(finding)
+                    .with_context(|| format!("writing findings to {}", w.name()))?;
+            }
+            Ok(())
+        },
+    )?;
+    main.into_inner()
+        .finish()
+        .with_context(|| format!("writing findings to {output}"))?;
+    for w in extra {
+        let name = w.name().to_string();
+        std::io::Write::flush(&mut w.into_inner())
+            .with_context(|| format!("writing findings to {name}"))?;
+    }
+    eprint!("{}", stats.summary());
+    Ok(())
+}

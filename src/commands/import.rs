@@ -1,0 +1,74 @@
+//! `toolgate import agentdojo`.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use toolgate_ingest::IngestError;
+use toolgate_ingest::agentdojo::{self, Mapping};
+
+use super::{Output, load_config};
+use crate::cli::AgentdojoArgs;
+
+/// Converts AgentDojo runs to events; prints a summary to stderr.
+pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
+    let started = Instant::now();
+    let config = load_config(args.config.as_deref())?;
+    let mapping = match &args.mapping {
+        Some(p) => Mapping::load(p)?,
+        None => Mapping::shipped()?,
+    };
+    mapping.check_domains(&config)?;
+    let mut out = Output::open(&args.output)?;
+    let stats = agentdojo::import(&args.input, &mapping, |event| {
+        writeln!(out, "{}", event.to_json()).map_err(|e| IngestError::Io {
+            path: args.output.clone(),
+            source: e,
+        })
+    })
+    .with_context(|| format!("importing {}", args.input.display()))?;
+    out.finish()
+        .with_context(|| format!("writing {}", args.output))?;
+
+    let secs = started.elapsed().as_secs_f64();
+    let mut summary = format!(
+        "imported {} runs, {} events in {secs:.1} s ({:.0} events/s) to {}\n",
+        stats.runs,
+        stats.events(),
+        stats.events() as f64 / secs.max(1e-9),
+        args.output
+    );
+    summary += &format!("events by kind: {}\n", join_map(&stats.events_by_kind));
+    summary += &format!("runs by outcome: {}\n", join_map(&stats.runs_by_outcome));
+    summary += &format!(
+        "results carrying injected text: {}\n",
+        stats.injected_results
+    );
+    if !stats.unmapped_tools.is_empty() {
+        summary += &format!(
+            "tools not in the mapping (put on server \"unmapped\"): {}\n",
+            join_map(&stats.unmapped_tools)
+        );
+    }
+    if stats.unmatched_results > 0 {
+        summary += &format!(
+            "results with no matching call: {}\n",
+            stats.unmatched_results
+        );
+    }
+    if stats.bad_file_count > 0 {
+        summary += &format!("files that are not valid runs: {}\n", stats.bad_file_count);
+        for (path, reason) in &stats.bad_files {
+            summary += &format!("  {path}: {reason}\n");
+        }
+    }
+    eprint!("{summary}");
+    Ok(())
+}
+
+fn join_map<K: std::fmt::Display>(m: &std::collections::BTreeMap<K, u64>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,74 @@
+//! One module per subcommand; each turns parsed arguments into work and a summary.
+
+pub mod analyze;
+pub mod eval;
+pub mod import;
+
+use std::path::Path;
+
+use std::io::{BufWriter, Write};
+
+use anyhow::{Context, Result};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use toolgate_protocol::config::Config;
+
+/// Reads the config file, or the built-in defaults when none is given.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p).with_context(|| "invalid configuration".to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+/// A place output goes: stdout, a file, or a gzipped file (by a `.gz` name).
+pub enum Output {
+    /// `-`
+    Stdout(BufWriter<std::io::Stdout>),
+    /// A plain file.
+    File(BufWriter<std::fs::File>),
+    /// A file whose name ends in `.gz`.
+    Gzip(GzEncoder<BufWriter<std::fs::File>>),
+}
+
+impl Output {
+    /// Opens `path`, or stdout for `-`.
+    pub fn open(path: &str) -> Result<Output> {
+        if path == "-" {
+            return Ok(Output::Stdout(BufWriter::new(std::io::stdout())));
+        }
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?;
+        Ok(if path.ends_with(".gz") {
+            Output::Gzip(GzEncoder::new(BufWriter::new(file), Compression::fast()))
+        } else {
+            Output::File(BufWriter::new(file))
+        })
+    }
+
+    /// Flushes everything and, for gzip, writes the trailer.
+    pub fn finish(self) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(mut w) => w.flush(),
+            Output::File(mut w) => w.flush(),
+            Output::Gzip(e) => e.finish()?.flush(),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Output::Stdout(w) => w.write(buf),
+            Output::File(w) => w.write(buf),
+            Output::Gzip(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(w) => w.flush(),
+            Output::File(w) => w.flush(),
+            Output::Gzip(w) => w.flush(),
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The `toolgate` command and the parts of the engine that are not detection: the
+//! command line, offline replay in event-time order, renderings of findings for SIEMs,
+//! and (with their own issues) the streaming runtime, outputs and the demo fleet.
+//!
+//! Detection logic lives in `toolgate-detectors`, wire types in `toolgate-protocol`,
+//! sources in `toolgate-ingest`; this crate wires them to files and, later, Kafka.
+
+pub mod cli;
+pub mod commands;
+pub mod event_time;
+pub mod outputs;
+pub mod replay;

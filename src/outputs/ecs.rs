@@ -1,0 +1,71 @@
+//! Elastic Common Schema alert documents, with the OpenTelemetry `gen_ai.*` fields for
+//! the agent, conversation and tool.
+
+use serde_json::{Value, json};
+use toolgate_protocol::{Finding, FindingAction, Severity};
+
+use super::PRODUCT_VERSION;
+
+/// The ECS version these documents follow.
+pub const ECS_VERSION: &str = "8.17.0";
+
+/// `event.severity` on the scale Elastic's detection rules use.
+pub fn severity(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 0,
+        Severity::Low => 21,
+        Severity::Medium => 47,
+        Severity::High => 73,
+        Severity::Critical => 99,
+    }
+}
+
+/// The finding as an ECS document.
+pub fn alert(f: &Finding) -> Value {
+    let blocked = f.action == FindingAction::Block;
+    json!({
+        "@timestamp": f.time.to_string(),
+        "ecs": {"version": ECS_VERSION},
+        "message": f.title,
+        "event": {
+            "kind": "alert",
+            "category": ["intrusion_detection"],
+            "type": if blocked { json!(["denied"]) } else { json!(["info"]) },
+            "action": if blocked { "block" } else { "alert" },
+            "id": f.finding_id,
+            "created": f.time.to_string(),
+            "start": f.first_seen.to_string(),
+            "end": f.last_seen.to_string(),
+            "severity": severity(f.severity),
+            "risk_score": f.risk_score,
+            "reason": f.description,
+            "dataset": "toolgate.findings",
+            "module": "toolgate",
+            "provider": "toolgate",
+        },
+        "rule": {
+            "id": format!("{}/{}", f.detector.as_str(), f.rule_id),
+            "name": f.rule_id,
+            "description": f.title,
+            "category": f.detector.as_str(),
+            "ruleset": "toolgate",
+        },
+        "observer": {"product": "toolgate", "vendor": "toolgate", "version": PRODUCT_VERSION},
+        "gen_ai": {
+            "agent": {"id": f.agent_id},
+            "conversation": {"id": f.session_id},
+            "tool": {"name": f.tool, "call": {"id": f.call_id}},
+        },
+        "tags": f.tags,
+        "toolgate": {
+            "finding_id": f.finding_id,
+            "detector": f.detector.as_str(),
+            "severity": f.severity.as_str(),
+            "confidence": f.confidence,
+            "count": f.count,
+            "server": f.server,
+            "event_ids": f.event_ids,
+            "evidence": f.evidence,
+        },
+    })
+}

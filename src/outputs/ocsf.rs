@@ -1,0 +1,139 @@
+//! OCSF 1.3 Detection Finding (category 2 Findings, class 2004).
+
+use serde_json::{Value, json};
+use toolgate_protocol::{Finding, FindingAction, Severity};
+
+use super::PRODUCT_VERSION;
+
+/// The OCSF schema version these records follow.
+pub const OCSF_VERSION: &str = "1.3.0";
+
+const CLASS_UID: u32 = 2004;
+const ACTIVITY_CREATE: u32 = 1;
+
+/// OCSF `severity_id` and its caption.
+pub fn severity(s: Severity) -> (u8, &'static str) {
+    match s {
+        Severity::Info => (1, "Informational"),
+        Severity::Low => (2, "Low"),
+        Severity::Medium => (3, "Medium"),
+        Severity::High => (4, "High"),
+        Severity::Critical => (5, "Critical"),
+    }
+}
+
+fn risk_level(score: u8) -> (u8, &'static str) {
+    match score {
+        0..=19 => (0, "Info"),
+        20..=39 => (1, "Low"),
+        40..=59 => (2, "Medium"),
+        60..=79 => (3, "High"),
+        _ => (4, "Critical"),
+    }
+}
+
+fn confidence_id(c: f64) -> (u8, &'static str) {
+    if c >= 0.8 {
+        (3, "High")
+    } else if c >= 0.5 {
+        (2, "Medium")
+    } else {
+        (1, "Low")
+    }
+}
+
+/// The finding as an OCSF Detection Finding.
+pub fn detection_finding(f: &Finding) -> Value {
+    let (severity_id, severity_caption) = severity(f.severity);
+    let (risk_level_id, risk_level_caption) = risk_level(f.risk_score);
+    let (conf_id, conf_caption) = confidence_id(f.confidence);
+    let mut resources = Vec::new();
+    if let Some(server) = &f.server {
+        resources.push(json!({"type": "MCP Server", "name": server, "uid": server}));
+    }
+    if let Some(tool) = &f.tool {
+        let uid = format!("{}/{tool}", f.server.as_deref().unwrap_or(""));
+        resources.push(json!({"type": "MCP Tool", "name": tool, "uid": uid}));
+    }
+    let mut observables = vec![
+        json!({"name": "agent_id", "type_id": 99, "type": "Other", "value": f.agent_id}),
+        json!({"name": "session_id", "type_id": 99, "type": "Other", "value": f.session_id}),
+    ];
+    if let Some(call_id) = &f.call_id {
+        observables
+            .push(json!({"name": "call_id", "type_id": 99, "type": "Other", "value": call_id}));
+    }
+    let mut record = json!({
+        "activity_id": ACTIVITY_CREATE,
+        "activity_name": "Create",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "class_uid": CLASS_UID,
+        "class_name": "Detection Finding",
+        "type_uid": CLASS_UID * 100 + ACTIVITY_CREATE,
+        "type_name": "Detection Finding: Create",
+        "severity_id": severity_id,
+        "severity": severity_caption,
+        "status_id": 1,
+        "status": "New",
+        "time": f.time.unix_millis(),
+        "start_time": f.first_seen.unix_millis(),
+        "end_time": f.last_seen.unix_millis(),
+        "count": f.count,
+        "message": f.title,
+        "is_alert": true,
+        "confidence_id": conf_id,
+        "confidence": conf_caption,
+        "confidence_score": (f.confidence * 100.0).round() as u8,
+        "risk_score": f.risk_score,
+        "risk_level_id": risk_level_id,
+        "risk_level": risk_level_caption,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": f.finding_id,
+            "log_name": "toolgate.findings",
+            "product": {"name": "toolgate", "vendor_name": "toolgate", "version": PRODUCT_VERSION},
+        },
+        "finding_info": {
+            "uid": f.finding_id,
+            "title": f.title,
+            "desc": f.description,
+            "types": [f.detector.as_str()],
+            "created_time": f.time.unix_millis(),
+            "first_seen_time": f.first_seen.unix_millis(),
+            "last_seen_time": f.last_seen.unix_millis(),
+            "analytic": {
+                "uid": format!("{}/{}", f.detector.as_str(), f.rule_id),
+                "name": f.rule_id,
+                "category": f.detector.as_str(),
+                "type_id": 1,
+                "type": "Rule",
+            },
+            "related_events": f.event_ids.iter().map(|id| json!({"uid": id})).collect::<Vec<_>>(),
+            "data_sources": ["toolgate.events"],
+        },
+        "resources": resources,
+        "observables": observables,
+        "evidences": [{"data": f.evidence}],
+        "unmapped": {
+            "toolgate": {
+                "agent_id": f.agent_id,
+                "session_id": f.session_id,
+                "server": f.server,
+                "tool": f.tool,
+                "call_id": f.call_id,
+                "tags": f.tags,
+                "action": f.action,
+            }
+        },
+    });
+    // The security-control profile's disposition says what was done about it.
+    if f.action == FindingAction::Block {
+        record["action_id"] = json!(2);
+        record["action"] = json!("Denied");
+        record["disposition_id"] = json!(2);
+        record["disposition"] = json!("Blocked");
+        record["metadata"]["profiles"] = json!(["security_control"]);
+    }
+    record
+}

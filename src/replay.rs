@@ -1,0 +1,195 @@
+//! Offline replay: events from JSONL, put in event-time order, run through the
+//! configured detectors, findings handed to the caller as they close. Streams: memory
+//! is bounded by the reorder buffer and the detectors' own caps, not by the input.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use toolgate_detectors::{EmitPolicy, FoldStats, build_pipeline};
+use toolgate_ingest::{DeadLetterWriter, JsonlSource, RejectCounts, SourceItem};
+use toolgate_protocol::config::Config;
+use toolgate_protocol::{Event, Finding};
+
+use crate::event_time::Reorder;
+
+/// What a replay read and produced.
+#[derive(Debug, Default, Serialize)]
+pub struct ReplayStats {
+    /// Events decoded.
+    pub events: u64,
+    /// Lines rejected, by cause.
+    pub rejected: RejectCounts,
+    /// Where rejected lines were written, if any were.
+    pub dead_letter_file: Option<String>,
+    /// Blank lines skipped.
+    pub blank_lines: u64,
+    /// Events that arrived later than the allowed lateness.
+    pub late_events: u64,
+    /// Findings by detector.
+    pub findings_by_detector: BTreeMap<&'static str, u64>,
+    /// Findings by severity.
+    pub findings_by_severity: BTreeMap<&'static str, u64>,
+    /// Folding counters.
+    pub folding: FoldStats,
+    /// Detectors that ran.
+    pub detectors: Vec<&'static str>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl ReplayStats {
+    /// Findings in all.
+    pub fn findings(&self) -> u64 {
+        self.findings_by_detector.values().sum()
+    }
+
+    /// A short human summary for stderr.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "events: {} read, {} rejected, {} late; {:.1} s ({:.0} events/s)\n",
+            self.events,
+            self.rejected.total,
+            self.late_events,
+            self.seconds,
+            self.events as f64 / self.seconds.max(1e-9)
+        );
+        if self.rejected.total > 0 {
+            let kinds: Vec<String> = self
+                .rejected
+                .by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            s += &format!(
+                "rejected by cause: {}; written to {}\n",
+                kinds.join(", "),
+                self.dead_letter_file.as_deref().unwrap_or("?")
+            );
+        }
+        s += &format!(
+            "detectors: {}\n",
+            if self.detectors.is_empty() {
+                "(none registered)".to_string()
+            } else {
+                self.detectors.join(", ")
+            }
+        );
+        let fmt = |m: &BTreeMap<&str, u64>| {
+            m.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s += &format!("findings: {}", self.findings());
+        if self.findings() > 0 {
+            s += &format!(
+                " (by detector: {}; by severity: {})",
+                fmt(&self.findings_by_detector),
+                fmt(&self.findings_by_severity)
+            );
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// Replays `input` (a file, a directory or `-`). Rejected lines go to `dead_letter`,
+/// created only if there is one. `on_event` sees every event in processing order;
+/// `on_finding` every finding once, with its final count.
+pub fn replay(
+    config: &Config,
+    input: &str,
+    dead_letter: &Path,
+    mut on_event: impl FnMut(&Event),
+    mut on_finding: impl FnMut(&Finding) -> Result<()>,
+) -> Result<ReplayStats> {
+    let started = Instant::now();
+    let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly)?;
+    let mut source = JsonlSource::open(input, config.limits.max_event_bytes)?;
+    let mut reorder = Reorder::new(
+        config.event_time.allowed_lateness,
+        config.event_time.max_buffered_events,
+    );
+    let mut stats = ReplayStats {
+        detectors: pipeline.detector_names(),
+        ..ReplayStats::default()
+    };
+    let mut dlq: Option<DeadLetterWriter> = None;
+    let mut ready: Vec<Box<Event>> = Vec::new();
+    let mut findings: Vec<Finding> = Vec::new();
+
+    let mut emit = |findings: &mut Vec<Finding>, stats: &mut ReplayStats| -> Result<()> {
+        for f in findings.drain(..) {
+            *stats
+                .findings_by_detector
+                .entry(f.detector.as_str())
+                .or_default() += 1;
+            *stats
+                .findings_by_severity
+                .entry(f.severity.as_str())
+                .or_default() += 1;
+            on_finding(&f)?;
+        }
+        Ok(())
+    };
+
+    for item in source.by_ref() {
+        match item? {
+            SourceItem::Event(event) => {
+                stats.events += 1;
+                reorder.push(event, &mut ready);
+            }
+            SourceItem::Rejected(rejected) => {
+                stats.rejected.add(&rejected.error);
+                let writer = match &mut dlq {
+                    Some(w) => w,
+                    None => dlq.insert(
+                        DeadLetterWriter::create(dead_letter)
+                            .context("cannot create the dead-letter file")?,
+                    ),
+                };
+                writer.write(&rejected)?;
+            }
+        }
+        for event in ready.drain(..) {
+            on_event(&event);
+            pipeline.observe(&event, &mut findings);
+        }
+        if let Some(w) = reorder.watermark() {
+            pipeline.advance(w, &mut findings);
+        }
+        emit(&mut findings, &mut stats)?;
+    }
+    reorder.finish(&mut ready);
+    for event in ready.drain(..) {
+        on_event(&event);
+        pipeline.observe(&event, &mut findings);
+    }
+    if let Some(w) = reorder.watermark() {
+        pipeline.advance(w, &mut findings);
+    }
+    pipeline.finish(&mut findings);
+    emit(&mut findings, &mut stats)?;
+
+    if let Some(w) = dlq {
+        w.finish()?;
+        stats.dead_letter_file = Some(dead_letter.display().to_string());
+    }
+    stats.blank_lines = source.blank_lines();
+    stats.late_events = reorder.late();
+    stats.folding = pipeline.fold_stats();
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// Where rejected lines go when the command line does not say: beside the output, or
+/// in the working directory when the output is stdout.
+pub fn default_dead_letter_path(output: Option<&str>) -> PathBuf {
+    match output {
+        Some(o) if o != "-" => PathBuf::from(format!("{o}.dlq.jsonl")),
+        _ => PathBuf::from("toolgate-rejected.dlq.jsonl"),
+    }
+}
