@@ -11,7 +11,7 @@ use toolgate_protocol::{Duration, Event, Timestamp};
 struct Held {
     time: Timestamp,
     seq: u64,
-    event: Box<Event>,
+    event: Event,
 }
 
 impl PartialEq for Held {
@@ -68,7 +68,7 @@ impl Reorder {
     }
 
     /// Adds an event; pushes every event that is now ready onto `ready`, in order.
-    pub fn push(&mut self, event: Box<Event>, ready: &mut Vec<Box<Event>>) {
+    pub fn push(&mut self, event: Event, ready: &mut Vec<Event>) {
         let time = event.time;
         if self.released_up_to.is_some_and(|r| time < r) {
             self.late += 1;
@@ -93,13 +93,13 @@ impl Reorder {
     }
 
     /// Releases everything still held, in order.
-    pub fn finish(&mut self, ready: &mut Vec<Box<Event>>) {
+    pub fn finish(&mut self, ready: &mut Vec<Event>) {
         while !self.heap.is_empty() {
             self.release_one(ready);
         }
     }
 
-    fn release_one(&mut self, ready: &mut Vec<Box<Event>>) {
+    fn release_one(&mut self, ready: &mut Vec<Event>) {
         if let Some(Reverse(held)) = self.heap.pop() {
             self.released_up_to = Some(self.released_up_to.map_or(held.time, |r| r.max(held.time)));
             ready.push(held.event);
@@ -112,8 +112,8 @@ mod tests {
     use super::*;
     use toolgate_protocol::event::EventBody;
 
-    fn ev(secs: i64, id: &str) -> Box<Event> {
-        Box::new(Event {
+    fn ev(secs: i64, id: &str) -> Event {
+        Event {
             event_id: id.into(),
             time: Timestamp::from_unix_nanos(secs * 1_000_000_000),
             agent_id: "a".into(),
@@ -129,10 +129,10 @@ mod tests {
             body: EventBody::UserMessage {
                 text: String::new(),
             },
-        })
+        }
     }
 
-    fn ids(v: &[Box<Event>]) -> Vec<&str> {
+    fn ids(v: &[Event]) -> Vec<&str> {
         v.iter().map(|e| e.event_id.as_str()).collect()
     }
 

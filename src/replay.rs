@@ -118,7 +118,7 @@ pub fn replay(
         ..ReplayStats::default()
     };
     let mut dlq: Option<DeadLetterWriter> = None;
-    let mut ready: Vec<Box<Event>> = Vec::new();
+    let mut ready: Vec<Event> = Vec::new();
     let mut findings: Vec<Finding> = Vec::new();
 
     let mut emit = |findings: &mut Vec<Finding>, stats: &mut ReplayStats| -> Result<()> {
@@ -140,7 +140,7 @@ pub fn replay(
         match item? {
             SourceItem::Event(event) => {
                 stats.events += 1;
-                reorder.push(event, &mut ready);
+                reorder.push(*event, &mut ready);
             }
             SourceItem::Rejected(rejected) => {
                 stats.rejected.add(&rejected.error);

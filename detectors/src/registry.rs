@@ -9,6 +9,9 @@ use crate::Detector;
 use crate::fold::{EmitPolicy, FindingFolder};
 use crate::pipeline::Pipeline;
 
+/// Builds a detector from the whole config and its own table (without `enabled`).
+pub type BuildFn = fn(&Config, Value) -> Result<Box<dyn Detector>, BuildError>;
+
 /// How to build one detector from its `[detectors.<name>]` table.
 pub struct DetectorFactory {
     /// Key under `[detectors]`.
@@ -17,8 +20,8 @@ pub struct DetectorFactory {
     pub kind: DetectorKind,
     /// One line for `--help` and docs.
     pub summary: &'static str,
-    /// Builds the detector from the whole config and its own table (without `enabled`).
-    pub build: fn(&Config, Value) -> Result<Box<dyn Detector>, BuildError>,
+    /// Builds the detector.
+    pub build: BuildFn,
 }
 
 /// A detector could not be built from the config.

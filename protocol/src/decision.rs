@@ -288,15 +288,15 @@ mod tests {
     fn any_change_to_a_signed_field_breaks_the_signature() {
         let mut d = decision();
         signer().sign(&mut d);
-        let mut edits: Vec<Box<dyn Fn(&mut Decision)>> = vec![
-            Box::new(|d| d.action = DecisionAction::Allow),
-            Box::new(|d| d.scope.agent_id = "agent-8".into()),
-            Box::new(|d| d.scope.tool = None),
-            Box::new(|d| d.expires_at = None),
-            Box::new(|d| d.reason.push('!')),
-            Box::new(|d| d.finding_ids.clear()),
+        let edits: [fn(&mut Decision); 6] = [
+            |d| d.action = DecisionAction::Allow,
+            |d| d.scope.agent_id = "agent-8".into(),
+            |d| d.scope.tool = None,
+            |d| d.expires_at = None,
+            |d| d.reason.push('!'),
+            |d| d.finding_ids.clear(),
         ];
-        for edit in edits.drain(..) {
+        for edit in edits {
             let mut forged = d.clone();
             edit(&mut forged);
             assert!(matches!(

@@ -240,7 +240,13 @@ impl Event {
             None => return Err(f.missing("time", "an RFC 3339 UTC timestamp")),
             Some(Value::String(s)) => match Timestamp::parse(&s) {
                 Ok(t) => t,
-                Err(e) => return Err(f.invalid("time", &e.to_string(), &Value::String(s))),
+                Err(e) => {
+                    let expected = format!(
+                        "an RFC 3339 timestamp such as 2025-01-31T12:00:00Z ({})",
+                        e.reason()
+                    );
+                    return Err(f.invalid("time", &expected, &Value::String(s)));
+                }
             },
             Some(v) => return Err(f.wrong_type("time", "an RFC 3339 UTC timestamp string", &v)),
         };

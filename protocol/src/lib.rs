@@ -1,13 +1,13 @@
 //! toolgate's wire contracts, shared by the sink, the engine and every tool.
 //!
-//! - [`event`]: `toolgate.event.v1`, decoded with errors that name the field, the
+//! - [`event`] — `toolgate.event.v1`, decoded with errors that name the field, the
 //!   expected and the found value ([`DecodeError`]);
-//! - [`finding`]: `toolgate.finding.v1`;
-//! - [`decision`]: `toolgate.decision.v1` with Ed25519 signing and verification;
-//! - [`canonical`]: RFC 8785 canonical JSON, the byte form signatures and
+//! - [`finding`] — `toolgate.finding.v1`;
+//! - [`decision`] — `toolgate.decision.v1` with Ed25519 signing and verification;
+//! - [`canonical`] — RFC 8785 canonical JSON, the byte form signatures and
 //!   [`fingerprint`]s are computed over;
-//! - [`config`]: `toolgate.toml`;
-//! - [`time`]: RFC 3339 timestamps and config durations.
+//! - [`config`] — `toolgate.toml`;
+//! - [`time`] — RFC 3339 timestamps and config durations.
 //!
 //! Pure data and validation: no I/O beyond reading a config file, no async runtime, no
 //! Kafka or Arrow, so the per-agent sink can depend on it and stay small.

@@ -22,6 +22,13 @@ pub struct Timestamp(i64);
 #[error("not an RFC 3339 timestamp ({0}); expected e.g. 2025-01-31T12:00:00Z")]
 pub struct TimestampError(&'static str);
 
+impl TimestampError {
+    /// What is wrong, in a few words.
+    pub fn reason(&self) -> &'static str {
+        self.0
+    }
+}
+
 impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Timestamp = Timestamp(0);

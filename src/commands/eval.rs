@@ -321,3 +321,80 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     eprint!("{}", stats.summary());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::tests::sample;
+    use toolgate_protocol::FindingAction;
+
+    fn labels(outcome: &str, attack: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("outcome".to_string(), outcome.to_string()),
+            ("attack_type".to_string(), attack.to_string()),
+        ])
+    }
+
+    #[test]
+    fn rates_are_per_session_and_per_class() {
+        let mut ev = Evaluation::new("outcome", &["attack_type".into()], Severity::Low);
+        for (s, outcome, attack) in [
+            ("s1", "attack_succeeded", "direct"),
+            ("s2", "attack_succeeded", "direct"),
+            ("s3", "attack_succeeded", "tool_knowledge"),
+            ("s4", "attack_failed", "direct"),
+            ("s5", "benign", "none"),
+            ("s6", "benign", "none"),
+            ("s7", "benign", "none"),
+            ("s8", "benign", "none"),
+        ] {
+            // Several events per session count once.
+            ev.event("agent", s, &labels(outcome, attack));
+            ev.event("agent", s, &labels(outcome, attack));
+        }
+        ev.event("agent", "s9", &BTreeMap::new());
+        let mut flag = |session: &str, severity: Severity, detector: DetectorKind| {
+            let mut f = sample(FindingAction::Alert);
+            f.agent_id = "agent".into();
+            f.session_id = session.into();
+            f.severity = severity;
+            f.detector = detector;
+            ev.finding(&f);
+        };
+        flag("s1", Severity::High, DetectorKind::Provenance);
+        flag("s1", Severity::Low, DetectorKind::Sequence);
+        flag("s3", Severity::Medium, DetectorKind::Sequence);
+        flag("s4", Severity::Critical, DetectorKind::Provenance);
+        flag("s5", Severity::Low, DetectorKind::Volume);
+        flag("s6", Severity::Info, DetectorKind::Volume);
+        let r = ev.report();
+        assert_eq!(r.sessions, 9);
+        let all = &r.all_detectors;
+        assert_eq!(
+            (all.attack_succeeded.sessions, all.attack_succeeded.flagged),
+            (3, 2)
+        );
+        assert_eq!(all.detection_rate, Some(2.0 / 3.0));
+        assert_eq!(all.failed_attack_flag_rate, Some(1.0));
+        assert_eq!(
+            all.false_positive_rate,
+            Some(0.25),
+            "info findings do not flag"
+        );
+        assert_eq!(all.unlabelled.sessions, 1);
+        assert_eq!(r.by_detector["provenance"].detection_rate, Some(1.0 / 3.0));
+        assert_eq!(r.by_detector["sequence"].detection_rate, Some(2.0 / 3.0));
+        assert_eq!(r.by_detector["volume"].false_positive_rate, Some(0.25));
+        let direct = &r.by_label["attack_type"]["direct"];
+        assert_eq!(direct.detection_rate, Some(0.5));
+        assert_eq!(r.by_label["attack_type"]["none"].detection_rate, None);
+        assert_eq!(r.by_label["attack_type"]["(none)"].unlabelled.sessions, 1);
+        let table = r.table();
+        assert!(table.contains("all detectors"), "{table}");
+        assert!(table.contains("66.7%"), "{table}");
+        assert!(
+            table.contains("1 sessions had no \"outcome\" label"),
+            "{table}"
+        );
+    }
+}

@@ -93,3 +93,90 @@ pub fn line(f: &Finding) -> String {
         extension.join(" ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::outputs::tests::sample;
+    use toolgate_protocol::FindingAction;
+
+    /// Splits a CEF line the way a receiver does: seven unescaped `|` in the header,
+    /// then `key=value` pairs where a value runs until the next ` key=`.
+    fn parse(line: &str) -> (Vec<String>, BTreeMap<String, String>) {
+        let mut header = Vec::new();
+        let mut field = String::new();
+        let mut chars = line.chars();
+        while header.len() < 7 {
+            match chars.next() {
+                Some('\\') => field.push(chars.next().unwrap()),
+                Some('|') => header.push(std::mem::take(&mut field)),
+                Some(c) => field.push(c),
+                None => panic!("short header"),
+            }
+        }
+        let rest: String = chars.collect();
+        let mut ext = BTreeMap::new();
+        let mut key = String::new();
+        let mut value = String::new();
+        let mut in_value = false;
+        let mut it = rest.chars().peekable();
+        while let Some(c) = it.next() {
+            if !in_value {
+                if c == '=' {
+                    in_value = true;
+                } else {
+                    key.push(c);
+                }
+                continue;
+            }
+            match c {
+                '\\' => match it.next() {
+                    Some('n') => value.push('\n'),
+                    Some('r') => value.push('\r'),
+                    Some(o) => value.push(o),
+                    None => {}
+                },
+                ' ' => {
+                    // A space ends the value only when a new `key=` follows.
+                    let ahead: String = it.clone().take_while(|c| *c != ' ').collect();
+                    if ahead.contains('=')
+                        && !ahead.starts_with('=')
+                        && ahead
+                            .split('=')
+                            .next()
+                            .is_some_and(|k| k.chars().all(char::is_alphanumeric))
+                    {
+                        ext.insert(std::mem::take(&mut key), std::mem::take(&mut value));
+                        in_value = false;
+                    } else {
+                        value.push(' ');
+                    }
+                }
+                c => value.push(c),
+            }
+        }
+        ext.insert(key, value);
+        (header, ext)
+    }
+
+    #[test]
+    fn escaping_round_trips_through_a_cef_parser() {
+        let f = sample(FindingAction::Block);
+        let line = line(&f);
+        assert!(line.starts_with("CEF:0|toolgate|toolgate|"));
+        let (header, ext) = parse(&line);
+        assert_eq!(header[4], "provenance:internal_to_external");
+        assert_eq!(header[5], "Data | from mail = sent out");
+        assert_eq!(header[6], "8");
+        assert_eq!(ext["msg"], f.description);
+        assert_eq!(ext["externalId"], f.finding_id);
+        assert_eq!(ext["cnt"], "3");
+        assert_eq!(ext["act"], "block");
+        assert_eq!(ext["cs1"], "agent-7");
+        assert_eq!(ext["cs3Label"], "mcpServer");
+        assert_eq!(ext["cs6"], "owasp-asi:ASI01");
+        assert_eq!(ext["rt"], f.time.unix_millis().to_string());
+    }
+}

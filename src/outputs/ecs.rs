@@ -69,3 +69,26 @@ pub fn alert(f: &Finding) -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::tests::sample;
+
+    #[test]
+    fn alert_uses_ecs_and_gen_ai_fields() {
+        let f = sample(FindingAction::Block);
+        let d = alert(&f);
+        assert_eq!(d["@timestamp"], "2025-03-01T10:00:05.5Z");
+        assert_eq!(d["event"]["kind"], "alert");
+        assert_eq!(d["event"]["type"][0], "denied");
+        assert_eq!(d["event"]["severity"], 73);
+        assert_eq!(d["event"]["id"], f.finding_id);
+        assert_eq!(d["rule"]["id"], "provenance/internal_to_external");
+        assert_eq!(d["gen_ai"]["agent"]["id"], "agent-7");
+        assert_eq!(d["gen_ai"]["conversation"]["id"], "sess-1");
+        assert_eq!(d["gen_ai"]["tool"]["name"], "post");
+        assert_eq!(d["gen_ai"]["tool"]["call"]["id"], "c-9");
+        assert_eq!(d["toolgate"]["count"], 3);
+    }
+}

@@ -80,3 +80,56 @@ impl<W: Write> FindingWriter<W> {
         self.out
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+    use toolgate_protocol::finding::FindingSchema;
+    use toolgate_protocol::{DetectorKind, Finding, FindingAction, Severity, Timestamp};
+
+    /// A finding with awkward text in every free-form field.
+    pub(crate) fn sample(action: FindingAction) -> Finding {
+        Finding {
+            schema: FindingSchema::V1,
+            finding_id: "0123456789abcdef0123456789abcdef".into(),
+            time: Timestamp::parse("2025-03-01T10:00:05.5Z").unwrap(),
+            first_seen: Timestamp::parse("2025-03-01T10:00:00Z").unwrap(),
+            last_seen: Timestamp::parse("2025-03-01T10:00:05.5Z").unwrap(),
+            count: 3,
+            detector: DetectorKind::Provenance,
+            rule_id: "internal_to_external".into(),
+            title: "Data | from mail = sent out".into(),
+            description: "line one\nline two with a \\ backslash and a=b".into(),
+            severity: Severity::High,
+            risk_score: 85,
+            confidence: 0.9,
+            agent_id: "agent-7".into(),
+            session_id: "sess-1".into(),
+            server: Some("web".into()),
+            tool: Some("post".into()),
+            call_id: Some("c-9".into()),
+            event_ids: vec!["e1".into(), "e2".into()],
+            evidence: json!({"containment": 0.97}),
+            tags: vec!["owasp-asi:ASI01".into()],
+            action,
+        }
+    }
+
+    #[test]
+    fn every_format_renders_one_line() {
+        for format in [
+            super::FindingFormat::Jsonl,
+            super::FindingFormat::Ocsf,
+            super::FindingFormat::Ecs,
+            super::FindingFormat::Cef,
+        ] {
+            let line = super::render(&sample(FindingAction::Alert), format);
+            assert!(!line.contains('\n'), "{format:?}: {line}");
+        }
+        assert!(
+            super::parse_format("xml")
+                .unwrap_err()
+                .contains("jsonl, ocsf, ecs or cef")
+        );
+    }
+}

@@ -137,3 +137,44 @@ pub fn detection_finding(f: &Finding) -> Value {
     }
     record
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::tests::sample;
+
+    #[test]
+    fn detection_finding_carries_the_class_and_the_finding() {
+        let f = sample(FindingAction::Alert);
+        let o = detection_finding(&f);
+        assert_eq!(o["class_uid"], 2004);
+        assert_eq!(o["category_uid"], 2);
+        assert_eq!(o["type_uid"], 200401);
+        assert_eq!(o["severity_id"], 4);
+        assert_eq!(o["time"], f.time.unix_millis());
+        assert_eq!(o["start_time"], 1_740_823_200_000i64);
+        assert_eq!(o["end_time"], 1_740_823_205_500i64);
+        assert_eq!(o["count"], 3);
+        assert_eq!(o["confidence_score"], 90);
+        assert_eq!(o["risk_level_id"], 4);
+        assert_eq!(o["metadata"]["version"], OCSF_VERSION);
+        assert_eq!(o["metadata"]["product"]["name"], "toolgate");
+        assert_eq!(o["finding_info"]["uid"], f.finding_id);
+        assert_eq!(
+            o["finding_info"]["analytic"]["uid"],
+            "provenance/internal_to_external"
+        );
+        assert_eq!(o["finding_info"]["related_events"][1]["uid"], "e2");
+        assert_eq!(o["resources"][1]["uid"], "web/post");
+        assert_eq!(o["evidences"][0]["data"]["containment"], 0.97);
+        assert!(o.get("disposition_id").is_none());
+    }
+
+    #[test]
+    fn a_block_is_a_denied_disposition() {
+        let o = detection_finding(&sample(FindingAction::Block));
+        assert_eq!(o["action_id"], 2);
+        assert_eq!(o["disposition_id"], 2);
+        assert_eq!(o["metadata"]["profiles"][0], "security_control");
+    }
+}

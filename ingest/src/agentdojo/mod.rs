@@ -15,7 +15,9 @@
 //! - Ground truth stays in labels and never in fields detectors read as facts:
 //!   `suite`, `pipeline`, `user_task`, `injection_task`, `attack_type` (`none` for benign
 //!   runs), `security`, `utility`, `outcome` (`benign`, `attack_succeeded`,
-//!   `attack_failed`, `unknown`), `run_error`, and on results that carry injected text,
+//!   `attack_failed`, `unknown`), `task_kind` (`user_task`, or
+//!   `injection_task_as_user_task` for AgentDojo's runs of an injection task as the
+//!   user's own request), `run_error`, and on results that carry injected text,
 //!   `injection_vectors`.
 //! - Time is synthetic: runs are laid one after another in input order, one second per
 //!   event and a minute between runs, so the output is sorted by event time.

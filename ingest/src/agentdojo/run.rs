@@ -181,6 +181,17 @@ pub(crate) fn convert(
         ("dataset".to_string(), "agentdojo".to_string()),
         ("suite".into(), suite.clone()),
         ("pipeline".into(), pipeline),
+        // AgentDojo also runs each injection task as the user's own request, to check
+        // it can be done at all: benign by label, the attacker's behaviour in content.
+        (
+            "task_kind".into(),
+            if user_task.starts_with("injection_task") {
+                "injection_task_as_user_task"
+            } else {
+                "user_task"
+            }
+            .into(),
+        ),
         ("user_task".into(), user_task),
         ("injection_task".into(), injection_task),
         ("attack_type".into(), attack),

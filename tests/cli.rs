@@ -1,0 +1,308 @@
+//! The `toolgate` binary end to end: import, analyze and eval on real data, bad input,
+//! usage errors, and every example config in the repository.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn toolgate(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run toolgate")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+const GOOD: &str = r#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"e1","time":"2025-01-01T00:00:01Z","agent_id":"a","session_id":"s","server":"mail","call_id":"c1","tool":"send","arguments":{"to":"x@example.com"}}"#;
+
+#[test]
+fn analyze_reports_exact_errors_dead_letters_and_counts_on_a_corrupt_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        GOOD.to_string(),
+        GOOD[..70].to_string(),
+        GOOD.replace("\"e1\"", "\"e2\"")
+            .replace("\"agent_id\":\"a\",", ""),
+        GOOD.replace("\"e1\"", "\"e3\"")
+            .replace("\"call_id\":\"c1\",", ""),
+        GOOD.replace("\"e1\"", "\"e4\"")
+            .replace("toolgate.event.v1", "toolgate.event.v0"),
+        GOOD.replace("\"e1\"", "\"e5\"")
+            .replace("2025-01-01T00:00:01Z", "2025-01-01 noon"),
+        GOOD.replace("\"e1\"", "\"e6\"")
+            .replace("{\"to\":\"x@example.com\"}", "[\"x\"]"),
+        GOOD.replace("\"e1\"", "\"e7\""),
+    ];
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n")).unwrap();
+    let out = toolgate(
+        &["analyze", "--input", "in.jsonl", "--output", "found.jsonl"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("events: 2 read, 6 rejected, 0 late"), "{err}");
+    assert!(
+        err.contains(
+            "invalid_json 1, invalid_value 1, missing_field 2, unknown_schema 1, wrong_type 1"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("written to found.jsonl.dlq.jsonl"), "{err}");
+    let letters: Vec<Value> = std::fs::read_to_string(dir.path().join("found.jsonl.dlq.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(u64, String)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(summary[0].0, 2);
+    assert!(
+        summary[0]
+            .1
+            .starts_with("not valid JSON: EOF while parsing")
+    );
+    assert_eq!(
+        summary[1..],
+        [
+            (3, "field `agent_id`: expected a non-empty string, found nothing (field is missing)".to_string()),
+            (4, "field `call_id`: expected a non-empty string, found nothing (field is missing)".to_string()),
+            (5, "field `schema`: expected \"toolgate.event.v1\", found string \"toolgate.event.v0\"".to_string()),
+            (6, "field `time`: expected an RFC 3339 timestamp such as 2025-01-31T12:00:00Z (too short), found string \"2025-01-01 noon\"".to_string()),
+            (7, "field `arguments`: expected an object, found array of 1 items".to_string()),
+        ]
+    );
+    for (letter, line) in letters.iter().zip([2usize, 3, 4, 5, 6, 7]) {
+        assert_eq!(letter["raw"], lines[line - 1], "the original line is kept");
+    }
+}
+
+#[test]
+fn clean_input_creates_no_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), format!("{GOOD}\n")).unwrap();
+    let out = toolgate(&["analyze", "--input", "in.jsonl"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("events: 1 read, 0 rejected"));
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn usage_and_io_errors_exit_non_zero_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), GOOD).unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["analyze", "--input", "missing.jsonl"], "missing.jsonl"),
+        (
+            &["analyze", "--input", "in.jsonl", "--format", "xml"],
+            "unknown format \"xml\"",
+        ),
+        (&["analyze"], "--input"),
+        (
+            &["eval", "--input", "in.jsonl", "--min-severity", "severe"],
+            "unknown severity",
+        ),
+        (
+            &[
+                "import",
+                "agentdojo",
+                "--input",
+                "nothing-here",
+                "--output",
+                "-",
+            ],
+            "nothing-here",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = toolgate(args, dir.path());
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), GOOD).unwrap();
+    for (config, needle) in [
+        (
+            "[servers.mail]\ntrust_domain = \"intranet\"\n",
+            "`servers.mail.trust_domain`",
+        ),
+        ("[limits]\nmax_bytes = 5\n", "max_bytes"),
+        (
+            "[detectors.provenanse]\n",
+            "`detectors.provenanse`: no such detector",
+        ),
+    ] {
+        std::fs::write(dir.path().join("bad.toml"), config).unwrap();
+        let out = toolgate(
+            &["analyze", "--config", "bad.toml", "--input", "in.jsonl"],
+            dir.path(),
+        );
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn every_example_config_in_the_repository_loads() {
+    let mut configs = Vec::new();
+    for dir in ["deploy", "examples"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                configs.push(path);
+            }
+        }
+    }
+    assert!(!configs.is_empty());
+    for path in &configs {
+        let config = toolgate_protocol::config::Config::load(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        toolgate_detectors::build_pipeline(&config, toolgate_detectors::EmitPolicy::FinalOnly)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    let mapping =
+        toolgate_ingest::agentdojo::Mapping::load(&repo().join("ingest/mappings/agentdojo.toml"))
+            .unwrap();
+    mapping
+        .check_domains(&toolgate_protocol::config::Config::default())
+        .unwrap();
+}
+
+#[test]
+fn analyze_writes_every_format_and_the_configured_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = repo().join("examples/agentdojo-sample.jsonl");
+    std::fs::write(
+        dir.path().join("t.toml"),
+        "[[outputs]]\ntype = \"file\"\nformat = \"cef\"\npath = \"extra.cef\"\n",
+    )
+    .unwrap();
+    for format in ["jsonl", "ocsf", "ecs", "cef"] {
+        let out = toolgate(
+            &[
+                "analyze",
+                "--config",
+                "t.toml",
+                "--input",
+                sample.to_str().unwrap(),
+                "--format",
+                format,
+                "--output",
+                "f.out",
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("events: 54 read, 0 rejected, 0 late"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(dir.path().join("extra.cef").exists());
+}
+
+/// Regression guard for issue 2: the whole shared AgentDojo dataset goes through
+/// import, analyze and eval with nothing rejected (empty call ids in the traces were
+/// once passed on and rejected) and one session per run that has a transcript (runs of
+/// locally served models once collided on their `local-…` pipeline name).
+#[test]
+fn regression_issue_2_the_whole_agentdojo_dataset_imports_analyzes_and_evaluates() {
+    let archive = repo().join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
+    assert!(
+        archive.exists(),
+        "shared dataset missing at {}",
+        archive.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = toolgate(
+        &[
+            "import",
+            "agentdojo",
+            "--input",
+            archive.to_str().unwrap(),
+            "--output",
+            "events.jsonl.gz",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("imported 31226 runs, 267363 events"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = toolgate(
+        &[
+            "analyze",
+            "--input",
+            "events.jsonl.gz",
+            "--output",
+            "findings.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("events: 267363 read, 0 rejected, 0 late"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = toolgate(
+        &["eval", "--input", "events.jsonl.gz", "--json", "eval.json"],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["sessions"], 31_019);
+    let all = &report["all_detectors"];
+    assert_eq!(all["attack_succeeded"]["sessions"], 3_394);
+    assert_eq!(all["benign"]["sessions"], 2_832);
+    assert_eq!(
+        all["unlabelled"]["sessions"], 1,
+        "the one run without a security verdict"
+    );
+    let by_suite = &report["by_label"]["suite"];
+    let suite_total: u64 = ["banking", "travel", "workspace"]
+        .iter()
+        .map(|s| {
+            let v = &by_suite[*s];
+            ["attack_succeeded", "attack_failed", "benign", "unlabelled"]
+                .iter()
+                .map(|k| v[*k]["sessions"].as_u64().unwrap())
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(suite_total, 31_019);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("attack_type=important_instructions"),
+        "{table}"
+    );
+}
