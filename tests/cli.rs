@@ -107,6 +107,34 @@ fn clean_input_creates_no_dead_letter_file() {
 }
 
 #[test]
+fn analyze_reads_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["analyze", "--input", "-", "--format", "ecs"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sample = std::fs::read(repo().join("examples/agentdojo-sample.jsonl")).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&sample).unwrap();
+    stdin.write_all(b"not json\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("events: 54 read, 1 rejected"),
+        "{}",
+        stderr(&out)
+    );
+    let letter = std::fs::read_to_string(dir.path().join("toolgate-rejected.dlq.jsonl")).unwrap();
+    assert!(letter.contains("\"source\":\"-\",\"line\":55"), "{letter}");
+}
+
+#[test]
 fn usage_and_io_errors_exit_non_zero_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.jsonl"), GOOD).unwrap();

@@ -45,9 +45,8 @@ impl JsonlSource {
             blank_lines: 0,
         };
         if input == "-" {
-            let stdin = std::io::stdin();
-            source.current = Some(("-".into(), Box::new(std::io::BufReader::new(stdin))));
-            return Ok(source);
+            let stdin = Box::new(std::io::BufReader::new(std::io::stdin()));
+            return Ok(Self::from_reader("-", stdin, max_bytes));
         }
         let path = Path::new(input);
         let meta = std::fs::metadata(path).map_err(|e| IngestError::io(input, e))?;
@@ -66,6 +65,18 @@ impl JsonlSource {
             source.pending.push_back(path.to_path_buf());
         }
         Ok(source)
+    }
+
+    /// Reads events from an already open reader; `name` is the source in dead letters.
+    pub fn from_reader(name: &str, reader: Box<dyn BufRead + Send>, max_bytes: usize) -> Self {
+        JsonlSource {
+            pending: VecDeque::new(),
+            current: Some((name.to_string(), reader)),
+            line: 0,
+            max_bytes,
+            buf: Vec::new(),
+            blank_lines: 0,
+        }
     }
 
     /// Lines that were empty or whitespace only (not events, not errors).

@@ -81,6 +81,33 @@ impl ImportStats {
     }
 }
 
+/// Converts one run file's bytes (`name` is its path, which identifies the run in
+/// AgentDojo's layout), starting the clock at `start`. A file that is not a run is
+/// recorded in `stats.bad_files` and yields no events.
+pub fn convert_run(
+    name: &str,
+    bytes: &[u8],
+    mapping: &Mapping,
+    start: Timestamp,
+    stats: &mut ImportStats,
+) -> Vec<Event> {
+    match serde_json::from_slice::<run::Run>(bytes) {
+        Ok(parsed) => {
+            let id = run::RunId::locate(name, &parsed);
+            stats.runs += 1;
+            let events = run::convert(id, parsed, mapping, start, stats);
+            for e in &events {
+                *stats.events_by_kind.entry(e.kind().as_str()).or_default() += 1;
+            }
+            events
+        }
+        Err(e) => {
+            stats.bad_file(name.to_string(), e.to_string());
+            Vec::new()
+        }
+    }
+}
+
 /// Converts every run under `input`, calling `emit` for each event in order.
 pub fn import(
     input: &Path,
@@ -91,23 +118,13 @@ pub fn import(
     let mut clock = Timestamp::parse(EPOCH).unwrap_or(Timestamp::EPOCH);
     let mut one =
         |name: String, bytes: &[u8], stats: &mut ImportStats| -> Result<(), IngestError> {
-            let parsed: Result<run::Run, _> = serde_json::from_slice(bytes);
-            let run = match parsed {
-                Ok(run) => run,
-                Err(e) => {
-                    stats.bad_file(name, e.to_string());
-                    return Ok(());
-                }
-            };
-            let id = run::RunId::locate(&name, &run);
-            let events = run::convert(id, run, mapping, clock, stats);
-            stats.runs += 1;
+            let events = convert_run(&name, bytes, mapping, clock, stats);
             for e in &events {
-                *stats.events_by_kind.entry(e.kind().as_str()).or_default() += 1;
                 emit(e)?;
             }
-            let last = events.last().map_or(clock, |e| e.time);
-            clock = last.saturating_add(RUN_GAP);
+            if let Some(last) = events.last() {
+                clock = last.time.saturating_add(RUN_GAP);
+            }
             Ok(())
         };
 
