@@ -9,4 +9,5 @@ pub mod cli;
 pub mod commands;
 pub mod event_time;
 pub mod outputs;
+pub mod process;
 pub mod replay;

@@ -10,6 +10,7 @@ directory (or --work DIR) and prints a Markdown table for BENCHMARKS.md.
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,21 +22,22 @@ ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "agentdojo",
                        "runs-workspace-travel-banking.tar.gz")
 
 
-# getrusage(RUSAGE_CHILDREN) is the maximum over every child a process has waited for,
-# so each measured command runs under its own small Python parent that reports it.
-PROBE = ("import resource,subprocess,sys,time;t=time.monotonic();"
-         "p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE);"
-         "print(time.monotonic()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
-         " p.returncode)")
-
-
 def run(args):
-    """Runs one command; returns (seconds, peak RSS in MiB)."""
-    out = subprocess.run([sys.executable, "-c", PROBE, *args],
-                         capture_output=True, text=True, check=True).stdout.split()
-    if int(out[2]) != 0:
-        sys.exit(f"failed: {' '.join(args)}")
-    return float(out[0]), int(out[1]) / 1024
+    """Runs one command; returns (seconds, peak RSS in MiB as the command reports it).
+
+    The peak comes from toolgate's own summary line (`peak memory: N MiB`, read from
+    /proc/self/status VmHWM). getrusage() from here would not do: a child forked from
+    Python starts with Python's high-water mark, and Linux keeps it across exec.
+    """
+    start = time.monotonic()
+    proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(args)}\n{proc.stderr}")
+    match = re.search(r"peak memory: ([0-9.]+) MiB", proc.stderr)
+    if not match:
+        sys.exit(f"no peak memory in the summary of {' '.join(args)}")
+    return seconds, float(match.group(1))
 
 
 def main():
@@ -45,6 +47,7 @@ def main():
     if not os.path.exists(BIN):
         sys.exit("build first: cargo build --release")
     work = opts.work or tempfile.mkdtemp(prefix="toolgate-bench-")
+    os.makedirs(work, exist_ok=True)
     events = os.path.join(work, "events.jsonl")
 
     rows = []

@@ -126,12 +126,13 @@ impl Fields {
     }
 
     /// Fails on the first field nobody read (in key order, so the error is stable).
-    pub(crate) fn finish(self, context: &str) -> Result<(), DecodeError> {
+    /// `context` ("on a tool_call event") is built only when there is an error.
+    pub(crate) fn finish(self, context: impl FnOnce() -> String) -> Result<(), DecodeError> {
         match self.map.iter().find(|(_, v)| !v.is_null()) {
             None => Ok(()),
             Some((k, v)) => Err(DecodeError::field_error(
                 self.path(k),
-                format!("no such field {context}"),
+                format!("no such field {}", context()),
                 Some(v),
                 FieldProblem::Unexpected,
             )),

@@ -313,7 +313,7 @@ impl Event {
                 },
             },
         };
-        f.finish(&format!("on a {} event", kind.as_str()))?;
+        f.finish(|| format!("on a {} event", kind.as_str()))?;
         Ok(Event {
             event_id,
             time,
@@ -471,7 +471,7 @@ fn decode_sink_action(v: Value) -> Result<SinkAction, DecodeError> {
     };
     let rule = f.opt_identifier("rule")?;
     let reason = f.opt_text("reason")?;
-    f.finish("in sink_action")?;
+    f.finish(|| "in sink_action".into())?;
     Ok(SinkAction {
         action,
         rule,

@@ -58,6 +58,6 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         std::io::Write::flush(&mut w.into_inner())
             .with_context(|| format!("writing findings to {name}"))?;
     }
-    eprint!("{}", stats.summary());
+    eprint!("{}{}", stats.summary(), crate::process::peak_rss_note());
     Ok(())
 }

@@ -318,7 +318,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    eprint!("{}", stats.summary());
+    eprint!("{}{}", stats.summary(), crate::process::peak_rss_note());
     Ok(())
 }
 

@@ -62,6 +62,7 @@ pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
             summary += &format!("  {path}: {reason}\n");
         }
     }
+    summary += &crate::process::peak_rss_note();
     eprint!("{summary}");
     Ok(())
 }
