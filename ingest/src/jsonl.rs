@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use toolgate_protocol::{DecodeError, Event};
 
 use crate::dead_letter::Rejected;
-use crate::{IngestError, open_maybe_gzip};
+use crate::{IngestError, files_under, open_maybe_gzip};
 
 /// One line's outcome.
 #[derive(Debug)]
@@ -51,9 +51,11 @@ impl JsonlSource {
         let path = Path::new(input);
         let meta = std::fs::metadata(path).map_err(|e| IngestError::io(input, e))?;
         if meta.is_dir() {
-            let mut files = Vec::new();
-            collect_files(path, &mut files)?;
-            files.sort();
+            let files = files_under(path, &|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|name| EXTENSIONS.iter().any(|ext| name.ends_with(ext)))
+            })?;
             if files.is_empty() {
                 return Err(IngestError::Input {
                     path: input.into(),
@@ -114,23 +116,6 @@ impl JsonlSource {
             }
         }
     }
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| IngestError::io(dir.display().to_string(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| IngestError::io(dir.display().to_string(), e))?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
-            && EXTENSIONS.iter().any(|ext| name.ends_with(ext))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 impl Iterator for JsonlSource {

@@ -67,3 +67,31 @@ pub(crate) fn open_maybe_gzip(
         Ok(Box::new(reader))
     }
 }
+
+/// Every file under `dir` (recursively) that `keep` accepts, sorted by path so inputs
+/// are read in the same order on every machine.
+pub(crate) fn files_under(
+    dir: &std::path::Path,
+    keep: &dyn Fn(&std::path::Path) -> bool,
+) -> Result<Vec<std::path::PathBuf>, IngestError> {
+    fn walk(
+        dir: &std::path::Path,
+        keep: &dyn Fn(&std::path::Path) -> bool,
+        out: &mut Vec<std::path::PathBuf>,
+    ) -> Result<(), IngestError> {
+        let io = |e| IngestError::io(dir.display().to_string(), e);
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.is_dir() {
+                walk(&path, keep, out)?;
+            } else if keep(&path) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, keep, &mut out)?;
+    out.sort();
+    Ok(out)
+}

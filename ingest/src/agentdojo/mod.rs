@@ -27,13 +27,13 @@ mod run;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use toolgate_protocol::event::Event;
 use toolgate_protocol::{Duration, Timestamp};
 
-use crate::{IngestError, open_maybe_gzip};
+use crate::{IngestError, files_under, open_maybe_gzip};
 pub use mapping::Mapping;
 pub use run::{OUTCOME_ATTACK_FAILED, OUTCOME_ATTACK_SUCCEEDED, OUTCOME_BENIGN};
 
@@ -131,9 +131,7 @@ pub fn import(
     let meta =
         std::fs::metadata(input).map_err(|e| IngestError::io(input.display().to_string(), e))?;
     if meta.is_dir() {
-        let mut files = Vec::new();
-        collect_json(input, &mut files)?;
-        files.sort();
+        let files = files_under(input, &is_json_file)?;
         if files.is_empty() {
             return Err(IngestError::Input {
                 path: input.display().to_string(),
@@ -191,19 +189,4 @@ pub fn import(
 
 fn is_json_file(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "json")
-}
-
-fn collect_json(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| IngestError::io(dir.display().to_string(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| IngestError::io(dir.display().to_string(), e))?;
-        let path = entry.path();
-        if path.is_dir() {
-            collect_json(&path, out)?;
-        } else if is_json_file(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
