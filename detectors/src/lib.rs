@@ -13,6 +13,7 @@
 
 mod draft;
 mod fold;
+pub mod injection;
 mod pipeline;
 mod registry;
 
