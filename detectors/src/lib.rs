@@ -11,6 +11,7 @@
 //! sink. State is bounded by each detector's caps and restorable through
 //! [`Detector::snapshot`] / [`Detector::restore`].
 
+pub mod definitions;
 mod draft;
 mod fold;
 pub mod injection;

@@ -49,7 +49,7 @@ pub enum BuildError {
 /// Every detector toolgate has, in the order they run. Each detector issue adds its
 /// entry here; there is no other place detectors are registered.
 pub fn registry() -> Vec<DetectorFactory> {
-    vec![crate::injection::factory()]
+    vec![crate::definitions::factory(), crate::injection::factory()]
 }
 
 /// Reads a detector's settings table into its typed settings (which should deny unknown

@@ -1,0 +1,373 @@
+//! The `definitions` detector: tool-definition integrity.
+//!
+//! - **Pins**: the first definition seen for each `server/tool` is pinned (trust on
+//!   first use). A later, different definition is a `rug_pull`: reported with a
+//!   readable diff, asking for a block, and held as *pending* until a person approves
+//!   or rejects it (`toolgate definitions approve|reject`). Servers named in
+//!   `auto_approve_servers` have changes pinned at once and reported as `info`.
+//! - **Added and removed tools** on a server that already has pins.
+//! - **Fleet divergence**: one server name serving different definitions of a tool to
+//!   different agents within `divergence_window`.
+//!
+//! The detector's snapshot is the pins file: pretty JSON an operator can read and the
+//! command line edits. The detector itself does no I/O; the binaries that run it load
+//! and save `pins_file`.
+
+pub mod diff;
+pub mod pins;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use toolgate_protocol::config::Config;
+use toolgate_protocol::event::EventBody;
+use toolgate_protocol::{DetectorKind, Duration, Event, Severity, Timestamp};
+
+use crate::registry::{BuildError, DetectorFactory, settings};
+use crate::{Detector, FindingDraft, StateError};
+use pins::{PinStore, PinnedDefinition};
+
+/// The detector's name under `[detectors]`.
+pub const NAME: &str = "definitions";
+
+/// `[detectors.definitions]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionSettings {
+    /// The pins file, read before and written after a run by the binary that runs this
+    /// detector (`toolgate analyze`, the engine); `toolgate definitions` edits it.
+    #[serde(default)]
+    pub pins_file: Option<String>,
+    /// Servers whose changed definitions are pinned at once (reported as `info`).
+    #[serde(default)]
+    pub auto_approve_servers: Vec<String>,
+    /// Report tools that appear on a server that already has pinned tools.
+    #[serde(default = "yes")]
+    pub report_added: bool,
+    /// Report pinned tools missing from a later listing of their server.
+    #[serde(default = "yes")]
+    pub report_removed: bool,
+    /// Window in which different definitions served to different agents count as
+    /// fleet divergence.
+    #[serde(default = "default_divergence_window")]
+    pub divergence_window: Duration,
+    /// Most `server/tool` pairs pinned; past it new tools are reported, not pinned.
+    #[serde(default = "default_max_tools")]
+    pub max_tools: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_divergence_window() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_tools() -> usize {
+    100_000
+}
+
+/// Most fingerprints remembered per tool for divergence.
+const MAX_SERVED_PER_TOOL: usize = 8;
+
+/// A fingerprint recently served, and to whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Served {
+    /// The last agent it was served to.
+    pub agent_id: String,
+    /// When.
+    pub last_seen: Timestamp,
+}
+
+/// The detector's whole state: the pins file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionsState {
+    /// Pins, pending changes and rejections.
+    #[serde(default)]
+    pub pins: PinStore,
+    /// Recently served fingerprints per `server/tool`, for divergence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub served: BTreeMap<String, BTreeMap<String, Served>>,
+}
+
+impl DefinitionsState {
+    /// Reads a pins file's content.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, StateError> {
+        serde_json::from_slice(bytes).map_err(|e| StateError::Decode {
+            what: "pins file".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The pins file's content.
+    pub fn to_json(&self) -> Result<Vec<u8>, StateError> {
+        serde_json::to_vec_pretty(self).map_err(|e| StateError::Encode {
+            what: "pins file".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The registry entry.
+pub fn factory() -> DetectorFactory {
+    DetectorFactory {
+        name: NAME,
+        kind: DetectorKind::Definition,
+        summary: "pinned tool definitions: rug pulls, added and removed tools, fleet divergence",
+        build,
+    }
+}
+
+fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
+    let s: DefinitionSettings = settings(NAME, table)?;
+    Ok(Box::new(DefinitionsDetector {
+        settings: s,
+        state: DefinitionsState::default(),
+    }))
+}
+
+/// The detector.
+pub struct DefinitionsDetector {
+    settings: DefinitionSettings,
+    state: DefinitionsState,
+}
+
+impl DefinitionsDetector {
+    fn pinned_count(&self) -> usize {
+        self.state.pins.servers.values().map(|t| t.len()).sum()
+    }
+
+    fn draft(&self, rule: &str, event: &Event, server: &str, tool: &str) -> FindingDraft {
+        let mut d = FindingDraft::about(DetectorKind::Definition, rule, event)
+            .group_by(format!("{}\u{1f}{server}\u{1f}{tool}", event.agent_id));
+        d.tool = Some(tool.to_string());
+        d
+    }
+
+    fn check_divergence(
+        &mut self,
+        event: &Event,
+        server: &str,
+        tool: &str,
+        fingerprint: &str,
+        out: &mut Vec<FindingDraft>,
+    ) {
+        let window = self.settings.divergence_window;
+        let key = format!("{server}/{tool}");
+        let served = self.state.served.entry(key).or_default();
+        served.retain(|_, s| s.last_seen.saturating_add(window) >= event.time);
+        let others: Vec<(String, String)> = served
+            .iter()
+            .filter(|(fp, s)| fp.as_str() != fingerprint && s.agent_id != event.agent_id)
+            .map(|(fp, s)| (fp.clone(), s.agent_id.clone()))
+            .collect();
+        served.insert(
+            fingerprint.to_string(),
+            Served {
+                agent_id: event.agent_id.clone(),
+                last_seen: event.time,
+            },
+        );
+        while served.len() > MAX_SERVED_PER_TOOL {
+            let oldest = served
+                .iter()
+                .min_by_key(|(_, s)| s.last_seen)
+                .map(|(fp, _)| fp.clone());
+            if let Some(fp) = oldest {
+                served.remove(&fp);
+            }
+        }
+        if !others.is_empty() {
+            let draft = self
+                .draft("fleet_divergence", event, server, tool)
+                .describe(
+                    format!("Server {server:?} serves different definitions of {tool:?} to different agents"),
+                    format!(
+                        "Agent {:?} was served {fingerprint}; within {window} other agents were served {}. One server name should mean one definition.",
+                        event.agent_id,
+                        others.iter().map(|(fp, a)| format!("{fp} ({a})")).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .rate(Severity::Medium, 55, 0.8)
+                .evidence(json!({"fingerprint": fingerprint, "others": others.iter().map(|(fp, a)| json!({"fingerprint": fp, "agent_id": a})).collect::<Vec<_>>()}))
+                .tags(["mcp:fleet-divergence"]);
+            out.push(draft);
+        }
+    }
+}
+
+impl Detector for DefinitionsDetector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
+        let EventBody::ToolList { server, tools } = &event.body else {
+            return;
+        };
+        let server_known = self
+            .state
+            .pins
+            .servers
+            .get(server)
+            .is_some_and(|t| !t.is_empty());
+        for tool in tools {
+            let fingerprint = tool.fingerprint().to_string();
+            let view = tool.fingerprinted_view();
+            self.check_divergence(event, server, &tool.name, &fingerprint, out);
+            let seen = PinnedDefinition {
+                fingerprint: fingerprint.clone(),
+                definition: view.clone(),
+                first_seen: event.time,
+                event_id: event.event_id.clone(),
+                agent_id: event.agent_id.clone(),
+            };
+            let existing = self.state.pins.get(server, &tool.name).cloned();
+            let Some(entry) = existing
+                .filter(|e| e.pinned.is_some() || !e.pending.is_empty() || !e.rejected.is_empty())
+            else {
+                if self.pinned_count() >= self.settings.max_tools {
+                    out.push(
+                        self.draft("pin_capacity", event, server, &tool.name)
+                            .describe(
+                                format!("Tool {:?} on {server:?} was not pinned: the pin store is full", tool.name),
+                                format!("{} tools are pinned (max_tools); new tools are reported but not pinned.", self.settings.max_tools),
+                            )
+                            .rate(Severity::Low, 30, 1.0)
+                            .evidence(json!({"fingerprint": fingerprint})),
+                    );
+                    continue;
+                }
+                self.state.pins.entry(server, &tool.name).pinned = Some(seen);
+                if server_known && self.settings.report_added {
+                    out.push(
+                        self.draft("tool_added", event, server, &tool.name)
+                            .describe(
+                                format!("Server {server:?} added tool {:?}", tool.name),
+                                format!("{:?} was not in earlier listings of {server:?}; it is now pinned as first seen.", tool.name),
+                            )
+                            .rate(Severity::Low, 30, 1.0)
+                            .evidence(json!({"fingerprint": fingerprint, "definition": view}))
+                            .tags(["mcp:tool-added"]),
+                    );
+                }
+                continue;
+            };
+            let pinned_fp = entry.pinned.as_ref().map(|p| p.fingerprint.clone());
+            if pinned_fp.as_deref() == Some(fingerprint.as_str()) {
+                continue;
+            }
+            let changes = entry
+                .pinned
+                .as_ref()
+                .map(|p| diff::diff(&p.definition, &view))
+                .unwrap_or_default();
+            let rendered = diff::render(&changes);
+            if entry.rejected.contains(&fingerprint) {
+                out.push(
+                    self.draft("rejected_definition", event, server, &tool.name)
+                        .group_by(format!("{}\u{1f}{server}\u{1f}{}\u{1f}{fingerprint}", event.agent_id, tool.name))
+                        .describe(
+                            format!("Server {server:?} serves a rejected definition of {:?}", tool.name),
+                            format!("This definition ({fingerprint}) was rejected by an operator.\n{rendered}"),
+                        )
+                        .rate(Severity::High, 85, 1.0)
+                        .evidence(json!({"fingerprint": fingerprint, "pinned": pinned_fp, "changes": changes}))
+                        .tags(["mcp:rug-pull"])
+                        .block(),
+                );
+                continue;
+            }
+            if self
+                .settings
+                .auto_approve_servers
+                .iter()
+                .any(|s| s == server)
+            {
+                let pins = self.state.pins.entry(server, &tool.name);
+                pins.pending.retain(|p| p.fingerprint != fingerprint);
+                pins.pinned = Some(seen);
+                out.push(
+                    self.draft("definition_auto_approved", event, server, &tool.name)
+                        .group_by(format!("{}\u{1f}{server}\u{1f}{}\u{1f}{fingerprint}", event.agent_id, tool.name))
+                        .describe(
+                            format!("Definition of {:?} on {server:?} changed and was approved automatically", tool.name),
+                            format!("{server:?} is listed in auto_approve_servers.\n{rendered}"),
+                        )
+                        .rate(Severity::Info, 10, 1.0)
+                        .evidence(json!({"fingerprint": fingerprint, "previous": pinned_fp, "changes": changes})),
+                );
+                continue;
+            }
+            let pins = self.state.pins.entry(server, &tool.name);
+            if !pins.pending.iter().any(|p| p.fingerprint == fingerprint) {
+                pins.pending.push(seen);
+            }
+            out.push(
+                self.draft("rug_pull", event, server, &tool.name)
+                    .group_by(format!("{}\u{1f}{server}\u{1f}{}\u{1f}{fingerprint}", event.agent_id, tool.name))
+                    .describe(
+                        format!("Definition of {:?} on {server:?} changed after it was pinned", tool.name),
+                        format!(
+                            "The tool now has definition {fingerprint} instead of the pinned {}. It is held until approved (toolgate definitions approve {server} {}).\n{rendered}",
+                            pinned_fp.as_deref().unwrap_or("(none)"),
+                            tool.name
+                        ),
+                    )
+                    .rate(Severity::High, 75, 0.9)
+                    .evidence(json!({"fingerprint": fingerprint, "pinned": pinned_fp, "changes": changes}))
+                    .tags(["mcp:rug-pull", "atlas:AML.T0051"])
+                    .block(),
+            );
+        }
+        if server_known && self.settings.report_removed {
+            let listed: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+            let missing: Vec<String> = self
+                .state
+                .pins
+                .servers
+                .get(server)
+                .map(|t| {
+                    t.iter()
+                        .filter(|(name, p)| p.pinned.is_some() && !listed.contains(&name.as_str()))
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for name in missing {
+                out.push(
+                    self.draft("tool_removed", event, server, &name)
+                        .describe(
+                            format!("Server {server:?} no longer lists tool {name:?}"),
+                            format!("{name:?} is pinned but missing from this listing of {server:?}. Its pin is kept."),
+                        )
+                        .rate(Severity::Info, 15, 0.7)
+                        .tags(["mcp:tool-removed"]),
+                );
+            }
+        }
+    }
+
+    fn advance(&mut self, watermark: Timestamp, _out: &mut Vec<FindingDraft>) {
+        let window = self.settings.divergence_window;
+        for served in self.state.served.values_mut() {
+            served.retain(|_, s| s.last_seen.saturating_add(window) >= watermark);
+        }
+        self.state.served.retain(|_, s| !s.is_empty());
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        self.state.to_json()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError> {
+        self.state = if snapshot.is_empty() {
+            DefinitionsState::default()
+        } else {
+            DefinitionsState::from_json(snapshot)?
+        };
+        Ok(())
+    }
+}
