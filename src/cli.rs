@@ -25,6 +25,48 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Score detection per session against the ground-truth labels events carry.
     Eval(EvalArgs),
+    /// Review pinned tool definitions and approve or reject changed ones.
+    #[command(subcommand)]
+    Definitions(DefinitionsCommand),
+}
+
+/// `toolgate definitions`.
+#[derive(Debug, Subcommand)]
+pub enum DefinitionsCommand {
+    /// Every pinned tool, with changes pending and rejected.
+    List(PinsArgs),
+    /// What a pending change would change, and how its text scores for poisoning.
+    Diff(PinTarget),
+    /// Pin a pending change: the tool may be called with it.
+    Approve(PinTarget),
+    /// Reject a pending change: it keeps raising blocking findings when served.
+    Reject(PinTarget),
+}
+
+/// Where the pins are.
+#[derive(Debug, Args)]
+pub struct PinsArgs {
+    /// The pins file; `[detectors.definitions] pins_file` of the config if absent.
+    #[arg(long)]
+    pub pins: Option<PathBuf>,
+    /// toolgate.toml.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// One tool's pending change.
+#[derive(Debug, Args)]
+pub struct PinTarget {
+    /// Where the pins are.
+    #[command(flatten)]
+    pub pins: PinsArgs,
+    /// Server name.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+    /// Which pending change, when there are several.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
 }
 
 /// Importers.
@@ -71,6 +113,10 @@ pub struct AnalyzeArgs {
     /// `<output>.dlq.jsonl`, or `toolgate-rejected.dlq.jsonl` when writing to stdout.
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
+    /// Pinned tool definitions, read before and written after the run; overrides
+    /// `[detectors.definitions] pins_file`.
+    #[arg(long)]
+    pub pins: Option<PathBuf>,
 }
 
 /// `toolgate eval`.

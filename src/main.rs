@@ -8,5 +8,6 @@ fn main() -> anyhow::Result<()> {
         Command::Import(ImportCommand::Agentdojo(args)) => commands::import::agentdojo(args),
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Definitions(cmd) => commands::definitions::run(cmd),
     }
 }

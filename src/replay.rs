@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use toolgate_detectors::{EmitPolicy, FoldStats, build_pipeline};
+use toolgate_detectors::{EmitPolicy, FoldStats, build_pipeline, definitions};
 use toolgate_ingest::{DeadLetterWriter, JsonlSource, RejectCounts, SourceItem};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::{Event, Finding};
@@ -97,17 +97,28 @@ impl ReplayStats {
 }
 
 /// Replays `input` (a file, a directory or `-`). Rejected lines go to `dead_letter`,
-/// created only if there is one. `on_event` sees every event in processing order;
-/// `on_finding` every finding once, with its final count.
+/// created only if there is one. The `definitions` detector's pins are read from
+/// `pins_file` before and written back after, when it is given. `on_event` sees every
+/// event in processing order; `on_finding` every finding once, with its final count.
 pub fn replay(
     config: &Config,
     input: &str,
     dead_letter: &Path,
+    pins_file: Option<&Path>,
     mut on_event: impl FnMut(&Event),
     mut on_finding: impl FnMut(&Finding) -> Result<()>,
 ) -> Result<ReplayStats> {
     let started = Instant::now();
     let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly)?;
+    if let Some(path) = pins_file
+        && path.exists()
+    {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read pins file {}", path.display()))?;
+        pipeline
+            .restore_detector(definitions::NAME, &bytes)
+            .with_context(|| format!("invalid pins file {}", path.display()))?;
+    }
     let mut source = JsonlSource::open(input, config.limits.max_event_bytes)?;
     let mut reorder = Reorder::new(
         config.event_time.allowed_lateness,
@@ -174,6 +185,11 @@ pub fn replay(
     pipeline.finish(&mut findings);
     emit(&mut findings, &mut stats)?;
 
+    if let Some(path) = pins_file
+        && let Some(state) = pipeline.detector_snapshot(definitions::NAME)
+    {
+        write_atomically(path, &state?)?;
+    }
     if let Some(w) = dlq {
         w.finish()?;
         stats.dead_letter_file = Some(dead_letter.display().to_string());
@@ -192,4 +208,24 @@ pub fn default_dead_letter_path(output: Option<&str>) -> PathBuf {
         Some(o) if o != "-" => PathBuf::from(format!("{o}.dlq.jsonl")),
         _ => PathBuf::from("toolgate-rejected.dlq.jsonl"),
     }
+}
+
+/// Replaces `path` with `bytes` so that a reader sees the old file or the new one,
+/// never half of it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+/// The pins file: the command line's `--pins`, else `[detectors.definitions] pins_file`.
+pub fn pins_file(config: &Config, flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf).or_else(|| {
+        config
+            .detectors
+            .get(definitions::NAME)
+            .and_then(|t| t.get("pins_file"))
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+    })
 }

@@ -106,6 +106,22 @@ impl Pipeline {
         })
     }
 
+    /// The state of one detector, if it runs here.
+    pub fn detector_snapshot(&self, name: &str) -> Option<Result<Vec<u8>, StateError>> {
+        self.detectors
+            .iter()
+            .find(|d| d.name() == name)
+            .map(|d| d.snapshot())
+    }
+
+    /// Restores one detector's state; `false` if no detector of that name runs here.
+    pub fn restore_detector(&mut self, name: &str, snapshot: &[u8]) -> Result<bool, StateError> {
+        match self.detectors.iter_mut().find(|d| d.name() == name) {
+            Some(d) => d.restore(snapshot).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Restores a snapshot taken by [`Pipeline::snapshot`].
     pub fn restore(&mut self, snapshot: &[u8]) -> Result<RestoreReport, StateError> {
         let decode_err = |what: &str, message: String| StateError::Decode {

@@ -9,7 +9,7 @@ use toolgate_protocol::config::OutputConfig;
 use super::{Output, load_config};
 use crate::cli::AnalyzeArgs;
 use crate::outputs::FindingWriter;
-use crate::replay::{default_dead_letter_path, replay};
+use crate::replay::{default_dead_letter_path, pins_file, replay};
 
 /// Runs the replay, writing findings to the command line's output and to every
 /// `[[outputs]]` of the config; prints the summary to stderr.
@@ -35,10 +35,12 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         .dead_letter
         .clone()
         .unwrap_or_else(|| default_dead_letter_path(args.output.as_deref()));
+    let pins = pins_file(&config, args.pins.as_deref());
     let stats = replay(
         &config,
         &args.input,
         &dead_letter,
+        pins.as_deref(),
         |_| {},
         |finding| {
             main.write(finding)

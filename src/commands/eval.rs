@@ -301,6 +301,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         &config,
         &args.input,
         &dead_letter,
+        None,
         |e| {
             evaluation
                 .borrow_mut()

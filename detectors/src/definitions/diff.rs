@@ -17,8 +17,7 @@ pub struct Change {
     /// The new value (absent for removals).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<Value>,
-    /// For changed text: what the new text has that the old one lacked, between
-    /// their common start and end.
+    /// For changed text that keeps all of the old text: what was inserted into it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inserted_text: Option<String>,
 }
@@ -84,7 +83,8 @@ fn walk(path: &str, before: &Value, after: &Value, out: &mut Vec<Change>) {
     }
 }
 
-/// The middle of `b` between its longest common prefix and suffix with `a`.
+/// What `b` adds to `a` when `b` is `a` with text inserted at one place (all of `a`
+/// kept as `b`'s start and end); `None` for any other change, which is shown whole.
 fn inserted(a: &str, b: &str) -> Option<String> {
     let prefix = a
         .char_indices()
@@ -100,6 +100,9 @@ fn inserted(a: &str, b: &str) -> Option<String> {
         .take_while(|(x, y)| x == y)
         .map(|(c, _)| c.len_utf8())
         .sum::<usize>();
+    if suffix != a_rest.len() {
+        return None;
+    }
     let middle = &b_rest[..b_rest.len() - suffix.min(b_rest.len())];
     (!middle.trim().is_empty()).then(|| middle.to_string())
 }
@@ -157,6 +160,11 @@ mod tests {
             Some("grüne ")
         );
         assert_eq!(inserted("abc", "abc"), None);
-        assert_eq!(inserted("send to a", "send to b").as_deref(), Some("b"));
+        assert_eq!(
+            inserted("send to a", "send to b"),
+            None,
+            "a replacement, not an insertion"
+        );
+        assert_eq!(inserted("number", "string"), None);
     }
 }
