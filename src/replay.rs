@@ -96,6 +96,21 @@ impl ReplayStats {
     }
 }
 
+/// The key `[redaction] hash_key_env` names, read from the environment. A named but
+/// unset variable is an error: hashing without the key the operator asked for would
+/// silently weaken every stored hash.
+pub fn redaction_key(config: &Config) -> Result<Option<Vec<u8>>> {
+    let Some(var) = &config.redaction.hash_key_env else {
+        return Ok(None);
+    };
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => Ok(Some(v.into_encoded_bytes())),
+        _ => anyhow::bail!(
+            "`redaction.hash_key_env` names {var}, but that environment variable is not set"
+        ),
+    }
+}
+
 /// Replays `input` (a file, a directory or `-`). Rejected lines go to `dead_letter`,
 /// created only if there is one. The `definitions` detector's pins are read from
 /// `pins_file` before and written back after, when it is given. `on_event` sees every
@@ -109,7 +124,8 @@ pub fn replay(
     mut on_finding: impl FnMut(&Finding) -> Result<()>,
 ) -> Result<ReplayStats> {
     let started = Instant::now();
-    let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly)?;
+    let hash_key = redaction_key(config)?;
+    let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly, hash_key.as_deref())?;
     if let Some(path) = pins_file
         && path.exists()
     {

@@ -208,8 +208,12 @@ fn every_example_config_in_the_repository_loads() {
     for path in &configs {
         let config = toolgate_protocol::config::Config::load(path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        toolgate_detectors::build_pipeline(&config, toolgate_detectors::EmitPolicy::FinalOnly)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        toolgate_detectors::build_pipeline(
+            &config,
+            toolgate_detectors::EmitPolicy::FinalOnly,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     let mapping =
         toolgate_ingest::agentdojo::Mapping::load(&repo().join("ingest/mappings/agentdojo.toml"))

@@ -17,6 +17,7 @@ mod fold;
 pub mod injection;
 mod pipeline;
 mod registry;
+pub mod secrets;
 
 use toolgate_protocol::{Event, Timestamp};
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use toolgate_protocol::{Event, Finding, Timestamp};
 
 use crate::fold::{FindingFolder, FoldStats, FolderState};
+use crate::secrets::Redactor;
 use crate::{Detector, FindingDraft, StateError};
 
 /// Detectors plus the folder that turns their drafts into findings.
@@ -16,6 +17,8 @@ pub struct Pipeline {
     folder: FindingFolder,
     drafts: Vec<FindingDraft>,
     watermark: Timestamp,
+    redactor: Redactor,
+    redacted: u64,
 }
 
 /// What a restore could not match between the snapshot and this pipeline.
@@ -45,6 +48,26 @@ impl Pipeline {
             folder,
             drafts: Vec::new(),
             watermark: Timestamp::from_unix_nanos(i64::MIN),
+            redactor: Redactor::disabled(),
+            redacted: 0,
+        }
+    }
+
+    /// Redacts every finding's title, description and evidence with `redactor` before
+    /// it is folded, so no secret a detector quoted leaves the pipeline.
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
+    }
+
+    /// Values redacted from findings so far.
+    pub fn redacted_values(&self) -> u64 {
+        self.redacted
+    }
+
+    fn fold_drafts(&mut self, out: &mut Vec<Finding>) {
+        for mut draft in self.drafts.drain(..) {
+            self.redacted += self.redactor.redact_draft(&mut draft) as u64;
+            self.folder.add(draft, out);
         }
     }
 
@@ -63,9 +86,7 @@ impl Pipeline {
         for d in &mut self.detectors {
             d.observe(event, &mut self.drafts);
         }
-        for draft in self.drafts.drain(..) {
-            self.folder.add(draft, out);
-        }
+        self.fold_drafts(out);
     }
 
     /// Event time reached `watermark` (ignored if it goes backwards).
@@ -77,9 +98,7 @@ impl Pipeline {
         for d in &mut self.detectors {
             d.advance(watermark, &mut self.drafts);
         }
-        for draft in self.drafts.drain(..) {
-            self.folder.add(draft, out);
-        }
+        self.fold_drafts(out);
         self.folder.advance(watermark, out);
     }
 

@@ -8,6 +8,7 @@ use toolgate_protocol::config::Config;
 use crate::Detector;
 use crate::fold::{EmitPolicy, FindingFolder};
 use crate::pipeline::Pipeline;
+use crate::secrets::Redactor;
 
 /// Builds a detector from the whole config and its own table (without `enabled`).
 pub type BuildFn = fn(&Config, Value) -> Result<Box<dyn Detector>, BuildError>;
@@ -36,6 +37,9 @@ pub enum BuildError {
         /// The names the registry has.
         known: String,
     },
+    /// `[redaction]` is wrong.
+    #[error(transparent)]
+    Redaction(#[from] crate::secrets::RedactionError),
     /// A detector's settings are wrong.
     #[error("`detectors.{name}`: {message}")]
     Settings {
@@ -49,7 +53,11 @@ pub enum BuildError {
 /// Every detector toolgate has, in the order they run. Each detector issue adds its
 /// entry here; there is no other place detectors are registered.
 pub fn registry() -> Vec<DetectorFactory> {
-    vec![crate::definitions::factory(), crate::injection::factory()]
+    vec![
+        crate::definitions::factory(),
+        crate::injection::factory(),
+        crate::secrets::factory(),
+    ]
 }
 
 /// Reads a detector's settings table into its typed settings (which should deny unknown
@@ -105,12 +113,19 @@ pub fn build_detectors(
 }
 
 /// The pipeline of every enabled detector of [`registry`], folding findings as the
-/// config's `[findings]` section says.
-pub fn build_pipeline(config: &Config, policy: EmitPolicy) -> Result<Pipeline, BuildError> {
+/// config's `[findings]` section says and redacting them as `[redaction]` says.
+/// `hash_key` is the value of `redaction.hash_key_env`, read by the caller.
+pub fn build_pipeline(
+    config: &Config,
+    policy: EmitPolicy,
+    hash_key: Option<&[u8]>,
+) -> Result<Pipeline, BuildError> {
     let detectors = build_detectors(&registry(), config)?;
     let f = &config.findings;
-    Ok(Pipeline::new(
+    let mut pipeline = Pipeline::new(
         detectors,
         FindingFolder::new(f.fold_window, f.max_open, f.max_event_ids, policy),
-    ))
+    );
+    pipeline.set_redactor(Redactor::new(&config.redaction, hash_key)?);
+    Ok(pipeline)
 }

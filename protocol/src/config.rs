@@ -77,6 +77,66 @@ pub struct Config {
     /// Where findings go, besides the command line's own output.
     #[serde(default)]
     pub outputs: Vec<OutputConfig>,
+    /// Redaction of secrets and personal data before anything is stored or logged.
+    #[serde(default)]
+    pub redaction: RedactionConfig,
+}
+
+/// How secrets and personal data found in events and findings are replaced before they
+/// are stored, logged or sent on. Kind names are those of the `secrets` detector
+/// (`aws_access_key`, `email`, `iban`, …) or its classes (`credentials`, `financial`,
+/// `contact`, `all`); the detector checks them when it is built.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Redact at all. Detection still runs on the original values; only what is stored
+    /// and logged is redacted.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Replacement for every kind not listed under `kinds`.
+    #[serde(default)]
+    pub mode: RedactionMode,
+    /// Replacement per kind or class, overriding `mode` (later, more specific entries
+    /// win: a kind name beats its class).
+    #[serde(default)]
+    pub kinds: BTreeMap<String, RedactionMode>,
+    /// Environment variable holding the key for `hash` (HMAC-SHA256). Without a key the
+    /// hash is a plain SHA-256, which a guesser can reverse for short values such as
+    /// phone or card numbers.
+    #[serde(default)]
+    pub hash_key_env: Option<String>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            enabled: true,
+            mode: RedactionMode::default(),
+            kinds: BTreeMap::new(),
+            hash_key_env: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a found value is replaced.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactionMode {
+    /// `[email:hmac-sha256:1f2e…]`: equal values stay equal, so joins still work.
+    Hash,
+    /// Keep what identifies the value to a person without giving it away: the last four
+    /// digits of a card or account, the domain of an email. Credentials are never
+    /// partly shown and read `[REDACTED:<kind>]`.
+    #[default]
+    Mask,
+    /// `[REDACTED:<kind>]`.
+    Drop,
+    /// Leave the value as it is.
+    Keep,
 }
 
 /// Trust domains and the flow policy between them.
