@@ -16,6 +16,7 @@ mod draft;
 mod fold;
 pub mod injection;
 mod pipeline;
+pub mod policy;
 mod registry;
 pub mod secrets;
 

@@ -57,6 +57,7 @@ pub fn registry() -> Vec<DetectorFactory> {
         crate::definitions::factory(),
         crate::injection::factory(),
         crate::secrets::factory(),
+        crate::policy::factory(),
     ]
 }
 

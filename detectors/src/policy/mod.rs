@@ -1,0 +1,363 @@
+//! The `policy` detector: which agent roles may call which servers and tools, limits on
+//! their arguments, tools that need a person's approval, and the limits each tool
+//! declares in its own `inputSchema`. Each rule is `monitor` (alert) or `enforce`
+//! (block). The compiled [`Policy`] is what the sink checks before forwarding a call;
+//! the engine runs the same check on every call it sees.
+//!
+//! Settings (`[detectors.policy]`): `default`, `default_mode`, `tool_schemas`,
+//! `max_schemas`, `[[detectors.policy.rules]]` (see [`RuleConfig`]).
+
+mod glob;
+pub mod rules;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use toolgate_protocol::config::Config;
+use toolgate_protocol::event::EventBody;
+use toolgate_protocol::{DetectorKind, Event, Severity};
+
+use crate::registry::{BuildError, DetectorFactory, settings};
+use crate::{Detector, FindingDraft, StateError};
+pub use glob::{Glob, GlobSet};
+pub use rules::{
+    ArgumentConstraintConfig, CallView, Effect, Mode, Policy, Problem, Rule, RuleConfig, Violation,
+};
+pub use schema::{Schema, SchemaProblem};
+
+/// The detector's name under `[detectors]`.
+pub const NAME: &str = "policy";
+
+/// How calls are checked against the tool's own `inputSchema`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaCheck {
+    /// Not checked.
+    Off,
+    /// Violations are alerts.
+    #[default]
+    Monitor,
+    /// Violations ask for a block.
+    Enforce,
+}
+
+/// `[detectors.policy]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Effect for calls that no `allow`/`deny`/`require_approval` rule matches.
+    #[serde(default)]
+    pub default: Effect,
+    /// Mode of the default effect when it is `deny` or `require_approval`.
+    #[serde(default)]
+    pub default_mode: Mode,
+    /// Check each call's arguments against the `inputSchema` its server announced in
+    /// the latest `tool_list`: `off`, `monitor` or `enforce`.
+    #[serde(default)]
+    pub tool_schemas: SchemaCheck,
+    /// Most tool schemas remembered (per server and tool); the oldest are forgotten.
+    #[serde(default = "default_max_schemas")]
+    pub max_schemas: usize,
+    /// Rules, read in order (see [`RuleConfig`]).
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_max_schemas() -> usize {
+    10_000
+}
+
+/// The registry entry.
+pub fn factory() -> DetectorFactory {
+    DetectorFactory {
+        name: NAME,
+        kind: DetectorKind::Policy,
+        summary: "allow/deny by role, server and tool; argument limits; approvals; tool schemas",
+        build,
+    }
+}
+
+/// Compiles `[detectors.policy]` (for the sink, which checks calls without running the
+/// detector).
+pub fn compile(settings: &PolicySettings) -> Result<Policy, BuildError> {
+    Policy::compile(&settings.rules, settings.default, settings.default_mode).map_err(|e| {
+        BuildError::Settings {
+            name: NAME.into(),
+            message: e.0,
+        }
+    })
+}
+
+fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
+    let s: PolicySettings = settings(NAME, table)?;
+    if s.max_schemas == 0 {
+        return Err(BuildError::Settings {
+            name: NAME.into(),
+            message: "`max_schemas` must be at least 1".into(),
+        });
+    }
+    Ok(Box::new(PolicyDetector {
+        policy: compile(&s)?,
+        tool_schemas: s.tool_schemas,
+        max_schemas: s.max_schemas,
+        schemas: BTreeMap::new(),
+        order: BTreeMap::new(),
+        next_seq: 0,
+    }))
+}
+
+struct KnownSchema {
+    seq: u64,
+    raw: Map<String, Value>,
+    compiled: Schema,
+}
+
+/// The detector. State: the latest schema of each tool, bounded by `max_schemas`.
+pub struct PolicyDetector {
+    policy: Policy,
+    tool_schemas: SchemaCheck,
+    max_schemas: usize,
+    schemas: BTreeMap<(String, String), KnownSchema>,
+    order: BTreeMap<u64, (String, String)>,
+    next_seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SchemaState {
+    server: String,
+    tool: String,
+    schema: Map<String, Value>,
+}
+
+impl PolicyDetector {
+    fn remember(&mut self, server: &str, tool: &str, raw: &Map<String, Value>) {
+        let key = (server.to_string(), tool.to_string());
+        if let Some(known) = self.schemas.get(&key)
+            && known.raw == *raw
+        {
+            return;
+        }
+        if let Some(old) = self.schemas.remove(&key) {
+            self.order.remove(&old.seq);
+        }
+        while self.schemas.len() >= self.max_schemas {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.schemas.remove(&oldest);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, key.clone());
+        self.schemas.insert(
+            key,
+            KnownSchema {
+                seq,
+                raw: raw.clone(),
+                compiled: Schema::compile(raw),
+            },
+        );
+    }
+
+    fn schema_draft(&self, event: &Event, call: &CallView<'_>) -> Option<FindingDraft> {
+        if self.tool_schemas == SchemaCheck::Off {
+            return None;
+        }
+        let known = self
+            .schemas
+            .get(&(call.server.to_string(), call.tool.to_string()))?;
+        let problems = known.compiled.check_arguments(call.arguments);
+        if problems.is_empty() {
+            return None;
+        }
+        let listed: Vec<Value> = problems
+            .iter()
+            .map(|p| json!({"path": p.path, "problem": p.problem}))
+            .collect();
+        let mut draft = FindingDraft::about(DetectorKind::Policy, "tool_schema", event)
+            .describe(
+                format!("Call to {:?} on server {:?} breaks the tool's own schema", call.tool, call.server),
+                format!(
+                    "{} ({} problem(s)). Arguments outside what a tool declares are how oversized exfiltration payloads and injected parameters look.",
+                    problems[0].path.clone() + ": " + &problems[0].problem,
+                    problems.len()
+                ),
+            )
+            .rate(Severity::Medium, 45, 0.8)
+            .evidence(json!({
+                "violation": "schema",
+                "mode": if self.tool_schemas == SchemaCheck::Enforce { "enforce" } else { "monitor" },
+                "problems": listed,
+            }))
+            .tags(["owasp-llm:LLM06"]);
+        if self.tool_schemas == SchemaCheck::Enforce {
+            draft = draft.block();
+        }
+        Some(draft)
+    }
+}
+
+/// One finding per rule that found problems with the call.
+fn policy_drafts(
+    event: &Event,
+    call: &CallView<'_>,
+    violations: &[Violation<'_>],
+    default_mode: Mode,
+) -> Vec<FindingDraft> {
+    let mut by_rule: Vec<(&str, Vec<&Violation<'_>>)> = Vec::new();
+    for v in violations {
+        match by_rule.iter_mut().find(|(id, _)| *id == v.rule_id()) {
+            Some((_, list)) => list.push(v),
+            None => by_rule.push((v.rule_id(), vec![v])),
+        }
+    }
+    by_rule
+        .into_iter()
+        .map(|(rule_id, list)| {
+            let rule = list[0].rule;
+            let mode = rule.map_or(default_mode, |r| r.mode);
+            let reason = rule.map_or_else(
+                || "no policy rule allows this call, and the policy denies by default".to_string(),
+                |r| r.reason.clone(),
+            );
+            let access = list.iter().find_map(|v| match v.problem {
+                Problem::Denied => Some("denied"),
+                Problem::ApprovalRequired => Some("approval_required"),
+                Problem::Argument { .. } => None,
+            });
+            let arguments: Vec<Value> = list
+                .iter()
+                .filter_map(|v| match &v.problem {
+                    Problem::Argument { path, problem } => {
+                        Some(json!({"path": path, "problem": problem}))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let (title, severity, risk) = match access {
+                Some("denied") => (
+                    format!("Policy denies {:?} on server {:?}", call.tool, call.server),
+                    Severity::High,
+                    75,
+                ),
+                Some(_) => (
+                    format!(
+                        "Call to {:?} on server {:?} needs approval",
+                        call.tool, call.server
+                    ),
+                    Severity::Medium,
+                    50,
+                ),
+                None => (
+                    format!(
+                        "Arguments of {:?} on server {:?} break policy",
+                        call.tool, call.server
+                    ),
+                    Severity::Medium,
+                    60,
+                ),
+            };
+            let mut draft = FindingDraft::about(DetectorKind::Policy, rule_id, event)
+                .describe(
+                    title,
+                    format!("Rule {rule_id:?} ({}): {reason}.", mode.as_str()),
+                )
+                .rate(severity, risk, 1.0)
+                .evidence(json!({
+                    "violation": access.unwrap_or("arguments"),
+                    "rule": rule_id,
+                    "mode": mode.as_str(),
+                    "reason": reason,
+                    "role": call.role,
+                    "arguments": arguments,
+                    "sink_action": event.sink_action,
+                }))
+                .tags(["owasp-asi:ASI02"]);
+            if mode == Mode::Enforce {
+                draft = draft.block();
+            }
+            draft
+        })
+        .collect()
+}
+
+impl Detector for PolicyDetector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
+        match &event.body {
+            EventBody::ToolList { server, tools } if self.tool_schemas != SchemaCheck::Off => {
+                for tool in tools {
+                    if let Some(schema) = &tool.input_schema {
+                        self.remember(server, &tool.name, schema);
+                    }
+                }
+            }
+            EventBody::ToolCall {
+                server,
+                tool,
+                arguments,
+                ..
+            } => {
+                let call = CallView {
+                    agent_id: &event.agent_id,
+                    role: event.agent_role.as_deref(),
+                    server,
+                    tool,
+                    arguments,
+                };
+                let mut violations = Vec::new();
+                self.policy.check(&call, &mut violations);
+                out.extend(policy_drafts(
+                    event,
+                    &call,
+                    &violations,
+                    self.policy.default_mode(),
+                ));
+                out.extend(self.schema_draft(event, &call));
+            }
+            _ => {}
+        }
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let mut entries: Vec<(&u64, &(String, String))> = self.order.iter().collect();
+        entries.sort();
+        let state: Vec<SchemaState> = entries
+            .into_iter()
+            .filter_map(|(_, key)| {
+                self.schemas.get(key).map(|k| SchemaState {
+                    server: key.0.clone(),
+                    tool: key.1.clone(),
+                    schema: k.raw.clone(),
+                })
+            })
+            .collect();
+        serde_json::to_vec(&state).map_err(|e| StateError::Encode {
+            what: NAME.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError> {
+        let state: Vec<SchemaState> = if snapshot.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_slice(snapshot).map_err(|e| StateError::Decode {
+                what: NAME.into(),
+                message: e.to_string(),
+            })?
+        };
+        self.schemas.clear();
+        self.order.clear();
+        self.next_seq = 0;
+        for s in state {
+            self.remember(&s.server, &s.tool, &s.schema);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,332 @@
+//! The `policy` detector through its config: access by role/server/tool with first-match
+//! semantics and a default, approvals, argument constraints, the tool's own schema,
+//! monitor vs enforce, bounded and restorable schema state, and config errors.
+
+use serde_json::{Value, json};
+use toolgate_detectors::policy::{CallView, PolicySettings, compile};
+use toolgate_detectors::{Detector, FindingDraft, build_detectors, registry};
+use toolgate_protocol::config::Config;
+use toolgate_protocol::{Event, FindingAction, Severity};
+
+fn detector(toml: &str) -> Box<dyn Detector> {
+    let config = Config::from_toml(toml, "test").unwrap_or_else(|e| panic!("{e}"));
+    build_detectors(&registry(), &config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .find(|d| d.name() == "policy")
+        .expect("policy registered")
+}
+
+fn build_error(toml: &str) -> String {
+    let config = Config::from_toml(toml, "test").unwrap();
+    match build_detectors(&registry(), &config) {
+        Ok(_) => panic!("expected an error for {toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn call(role: Option<&str>, server: &str, tool: &str, arguments: Value) -> Event {
+    let mut e = json!({
+        "schema": "toolgate.event.v1", "kind": "tool_call", "event_id": format!("{server}-{tool}"),
+        "time": "2025-01-01T00:00:00Z", "agent_id": "agent-1", "session_id": "s",
+        "server": server, "call_id": "c1", "tool": tool, "arguments": arguments
+    });
+    if let Some(r) = role {
+        e["agent_role"] = json!(r);
+    }
+    Event::from_value(e).unwrap()
+}
+
+fn listing(server: &str, tool: &str, schema: Value) -> Event {
+    Event::from_value(json!({
+        "schema": "toolgate.event.v1", "kind": "tool_list", "event_id": "l",
+        "time": "2025-01-01T00:00:00Z", "agent_id": "agent-1", "session_id": "s", "server": server,
+        "tools": [{"name": tool, "description": "d", "inputSchema": schema}]
+    }))
+    .unwrap()
+}
+
+fn run(d: &mut Box<dyn Detector>, event: &Event) -> Vec<FindingDraft> {
+    let mut out = Vec::new();
+    d.observe(event, &mut out);
+    out
+}
+
+const SUPPORT_POLICY: &str = r#"
+[detectors.policy]
+default = "allow"
+
+[[detectors.policy.rules]]
+id = "support-may-read-tickets"
+roles = ["support-*"]
+servers = ["tickets"]
+effect = "allow"
+
+[[detectors.policy.rules]]
+id = "support-no-other-servers"
+roles = ["support-*"]
+effect = "deny"
+reason = "support agents only work on tickets"
+
+[[detectors.policy.rules]]
+id = "payments-need-approval"
+tools = ["send_money", "schedule_*"]
+effect = "require_approval"
+mode = "monitor"
+
+[[detectors.policy.rules]]
+id = "mail-limits"
+servers = ["mail"]
+tools = ["send_email"]
+effect = "constrain"
+[[detectors.policy.rules.arguments]]
+path = "recipients"
+forbidden_values = ["*@gmail.com", "*@*.ru"]
+max_items = 3
+[[detectors.policy.rules.arguments]]
+path = "body"
+max_bytes = 64
+[[detectors.policy.rules.arguments]]
+path = "subject"
+required = true
+"#;
+
+#[test]
+fn first_matching_access_rule_decides_by_role() {
+    let mut d = detector(SUPPORT_POLICY);
+    assert!(
+        run(
+            &mut d,
+            &call(Some("support-bot"), "tickets", "read", json!({}))
+        )
+        .is_empty()
+    );
+    let denied = run(
+        &mut d,
+        &call(Some("support-bot"), "shell", "exec", json!({})),
+    );
+    assert_eq!(denied.len(), 1);
+    let f = &denied[0];
+    assert_eq!(f.rule_id, "support-no-other-servers");
+    assert_eq!(f.action, FindingAction::Block);
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.evidence["violation"], "denied");
+    assert_eq!(f.evidence["reason"], "support agents only work on tickets");
+    // Another role, and no role at all, fall through to the default.
+    assert!(
+        run(
+            &mut d,
+            &call(Some("finance-bot"), "shell", "exec", json!({}))
+        )
+        .is_empty()
+    );
+    assert!(run(&mut d, &call(None, "shell", "exec", json!({}))).is_empty());
+}
+
+#[test]
+fn approval_rules_in_monitor_mode_alert_without_blocking() {
+    let mut d = detector(SUPPORT_POLICY);
+    let out = run(
+        &mut d,
+        &call(None, "bank", "schedule_transaction", json!({"amount": 10})),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule_id, "payments-need-approval");
+    assert_eq!(out[0].evidence["violation"], "approval_required");
+    assert_eq!(out[0].evidence["mode"], "monitor");
+    assert_eq!(out[0].action, FindingAction::Alert);
+}
+
+#[test]
+fn argument_constraints_report_each_problem_with_its_path() {
+    let mut d = detector(SUPPORT_POLICY);
+    let ok = call(
+        None,
+        "mail",
+        "send_email",
+        json!({"recipients": ["ann@corp.example"], "subject": "hi", "body": "short"}),
+    );
+    assert!(run(&mut d, &ok).is_empty());
+    let bad = call(
+        None,
+        "mail",
+        "send_email",
+        json!({"recipients": ["a@corp.example", "x@GMAIL.com", "b@c.d", "e@mail.ru"], "body": "x".repeat(65)}),
+    );
+    let out = run(&mut d, &bad);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].rule_id, "mail-limits");
+    assert_eq!(out[0].action, FindingAction::Block);
+    let problems: Vec<String> = out[0].evidence["arguments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p["path"].as_str().unwrap(),
+                p["problem"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        problems,
+        vec![
+            "arguments.recipients: 4 items, more than the policy's 3",
+            "arguments.recipients[1]: \"x@GMAIL.com\" matches the forbidden value \"*@gmail.com\"",
+            "arguments.recipients[3]: \"e@mail.ru\" matches the forbidden value \"*@*.ru\"",
+            "arguments.body: 65 bytes, more than the policy's 64",
+            "arguments.subject: required by policy but missing",
+        ]
+    );
+}
+
+#[test]
+fn constraints_apply_even_when_an_earlier_rule_allowed_the_call() {
+    let mut d = detector(
+        r#"
+[detectors.policy]
+[[detectors.policy.rules]]
+id = "allow-all"
+effect = "allow"
+[[detectors.policy.rules]]
+id = "paths"
+tools = ["read_file"]
+effect = "constrain"
+[[detectors.policy.rules.arguments]]
+path = "path"
+forbidden_patterns = ['(^|/)\.ssh/', '(^|/)\.env$']
+"#,
+    );
+    let out = run(
+        &mut d,
+        &call(
+            None,
+            "fs",
+            "read_file",
+            json!({"path": "/home/u/.ssh/id_rsa"}),
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule_id, "paths");
+    assert!(
+        run(
+            &mut d,
+            &call(
+                None,
+                "fs",
+                "read_file",
+                json!({"path": "/home/u/notes.txt"})
+            )
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn default_deny_names_the_default_and_wildcard_paths_reach_nested_values() {
+    let mut d = detector(
+        r#"
+[detectors.policy]
+default = "deny"
+default_mode = "monitor"
+[[detectors.policy.rules]]
+id = "files"
+servers = ["fs"]
+effect = "allow"
+[[detectors.policy.rules.arguments]]
+path = "files.*.name"
+pattern = '^[\w.-]+$'
+"#,
+    );
+    let out = run(&mut d, &call(None, "web", "fetch", json!({})));
+    assert_eq!(out[0].rule_id, "default");
+    assert_eq!(out[0].action, FindingAction::Alert);
+    let out = run(
+        &mut d,
+        &call(
+            None,
+            "fs",
+            "write",
+            json!({"files": [{"name": "ok.txt"}, {"name": "../../etc/passwd"}]}),
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].evidence["arguments"][0]["path"],
+        "arguments.files[1].name"
+    );
+}
+
+#[test]
+fn tool_schema_limits_are_checked_from_the_latest_listing_and_survive_restore() {
+    let toml = "[detectors.policy]\ntool_schemas = \"enforce\"\nmax_schemas = 1\n";
+    let mut d = detector(toml);
+    let schema = json!({"type": "object", "properties": {"q": {"type": "string", "maxLength": 5}}, "additionalProperties": false});
+    assert!(run(&mut d, &listing("search", "find", schema)).is_empty());
+    let bad = call(None, "search", "find", json!({"q": "too long", "extra": 1}));
+    let out = run(&mut d, &bad);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule_id, "tool_schema");
+    assert_eq!(out[0].action, FindingAction::Block);
+    assert_eq!(out[0].evidence["problems"].as_array().unwrap().len(), 2);
+
+    let snapshot = d.snapshot().unwrap();
+    let mut restored = detector(toml);
+    restored.restore(&snapshot).unwrap();
+    assert_eq!(run(&mut restored, &bad), out);
+
+    // max_schemas = 1: a second tool's schema evicts the first.
+    run(
+        &mut d,
+        &listing("search", "other", json!({"type": "object"})),
+    );
+    assert!(run(&mut d, &bad).is_empty());
+    assert!(restored.restore(b"not json").is_err());
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let e = build_error(
+        "[detectors.policy]\n[[detectors.policy.rules]]\nid = \"r\"\n[[detectors.policy.rules.arguments]]\npath = \"a\"\npattern = \"(\"\n",
+    );
+    assert!(e.contains("rules[0] (\"r\").arguments[0].pattern"), "{e}");
+    let e = build_error(
+        "[detectors.policy]\n[[detectors.policy.rules]]\nid = \"r\"\n[[detectors.policy.rules]]\nid = \"r\"\n",
+    );
+    assert!(e.contains("duplicate rule id"), "{e}");
+    let e =
+        build_error("[detectors.policy]\n[[detectors.policy.rules]]\nid = \"r\"\ntool = [\"x\"]\n");
+    assert!(e.contains("unknown field `tool`"), "{e}");
+    let e = build_error(
+        "[detectors.policy]\n[[detectors.policy.rules]]\nid = \"r\"\neffect = \"constrain\"\n",
+    );
+    assert!(e.contains("needs `arguments`"), "{e}");
+    let e = build_error("[detectors.policy]\ndefault = \"maybe\"\n");
+    assert!(e.contains("unknown variant `maybe`"), "{e}");
+}
+
+#[test]
+fn the_sink_can_check_a_call_without_the_detector() {
+    let settings: PolicySettings = toml_settings(SUPPORT_POLICY);
+    let policy = compile(&settings).unwrap();
+    let args = json!({}).as_object().cloned().unwrap();
+    let mut violations = Vec::new();
+    policy.check(
+        &CallView {
+            agent_id: "a",
+            role: Some("support-bot"),
+            server: "shell",
+            tool: "exec",
+            arguments: &args,
+        },
+        &mut violations,
+    );
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].rule_id(), "support-no-other-servers");
+}
+
+fn toml_settings(toml: &str) -> PolicySettings {
+    let config = Config::from_toml(toml, "test").unwrap();
+    serde_json::from_value(config.detectors["policy"].clone()).unwrap()
+}
