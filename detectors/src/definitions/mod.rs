@@ -6,6 +6,8 @@
 //!   or rejects it (`toolgate definitions approve|reject`). Servers named in
 //!   `auto_approve_servers` have changes pinned at once and reported as `info`.
 //! - **Added and removed tools** on a server that already has pins.
+//! - **Look-alike names**: a new tool named like a tool of another server (homoglyph,
+//!   typosquat, case/separator variant), or named with characters drawn like Latin ones.
 //! - **Fleet divergence**: one server name serving different definitions of a tool to
 //!   different agents within `divergence_window`.
 //!
@@ -14,6 +16,7 @@
 //! and save `pins_file`.
 
 pub mod diff;
+pub mod names;
 pub mod pins;
 
 use std::collections::BTreeMap;
@@ -48,6 +51,9 @@ pub struct DefinitionSettings {
     /// Report pinned tools missing from a later listing of their server.
     #[serde(default = "yes")]
     pub report_removed: bool,
+    /// Report new tools whose names imitate tools of other servers.
+    #[serde(default = "yes")]
+    pub report_lookalikes: bool,
     /// Window in which different definitions served to different agents count as
     /// fleet divergence.
     #[serde(default = "default_divergence_window")]
@@ -146,6 +152,72 @@ impl DefinitionsDetector {
         d
     }
 
+    /// A tool seen for the first time: does its name imitate another server's tool?
+    fn check_lookalike(
+        &self,
+        event: &Event,
+        server: &str,
+        tool: &str,
+        out: &mut Vec<FindingDraft>,
+    ) {
+        if !self.settings.report_lookalikes {
+            return;
+        }
+        let mut closest: Option<(names::Likeness, &str, &str)> = None;
+        for (other_server, tools) in &self.state.pins.servers {
+            if other_server == server {
+                continue;
+            }
+            for other_tool in tools.keys() {
+                if let Some(l) = names::likeness(tool, other_tool)
+                    && closest.is_none_or(|(best, _, _)| l > best)
+                {
+                    closest = Some((l, other_server, other_tool));
+                }
+            }
+        }
+        let confusables: String = names::confusable_chars(tool).into_iter().collect();
+        let (title, why, severity, risk) = match closest {
+            Some((likeness, other_server, other_tool)) => (
+                format!("Tool {tool:?} on {server:?} imitates {other_tool:?} on {other_server:?}"),
+                format!(
+                    "The names are a {} pair: a model asked to use {other_tool:?} may call {tool:?} on {server:?} instead.",
+                    likeness.as_str()
+                ),
+                match likeness {
+                    names::Likeness::Homoglyph => Severity::High,
+                    names::Likeness::Typosquat => Severity::Medium,
+                    names::Likeness::Variant => Severity::Low,
+                },
+                match likeness {
+                    names::Likeness::Homoglyph => 80,
+                    names::Likeness::Typosquat => 55,
+                    names::Likeness::Variant => 35,
+                },
+            ),
+            None if !confusables.is_empty() => (
+                format!("Tool {tool:?} on {server:?} is named with look-alike characters"),
+                format!(
+                    "{confusables:?} are drawn like Latin letters; a name that only looks ASCII is made to be mistaken for another."
+                ),
+                Severity::Medium,
+                60,
+            ),
+            None => return,
+        };
+        out.push(
+            self.draft("lookalike_tool_name", event, server, tool)
+                .describe(title, why)
+                .rate(severity, risk, 0.7)
+                .evidence(json!({
+                    "likeness": closest.map(|(l, _, _)| l.as_str()),
+                    "imitated": closest.map(|(_, s, t)| json!({"server": s, "tool": t})),
+                    "confusable_characters": confusables,
+                }))
+                .tags(["mcp:tool-shadowing", "atlas:AML.T0051"]),
+        );
+    }
+
     fn check_divergence(
         &mut self,
         event: &Event,
@@ -240,6 +312,7 @@ impl Detector for DefinitionsDetector {
                     );
                     continue;
                 }
+                self.check_lookalike(event, server, &tool.name, out);
                 self.state.pins.entry(server, &tool.name).pinned = Some(seen);
                 if server_known && self.settings.report_added {
                     out.push(
