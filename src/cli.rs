@@ -74,6 +74,21 @@ pub struct PinTarget {
 pub enum ImportCommand {
     /// AgentDojo runs (a `runs/` directory, its .tar.gz, or one run file).
     Agentdojo(AgentdojoArgs),
+    /// MCP-SafetyBench tasks: poisoned tool descriptions and injected returns.
+    Safetybench(CorpusArgs),
+    /// InjecAgent: clean tool specifications and injected tool responses.
+    Injecagent(CorpusArgs),
+}
+
+/// `toolgate import safetybench|injecagent`.
+#[derive(Debug, Args)]
+pub struct CorpusArgs {
+    /// The dataset directory (e.g. `../shared/datasets/injecagent`).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write events (JSONL; gzipped if the name ends in .gz; `-` for stdout).
+    #[arg(long)]
+    pub output: String,
 }
 
 /// `toolgate import agentdojo`.

@@ -6,6 +6,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Import(ImportCommand::Agentdojo(args)) => commands::import::agentdojo(args),
+        Command::Import(ImportCommand::Safetybench(args)) => commands::import::safetybench(args),
+        Command::Import(ImportCommand::Injecagent(args)) => commands::import::injecagent(args),
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Definitions(cmd) => commands::definitions::run(cmd),

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
 use toolgate_detectors::injection::analysis::signal_ids;
 use toolgate_detectors::{Detector, FindingDraft, build_detectors, registry};
 use toolgate_protocol::Event;
@@ -26,35 +25,6 @@ fn injection() -> Box<dyn Detector> {
         .into_iter()
         .find(|d| d.name() == "injection")
         .expect("injection detector registered")
-}
-
-/// A `tool_list` event with one tool, as a sink would report it.
-fn listing(name: &str, description: &str, schema: Value) -> Event {
-    Event::from_value(json!({
-        "schema": "toolgate.event.v1", "kind": "tool_list", "event_id": "e",
-        "time": "2025-01-01T00:00:00Z", "agent_id": "a", "session_id": "s", "server": "srv",
-        "tools": [{"name": name, "description": description, "inputSchema": schema}]
-    }))
-    .unwrap()
-}
-
-fn result(text: &str) -> Event {
-    Event::from_value(json!({
-        "schema": "toolgate.event.v1", "kind": "tool_result", "event_id": "e",
-        "time": "2025-01-01T00:00:00Z", "agent_id": "a", "session_id": "s", "server": "srv",
-        "call_id": "c", "tool": "t", "result": {"content": [{"type": "text", "text": text}]}
-    }))
-    .unwrap()
-}
-
-fn structured_result(value: &Value) -> Event {
-    Event::from_value(json!({
-        "schema": "toolgate.event.v1", "kind": "tool_result", "event_id": "e",
-        "time": "2025-01-01T00:00:00Z", "agent_id": "a", "session_id": "s", "server": "srv",
-        "call_id": "c", "tool": "t",
-        "result": {"content": [{"type": "text", "text": value.to_string()}], "structuredContent": value}
-    }))
-    .unwrap()
 }
 
 /// Runs the detector; returns whether it flagged and which signals fired.
@@ -97,78 +67,16 @@ fn tally(detector: &mut Box<dyn Detector>, events: &[Event]) -> Tally {
     t
 }
 
-fn safetybench() -> (Vec<Event>, Vec<Event>) {
-    let mut descriptions = Vec::new();
-    let mut returns = Vec::new();
-    let root = datasets().join("mcp-safetybench/test");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).into_iter().flatten())
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    for f in files {
-        let task: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-        for m in task["mcp_server_modifications"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let name = m["tool_name"].as_str().unwrap_or("tool");
-            if let Some(d) = m["modification_description"].as_str() {
-                descriptions.push(listing(name, d, json!({"type": "object"})));
-            }
-            match &m["modification_return"] {
-                Value::Null => {}
-                Value::String(r) => returns.push(result(r)),
-                structured => returns.push(structured_result(structured)),
-            }
-        }
-    }
-    (descriptions, returns)
-}
-
-fn injecagent_tools() -> Vec<Event> {
-    let toolkits: Value =
-        serde_json::from_slice(&std::fs::read(datasets().join("injecagent/tools.json")).unwrap())
-            .unwrap();
-    let mut events = Vec::new();
-    for kit in toolkits.as_array().unwrap() {
-        for tool in kit["tools"].as_array().unwrap() {
-            let mut props = Map::new();
-            let mut required = Vec::new();
-            for p in tool["parameters"].as_array().into_iter().flatten() {
-                let name = p["name"].as_str().unwrap().to_string();
-                let kind = match p["type"].as_str().unwrap_or("string") {
-                    "integer" => "integer",
-                    "number" => "number",
-                    "boolean" => "boolean",
-                    "array" => "array",
-                    "object" => "object",
-                    _ => "string",
-                };
-                props.insert(
-                    name.clone(),
-                    json!({"type": kind, "description": p["description"]}),
-                );
-                if p["required"].as_bool() == Some(true) {
-                    required.push(name);
-                }
-            }
-            let name = format!(
-                "{}{}",
-                kit["toolkit"].as_str().unwrap(),
-                tool["name"].as_str().unwrap()
-            );
-            events.push(listing(
-                &name,
-                tool["summary"].as_str().unwrap(),
-                json!({"type": "object", "properties": props, "required": required}),
-            ));
-        }
-    }
-    events
+/// Events of one importer, split by their `sample` label.
+fn imported(import: toolgate_ingest::corpora::Importer, dir: &str) -> BTreeMap<String, Vec<Event>> {
+    let mut by_sample: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    import(&datasets().join(dir), &mut |e| {
+        let sample = e.labels.get("sample").cloned().unwrap_or_default();
+        by_sample.entry(sample).or_default().push(e.clone());
+        Ok(())
+    })
+    .unwrap();
+    by_sample
 }
 
 fn report(name: &str, t: &Tally) {
@@ -188,8 +96,19 @@ fn report(name: &str, t: &Tally) {
 #[test]
 fn poisoned_descriptions_are_flagged_and_clean_ones_are_not() {
     let mut d = injection();
-    let (poisoned, returns) = safetybench();
-    let clean = injecagent_tools();
+    let mut safetybench = imported(
+        toolgate_ingest::corpora::import_safetybench,
+        "mcp-safetybench",
+    );
+    let mut injecagent = imported(toolgate_ingest::corpora::import_injecagent, "injecagent");
+    let poisoned = safetybench.remove("description").unwrap_or_default();
+    let returns: Vec<Event> = safetybench
+        .remove("result")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind() == toolgate_protocol::EventKind::ToolResult)
+        .collect();
+    let clean = injecagent.remove("description").unwrap_or_default();
     assert_eq!(poisoned.len(), 96);
     assert_eq!(clean.len(), 330);
     let p = tally(&mut d, &poisoned);

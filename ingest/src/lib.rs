@@ -4,11 +4,13 @@
 //!   accepted), each line decoded or turned into a [`Rejected`] record;
 //! - [`dead_letter`]: where rejected input goes, with its error and original bytes, so
 //!   nothing that failed to decode is lost or skipped silently;
-//! - [`agentdojo`]: the importer for recorded AgentDojo runs.
+//! - [`agentdojo`]: the importer for recorded AgentDojo runs;
+//! - [`corpora`]: importers for MCP-SafetyBench and InjecAgent samples.
 //!
 //! Sources decode and route; they hold no detection logic.
 
 pub mod agentdojo;
+pub mod corpora;
 pub mod dead_letter;
 pub mod jsonl;
 

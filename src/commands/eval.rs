@@ -2,8 +2,8 @@
 //! ones, scored per session against the ground truth the events carry as labels.
 //!
 //! A session is *flagged* when it has at least one finding of the chosen minimum
-//! severity. Its class comes from the outcome label: `attack_succeeded` (the detection
-//! rate is over these), `attack_failed` (reported apart: flagging an attempt that
+//! severity. Its class comes from the outcome label: `attack_succeeded` or `malicious`
+//! (the detection rate is over these), `attack_failed` (reported apart: flagging an attempt that
 //! failed is useful but not required), `benign` (the false-positive rate is over
 //! these); sessions without the label are counted as unlabelled.
 
@@ -34,7 +34,9 @@ pub enum Outcome {
 impl Outcome {
     fn parse(s: Option<&str>) -> Outcome {
         match s {
-            Some("attack_succeeded") => Outcome::AttackSucceeded,
+            // `malicious`: a sample that is an attack by construction (a poisoned
+            // definition, an injected response), scored like a successful attack.
+            Some("attack_succeeded" | "malicious") => Outcome::AttackSucceeded,
             Some("attack_failed") => Outcome::AttackFailed,
             Some("benign") => Outcome::Benign,
             _ => Outcome::Unlabelled,

@@ -1,4 +1,4 @@
-//! `toolgate import agentdojo`.
+//! `toolgate import agentdojo|safetybench|injecagent`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -8,7 +8,8 @@ use toolgate_ingest::IngestError;
 use toolgate_ingest::agentdojo::{self, Mapping};
 
 use super::{Output, load_config};
-use crate::cli::AgentdojoArgs;
+use crate::cli::{AgentdojoArgs, CorpusArgs};
+use toolgate_ingest::corpora;
 
 /// Converts AgentDojo runs to events; prints a summary to stderr.
 pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
@@ -64,6 +65,36 @@ pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
     }
     summary += &crate::process::peak_rss_note();
     eprint!("{summary}");
+    Ok(())
+}
+
+/// Converts MCP-SafetyBench tasks to events.
+pub fn safetybench(args: &CorpusArgs) -> Result<()> {
+    corpus(args, "MCP-SafetyBench", corpora::import_safetybench)
+}
+
+/// Converts InjecAgent tools and cases to events.
+pub fn injecagent(args: &CorpusArgs) -> Result<()> {
+    corpus(args, "InjecAgent", corpora::import_injecagent)
+}
+
+fn corpus(args: &CorpusArgs, name: &str, import: corpora::Importer) -> Result<()> {
+    let mut out = Output::open(&args.output)?;
+    let stats = import(&args.input, &mut |event| {
+        writeln!(out, "{}", event.to_json()).map_err(|e| IngestError::Io {
+            path: args.output.clone(),
+            source: e,
+        })
+    })
+    .with_context(|| format!("importing {name} from {}", args.input.display()))?;
+    out.finish()
+        .with_context(|| format!("writing {}", args.output))?;
+    eprintln!(
+        "imported {name}: {} events to {}; samples: {}",
+        stats.events,
+        args.output,
+        join_map(&stats.samples)
+    );
     Ok(())
 }
 

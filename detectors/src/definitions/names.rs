@@ -4,8 +4,9 @@
 //! - **homoglyph**: the names differ only by characters drawn alike (Cyrillic `а` for
 //!   Latin `a`, `0` for `o`, `rn` for `m`, fullwidth forms);
 //! - **typosquat**: one edit apart (insert, delete, substitute, swap) in names of eight
-//!   or more characters (separators aside), two in names of fourteen or more; shorter
-//!   names are too often legitimately close (`get_user`, `set_user`);
+//!   or more characters, separators aside. Shorter names, and two edits, are too often
+//!   honest neighbours (`get_user`/`set_user`, `LikeTweet`/`UnlikeTweet`,
+//!   `ReadEmail`/`SendEmail`: eight such pairs among InjecAgent's 330 clean tools);
 //! - **variant**: the same name up to case and separators (`send_email`, `sendEmail`).
 //!
 //! Names with confusable characters are suspect even with no counterpart yet.
@@ -140,12 +141,10 @@ pub fn likeness(name: &str, other: &str) -> Option<Likeness> {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let shorter = a.len().min(b.len());
-    let limit = match shorter {
-        0..=7 => return None,
-        8..=13 => 1,
-        _ => 2,
-    };
-    (edit_distance(&a, &b, limit) <= limit).then_some(Likeness::Typosquat)
+    if shorter < 8 {
+        return None;
+    }
+    (edit_distance(&a, &b, 1) <= 1).then_some(Likeness::Typosquat)
 }
 
 #[cfg(test)]
