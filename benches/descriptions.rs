@@ -1,0 +1,60 @@
+//! Poisoning analysis per tool definition, over real definitions: InjecAgent's 330
+//! clean tool specifications and MCP-SafetyBench's 96 poisoned descriptions (from
+//! `../shared/datasets`). Criterion reports time per whole set; divide by its size for
+//! time per definition (printed once at start).
+//!
+//! `cargo bench --bench descriptions`
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::path::Path;
+use toolgate_detectors::injection::analysis::analyze_tool;
+use toolgate_ingest::corpora::{Importer, import_injecagent, import_safetybench};
+use toolgate_protocol::{EventBody, ToolDefinition};
+
+fn definitions(importer: Importer, dir: &str) -> Vec<ToolDefinition> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/datasets")
+        .join(dir);
+    let mut out = Vec::new();
+    importer(&root, &mut |e| {
+        if let EventBody::ToolList { tools, .. } = &e.body {
+            out.extend(tools.iter().cloned());
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    out
+}
+
+fn descriptions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("description_analysis");
+    for (name, set) in [
+        (
+            "injecagent_clean_330",
+            definitions(import_injecagent, "injecagent"),
+        ),
+        (
+            "safetybench_poisoned_96",
+            definitions(import_safetybench, "mcp-safetybench"),
+        ),
+    ] {
+        group.throughput(Throughput::Elements(set.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for t in &set {
+                    black_box(analyze_tool(
+                        &t.name,
+                        t.title.as_deref(),
+                        t.description.as_deref(),
+                        t.input_schema.as_ref(),
+                    ));
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, descriptions);
+criterion_main!(benches);
