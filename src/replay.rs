@@ -124,8 +124,10 @@ pub fn replay(
     mut on_finding: impl FnMut(&Finding) -> Result<()>,
 ) -> Result<ReplayStats> {
     let started = Instant::now();
-    let hash_key = redaction_key(config)?;
-    let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly, hash_key.as_deref())?;
+    let mut config = config.clone();
+    config.redaction.hash_key = redaction_key(&config)?;
+    let config = &config;
+    let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly)?;
     if let Some(path) = pins_file
         && path.exists()
     {

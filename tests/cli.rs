@@ -208,12 +208,8 @@ fn every_example_config_in_the_repository_loads() {
     for path in &configs {
         let config = toolgate_protocol::config::Config::load(path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        toolgate_detectors::build_pipeline(
-            &config,
-            toolgate_detectors::EmitPolicy::FinalOnly,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        toolgate_detectors::build_pipeline(&config, toolgate_detectors::EmitPolicy::FinalOnly)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     let mapping =
         toolgate_ingest::agentdojo::Mapping::load(&repo().join("ingest/mappings/agentdojo.toml"))
@@ -576,5 +572,68 @@ fn a_rug_pull_is_held_until_an_operator_approves_or_rejects_it() {
         stderr(&none).contains("nothing is pending for calc/add"),
         "{}",
         stderr(&none)
+    );
+}
+
+#[test]
+fn findings_are_redacted_with_a_keyed_hash_and_a_missing_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("toolgate.toml"),
+        "[redaction]\nmode = \"hash\"\nhash_key_env = \"TOOLGATE_TEST_REDACTION_KEY\"\n",
+    )
+    .unwrap();
+    let input = repo().join("corpus/secrets/credentials-cards-and-pii.jsonl");
+    let run = |key: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgate"));
+        cmd.args([
+            "analyze",
+            "-c",
+            "toolgate.toml",
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .args(["--output", "findings.jsonl"])
+        .current_dir(dir.path())
+        .env_remove("TOOLGATE_TEST_REDACTION_KEY");
+        if let Some(k) = key {
+            cmd.env("TOOLGATE_TEST_REDACTION_KEY", k);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("TOOLGATE_TEST_REDACTION_KEY"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(Some("k1"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let findings = std::fs::read_to_string(dir.path().join("findings.jsonl")).unwrap();
+    assert!(findings.contains("secret_in_arguments"), "{findings}");
+    for raw in [
+        "AKIAIOSFODNN7EXAMPLE",
+        "4111 1111 1111 1111",
+        "OPENSSH PRIVATE KEY-----\\nb3B",
+    ] {
+        assert!(!findings.contains(raw), "{raw} leaked: {findings}");
+    }
+    assert!(findings.contains(":hmac-sha256:"), "{findings}");
+    let card_hash = |text: &str| {
+        text.split("[card_number:hmac-sha256:")
+            .nth(1)
+            .map(|rest| rest[..16].to_string())
+    };
+    let first = card_hash(&findings);
+    std::fs::remove_file(dir.path().join("findings.jsonl")).unwrap();
+    assert!(run(Some("k2")).status.success());
+    let again = std::fs::read_to_string(dir.path().join("findings.jsonl")).unwrap();
+    assert!(first.is_some());
+    assert_ne!(
+        first,
+        card_hash(&again),
+        "a different key gives a different hash"
     );
 }

@@ -114,19 +114,15 @@ pub fn build_detectors(
 }
 
 /// The pipeline of every enabled detector of [`registry`], folding findings as the
-/// config's `[findings]` section says and redacting them as `[redaction]` says.
-/// `hash_key` is the value of `redaction.hash_key_env`, read by the caller.
-pub fn build_pipeline(
-    config: &Config,
-    policy: EmitPolicy,
-    hash_key: Option<&[u8]>,
-) -> Result<Pipeline, BuildError> {
+/// config's `[findings]` section says and redacting them as `[redaction]` says (with
+/// the `hash_key` the caller filled in).
+pub fn build_pipeline(config: &Config, policy: EmitPolicy) -> Result<Pipeline, BuildError> {
     let detectors = build_detectors(&registry(), config)?;
     let f = &config.findings;
     let mut pipeline = Pipeline::new(
         detectors,
         FindingFolder::new(f.fold_window, f.max_open, f.max_event_ids, policy),
     );
-    pipeline.set_redactor(Redactor::new(&config.redaction, hash_key)?);
+    pipeline.set_redactor(Redactor::new(&config.redaction)?);
     Ok(pipeline)
 }

@@ -29,7 +29,7 @@ fn run_case(detector: &str, events: &Path) -> Vec<String> {
                 .insert(factory.name.to_string(), json!({"enabled": false}));
         }
     }
-    let mut pipeline = build_pipeline(&config, EmitPolicy::FinalOnly, None)
+    let mut pipeline = build_pipeline(&config, EmitPolicy::FinalOnly)
         .unwrap_or_else(|e| panic!("{}: {e}", events.display()));
     assert_eq!(
         pipeline.detector_names(),

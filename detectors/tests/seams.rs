@@ -400,8 +400,7 @@ fn config_builds_enabled_detectors_and_names_bad_keys() {
 
 #[test]
 fn the_shipped_registry_builds_from_the_default_config() {
-    let p = toolgate_detectors::build_pipeline(&Config::default(), EmitPolicy::FinalOnly, None)
-        .unwrap();
+    let p = toolgate_detectors::build_pipeline(&Config::default(), EmitPolicy::FinalOnly).unwrap();
     let names = p.detector_names();
     let registered: Vec<&str> = toolgate_detectors::registry()
         .iter()

@@ -16,13 +16,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(m.start < m.end && text.is_char_boundary(m.start) && text.is_char_boundary(m.end));
     }
     assert!(found.windows(2).all(|w| w[0].end <= w[1].start));
-    let drop = Redactor::new(
-        &RedactionConfig {
+    let drop = Redactor::new(&RedactionConfig {
             mode: RedactionMode::Drop,
             ..RedactionConfig::default()
-        },
-        None,
-    )
+    })
     .expect("default kinds");
     let (redacted, n) = drop.redact_text(text);
     assert_eq!(n, found.len());

@@ -105,6 +105,10 @@ pub struct RedactionConfig {
     /// phone or card numbers.
     #[serde(default)]
     pub hash_key_env: Option<String>,
+    /// The key itself: filled in by the binary from `hash_key_env` after loading (the
+    /// detectors do no I/O); never read from the file.
+    #[serde(skip)]
+    pub hash_key: Option<Vec<u8>>,
 }
 
 impl Default for RedactionConfig {
@@ -114,6 +118,7 @@ impl Default for RedactionConfig {
             mode: RedactionMode::default(),
             kinds: BTreeMap::new(),
             hash_key_env: None,
+            hash_key: None,
         }
     }
 }

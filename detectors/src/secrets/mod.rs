@@ -112,7 +112,7 @@ fn kind_set(key: &str, names: &[String]) -> Result<BTreeSet<SecretKind>, BuildEr
     Ok(set)
 }
 
-fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
+fn build(config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
     let s: SecretsSettings = settings(NAME, table)?;
     if s.max_scan_bytes == 0 {
         return Err(BuildError::Settings {
@@ -127,18 +127,34 @@ fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError
         block: kind_set("block", &s.block)?,
         mode: s.mode,
         max_scan_bytes: s.max_scan_bytes,
-        preview: Redactor::new(
-            &RedactionConfig {
-                mode: RedactionMode::Mask,
-                ..RedactionConfig::default()
-            },
-            None,
-        )
-        .map_err(|e| BuildError::Settings {
-            name: NAME.into(),
-            message: e.to_string(),
+        preview: Redactor::new(&preview_redaction(&config.redaction)).map_err(|e| {
+            BuildError::Settings {
+                name: NAME.into(),
+                message: e.to_string(),
+            }
         })?,
     }))
+}
+
+/// How found values are shown in evidence: as `[redaction]` says, except that a
+/// value is never shown whole (with redaction off, or `keep` for a kind, it is masked).
+fn preview_redaction(configured: &RedactionConfig) -> RedactionConfig {
+    let mut preview = configured.clone();
+    if !preview.enabled {
+        preview = RedactionConfig {
+            mode: RedactionMode::Mask,
+            ..RedactionConfig::default()
+        };
+    }
+    if preview.mode == RedactionMode::Keep {
+        preview.mode = RedactionMode::Mask;
+    }
+    for mode in preview.kinds.values_mut() {
+        if *mode == RedactionMode::Keep {
+            *mode = RedactionMode::Mask;
+        }
+    }
+    preview
 }
 
 /// The detector. Stateless: each event is judged on its own.

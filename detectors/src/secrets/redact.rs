@@ -37,9 +37,8 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for `config`; `hash_key` is the value of its `hash_key_env`, read by
-    /// the caller (detectors do no I/O).
-    pub fn new(config: &RedactionConfig, hash_key: Option<&[u8]>) -> Result<Self, RedactionError> {
+    /// A redactor for `config`, hashing with its `hash_key` when one was filled in.
+    pub fn new(config: &RedactionConfig) -> Result<Self, RedactionError> {
         let mut modes = [config.mode; SecretKind::ALL.len()];
         if !config.enabled {
             modes = [RedactionMode::Keep; SecretKind::ALL.len()];
@@ -59,7 +58,7 @@ impl Redactor {
         }
         Ok(Redactor {
             modes,
-            key: hash_key.filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
+            key: config.hash_key.clone().filter(|k| !k.is_empty()),
         })
     }
 
@@ -266,8 +265,9 @@ mod tests {
                 .map(|(k, m)| (k.to_string(), *m))
                 .collect::<BTreeMap<_, _>>(),
             hash_key_env: None,
+            hash_key: Some(b"key".to_vec()),
         };
-        Redactor::new(&config, Some(b"key")).unwrap()
+        Redactor::new(&config).unwrap()
     }
 
     #[test]
@@ -300,13 +300,10 @@ mod tests {
         let tag = |s: &str| s.split_once(' ').map(|(_, t)| t.to_string());
         assert_eq!(tag(&a), tag(&b));
         assert!(a.contains("[email:hmac-sha256:"), "{a}");
-        let unkeyed = Redactor::new(
-            &RedactionConfig {
-                mode: RedactionMode::Hash,
-                ..RedactionConfig::default()
-            },
-            None,
-        )
+        let unkeyed = Redactor::new(&RedactionConfig {
+            mode: RedactionMode::Hash,
+            ..RedactionConfig::default()
+        })
         .unwrap();
         assert!(
             unkeyed
@@ -333,23 +330,17 @@ mod tests {
 
     #[test]
     fn disabled_config_and_unknown_kinds() {
-        let off = Redactor::new(
-            &RedactionConfig {
-                enabled: false,
-                ..RedactionConfig::default()
-            },
-            None,
-        )
+        let off = Redactor::new(&RedactionConfig {
+            enabled: false,
+            ..RedactionConfig::default()
+        })
         .unwrap();
         assert!(!off.is_active());
         assert_eq!(off.redact_text("emma@bank.com").1, 0);
-        let err = Redactor::new(
-            &RedactionConfig {
-                kinds: [("passport".to_string(), RedactionMode::Drop)].into(),
-                ..RedactionConfig::default()
-            },
-            None,
-        )
+        let err = Redactor::new(&RedactionConfig {
+            kinds: [("passport".to_string(), RedactionMode::Drop)].into(),
+            ..RedactionConfig::default()
+        })
         .unwrap_err();
         assert!(
             err.to_string().contains("`redaction.kinds.passport`"),
