@@ -143,8 +143,8 @@ pub struct EvalArgs {
     /// toolgate.toml; built-in defaults if absent.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Label holding each session's ground truth: `attack_succeeded`, `attack_failed`
-    /// or `benign` (as `toolgate import` writes it).
+    /// Label holding each session's ground truth: `attack_succeeded` (or `malicious`),
+    /// `attack_failed` or `benign` (as `toolgate import` writes it).
     #[arg(long, default_value = "outcome")]
     pub outcome_label: String,
     /// Also break results down by these labels (repeatable).
