@@ -1,6 +1,6 @@
 //! The policy check the sink runs before forwarding a call (target: ≤ 5 µs per call),
 //! and the `policy` detector's whole `observe` on the same call (policy plus the
-//! tool's own schema), with a policy of 24 rules shaped like a real deployment.
+//! tool's own schema), with a policy of 18 rules shaped like a real deployment.
 //!
 //! `cargo bench --bench policy`
 
@@ -87,7 +87,7 @@ fn policy(c: &mut Criterion) {
         arguments,
     };
     let mut group = c.benchmark_group("policy");
-    group.bench_function("check_call_24_rules", |b| {
+    group.bench_function("check_call_18_rules", |b| {
         let mut out = Vec::new();
         b.iter(|| {
             out.clear();
