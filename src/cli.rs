@@ -89,6 +89,12 @@ pub struct CorpusArgs {
     /// Where to write events (JSONL; gzipped if the name ends in .gz; `-` for stdout).
     #[arg(long)]
     pub output: String,
+    /// toolgate.toml whose `[redaction]` `--redact` applies.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Write events with secrets and personal data replaced as `[redaction]` says.
+    #[arg(long)]
+    pub redact: bool,
 }
 
 /// `toolgate import agentdojo`.
@@ -107,6 +113,10 @@ pub struct AgentdojoArgs {
     /// toolgate.toml whose trust domains the mapping must use.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Write events with secrets and personal data replaced as the config's
+    /// `[redaction]` says (for copies that are shared or kept).
+    #[arg(long)]
+    pub redact: bool,
 }
 
 /// `toolgate analyze`.

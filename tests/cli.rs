@@ -637,3 +637,35 @@ fn findings_are_redacted_with_a_keyed_hash_and_a_missing_key_is_refused() {
         "a different key gives a different hash"
     );
 }
+
+#[test]
+fn import_redact_writes_events_without_the_personal_data_they_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = repo().join("../shared/datasets/injecagent");
+    for (output, extra) in [("raw.jsonl", None), ("redacted.jsonl", Some("--redact"))] {
+        let mut args = vec![
+            "import",
+            "injecagent",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output,
+        ];
+        args.extend(extra);
+        let out = toolgate(&args, dir.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        if extra.is_some() {
+            assert!(
+                stderr(&out).contains("values redacted: "),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    let raw = std::fs::read_to_string(dir.path().join("raw.jsonl")).unwrap();
+    let redacted = std::fs::read_to_string(dir.path().join("redacted.jsonl")).unwrap();
+    assert!(raw.contains("amy.watson@gmail.com"));
+    assert!(!redacted.contains("amy.watson@gmail.com"));
+    assert!(redacted.contains("a***@gmail.com"), "default mode is mask");
+    assert_eq!(raw.lines().count(), redacted.lines().count());
+}

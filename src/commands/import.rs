@@ -9,7 +9,12 @@ use toolgate_ingest::agentdojo::{self, Mapping};
 
 use super::{Output, load_config};
 use crate::cli::{AgentdojoArgs, CorpusArgs};
+use toolgate_detectors::secrets::Redactor;
 use toolgate_ingest::corpora;
+use toolgate_protocol::Event;
+use toolgate_protocol::config::Config;
+
+use crate::replay::redaction_key;
 
 /// Converts AgentDojo runs to events; prints a summary to stderr.
 pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
@@ -20,9 +25,12 @@ pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
         None => Mapping::shipped()?,
     };
     mapping.check_domains(&config)?;
+    let redactor = redactor(&config, args.redact)?;
+    let mut redacted = 0;
     let mut out = Output::open(&args.output)?;
     let stats = agentdojo::import(&args.input, &mapping, |event| {
-        writeln!(out, "{}", event.to_json()).map_err(|e| IngestError::Io {
+        let line = redacted_json(event, redactor.as_ref(), &mut redacted);
+        writeln!(out, "{line}").map_err(|e| IngestError::Io {
             path: args.output.clone(),
             source: e,
         })
@@ -63,6 +71,9 @@ pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
             summary += &format!("  {path}: {reason}\n");
         }
     }
+    if args.redact {
+        summary += &format!("values redacted: {redacted}\n");
+    }
     summary += &crate::process::peak_rss_note();
     eprint!("{summary}");
     Ok(())
@@ -78,10 +89,35 @@ pub fn injecagent(args: &CorpusArgs) -> Result<()> {
     corpus(args, "InjecAgent", corpora::import_injecagent)
 }
 
+/// The redactor `--redact` asks for, with the key `hash_key_env` names.
+fn redactor(config: &Config, redact: bool) -> Result<Option<Redactor>> {
+    if !redact {
+        return Ok(None);
+    }
+    let mut redaction = config.redaction.clone();
+    redaction.hash_key = redaction_key(config)?;
+    Ok(Some(Redactor::new(&redaction)?))
+}
+
+fn redacted_json(event: &Event, redactor: Option<&Redactor>, count: &mut u64) -> String {
+    match redactor {
+        Some(r) => {
+            let mut copy = event.clone();
+            *count += r.redact_event(&mut copy) as u64;
+            copy.to_json()
+        }
+        None => event.to_json(),
+    }
+}
+
 fn corpus(args: &CorpusArgs, name: &str, import: corpora::Importer) -> Result<()> {
+    let config = load_config(args.config.as_deref())?;
+    let redactor = redactor(&config, args.redact)?;
+    let mut redacted = 0;
     let mut out = Output::open(&args.output)?;
     let stats = import(&args.input, &mut |event| {
-        writeln!(out, "{}", event.to_json()).map_err(|e| IngestError::Io {
+        let line = redacted_json(event, redactor.as_ref(), &mut redacted);
+        writeln!(out, "{line}").map_err(|e| IngestError::Io {
             path: args.output.clone(),
             source: e,
         })
@@ -90,10 +126,15 @@ fn corpus(args: &CorpusArgs, name: &str, import: corpora::Importer) -> Result<()
     out.finish()
         .with_context(|| format!("writing {}", args.output))?;
     eprintln!(
-        "imported {name}: {} events to {}; samples: {}",
+        "imported {name}: {} events to {}; samples: {}{}",
         stats.events,
         args.output,
-        join_map(&stats.samples)
+        join_map(&stats.samples),
+        if args.redact {
+            format!("; values redacted: {redacted}")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
