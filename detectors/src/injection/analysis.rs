@@ -271,7 +271,7 @@ pub fn signal_ids() -> impl Iterator<Item = &'static str> {
     SIGNALS
         .iter()
         .map(|s| s.id)
-        .chain(std::iter::once("permissive_schema"))
+        .chain(["permissive_schema", "overlong_description"])
 }
 
 /// Analyzes free text found in `context`.
@@ -334,9 +334,25 @@ pub fn analyze_tool(
     {
         a.add(hit);
     }
+    let length = description.map_or(0, |d| d.chars().count());
+    if length > OVERLONG_DESCRIPTION_CHARS {
+        a.add(SignalHit {
+            id: "overlong_description",
+            weight: 10,
+            strong: false,
+            explanation: "a description far longer than documentation needs, room for instructions a reviewer skims past",
+            fragment: format!("{length} characters"),
+        });
+    }
     a.rescore();
     a
 }
+
+/// Descriptions longer than this add the weak `overlong_description` signal. Clean
+/// InjecAgent descriptions run to 540 characters, poisoned MCP-SafetyBench ones to
+/// 925; real MCP servers document some tools at length, so the bar sits well above
+/// both and the signal only adds to strong ones.
+const OVERLONG_DESCRIPTION_CHARS: usize = 2_000;
 
 fn collect_schema_text(v: &Value, text: &mut String, names: &mut Vec<String>, depth: usize) {
     if depth > 16 {
@@ -383,7 +399,11 @@ fn permissive_schema(schema: &Map<String, Value>) -> Option<SignalHit> {
         "instructions",
         "details",
     ];
-    let props = schema.get("properties")?.as_object()?;
+    let no_props = Map::new();
+    let props = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&no_props);
     let free: Vec<&str> = props
         .iter()
         .filter(|(name, spec)| {
@@ -396,6 +416,16 @@ fn permissive_schema(schema: &Map<String, Value>) -> Option<SignalHit> {
         })
         .map(|(name, _)| name.as_str())
         .collect();
+    // Explicitly open to any extra argument (absence is the norm and is not counted).
+    let mut free = free;
+    if matches!(schema.get("additionalProperties"), Some(Value::Bool(true)))
+        || schema
+            .get("additionalProperties")
+            .and_then(Value::as_object)
+            .is_some_and(|m| m.is_empty())
+    {
+        free.push("additionalProperties");
+    }
     (!free.is_empty()).then(|| SignalHit {
         id: "permissive_schema",
         weight: 15,
@@ -595,6 +625,16 @@ mod tests {
             Some(&schema),
         );
         assert!(ids(&a).contains(&"tool_reference"));
+    }
+
+    #[test]
+    fn overlong_descriptions_and_open_schemas_are_weak_signals() {
+        let long = "Lists files. ".repeat(200);
+        let schema = serde_json::json!({"type": "object", "additionalProperties": true});
+        let a = analyze_tool("list", None, Some(&long), schema.as_object());
+        assert_eq!(ids(&a), ["permissive_schema", "overlong_description"]);
+        assert!(a.score < 30, "weak signals alone never flag: {}", a.score);
+        assert_eq!(a.signals[0].fragment, "additionalProperties");
     }
 
     #[test]
