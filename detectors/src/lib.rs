@@ -52,6 +52,18 @@ pub trait Detector: Send {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError>;
 }
 
+/// `restore` for a detector that keeps no state: only an empty snapshot fits.
+pub(crate) fn restore_stateless(name: &str, snapshot: &[u8]) -> Result<(), StateError> {
+    if snapshot.is_empty() {
+        Ok(())
+    } else {
+        Err(StateError::Decode {
+            what: name.into(),
+            message: "this detector keeps no state, but the snapshot has some".into(),
+        })
+    }
+}
+
 /// A snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -195,13 +195,6 @@ impl Detector for InjectionDetector {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError> {
-        if snapshot.is_empty() {
-            Ok(())
-        } else {
-            Err(StateError::Decode {
-                what: NAME.into(),
-                message: "this detector keeps no state, but the snapshot has some".into(),
-            })
-        }
+        crate::restore_stateless(NAME, snapshot)
     }
 }

@@ -18,6 +18,7 @@ use toolgate_protocol::config::{Config, RedactionConfig, RedactionMode};
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{DetectorKind, Event, Severity};
 
+use crate::policy::Mode;
 use crate::registry::{BuildError, DetectorFactory, settings};
 use crate::{Detector, FindingDraft, StateError};
 pub use redact::{RedactionError, Redactor};
@@ -26,17 +27,6 @@ pub use validate::{iban_valid, luhn_valid};
 
 /// The detector's name under `[detectors]`.
 pub const NAME: &str = "secrets";
-
-/// Whether a rule only reports or also asks for a block.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Findings are alerts only.
-    Monitor,
-    /// Findings for kinds under `block` ask for a block.
-    #[default]
-    Enforce,
-}
 
 /// `[detectors.secrets]`. Kind lists take kind names (`aws_access_key`, `email`, …),
 /// class names (`credentials`, `financial`, `contact`) or `all`.
@@ -56,7 +46,7 @@ pub struct SecretsSettings {
     /// "enforce"`).
     #[serde(default = "default_block")]
     pub block: Vec<String>,
-    /// `monitor` or `enforce`.
+    /// `monitor` (alerts only) or `enforce` (kinds under `block` ask for a block).
     #[serde(default)]
     pub mode: Mode,
     /// Most bytes of one string value scanned; the rest is skipped and the evidence
@@ -353,13 +343,6 @@ impl Detector for SecretsDetector {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError> {
-        if snapshot.is_empty() {
-            Ok(())
-        } else {
-            Err(StateError::Decode {
-                what: NAME.into(),
-                message: "this detector keeps no state, but the snapshot has some".into(),
-            })
-        }
+        crate::restore_stateless(NAME, snapshot)
     }
 }
