@@ -17,6 +17,7 @@ mod fold;
 pub mod injection;
 mod pipeline;
 pub mod policy;
+pub mod provenance;
 mod registry;
 pub mod secrets;
 

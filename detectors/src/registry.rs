@@ -58,6 +58,7 @@ pub fn registry() -> Vec<DetectorFactory> {
         crate::injection::factory(),
         crate::secrets::factory(),
         crate::policy::factory(),
+        crate::provenance::factory(),
     ]
 }
 

@@ -1,0 +1,384 @@
+//! Exact "atoms": short values that identify a destination or a piece of data on their
+//! own (email addresses, URLs and hosts, IBANs, long numbers, phone numbers, key-like
+//! tokens, file paths). MinHash is weak on strings this short, so they are matched
+//! exactly, in a canonical form (lowercase; URLs without scheme, `www.` and trailing
+//! slash; numbers as digits only).
+
+use serde::{Deserialize, Serialize};
+
+/// What an atom is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtomKind {
+    /// `name@domain.tld`.
+    Email,
+    /// A URL or a bare host name with a known top-level domain.
+    Url,
+    /// Two letters, two check digits and 10–30 letters or digits.
+    Iban,
+    /// `+` and 8–15 digits.
+    Phone,
+    /// Nine or more digits (accounts, cards, ids).
+    Number,
+    /// Letters and digits mixed, 8 or more characters (keys, passport numbers, ids).
+    Token,
+    /// A file system path or a file name with a known extension.
+    Path,
+}
+
+impl AtomKind {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AtomKind::Email => "email",
+            AtomKind::Url => "url",
+            AtomKind::Iban => "iban",
+            AtomKind::Phone => "phone",
+            AtomKind::Number => "number",
+            AtomKind::Token => "token",
+            AtomKind::Path => "path",
+        }
+    }
+
+    /// Atoms that are data in themselves (an account, a key, an id), as opposed to
+    /// addresses (where data goes): one of them leaving is a leak.
+    pub fn is_data(self) -> bool {
+        matches!(self, AtomKind::Iban | AtomKind::Number | AtomKind::Token)
+    }
+}
+
+/// One atom found in a text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Atom {
+    /// What it is.
+    pub kind: AtomKind,
+    /// Canonical form.
+    pub value: String,
+}
+
+const TLDS: &[&str] = &[
+    "com", "org", "net", "io", "ai", "co", "dev", "app", "info", "biz", "xyz", "me", "us", "uk",
+    "de", "fr", "eu", "ru", "cn", "jp", "in", "br", "nl", "ch", "it", "es", "ca", "au", "gov",
+    "edu", "site", "online", "top", "link", "cloud",
+];
+
+const FILE_EXTENSIONS: &[&str] = &[
+    "txt", "md", "pdf", "doc", "docx", "xls", "xlsx", "csv", "ppt", "pptx", "json", "yaml", "yml",
+    "xml", "html", "zip", "tar", "gz", "png", "jpg", "jpeg", "gif", "py", "js", "ts", "rs", "sh",
+    "env", "pem", "key", "log", "sql", "db", "ini", "toml", "cfg", "conf",
+];
+
+fn is_token_char(c: char) -> bool {
+    c.is_alphanumeric()
+        || matches!(
+            c,
+            '@' | '.' | '/' | ':' | '-' | '_' | '+' | '%' | '~' | '#' | '?' | '=' | '&' | '\\'
+        )
+}
+
+/// Every atom in `text`, deduplicated, in order of first appearance.
+pub fn extract(text: &str, out: &mut Vec<Atom>) {
+    let start = out.len();
+    for_each_atom(text, |atom, _| push(out, start, atom));
+}
+
+/// Every atom in `text` with where it stood: `true` when in prose (a line of words an
+/// outsider could have written), `false` when it is the whole value of a line or field
+/// (`sender: a@b.c`, `- a@b.c`, a JSON string holding just the address): a record a
+/// system kept rather than text someone wrote. An atom seen both ways counts as prose.
+pub fn extract_placed(text: &str, out: &mut Vec<(Atom, bool)>) {
+    let start = out.len();
+    for_each_atom(text, |atom, prose| {
+        match out[start..].iter_mut().find(|(a, _)| *a == atom) {
+            Some(found) => found.1 |= prose,
+            None => out.push((atom, prose)),
+        }
+    });
+}
+
+fn for_each_atom(text: &str, mut found: impl FnMut(Atom, bool)) {
+    for line in text.lines() {
+        let prose = !is_field_line(line);
+        for raw in line.split(|c: char| !is_token_char(c)) {
+            // Only tokens with a digit or an address character can be atoms: skipping
+            // plain words here is most of the speed.
+            if !raw
+                .bytes()
+                .any(|b| b.is_ascii_digit() || matches!(b, b'@' | b'.' | b'/' | b'\\' | b':'))
+            {
+                continue;
+            }
+            let token = raw
+                .trim_start_matches(|c: char| {
+                    matches!(c, '.' | ':' | '?' | '=' | '&' | '#' | '-' | '_')
+                })
+                .trim_end_matches(|c: char| {
+                    matches!(
+                        c,
+                        '.' | ':' | '?' | '=' | '&' | '#' | '-' | '_' | '/' | '\\'
+                    )
+                });
+            if token.len() < 6 {
+                continue;
+            }
+            if let Some(a) = classify(token) {
+                found(a, prose);
+            }
+        }
+        // Phone numbers and IBANs are often written in groups: "+1 555 010 9999", "DE89 3704 0044".
+        if line.bytes().filter(u8::is_ascii_digit).count() >= 8 {
+            for grouped in grouped_runs(line) {
+                if let Some(a) = phone_or_number(&grouped).or_else(|| iban(&grouped)) {
+                    found(a, prose);
+                }
+            }
+        }
+    }
+}
+
+/// A line that holds one value: optionally a list dash, optionally a short `key:`, then
+/// a single token (quotes allowed).
+fn is_field_line(line: &str) -> bool {
+    let mut t = line.trim();
+    while let Some(rest) = t.strip_prefix("- ") {
+        t = rest.trim_start();
+    }
+    if let Some((key, value)) = t.split_once(": ")
+        && !key.is_empty()
+        && key.len() <= 40
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '))
+    {
+        t = value.trim();
+    }
+    let t = t.trim_matches(|c| matches!(c, '"' | '\'' | ',' | '<' | '>'));
+    !t.is_empty() && !t.contains(char::is_whitespace)
+}
+
+fn push(out: &mut Vec<Atom>, start: usize, atom: Atom) {
+    if !out[start..].contains(&atom) {
+        out.push(atom);
+    }
+}
+
+/// The canonical atom a whole value is, if it is one.
+pub fn classify(token: &str) -> Option<Atom> {
+    let lower = token.to_lowercase();
+    let atom = |kind, value: String| Some(Atom { kind, value });
+    if let Some(rest) = lower
+        .split_once("://")
+        .map(|(_, r)| r)
+        .or_else(|| lower.starts_with("www.").then_some(lower.as_str()))
+    {
+        let rest = rest
+            .strip_prefix("www.")
+            .unwrap_or(rest)
+            .trim_end_matches('/');
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        return (host.contains('.') && rest.len() >= 4).then(|| Atom {
+            kind: AtomKind::Url,
+            value: rest.to_string(),
+        });
+    }
+    let mail = lower.strip_prefix("mailto:").unwrap_or(&lower);
+    if let Some((local, domain)) = mail.split_once('@') {
+        if !local.is_empty()
+            && domain.contains('.')
+            && !domain.contains('@')
+            && !domain.ends_with('.')
+        {
+            return atom(AtomKind::Email, mail.to_string());
+        }
+        return None;
+    }
+    if let Some(a) = iban(token) {
+        return Some(a);
+    }
+    if let Some(a) = phone_or_number(token) {
+        return Some(a);
+    }
+    if lower.starts_with('/')
+        || lower.starts_with("~/")
+        || lower.starts_with("./")
+        || lower.get(1..3) == Some(":\\")
+    {
+        let segments = lower.split(['/', '\\']).filter(|s| !s.is_empty()).count();
+        return (segments >= 2).then(|| Atom {
+            kind: AtomKind::Path,
+            value: lower.clone(),
+        });
+    }
+    if let Some((stem, ext)) = lower.rsplit_once('.')
+        && !stem.is_empty()
+        && stem.len() >= 2
+        && ext.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        if TLDS.contains(&ext) && !stem.contains(['/', '\\', '@']) {
+            let host = stem.strip_prefix("www.").unwrap_or(stem);
+            return atom(AtomKind::Url, format!("{host}.{ext}"));
+        }
+        if FILE_EXTENSIONS.contains(&ext) {
+            return atom(AtomKind::Path, lower.clone());
+        }
+    }
+    let letters = token.chars().filter(|c| c.is_alphabetic()).count();
+    let digits = token.chars().filter(|c| c.is_ascii_digit()).count();
+    let plain = token
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_'));
+    let key_like = (token.len() >= 8 && letters >= 2 && digits >= 3)
+        || (token.len() >= 16 && letters >= 4 && digits >= 1);
+    if plain && key_like && !looks_like_date(token) {
+        return atom(AtomKind::Token, lower);
+    }
+    None
+}
+
+fn looks_like_date(token: &str) -> bool {
+    let digits: String = token.chars().filter(char::is_ascii_digit).collect();
+    digits.len() == 8 && token.chars().filter(|c| *c == '-').count() == 2
+}
+
+fn iban(token: &str) -> Option<Atom> {
+    let compact: String = token.chars().filter(|c| *c != ' ').collect();
+    let b = compact.as_bytes();
+    let ok = (14..=34).contains(&b.len())
+        && b[..2].iter().all(u8::is_ascii_alphabetic)
+        && b[2..4].iter().all(u8::is_ascii_digit)
+        && b[4..].iter().all(u8::is_ascii_alphanumeric)
+        && b[4..].iter().filter(|c| c.is_ascii_digit()).count() >= 6;
+    ok.then(|| Atom {
+        kind: AtomKind::Iban,
+        value: compact.to_lowercase(),
+    })
+}
+
+fn phone_or_number(token: &str) -> Option<Atom> {
+    let t = token.trim();
+    let plus = t.starts_with('+');
+    let body = t.trim_start_matches('+');
+    if body.is_empty()
+        || !body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '-' | ' ' | '.' | '(' | ')'))
+    {
+        return None;
+    }
+    let digits: String = body.chars().filter(char::is_ascii_digit).collect();
+    if plus && (8..=15).contains(&digits.len()) {
+        return Some(Atom {
+            kind: AtomKind::Phone,
+            value: digits,
+        });
+    }
+    (digits.len() >= 9 && !plus).then_some(Atom {
+        kind: AtomKind::Number,
+        value: digits,
+    })
+}
+
+/// Runs of digit or letter groups separated by single spaces or dashes, joined, for
+/// grouped phone numbers and IBANs. Only runs of three or more groups are returned.
+fn grouped_runs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    let flush = |groups: &mut Vec<&str>, out: &mut Vec<String>| {
+        if groups.len() >= 3 {
+            out.push(groups.join(" "));
+        }
+        groups.clear();
+    };
+    for word in text.split(' ') {
+        let w = word.trim_end_matches([',', '.', ';']);
+        let group = !w.is_empty()
+            && w.len() <= 9
+            && w.trim_start_matches('+')
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '(' | ')' | '-'))
+            && w.chars().any(|c| c.is_ascii_digit());
+        if group {
+            groups.push(w);
+        } else {
+            flush(&mut groups, &mut out);
+        }
+    }
+    flush(&mut groups, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn atoms(text: &str) -> Vec<(AtomKind, String)> {
+        let mut out = Vec::new();
+        extract(text, &mut out);
+        out.into_iter().map(|a| (a.kind, a.value)).collect()
+    }
+
+    #[test]
+    fn each_kind_is_found_in_canonical_form() {
+        let found = atoms(
+            "Mail Mark.Black-2134@Gmail.com or see https://www.secure-systems-252.com/login/ \
+             and pay US133000000121212121212; call +1 (555) 010-9999, card 4111111111111111, \
+             key AKIAIOSFODNN7EXAMPLE, file /home/emma/notes/plan.txt and feedback.xlsx",
+        );
+        let has = |k: AtomKind, v: &str| found.iter().any(|(kk, vv)| *kk == k && vv == v);
+        assert!(
+            has(AtomKind::Email, "mark.black-2134@gmail.com"),
+            "{found:?}"
+        );
+        assert!(
+            has(AtomKind::Url, "secure-systems-252.com/login"),
+            "{found:?}"
+        );
+        assert!(has(AtomKind::Iban, "us133000000121212121212"), "{found:?}");
+        assert!(has(AtomKind::Phone, "15550109999"), "{found:?}");
+        assert!(has(AtomKind::Number, "4111111111111111"), "{found:?}");
+        assert!(has(AtomKind::Token, "akiaiosfodnn7example"), "{found:?}");
+        assert!(
+            has(AtomKind::Path, "/home/emma/notes/plan.txt"),
+            "{found:?}"
+        );
+        assert!(has(AtomKind::Path, "feedback.xlsx"), "{found:?}");
+    }
+
+    #[test]
+    fn plain_words_dates_and_amounts_are_not_atoms() {
+        assert!(
+            atoms("Please send 100 dollars on 2024-05-12 to the usual place, thanks.").is_empty()
+        );
+        assert!(atoms("internationalization is a long word").is_empty());
+    }
+
+    #[test]
+    fn a_bare_host_and_a_url_to_it_share_a_form() {
+        assert_eq!(
+            classify("www.example.com"),
+            classify("https://example.com/")
+        );
+    }
+
+    #[test]
+    fn atoms_in_records_are_told_from_atoms_in_prose() {
+        let mut out = Vec::new();
+        extract_placed(
+            "- sender: mark@corp.com\n  participants:\n  - 'ann@corp.com'\n  body: please wire it to US133000000121212121212 today\n",
+            &mut out,
+        );
+        let prose = |v: &str| out.iter().find(|(a, _)| a.value == v).map(|(_, p)| *p);
+        assert_eq!(prose("mark@corp.com"), Some(false));
+        assert_eq!(prose("ann@corp.com"), Some(false));
+        assert_eq!(prose("us133000000121212121212"), Some(true));
+    }
+
+    #[test]
+    fn grouped_numbers_are_joined() {
+        let found = atoms("IBAN DE89 3704 0044 0532 0130 00 please");
+        assert!(
+            found.contains(&(AtomKind::Iban, "de89370400440532013000".into())),
+            "{found:?}"
+        );
+    }
+}

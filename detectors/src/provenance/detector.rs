@@ -1,0 +1,971 @@
+//! The detector: indexes what results and users said, judges what calls send.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use toolgate_protocol::config::Config;
+use toolgate_protocol::event::EventBody;
+use toolgate_protocol::{DetectorKind, Event, Severity, Timestamp};
+
+use super::NAME;
+use super::atoms::{self, Atom};
+use super::index::{Caps, ChunkRef, Index, IndexStats, SnapshotEntry, Source};
+use super::settings::{EgressClass, FlowException, ProvenanceSettings};
+use super::sketch;
+use super::text::{self, Leaf};
+use crate::policy::{Glob, Mode};
+use crate::registry::{BuildError, settings};
+use crate::{Detector, FindingDraft, StateError};
+
+/// Label bit of what a user said: trusted for destinations, never a forbidden source.
+const USER_BIT: u64 = 1 << 63;
+/// Most trust domains (bits 0..63 of a label set).
+const MAX_DOMAINS: usize = 63;
+/// Sources listed per finding.
+const MAX_SOURCES_SHOWN: usize = 5;
+/// Derived-from ids kept per indexed entry.
+const MAX_DERIVED: usize = 4;
+
+pub(super) fn build(config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
+    let s: ProvenanceSettings = settings(NAME, table)?;
+    Ok(Box::new(ProvenanceDetector::new(config, s)?))
+}
+
+struct Egress {
+    servers: Vec<Glob>,
+    tools: Vec<Glob>,
+    destinations: Vec<Glob>,
+}
+
+struct Exception {
+    id: String,
+    from: Option<String>,
+    to: Option<String>,
+    servers: Vec<Glob>,
+    tools: Vec<Glob>,
+    max_bytes: Option<usize>,
+}
+
+struct Pending {
+    labels: u64,
+    sources: Vec<String>,
+    time: Timestamp,
+}
+
+/// See the module documentation of [`crate::provenance`].
+pub struct ProvenanceDetector {
+    config: Config,
+    settings: ProvenanceSettings,
+    domains: Vec<String>,
+    untrusted_mask: u64,
+    egress_domains: Vec<String>,
+    egress: Vec<Egress>,
+    destinations: Vec<Glob>,
+    exceptions: Vec<Exception>,
+    index: Index,
+    pending: HashMap<String, Pending>,
+    pending_order: VecDeque<(String, Timestamp)>,
+}
+
+fn globs(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Vec<Glob>, BuildError> {
+    if patterns.iter().any(|p| p.is_empty()) {
+        return Err(BuildError::Settings {
+            name: NAME.into(),
+            message: format!("`{key}`: a pattern is empty"),
+        });
+    }
+    Ok(patterns
+        .iter()
+        .map(|p| {
+            if case_insensitive {
+                Glob::new_case_insensitive(p)
+            } else {
+                Glob::new(p)
+            }
+        })
+        .collect())
+}
+
+impl ProvenanceDetector {
+    /// Builds the detector, checking every domain the settings name against `[trust]`.
+    pub fn new(config: &Config, s: ProvenanceSettings) -> Result<Self, BuildError> {
+        let invalid = |message: String| BuildError::Settings {
+            name: NAME.into(),
+            message,
+        };
+        let known = |key: &str, d: &str| {
+            if config.trust.domains.iter().any(|k| k == d) {
+                Ok(())
+            } else {
+                Err(invalid(format!(
+                    "`{key}`: unknown trust domain {d:?}; `[trust] domains` has {}",
+                    config.trust.domains.join(", ")
+                )))
+            }
+        };
+        for d in &s.untrusted_domains {
+            known("untrusted_domains", d)?;
+        }
+        for d in &s.egress_domains {
+            known("egress_domains", d)?;
+        }
+        for d in &s.critical_domains {
+            known("critical_domains", d)?;
+        }
+        if !(0.0..=1.0).contains(&s.min_containment) || s.min_containment.is_nan() {
+            return Err(invalid(format!(
+                "`min_containment` must be between 0 and 1, found {}",
+                s.min_containment
+            )));
+        }
+        if s.min_shared_chars < sketch::SHINGLE {
+            return Err(invalid(format!(
+                "`min_shared_chars` must be at least {}",
+                sketch::SHINGLE
+            )));
+        }
+        let egress = s
+            .egress
+            .iter()
+            .enumerate()
+            .map(|(i, c): (usize, &EgressClass)| {
+                if c.tools.is_empty() {
+                    return Err(invalid(format!("`egress[{i}].tools` is empty")));
+                }
+                Ok(Egress {
+                    servers: globs(&format!("egress[{i}].servers"), &c.servers, false)?,
+                    tools: globs(&format!("egress[{i}].tools"), &c.tools, false)?,
+                    destinations: globs(
+                        &format!("egress[{i}].destinations"),
+                        &c.destinations,
+                        true,
+                    )?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut exceptions = Vec::new();
+        for (i, e) in s.allow.iter().enumerate() {
+            let e: &FlowException = e;
+            for (key, d) in [("from", &e.from), ("to", &e.to)] {
+                if let Some(d) = d {
+                    known(&format!("allow[{i}].{key}"), d)?;
+                }
+            }
+            exceptions.push(Exception {
+                id: e.id.clone(),
+                from: e.from.clone(),
+                to: e.to.clone(),
+                servers: globs(&format!("allow[{i}].servers"), &e.servers, false)?,
+                tools: globs(&format!("allow[{i}].tools"), &e.tools, false)?,
+                max_bytes: e.max_bytes,
+            });
+        }
+        let destinations = globs("destination_arguments", &s.destination_arguments, true)?;
+        let caps = Caps {
+            horizon: s.horizon,
+            max_bytes_per_agent: s.max_bytes_per_agent,
+            max_entries_per_agent: s.max_entries_per_agent.max(1),
+            max_bytes_total: s.max_bytes_total,
+        };
+        let mut detector = ProvenanceDetector {
+            config: config.clone(),
+            egress_domains: s.egress_domains.clone(),
+            settings: s,
+            domains: Vec::new(),
+            untrusted_mask: 0,
+            egress,
+            destinations,
+            exceptions,
+            index: Index::new(caps),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+        };
+        for d in config.trust.domains.clone() {
+            detector.intern(&d);
+        }
+        detector.untrusted_mask = detector
+            .settings
+            .untrusted_domains
+            .clone()
+            .iter()
+            .fold(0, |m, d| m | (1 << detector.intern(d)));
+        Ok(detector)
+    }
+
+    /// The index's current sizes, for metrics.
+    pub fn stats(&self) -> IndexStats {
+        self.index.stats()
+    }
+
+    fn intern(&mut self, domain: &str) -> u8 {
+        if let Some(i) = self.domains.iter().position(|d| d == domain) {
+            return i as u8;
+        }
+        if self.domains.len() >= MAX_DOMAINS {
+            // More domains than bits: the rest count as the default domain.
+            let default = self.config.trust.default_domain.clone();
+            return self.domains.iter().position(|d| *d == default).unwrap_or(0) as u8;
+        }
+        self.domains.push(domain.to_string());
+        (self.domains.len() - 1) as u8
+    }
+
+    fn domain_of(&mut self, server: &str, reported: Option<&str>) -> u8 {
+        let d = self.config.trust_domain_of(server, reported).to_string();
+        self.intern(&d)
+    }
+
+    fn label_names(&self, labels: u64) -> Vec<String> {
+        let mut names: Vec<String> = (0..self.domains.len())
+            .filter(|i| labels & (1 << i) != 0)
+            .map(|i| self.domains[i].clone())
+            .collect();
+        if labels & USER_BIT != 0 {
+            names.push("user".into());
+        }
+        names
+    }
+
+    fn pending_key(agent: &str, call: &str) -> String {
+        format!("{agent}\u{1f}{call}")
+    }
+
+    fn expire_pending(&mut self, cutoff: Option<Timestamp>) {
+        while let Some((key, time)) = self.pending_order.front() {
+            let over_cap = self.pending.len() > self.settings.max_pending_calls;
+            let expired = cutoff.is_some_and(|c| *time < c);
+            if !over_cap && !expired {
+                break;
+            }
+            if let Some(p) = self.pending.get(key)
+                && p.time == *time
+            {
+                self.pending.remove(key);
+            }
+            self.pending_order.pop_front();
+        }
+    }
+
+    fn index_event(&mut self, event: &Event, source: Source, leaves: &[Leaf], chunks: bool) {
+        let mut atoms_found = Vec::new();
+        for leaf in leaves {
+            atoms::extract_placed(&leaf.text, &mut atoms_found);
+        }
+        let mut keys: Vec<(u64, bool)> = atoms_found
+            .iter()
+            .map(|(a, prose)| (atom_key(a), *prose))
+            .collect();
+        // One posting per atom; prose wins over a record.
+        keys.sort_by_key(|&(k, prose)| (k, !prose));
+        keys.dedup_by_key(|(k, _)| *k);
+        let mut sketches = Vec::new();
+        let mut bytes = keys.len() * 8;
+        if chunks {
+            let mut buf = Vec::new();
+            for leaf in leaves {
+                text::normalize_into(&leaf.text, &mut buf);
+            }
+            bytes += buf.len();
+            sketches = sketch::chunks(&buf)
+                .into_iter()
+                .filter_map(|(s, e)| sketch::sketch(&buf[s..e]))
+                .collect();
+        }
+        if sketches.is_empty() && keys.is_empty() {
+            return;
+        }
+        self.index
+            .insert(&event.agent_id, source, sketches, &keys, bytes);
+    }
+
+    fn observe_result(
+        &mut self,
+        event: &Event,
+        server: &str,
+        call_id: &str,
+        tool: &str,
+        result: &toolgate_protocol::event::ToolResult,
+    ) {
+        let own = self.domain_of(server, event.trust_domain.as_deref());
+        let inherited = self
+            .pending
+            .remove(&Self::pending_key(&event.agent_id, call_id));
+        let (labels, derived_from) = match inherited {
+            Some(p) => ((1 << own) | p.labels, p.sources),
+            None => (1 << own, Vec::new()),
+        };
+        let mut leaves = Vec::new();
+        let budget = self.settings.max_scan_bytes;
+        for (i, block) in result.content.iter().enumerate() {
+            let path = format!("result.content[{i}]");
+            match block.get("text").and_then(Value::as_str) {
+                Some(t) => text::leaves_of_text(&path, "text", t, budget, &mut leaves),
+                None => text::leaves_of_value(&path, "content", block, budget, &mut leaves),
+            }
+        }
+        if let Some(s) = &result.structured_content {
+            text::leaves_of_map("result.structuredContent", s, budget, &mut leaves);
+        }
+        let source = Source {
+            event_id: event.event_id.clone(),
+            server: server.to_string(),
+            tool: tool.to_string(),
+            domain: own,
+            labels,
+            time: event.time,
+            derived_from,
+        };
+        self.index_event(event, source, &leaves, true);
+    }
+
+    fn observe_user(&mut self, event: &Event, message: &str) {
+        let mut leaves = Vec::new();
+        text::leaves_of_text(
+            "text",
+            "text",
+            message,
+            self.settings.max_scan_bytes,
+            &mut leaves,
+        );
+        let source = Source {
+            event_id: event.event_id.clone(),
+            server: String::new(),
+            tool: String::new(),
+            domain: u8::MAX,
+            labels: USER_BIT,
+            time: event.time,
+            derived_from: Vec::new(),
+        };
+        // What the user said only vouches for destinations; its text is the user's own.
+        self.index_event(event, source, &leaves, false);
+    }
+
+    fn egress_destinations(&self, server: &str, tool: &str, domain: &str) -> Option<&[Glob]> {
+        for class in &self.egress {
+            if class.servers.iter().any(|g| g.matches(server))
+                && class.tools.iter().any(|g| g.matches(tool))
+            {
+                return Some(if class.destinations.is_empty() {
+                    &self.destinations
+                } else {
+                    &class.destinations
+                });
+            }
+        }
+        self.egress_domains
+            .iter()
+            .any(|d| d == domain)
+            .then_some(&self.destinations[..])
+    }
+
+    fn observe_call(
+        &mut self,
+        event: &Event,
+        server: &str,
+        call_id: &str,
+        tool: &str,
+        arguments: &serde_json::Map<String, Value>,
+        out: &mut Vec<FindingDraft>,
+    ) {
+        let to = self.domain_of(server, event.trust_domain.as_deref());
+        let to_name = self.domains[usize::from(to)].clone();
+        let agent = event.agent_id.as_str();
+        let mut leaves = Vec::new();
+        text::leaves_of_map(
+            "arguments",
+            arguments,
+            self.settings.max_scan_bytes,
+            &mut leaves,
+        );
+        if leaves.is_empty() {
+            return;
+        }
+        let dest_globs: Option<Vec<Glob>> = self
+            .egress_destinations(server, tool, &to_name)
+            .map(<[Glob]>::to_vec);
+        let is_destination = |leaf: &Leaf| {
+            dest_globs
+                .as_ref()
+                .is_some_and(|g| g.iter().any(|g| g.matches(&leaf.key)))
+        };
+
+        let mut matches: BTreeMap<u64, SourceMatch> = BTreeMap::new();
+        self.match_text(agent, &leaves, &mut matches);
+        let mut dest_atoms: Vec<(usize, Atom)> = Vec::new();
+        for (i, leaf) in leaves.iter().enumerate() {
+            let mut found = Vec::new();
+            atoms::extract(&leaf.text, &mut found);
+            let destination = is_destination(leaf);
+            for atom in found {
+                let mut entries = Vec::new();
+                self.index
+                    .atom_sources(agent, atom_key(&atom), &mut entries);
+                for (seq, _) in entries {
+                    // A destination is where data goes, not data: it only passes labels on.
+                    let m = matches.entry(seq).or_default();
+                    if !destination && !m.atoms.contains(&atom) {
+                        m.atoms.push(atom.clone());
+                        m.atom_leaf.get_or_insert(i);
+                    }
+                }
+                if destination {
+                    dest_atoms.push((i, atom));
+                }
+            }
+        }
+
+        // Derived data: whatever the call carried, its result carries.
+        let mut labels = 0u64;
+        let mut carried = Vec::new();
+        for (&seq, _) in matches.iter().rev() {
+            if let Some(src) = self.index.source(agent, seq) {
+                labels |= src.labels & !USER_BIT;
+                if src.labels & !USER_BIT != 0 && carried.len() < MAX_DERIVED {
+                    carried.push(src.event_id.clone());
+                }
+            }
+        }
+        if labels != 0 {
+            let key = Self::pending_key(agent, call_id);
+            self.pending.insert(
+                key.clone(),
+                Pending {
+                    labels,
+                    sources: carried,
+                    time: event.time,
+                },
+            );
+            self.pending_order.push_back((key, event.time));
+            self.expire_pending(None);
+        }
+
+        let user_directed = self.settings.trust_user_destinations
+            && !dest_atoms.is_empty()
+            && dest_atoms.iter().all(|(_, atom)| {
+                let mut entries = Vec::new();
+                self.index.atom_sources(agent, atom_key(atom), &mut entries);
+                entries.iter().any(|&(seq, _)| {
+                    self.index
+                        .source(agent, seq)
+                        .is_some_and(|s| s.labels & USER_BIT != 0)
+                })
+            });
+        if let Some(d) =
+            self.flow_finding(event, server, tool, to, &leaves, &matches, user_directed)
+        {
+            out.push(d);
+        }
+        if dest_globs.is_some()
+            && let Some(d) =
+                self.destination_finding(event, server, tool, &to_name, &leaves, &dest_atoms)
+        {
+            out.push(d);
+        }
+    }
+
+    /// Text matches of the arguments against the agent's chunks. The arguments are
+    /// normalized into one text, so data split over several fields still adds up.
+    fn match_text(&self, agent: &str, leaves: &[Leaf], matches: &mut BTreeMap<u64, SourceMatch>) {
+        let mut buf = Vec::new();
+        let mut spans = Vec::with_capacity(leaves.len());
+        for leaf in leaves {
+            let start = buf.len();
+            text::normalize_into(&leaf.text, &mut buf);
+            spans.push((start, buf.len()));
+        }
+        let min_shared =
+            (self.settings.min_shared_chars + 1).saturating_sub(sketch::SHINGLE) as f64;
+        let mut candidates: Vec<ChunkRef<'_>> = Vec::new();
+        for (start, end) in sketch::chunks(&buf) {
+            let Some(query) = sketch::sketch(&buf[start..end]) else {
+                continue;
+            };
+            candidates.clear();
+            self.index.candidates(agent, &query, &mut candidates);
+            for c in &candidates {
+                let o = sketch::overlap(&query, c.sketch);
+                let containment = o.query_in_indexed.max(o.indexed_in_query);
+                if o.shared < min_shared || containment < self.settings.min_containment {
+                    continue;
+                }
+                let m = matches.entry(c.entry).or_default();
+                if m.text.as_ref().is_none_or(|t| containment > t.containment) {
+                    let leaf = spans
+                        .iter()
+                        .position(|&(s, e)| e > start && s < end && e > s)
+                        .unwrap_or(0);
+                    let leaf_bytes = spans
+                        .iter()
+                        .zip(leaves)
+                        .filter(|((s, e), _)| *e > start && *s < end)
+                        .map(|(_, l)| l.text.len())
+                        .sum();
+                    m.text = Some(TextMatch {
+                        containment,
+                        jaccard: o.jaccard,
+                        shared_chars: (o.shared as usize) + sketch::SHINGLE - 1,
+                        leaf,
+                        leaf_bytes,
+                    });
+                }
+            }
+        }
+    }
+
+    fn excepted(
+        &self,
+        from: &str,
+        to: &str,
+        server: &str,
+        tool: &str,
+        bytes: usize,
+    ) -> Option<&str> {
+        self.exceptions
+            .iter()
+            .find(|e| {
+                e.from.as_deref().is_none_or(|f| f == from)
+                    && e.to.as_deref().is_none_or(|t| t == to)
+                    && e.servers.iter().any(|g| g.matches(server))
+                    && e.tools.iter().any(|g| g.matches(tool))
+                    && e.max_bytes.is_none_or(|m| bytes <= m)
+            })
+            .map(|e| e.id.as_str())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn flow_finding(
+        &self,
+        event: &Event,
+        server: &str,
+        tool: &str,
+        to: u8,
+        leaves: &[Leaf],
+        matches: &BTreeMap<u64, SourceMatch>,
+        user_directed: bool,
+    ) -> Option<FindingDraft> {
+        let to_name = &self.domains[usize::from(to)];
+        let agent = event.agent_id.as_str();
+        let mut hits: Vec<FlowHit<'_>> = Vec::new();
+        for (&seq, m) in matches.iter().rev() {
+            let Some(src) = self.index.source(agent, seq) else {
+                continue;
+            };
+            let by_atoms = m.atoms.iter().any(|a| a.kind.is_data())
+                || m.atoms.iter().filter(|a| !a.kind.is_data()).count()
+                    >= self.settings.min_contact_atoms;
+            if m.text.is_none() && !by_atoms {
+                continue;
+            }
+            let bytes = m.text.as_ref().map_or_else(
+                || m.atoms.iter().map(|a| a.value.len()).sum(),
+                |t| t.leaf_bytes,
+            );
+            let forbidden: Vec<&str> = self
+                .label_names(src.labels)
+                .into_iter()
+                .filter(|from| self.config.flow_forbidden(from, to_name))
+                .filter(|from| self.excepted(from, to_name, server, tool, bytes).is_none())
+                .map(|from| {
+                    self.domains
+                        .iter()
+                        .find(|d| **d == from)
+                        .map_or("", String::as_str)
+                })
+                .collect();
+            if forbidden.is_empty() {
+                continue;
+            }
+            hits.push(FlowHit {
+                src,
+                m,
+                from: forbidden,
+            });
+        }
+        // Strongest evidence first: text containment, then data atoms, newest source first.
+        hits.sort_by(|a, b| {
+            let score = |h: &FlowHit<'_>| h.m.text.as_ref().map_or(0.0, |t| t.containment);
+            score(b).total_cmp(&score(a))
+        });
+        let best = hits.first()?;
+        let from = best.from[0];
+        let secret = hits.iter().any(|h| {
+            h.from
+                .iter()
+                .any(|f| self.settings.critical_domains.iter().any(|c| c == f))
+        });
+        let (severity, risk) = match (user_directed, secret) {
+            (true, _) => (Severity::Info, 20),
+            (false, true) => (Severity::Critical, 95),
+            (false, false) => (Severity::High, 80),
+        };
+        let confidence = best
+            .m
+            .text
+            .as_ref()
+            .map_or(0.8, |t| 0.5 + t.containment / 2.0);
+        let leaf = best
+            .m
+            .text
+            .as_ref()
+            .map(|t| t.leaf)
+            .or(best.m.atom_leaf)
+            .and_then(|i| leaves.get(i));
+        let sources: Vec<Value> = hits
+            .iter()
+            .take(MAX_SOURCES_SHOWN)
+            .map(|h| self.source_json(h.src, Some(h)))
+            .collect();
+        let rule = format!("{from} -> {to_name}");
+        let mut evidence = json!({
+            "flow": { "from": from, "to": to_name, "rule": rule },
+            "sources": sources,
+            "sources_total": hits.len(),
+            "user_directed": user_directed,
+        });
+        if let Some(leaf) = leaf {
+            evidence["argument"] = json!(leaf.path);
+            evidence["fragment"] = json!(fragment(&leaf.text, self.settings.max_fragment_chars));
+            let layers: Vec<&str> = leaf
+                .path
+                .match_indices('[')
+                .filter_map(|(i, _)| {
+                    let rest = &leaf.path[i + 1..];
+                    let end = rest.find(']')?;
+                    let layer = &rest[..end];
+                    (!layer.chars().all(|c| c.is_ascii_digit())).then_some(layer)
+                })
+                .collect();
+            if !layers.is_empty() {
+                evidence["decoded"] = json!(layers);
+            }
+        }
+        let src = best.src;
+        let derived = if src.derived_from.is_empty() {
+            ""
+        } else {
+            " (derived from earlier data it was given)"
+        };
+        let directed = if user_directed {
+            " Every destination of the call is one the user named in this session, so it is recorded, not alerted."
+        } else {
+            ""
+        };
+        let mut draft = FindingDraft::about(DetectorKind::Provenance, "cross_domain_flow", event)
+            .describe(
+                format!("Data from {from} server {:?} sent to {to_name} tool {tool:?} on {server:?}", src.server),
+                format!(
+                    "The call's arguments contain data that tool {:?} on server {:?} returned earlier{derived}. \
+                     The flow policy forbids data from {from} reaching {to_name}.{directed}",
+                    src.tool, src.server
+                ),
+            )
+            .rate(severity, risk, confidence)
+            .group_by(
+                [agent, event.session_id.as_str(), from, server, tool].join("\u{1f}"),
+            )
+            .evidence(evidence)
+            .with_events(hits.iter().take(MAX_SOURCES_SHOWN).map(|h| h.src.event_id.clone()))
+            .tags(["owasp-llm:LLM02", "atlas:AML.T0057"]);
+        if self.settings.mode == Mode::Enforce && !user_directed {
+            draft = draft.block();
+        }
+        Some(draft)
+    }
+
+    fn destination_finding(
+        &self,
+        event: &Event,
+        server: &str,
+        tool: &str,
+        to_name: &str,
+        leaves: &[Leaf],
+        dest_atoms: &[(usize, Atom)],
+    ) -> Option<FindingDraft> {
+        let agent = event.agent_id.as_str();
+        let mut flagged = Vec::new();
+        let mut event_ids = Vec::new();
+        let mut prose_any = false;
+        for (leaf, atom) in dest_atoms {
+            let mut entries = Vec::new();
+            self.index.atom_sources(agent, atom_key(atom), &mut entries);
+            let sources: Vec<(&Source, bool)> = entries
+                .iter()
+                .filter_map(|&(s, prose)| Some((self.index.source(agent, s)?, prose)))
+                .collect();
+            let untrusted: Vec<(&Source, bool)> = sources
+                .iter()
+                .copied()
+                .filter(|(s, _)| s.labels & self.untrusted_mask != 0)
+                .collect();
+            let vouched = sources.iter().any(|(s, _)| self.vouches(s));
+            if untrusted.is_empty() || vouched {
+                continue;
+            }
+            let in_prose = untrusted.iter().any(|(_, prose)| *prose);
+            let leaf = &leaves[*leaf];
+            event_ids.extend(
+                untrusted
+                    .iter()
+                    .take(MAX_SOURCES_SHOWN)
+                    .map(|(s, _)| s.event_id.clone()),
+            );
+            prose_any |= in_prose;
+            flagged.push(json!({
+                "argument": leaf.path,
+                "kind": atom.kind.as_str(),
+                "value": fragment(&atom.value, self.settings.max_fragment_chars),
+                "placement": if in_prose { "prose" } else { "record" },
+                "sources": untrusted.iter().take(MAX_SOURCES_SHOWN).map(|(s, _)| self.source_json(s, None)).collect::<Vec<_>>(),
+                "sources_total": untrusted.len(),
+            }));
+        }
+        if flagged.is_empty() {
+            return None;
+        }
+        // Prose first: that is where an injected instruction puts its address.
+        flagged.sort_by_key(|f| f["placement"] != "prose");
+        let first = &flagged[0];
+        let value = first["value"].as_str().unwrap_or("").to_string();
+        let from_server = first["sources"][0]["server"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let (title, how, severity, risk, confidence) = if prose_any {
+            (
+                "sends to a destination found only in untrusted content",
+                "in text from",
+                Severity::High,
+                85,
+                0.8,
+            )
+        } else {
+            (
+                "sends to a destination found only in untrusted records",
+                "as a field of a record from",
+                Severity::Info,
+                20,
+                0.3,
+            )
+        };
+        let mut draft = FindingDraft::about(DetectorKind::Provenance, "untrusted_destination", event)
+            .describe(
+                format!("{tool:?} on {server:?} {title}"),
+                format!(
+                    "The destination {value:?} of this {to_name} call appears {how} {from_server:?}, \
+                     which outsiders can write, and in nothing the user said or a trusted source returned. \
+                     Written into text, this is what an agent obeying an indirect prompt injection looks like; \
+                     as a record's field (a sender, a participant, a past payee) it is more often routine."
+                ),
+            )
+            .rate(severity, risk, confidence)
+            .group_by([agent, event.session_id.as_str(), server, tool, &value].join("\u{1f}"))
+            .evidence(json!({ "destinations": flagged, "egress": { "server": server, "tool": tool, "trust_domain": to_name } }))
+            .with_events(event_ids)
+            .tags(["owasp-asi:ASI01", "atlas:AML.T0051.001"]);
+        if prose_any && self.settings.mode == Mode::Enforce {
+            draft = draft.block();
+        }
+        Some(draft)
+    }
+
+    /// A source vouches for a destination when the user said it, or when a server that
+    /// is neither untrusted nor egress returned it without having been handed untrusted
+    /// data first.
+    fn vouches(&self, s: &Source) -> bool {
+        if s.labels & USER_BIT != 0 {
+            return true;
+        }
+        let own = self
+            .domains
+            .get(usize::from(s.domain))
+            .map_or("", String::as_str);
+        s.labels & self.untrusted_mask == 0 && !self.egress_domains.iter().any(|d| d == own)
+    }
+
+    fn source_json(&self, s: &Source, hit: Option<&FlowHit<'_>>) -> Value {
+        let mut v = json!({
+            "event_id": s.event_id,
+            "server": s.server,
+            "tool": s.tool,
+            "trust_domain": self.domains.get(usize::from(s.domain)).cloned().unwrap_or_else(|| "user".into()),
+            "labels": self.label_names(s.labels),
+            "time": s.time.to_string(),
+        });
+        if !s.derived_from.is_empty() {
+            v["derived_from"] = json!(s.derived_from);
+        }
+        if let Some(h) = hit {
+            if let Some(t) = &h.m.text {
+                v["matched_by"] = json!("text");
+                v["containment"] = json!(round3(t.containment));
+                v["similarity"] = json!(round3(t.jaccard));
+                v["shared_chars"] = json!(t.shared_chars);
+            } else {
+                v["matched_by"] = json!("atoms");
+            }
+            if !h.m.atoms.is_empty() {
+                v["atoms"] = json!(h.m.atoms.iter().map(|a| json!({"kind": a.kind.as_str(), "value": fragment(&a.value, self.settings.max_fragment_chars)})).collect::<Vec<_>>());
+            }
+        }
+        v
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The first `max` characters of `s`, with an ellipsis when cut.
+fn fragment(s: &str, max: usize) -> String {
+    let mut chars = s.chars();
+    let head: String = chars.by_ref().take(max).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// Atoms are hashed with their kind, so a path and a host spelled alike differ.
+fn atom_key(atom: &Atom) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (atom.kind as u64);
+    for &b in atom.value.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ (h >> 29)
+}
+
+#[derive(Default)]
+struct SourceMatch {
+    text: Option<TextMatch>,
+    atoms: Vec<Atom>,
+    atom_leaf: Option<usize>,
+}
+
+struct TextMatch {
+    containment: f64,
+    jaccard: f64,
+    shared_chars: usize,
+    leaf: usize,
+    leaf_bytes: usize,
+}
+
+struct FlowHit<'a> {
+    src: &'a Source,
+    m: &'a SourceMatch,
+    from: Vec<&'a str>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    domains: Vec<String>,
+    entries: Vec<SnapshotEntry>,
+    pending: Vec<(String, u64, Vec<String>, Timestamp)>,
+}
+
+impl Detector for ProvenanceDetector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
+        match &event.body {
+            EventBody::ToolResult {
+                server,
+                call_id,
+                tool,
+                result,
+            } => {
+                self.observe_result(event, server, call_id, tool, result);
+            }
+            EventBody::ToolCall {
+                server,
+                call_id,
+                tool,
+                arguments,
+            } => {
+                self.observe_call(event, server, call_id, tool, arguments, out);
+            }
+            EventBody::UserMessage { text } => self.observe_user(event, text),
+            EventBody::ToolList { .. } => {}
+        }
+    }
+
+    fn advance(&mut self, watermark: Timestamp, _out: &mut Vec<FindingDraft>) {
+        self.index.expire(watermark);
+        self.expire_pending(Some(watermark.saturating_sub(self.settings.horizon)));
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StateError> {
+        let pending = self
+            .pending_order
+            .iter()
+            .filter_map(|(k, t)| {
+                let p = self.pending.get(k)?;
+                (p.time == *t).then(|| (k.clone(), p.labels, p.sources.clone(), p.time))
+            })
+            .collect();
+        let snap = Snapshot {
+            version: 1,
+            domains: self.domains.clone(),
+            entries: self.index.export(),
+            pending,
+        };
+        serde_json::to_vec(&snap).map_err(|e| StateError::Encode {
+            what: NAME.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError> {
+        let err = |message: String| StateError::Decode {
+            what: NAME.into(),
+            message,
+        };
+        let snap: Snapshot = serde_json::from_slice(snapshot).map_err(|e| err(e.to_string()))?;
+        if snap.version != 1 {
+            return Err(err(format!(
+                "snapshot version {} is not supported (expected 1)",
+                snap.version
+            )));
+        }
+        if snap.domains.len() > MAX_DOMAINS {
+            return Err(err(format!(
+                "{} trust domains, at most {MAX_DOMAINS}",
+                snap.domains.len()
+            )));
+        }
+        let mut index = Index::new(Caps {
+            horizon: self.settings.horizon,
+            max_bytes_per_agent: self.settings.max_bytes_per_agent,
+            max_entries_per_agent: self.settings.max_entries_per_agent.max(1),
+            max_bytes_total: self.settings.max_bytes_total,
+        });
+        index.import(snap.entries).map_err(err)?;
+        self.index = index;
+        self.domains = snap.domains;
+        self.untrusted_mask = self
+            .settings
+            .untrusted_domains
+            .iter()
+            .filter_map(|d| self.domains.iter().position(|x| x == d))
+            .fold(0, |m, i| m | (1 << i));
+        self.pending.clear();
+        self.pending_order.clear();
+        for (key, labels, sources, time) in snap.pending {
+            self.pending.insert(
+                key.clone(),
+                Pending {
+                    labels,
+                    sources,
+                    time,
+                },
+            );
+            self.pending_order.push_back((key, time));
+        }
+        Ok(())
+    }
+}
