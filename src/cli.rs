@@ -157,7 +157,8 @@ pub struct EvalArgs {
     /// `attack_failed` or `benign` (as `toolgate import` writes it).
     #[arg(long, default_value = "outcome")]
     pub outcome_label: String,
-    /// Also break results down by these labels (repeatable).
+    /// Also break results down by these labels (repeatable); `a+b` breaks down by both
+    /// at once (`suite+injection_task`).
     #[arg(long = "by", default_values = ["attack_type", "suite"])]
     pub by: Vec<String>,
     /// A session counts as flagged when it has a finding at least this severe.

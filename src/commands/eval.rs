@@ -169,7 +169,7 @@ impl Evaluation {
         }
         for (slot, label) in record.groups.iter_mut().zip(by) {
             if slot.is_none() {
-                *slot = labels.get(label).cloned();
+                *slot = label_value(labels, label);
             }
         }
     }
@@ -288,6 +288,16 @@ impl Report {
     }
 }
 
+/// The value of one `--by` key: a label, or labels joined with `+` (`suite+injection_task`
+/// gives `banking/injection_task_0`); absent if any part is.
+fn label_value(labels: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    let parts: Option<Vec<&str>> = key
+        .split('+')
+        .map(|k| labels.get(k).map(String::as_str))
+        .collect();
+    parts.map(|p| p.join("/"))
+}
+
 /// Runs the replay and prints the report (table to stdout; JSON to `--json`).
 pub fn run(args: &EvalArgs) -> Result<()> {
     let config = load_config(args.config.as_deref())?;
@@ -336,6 +346,17 @@ mod tests {
             ("outcome".to_string(), outcome.to_string()),
             ("attack_type".to_string(), attack.to_string()),
         ])
+    }
+
+    #[test]
+    fn a_by_key_joins_labels_with_plus() {
+        let l = labels("benign", "none");
+        assert_eq!(label_value(&l, "attack_type"), Some("none".into()));
+        assert_eq!(
+            label_value(&l, "outcome+attack_type"),
+            Some("benign/none".into())
+        );
+        assert_eq!(label_value(&l, "outcome+missing"), None);
     }
 
     #[test]

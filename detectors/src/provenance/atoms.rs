@@ -68,7 +68,15 @@ const FILE_EXTENSIONS: &[&str] = &[
     "env", "pem", "key", "log", "sql", "db", "ini", "toml", "cfg", "conf",
 ];
 
+#[inline]
 fn is_token_char(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                '@' | '.' | '/' | ':' | '-' | '_' | '+' | '%' | '~' | '#' | '?' | '=' | '&' | '\\'
+            );
+    }
     c.is_alphanumeric()
         || matches!(
             c,
@@ -98,6 +106,9 @@ pub fn extract_placed(text: &str, out: &mut Vec<(Atom, bool)>) {
 
 fn for_each_atom(text: &str, mut found: impl FnMut(Atom, bool)) {
     for line in text.lines() {
+        if !may_hold_atom(line.as_bytes()) {
+            continue;
+        }
         let prose = !is_field_line(line);
         for raw in line.split(|c: char| !is_token_char(c)) {
             // Only tokens with a digit or an address character can be atoms: skipping
@@ -136,6 +147,16 @@ fn for_each_atom(text: &str, mut found: impl FnMut(Atom, bool)) {
     }
 }
 
+/// Whether a line has anything an atom needs: a digit, an address character, or a dot
+/// followed by a letter (a host or a file name). Most prose lines have none.
+fn may_hold_atom(b: &[u8]) -> bool {
+    b.iter().enumerate().any(|(i, &c)| {
+        c.is_ascii_digit()
+            || matches!(c, b'@' | b'/' | b'\\')
+            || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_alphabetic))
+    })
+}
+
 /// A line that holds one value: optionally a list dash, optionally a short `key:`, then
 /// a single token (quotes allowed).
 fn is_field_line(line: &str) -> bool {
@@ -164,6 +185,16 @@ fn push(out: &mut Vec<Atom>, start: usize, atom: Atom) {
 
 /// The canonical atom a whole value is, if it is one.
 pub fn classify(token: &str) -> Option<Atom> {
+    let b = token.as_bytes();
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    let addressy = b
+        .iter()
+        .any(|c| matches!(c, b'@' | b'.' | b'/' | b'\\' | b':' | b'+'));
+    // Without a digit or an address character a token can only be a key-like token,
+    // which needs digits too.
+    if digits == 0 && !addressy {
+        return None;
+    }
     let lower = token.to_lowercase();
     let atom = |kind, value: String| Some(Atom { kind, value });
     if let Some(rest) = lower
@@ -223,7 +254,6 @@ pub fn classify(token: &str) -> Option<Atom> {
         }
     }
     let letters = token.chars().filter(|c| c.is_alphabetic()).count();
-    let digits = token.chars().filter(|c| c.is_ascii_digit()).count();
     let plain = token
         .chars()
         .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_'));
@@ -241,6 +271,10 @@ fn looks_like_date(token: &str) -> bool {
 }
 
 fn iban(token: &str) -> Option<Atom> {
+    let b = token.as_bytes();
+    if b.len() < 14 || !b[..2].iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
     let compact: String = token.chars().filter(|c| *c != ' ').collect();
     let b = compact.as_bytes();
     let ok = (14..=34).contains(&b.len())
@@ -258,7 +292,8 @@ fn phone_or_number(token: &str) -> Option<Atom> {
     let t = token.trim();
     let plus = t.starts_with('+');
     let body = t.trim_start_matches('+');
-    if body.is_empty()
+    if body.len() < 8
+        || body.is_empty()
         || !body
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '-' | ' ' | '.' | '(' | ')'))

@@ -267,7 +267,7 @@ impl ProvenanceDetector {
                 text::normalize_into(&leaf.text, &mut buf);
             }
             bytes += buf.len();
-            sketches = sketch::chunks(&buf)
+            sketches = sketch::index_chunks(&buf)
                 .into_iter()
                 .filter_map(|(s, e)| sketch::sketch(&buf[s..e]))
                 .collect();
@@ -465,7 +465,9 @@ impl ProvenanceDetector {
     }
 
     /// Text matches of the arguments against the agent's chunks. The arguments are
-    /// normalized into one text, so data split over several fields still adds up.
+    /// normalized into one text, so data split over several fields still adds up; what
+    /// one query window shares with the chunks of one entry is added up too, so a copy
+    /// that straddles two chunks of the source counts whole.
     fn match_text(&self, agent: &str, leaves: &[Leaf], matches: &mut BTreeMap<u64, SourceMatch>) {
         let mut buf = Vec::new();
         let mut spans = Vec::with_capacity(leaves.len());
@@ -474,23 +476,41 @@ impl ProvenanceDetector {
             text::normalize_into(&leaf.text, &mut buf);
             spans.push((start, buf.len()));
         }
-        let min_shared =
-            (self.settings.min_shared_chars + 1).saturating_sub(sketch::SHINGLE) as f64;
+        let shingles_of = |chars: usize| (chars + 1).saturating_sub(sketch::SHINGLE) as f64;
+        let min_shared = shingles_of(self.settings.min_shared_chars);
+        let min_copied = shingles_of(self.settings.min_copied_chars);
         let mut candidates: Vec<ChunkRef<'_>> = Vec::new();
-        for (start, end) in sketch::chunks(&buf) {
+        let mut per_entry: BTreeMap<u64, (f64, f64, u32)> = BTreeMap::new();
+        for (start, end) in sketch::query_chunks(&buf) {
             let Some(query) = sketch::sketch(&buf[start..end]) else {
                 continue;
             };
             candidates.clear();
+            per_entry.clear();
             self.index.candidates(agent, &query, &mut candidates);
             for c in &candidates {
                 let o = sketch::overlap(&query, c.sketch);
-                let containment = o.query_in_indexed.max(o.indexed_in_query);
-                if o.shared < min_shared || containment < self.settings.min_containment {
+                let e = per_entry
+                    .entry(c.entry)
+                    .or_insert((0.0, 0.0, c.entry_shingles));
+                e.0 += o.shared;
+                e.1 = e.1.max(o.jaccard);
+            }
+            let q = f64::from(query.shingles.max(1));
+            for (&entry, &(shared, jaccard, entry_shingles)) in &per_entry {
+                let shared = shared.min(q).min(f64::from(entry_shingles.max(1)));
+                let containment = (shared / q).max(shared / f64::from(entry_shingles.max(1)));
+                if shared < min_shared
+                    || (containment < self.settings.min_containment && shared < min_copied)
+                {
                     continue;
                 }
-                let m = matches.entry(c.entry).or_default();
-                if m.text.as_ref().is_none_or(|t| containment > t.containment) {
+                let m = matches.entry(entry).or_default();
+                let better = m
+                    .text
+                    .as_ref()
+                    .is_none_or(|t| (shared, containment) > (t.shared, t.containment));
+                if better {
                     let leaf = spans
                         .iter()
                         .position(|&(s, e)| e > start && s < end && e > s)
@@ -503,8 +523,8 @@ impl ProvenanceDetector {
                         .sum();
                     m.text = Some(TextMatch {
                         containment,
-                        jaccard: o.jaccard,
-                        shared_chars: (o.shared as usize) + sketch::SHINGLE - 1,
+                        jaccard,
+                        shared,
                         leaf,
                         leaf_bytes,
                     });
@@ -800,7 +820,7 @@ impl ProvenanceDetector {
                 v["matched_by"] = json!("text");
                 v["containment"] = json!(round3(t.containment));
                 v["similarity"] = json!(round3(t.jaccard));
-                v["shared_chars"] = json!(t.shared_chars);
+                v["shared_chars"] = json!(t.shared.round() as usize + sketch::SHINGLE - 1);
             } else {
                 v["matched_by"] = json!("atoms");
             }
@@ -847,7 +867,8 @@ struct SourceMatch {
 struct TextMatch {
     containment: f64,
     jaccard: f64,
-    shared_chars: usize,
+    /// Estimated shingles in common.
+    shared: f64,
     leaf: usize,
     leaf_bytes: usize,
 }

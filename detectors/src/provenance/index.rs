@@ -4,7 +4,9 @@
 //!
 //! Entries live in insertion order per agent, and chunks and atom postings are numbered
 //! in that order, so the LSH and atom tables are intrusive chains from the newest
-//! posting backwards: one `u64 → u64` head per key and a `u32` back-link per posting.
+//! posting backwards: one head per key and a short back-link per posting. Chunk numbers
+//! are `u32` and wrap; only their distances matter, and an agent's live chunks are far
+//! fewer than 2^32.
 //! Evicting the oldest entry pops its postings off the front and drops a table key only
 //! when that posting was its head. Eviction is by event-time horizon, per-agent caps and
 //! a global byte cap (oldest entries of the whole fleet first).
@@ -34,9 +36,14 @@ impl Hasher for IdentityHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u32(&mut self, n: u32) {
+        // The table reads its control bits from the top of the hash: spread a u32 there.
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 type Table = HashMap<u64, u64, BuildHasherDefault<IdentityHasher>>;
+type BandTable = HashMap<u32, u32, BuildHasherDefault<IdentityHasher>>;
 
 /// Most postings followed back along one chain: keys shared by many entries (a
 /// boilerplate header in every result) stop being informative long before that.
@@ -67,15 +74,17 @@ pub struct Source {
 struct Entry {
     source: Source,
     bytes: usize,
-    chunks_end: u64,
+    /// Shingles over all its chunks.
+    shingles: u32,
+    chunks_end: u32,
     atoms_end: u64,
 }
 
 struct Chunk {
     sketch: Sketch,
     entry: u64,
-    /// Distance back to the previous chunk with the same band key; 0 = none.
-    prev: [u32; BANDS],
+    /// Distance back to the previous chunk with the same band key; 0 = none (or too far).
+    prev: [u16; BANDS],
 }
 
 struct AtomPost {
@@ -92,16 +101,20 @@ struct AgentIndex {
     entries: VecDeque<Entry>,
     entry_base: u64,
     chunks: VecDeque<Chunk>,
-    chunk_base: u64,
+    chunk_base: u32,
     atoms: VecDeque<AtomPost>,
     atom_base: u64,
-    bands: Table,
+    bands: BandTable,
     atom_heads: Table,
     bytes: usize,
 }
 
 fn back_link(current: u64, head: Option<&u64>) -> u32 {
     head.map_or(0, |&h| u32::try_from(current - h).unwrap_or(0))
+}
+
+fn band_link(current: u32, head: Option<&u32>) -> u16 {
+    head.map_or(0, |&h| u16::try_from(current.wrapping_sub(h)).unwrap_or(0))
 }
 
 impl AgentIndex {
@@ -117,11 +130,12 @@ impl AgentIndex {
         bytes: usize,
     ) -> u64 {
         let seq = self.next_entry();
+        let shingles = sketches.iter().map(|s| s.shingles).sum();
         for sketch in sketches {
-            let n = self.chunk_base + self.chunks.len() as u64;
-            let mut prev = [0u32; BANDS];
+            let n = self.chunk_end();
+            let mut prev = [0u16; BANDS];
             for (b, key) in band_keys(&sketch).into_iter().enumerate() {
-                prev[b] = back_link(n, self.bands.get(&key));
+                prev[b] = band_link(n, self.bands.get(&key));
                 self.bands.insert(key, n);
             }
             self.chunks.push_back(Chunk {
@@ -144,17 +158,22 @@ impl AgentIndex {
         self.entries.push_back(Entry {
             source,
             bytes,
-            chunks_end: self.chunk_base + self.chunks.len() as u64,
+            shingles,
+            chunks_end: self.chunk_end(),
             atoms_end: self.atom_base + self.atoms.len() as u64,
         });
         self.bytes += bytes;
         seq
     }
 
+    fn chunk_end(&self) -> u32 {
+        self.chunk_base.wrapping_add(self.chunks.len() as u32)
+    }
+
     fn evict_front(&mut self) -> Option<Entry> {
         let entry = self.entries.pop_front()?;
         self.entry_base += 1;
-        while self.chunk_base < entry.chunks_end {
+        while self.chunk_base != entry.chunks_end {
             let Some(chunk) = self.chunks.pop_front() else {
                 break;
             };
@@ -163,7 +182,7 @@ impl AgentIndex {
                     self.bands.remove(&key);
                 }
             }
-            self.chunk_base += 1;
+            self.chunk_base = self.chunk_base.wrapping_add(1);
         }
         while self.atom_base < entry.atoms_end {
             let Some(post) = self.atoms.pop_front() else {
@@ -183,9 +202,8 @@ impl AgentIndex {
             .and_then(|i| self.entries.get(usize::try_from(i).ok()?))
     }
 
-    fn chunk(&self, n: u64) -> Option<&Chunk> {
-        n.checked_sub(self.chunk_base)
-            .and_then(|i| self.chunks.get(usize::try_from(i).ok()?))
+    fn chunk(&self, n: u32) -> Option<&Chunk> {
+        self.chunks.get(n.wrapping_sub(self.chunk_base) as usize)
     }
 
     fn atom(&self, n: u64) -> Option<&AtomPost> {
@@ -234,6 +252,8 @@ pub struct ChunkRef<'a> {
     pub entry: u64,
     /// The chunk's sketch.
     pub sketch: &'a Sketch,
+    /// Shingles of the whole entry (all its chunks).
+    pub entry_shingles: u32,
 }
 
 /// The whole fleet's index.
@@ -344,7 +364,8 @@ impl Index {
         let Some(idx) = self.agents.get(agent) else {
             return;
         };
-        let mut seen: Vec<u64> = Vec::new();
+        // Positions from the oldest live chunk, so that sorting puts the newest first.
+        let mut seen: Vec<u32> = Vec::new();
         for (b, key) in band_keys(sketch).into_iter().enumerate() {
             let Some(&head) = idx.bands.get(&key) else {
                 continue;
@@ -352,21 +373,23 @@ impl Index {
             let mut n = head;
             for _ in 0..MAX_CHAIN {
                 let Some(chunk) = idx.chunk(n) else { break };
-                seen.push(n);
+                seen.push(n.wrapping_sub(idx.chunk_base));
                 let back = chunk.prev[b];
                 if back == 0 {
                     break;
                 }
-                n -= u64::from(back);
+                n = n.wrapping_sub(u32::from(back));
             }
         }
         seen.sort_unstable_by(|a, b| b.cmp(a));
         seen.dedup();
         seen.truncate(MAX_CANDIDATES);
-        out.extend(seen.into_iter().filter_map(|n| {
-            idx.chunk(n).map(|c| ChunkRef {
+        out.extend(seen.into_iter().filter_map(|pos| {
+            let c = idx.chunks.get(pos as usize)?;
+            Some(ChunkRef {
                 entry: c.entry,
                 sketch: &c.sketch,
+                entry_shingles: idx.entry(c.entry).map_or(c.sketch.shingles, |e| e.shingles),
             })
         }));
     }
@@ -430,6 +453,7 @@ impl Index {
             } else {
                 idx.entry(seq - 1).map_or(idx.chunk_base, |p| p.chunks_end)
             };
+            let chunk_count = entry.chunks_end.wrapping_sub(chunk_start);
             let atom_start = if *seq == idx.entry_base {
                 idx.atom_base
             } else {
@@ -439,8 +463,8 @@ impl Index {
                 agent: agent.to_string(),
                 source: entry.source.clone(),
                 bytes: entry.bytes,
-                chunks: (chunk_start..entry.chunks_end)
-                    .filter_map(|n| idx.chunk(n))
+                chunks: (0..chunk_count)
+                    .filter_map(|i| idx.chunk(chunk_start.wrapping_add(i)))
                     .map(|c| (c.sketch.mins.to_vec(), c.sketch.shingles))
                     .collect(),
                 atoms: (atom_start..entry.atoms_end)
@@ -459,7 +483,7 @@ impl Index {
                 .chunks
                 .into_iter()
                 .map(|(mins, shingles)| {
-                    let mins: [u32; K] = mins.try_into().map_err(|v: Vec<u32>| {
+                    let mins: [u16; K] = mins.try_into().map_err(|v: Vec<u16>| {
                         format!("a sketch has {} values, expected {K}", v.len())
                     })?;
                     Ok(Sketch { mins, shingles })
@@ -477,7 +501,7 @@ pub struct SnapshotEntry {
     agent: String,
     source: Source,
     bytes: usize,
-    chunks: Vec<(Vec<u32>, u32)>,
+    chunks: Vec<(Vec<u16>, u32)>,
     atoms: Vec<(u64, bool)>,
 }
 

@@ -48,6 +48,10 @@ pub struct ProvenanceSettings {
     /// Fewest characters (of normal form) two texts must share to match at all.
     #[serde(default = "default_min_shared_chars")]
     pub min_shared_chars: usize,
+    /// A copied run at least this long (characters of normal form) matches whatever
+    /// surrounds it, even below `min_containment`: a paragraph pasted into a long email.
+    #[serde(default = "default_min_copied_chars")]
+    pub min_copied_chars: usize,
     /// Contact atoms (emails, URLs, phones, paths) from one source that make a flow on
     /// their own; a single data atom (id, account, key) always does.
     #[serde(default = "default_min_contact_atoms")]
@@ -169,6 +173,9 @@ fn default_min_containment() -> f64 {
 }
 fn default_min_shared_chars() -> usize {
     40
+}
+fn default_min_copied_chars() -> usize {
+    120
 }
 fn default_min_contact_atoms() -> usize {
     3

@@ -5,33 +5,39 @@
 //! two sketches agree in a bin with probability equal to the sets' Jaccard similarity.
 //! One multiply-xorshift hash per shingle, no allocation per shingle.
 //!
-//! Long texts are sketched as overlapping chunks ([`chunks`]) so that a short snippet
-//! is compared with a chunk of similar size: containment of a 200-byte snippet in a
-//! 50 KB document is then a Jaccard of about 0.5 with one chunk rather than 0.004 with
-//! the whole document.
+//! Long texts are sketched as chunks so that a short snippet is compared with a chunk of
+//! similar size: containment of a 200-byte snippet in a 50 KB document is then a Jaccard
+//! of about 0.5 with one chunk rather than 0.004 with the whole document. Indexed texts
+//! are cut into disjoint chunks ([`index_chunks`]); a snippet that straddles two of them
+//! is found through both, and the caller adds up what each shares. Queries are cut into
+//! half-overlapping windows ([`query_chunks`]) so that a copied run sits whole in one.
+//!
+//! Each bin keeps the low 16 bits of its minimum (b-bit minwise hashing, Li and König
+//! 2010): two unrelated bins agree by chance once in 65,536, which is noise next to the
+//! 1/64 resolution of the estimate, and the sketch takes half the memory.
 
 /// Bins (hash values) per sketch.
 pub const K: usize = 64;
 /// Shingle width in bytes of the normal form.
 pub const SHINGLE: usize = 8;
-/// LSH bands of [`ROWS`] bins each.
-pub const BANDS: usize = 32;
-/// Bins per LSH band. Two rows per band make a pair with Jaccard 0.25 a candidate 87 %
-/// of the time and one with 0.4 99 %: snippets are short, and verification is cheap.
-pub const ROWS: usize = K / BANDS;
+/// LSH bands of [`ROWS`] bins each, over the first `BANDS * ROWS` bins. Two rows per
+/// band make a pair with Jaccard 0.25 a candidate 64 % of the time, 0.4 94 % and 0.6
+/// 99.9 %: snippets are short, and verification over all [`K`] bins is cheap.
+pub const BANDS: usize = 16;
+/// Bins per LSH band.
+pub const ROWS: usize = 2;
 /// Bytes of normal form per chunk.
-pub const CHUNK: usize = 384;
-/// Distance between chunk starts: chunks overlap by half, so every snippet of up to
-/// `CHUNK - STRIDE` bytes lies whole in one chunk.
-pub const STRIDE: usize = 192;
+pub const CHUNK: usize = 320;
+/// Distance between query window starts.
+pub const STRIDE: usize = CHUNK / 2;
 
 const EMPTY: u32 = u32::MAX;
 
 /// The MinHash sketch of one chunk, with the number of shingles it was built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sketch {
-    /// One value per bin.
-    pub mins: [u32; K],
+    /// The low 16 bits of each bin's minimum.
+    pub mins: [u16; K],
     /// Shingles hashed (repeats included).
     pub shingles: u32,
 }
@@ -72,7 +78,10 @@ pub fn sketch(text: &[u8]) -> Option<Sketch> {
         n += 1;
     }
     densify(&mut mins);
-    Some(Sketch { mins, shingles: n })
+    Some(Sketch {
+        mins: mins.map(|m| m as u16),
+        shingles: n,
+    })
 }
 
 /// Fills empty bins from filled ones. Each empty bin probes bins in an order fixed by
@@ -98,19 +107,38 @@ fn densify(mins: &mut [u32; K]) {
     }
 }
 
-/// Byte ranges of the chunks `text` is sketched as: one range for short texts,
-/// overlapping windows of [`CHUNK`] bytes every [`STRIDE`] bytes otherwise, the last one
-/// ending at the end. Ranges start and end on char boundaries of valid UTF-8.
-pub fn chunks(text: &[u8]) -> Vec<(usize, usize)> {
+fn boundary(text: &[u8], mut i: usize) -> usize {
+    while i < text.len() && (text[i] & 0xC0) == 0x80 {
+        i += 1;
+    }
+    i
+}
+
+/// Byte ranges of the disjoint chunks an indexed text is cut into: [`CHUNK`] bytes each,
+/// the last one taking a remainder shorter than half a chunk. Ranges start and end on
+/// char boundaries of valid UTF-8.
+pub fn index_chunks(text: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(text.len() / CHUNK + 1);
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = boundary(text, (start + CHUNK).min(text.len()));
+        if text.len() - end < CHUNK / 2 {
+            end = text.len();
+        }
+        out.push((start, end));
+        start = end;
+    }
+    out
+}
+
+/// Byte ranges of the windows a query is cut into: one range for short texts,
+/// windows of [`CHUNK`] bytes every [`STRIDE`] bytes otherwise, the last one ending at
+/// the end, so that every run of up to `CHUNK - STRIDE` bytes lies whole in one.
+pub fn query_chunks(text: &[u8]) -> Vec<(usize, usize)> {
     if text.len() <= CHUNK {
         return vec![(0, text.len())];
     }
-    let boundary = |mut i: usize| {
-        while i < text.len() && (text[i] & 0xC0) == 0x80 {
-            i += 1;
-        }
-        i
-    };
+    let boundary = |i: usize| boundary(text, i);
     let mut out = Vec::with_capacity(text.len() / STRIDE + 1);
     let mut start = 0;
     loop {
@@ -167,15 +195,16 @@ pub fn overlap(query: &Sketch, indexed: &Sketch) -> Overlap {
     }
 }
 
-/// The LSH band keys of a sketch: band index and its [`ROWS`] values hashed together.
-pub fn band_keys(s: &Sketch) -> [u64; BANDS] {
-    let mut keys = [0u64; BANDS];
+/// The LSH band keys of a sketch: the band's index and its [`ROWS`] values, mixed
+/// into 32 bits (a rare collision only adds a candidate that verification drops).
+pub fn band_keys(s: &Sketch) -> [u32; BANDS] {
+    let mut keys = [0u32; BANDS];
     for (b, key) in keys.iter_mut().enumerate() {
-        let mut h = (b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut packed = (b as u64) << 48;
         for r in 0..ROWS {
-            h = mix(h ^ u64::from(s.mins[b * ROWS + r]).wrapping_add(r as u64) << 1);
+            packed |= u64::from(s.mins[b * ROWS + r]) << (16 * r);
         }
-        *key = h;
+        *key = (mix(packed) >> 32) as u32;
     }
     keys
 }
@@ -214,20 +243,27 @@ mod tests {
     #[test]
     fn short_texts_are_densified_consistently() {
         let a = sk("acquisition of nordlicht");
-        assert!(a.mins.iter().all(|&m| m != EMPTY));
+        assert!(a.mins.iter().all(|&m| m != EMPTY as u16));
         assert_eq!(a, sk("Acquisition of   NORDLICHT"));
     }
 
     #[test]
-    fn chunks_overlap_and_cover_the_text() {
+    fn query_windows_overlap_and_index_chunks_tile_the_text() {
         let text = vec![b'a'; 1000];
-        let c = chunks(&text);
-        assert_eq!(c.first(), Some(&(0, CHUNK)));
-        assert_eq!(c.last().map(|c| c.1), Some(1000));
-        for w in c.windows(2) {
-            assert!(w[1].0 < w[0].1, "consecutive chunks overlap: {c:?}");
+        let q = query_chunks(&text);
+        assert_eq!(q.first(), Some(&(0, CHUNK)));
+        assert_eq!(q.last().map(|c| c.1), Some(1000));
+        for w in q.windows(2) {
+            assert!(w[1].0 < w[0].1, "consecutive windows overlap: {q:?}");
         }
-        assert_eq!(chunks(b"short"), vec![(0, 5)]);
+        assert_eq!(query_chunks(b"short"), vec![(0, 5)]);
+        let i = index_chunks(&text);
+        assert_eq!(i, vec![(0, CHUNK), (CHUNK, 2 * CHUNK), (2 * CHUNK, 1000)]);
+        assert_eq!(index_chunks(b"short"), vec![(0, 5)]);
+        let multibyte = "é".repeat(400);
+        for (s, e) in index_chunks(multibyte.as_bytes()) {
+            assert!(multibyte.is_char_boundary(s) && multibyte.is_char_boundary(e));
+        }
     }
 
     #[test]

@@ -184,8 +184,8 @@ fn push_text<'a>(
         return;
     }
     let text = match text {
-        Cow::Borrowed(t) => Cow::Borrowed(clip(t, *budget)),
-        Cow::Owned(t) => Cow::Owned(clip(&t, *budget).to_string()),
+        Cow::Borrowed(t) => unescape_json(clip(t, *budget)),
+        Cow::Owned(t) => Cow::Owned(unescape_json(clip(&t, *budget)).into_owned()),
     };
     *budget -= text.len();
     let mut decoded = Vec::new();
@@ -234,65 +234,85 @@ pub fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The texts hidden in `text` one layer down, named by layer: JSON string escapes,
-/// URL (percent) encoding, HTML entities, and base64 or hex runs (the whole value or
-/// runs inside it). Only decodings that yield mostly printable UTF-8 count.
+/// The texts hidden in `text` one layer down, named by layer: URL (percent) encoding,
+/// HTML entities, and base64 or hex runs (the whole value or runs inside it). Only
+/// decodings that yield mostly printable UTF-8 count. JSON string escapes are not a
+/// layer: they are undone in place ([`unescape_json`]), since escaped text is the same
+/// text and indexing it twice would only cost.
 pub fn decode_layers(text: &str) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
-    if has_json_escape(text)
-        && let Some(s) = json_unescape(text)
-        && s != text
-    {
-        found.push(("json", s));
-    }
-    if has_percent_escape(text)
+    let hints = layer_hints(text.as_bytes());
+    if hints.percent
         && let Some(s) = percent_decode(text)
         && s != text
     {
         found.push(("url", s));
     }
-    if (text.contains("&#") || has_named_entity(text))
+    if hints.entity
         && let Some(s) = html_unescape(text)
         && s != text
     {
         found.push(("html", s));
     }
-    let mut b64 = String::new();
-    let mut hex = String::new();
-    for run in encoded_runs(text) {
-        if let Some(s) = hex_decode(run) {
-            push_run(&mut hex, &s);
-        } else if let Some(s) = base64_decode(run) {
-            push_run(&mut b64, &s);
+    if hints.encoded_run {
+        let mut b64 = String::new();
+        let mut hex = String::new();
+        for run in encoded_runs(text) {
+            if let Some(s) = hex_decode(run) {
+                push_run(&mut hex, &s);
+            } else if let Some(s) = base64_decode(run) {
+                push_run(&mut b64, &s);
+            }
+        }
+        if !b64.is_empty() {
+            found.push(("base64", b64));
+        }
+        if !hex.is_empty() {
+            found.push(("hex", hex));
         }
     }
-    if !b64.is_empty() {
-        found.push(("base64", b64));
-    }
-    if !hex.is_empty() {
-        found.push(("hex", hex));
-    }
     found
+}
+
+/// `text` with JSON (and YAML double-quoted) string escapes undone, borrowed when it
+/// has none.
+pub fn unescape_json(text: &str) -> Cow<'_, str> {
+    if has_json_escape(text)
+        && let Some(s) = json_unescape(text)
+    {
+        Cow::Owned(s)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+struct LayerHints {
+    percent: bool,
+    entity: bool,
+    encoded_run: bool,
+}
+
+/// One pass over the bytes for signs of each layer, so that most texts (which have
+/// none) cost a single scan.
+fn layer_hints(b: &[u8]) -> LayerHints {
+    let next_is = |i: usize, f: fn(&u8) -> bool| b.get(i).is_some_and(f);
+    LayerHints {
+        percent: memchr_iter(b'%', b).any(|i| {
+            next_is(i + 1, u8::is_ascii_hexdigit) && next_is(i + 2, u8::is_ascii_hexdigit)
+        }),
+        entity: memchr_iter(b'&', b)
+            .any(|i| next_is(i + 1, |n| *n == b'#' || n.is_ascii_alphabetic())),
+        // Encoded text has no spaces: only a long unbroken token can hold it.
+        encoded_run: b
+            .split(u8::is_ascii_whitespace)
+            .any(|t| t.len() >= MIN_ENCODED_RUN),
+    }
 }
 
 fn has_json_escape(text: &str) -> bool {
     let b = text.as_bytes();
     memchr_iter(b'\\', b)
         .any(|i| matches!(b.get(i + 1), Some(b'"' | b'n' | b't' | b'r' | b'u' | b'/')))
-}
-
-fn has_percent_escape(text: &str) -> bool {
-    let b = text.as_bytes();
-    memchr_iter(b'%', b).any(|i| {
-        b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-    })
-}
-
-fn has_named_entity(text: &str) -> bool {
-    ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&nbsp;"]
-        .iter()
-        .any(|e| text.contains(e))
 }
 
 fn memchr_iter(needle: u8, hay: &[u8]) -> impl Iterator<Item = usize> + '_ {
@@ -368,41 +388,44 @@ fn hex_val(b: u8) -> u8 {
 /// Undoes JSON (and YAML double-quoted) string escapes, leaving unknown ones as they are.
 fn json_unescape(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
+    let mut rest = text;
     let mut changed = false;
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let Some(&next) = chars.peek() else {
-            out.push(c);
-            break;
-        };
-        let replacement = match next {
-            'n' | 'r' | 't' => Some(' '),
-            '"' | '\\' | '/' | '\'' => Some(next),
-            'u' => {
-                chars.next();
-                let hex: String = chars.by_ref().take(4).collect();
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        let mut chars = tail.chars();
+        match chars.next() {
+            Some('n' | 'r' | 't') => {
+                out.push(' ');
+                rest = &tail[1..];
                 changed = true;
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(ch) => out.push(ch),
-                    None => out.push(' '),
+            }
+            Some(c @ ('"' | '\\' | '/' | '\'')) => {
+                out.push(c);
+                rest = &tail[1..];
+                changed = true;
+            }
+            Some('u') => {
+                let hex = tail.get(1..5).unwrap_or("");
+                match u32::from_str_radix(hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) => {
+                        out.push(ch);
+                        rest = &tail[5..];
+                    }
+                    None => {
+                        out.push(' ');
+                        rest = &tail[1..];
+                    }
                 }
-                continue;
-            }
-            _ => None,
-        };
-        match replacement {
-            Some(r) => {
-                chars.next();
-                out.push(r);
                 changed = true;
             }
-            None => out.push(c),
+            _ => {
+                out.push('\\');
+                rest = tail;
+            }
         }
     }
+    out.push_str(rest);
     changed.then_some(out)
 }
 
@@ -577,10 +600,9 @@ mod tests {
                 .iter()
                 .any(|(l, s)| *l == "html" && s == "the \"quarterly\" revenue is")
         );
-        assert!(
-            layers(r#"the \"quarterly\"\nrevenue \u0069s"#)
-                .iter()
-                .any(|(l, s)| *l == "json" && s == "the \"quarterly\" revenue is")
+        assert_eq!(
+            unescape_json(r#"the \"quarterly\"\nrevenue \u0069s"#),
+            "the \"quarterly\" revenue is"
         );
     }
 
