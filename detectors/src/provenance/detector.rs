@@ -511,10 +511,12 @@ impl ProvenanceDetector {
                     .as_ref()
                     .is_none_or(|t| (shared, containment) > (t.shared, t.containment));
                 if better {
+                    // The field that fills most of the matching window explains it.
                     let leaf = spans
                         .iter()
-                        .position(|&(s, e)| e > start && s < end && e > s)
-                        .unwrap_or(0);
+                        .enumerate()
+                        .max_by_key(|(_, (s, e))| e.min(&end).saturating_sub(*s.max(&start)))
+                        .map_or(0, |(i, _)| i);
                     let leaf_bytes = spans
                         .iter()
                         .zip(leaves)
