@@ -257,57 +257,93 @@ fn analyze_writes_every_format_and_the_configured_outputs() {
 /// import, analyze and eval with nothing rejected (empty call ids in the traces were
 /// once passed on and rejected) and one session per run that has a transcript (runs of
 /// locally served models once collided on their `local-…` pipeline name).
+/// The whole AgentDojo archive imported, analyzed and evaluated once for every test
+/// that needs it: the import's and analyze's summaries and eval's JSON report (broken
+/// down by suite and by suite+injection task).
+struct WholeDataset {
+    import_summary: String,
+    analyze_summary: String,
+    eval_table: String,
+    report: Value,
+}
+
+fn whole_dataset() -> &'static WholeDataset {
+    static RUN: std::sync::OnceLock<WholeDataset> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let archive =
+            repo().join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
+        assert!(
+            archive.exists(),
+            "shared dataset missing at {}",
+            archive.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let import = toolgate(
+            &[
+                "import",
+                "agentdojo",
+                "--input",
+                archive.to_str().unwrap(),
+                "--output",
+                "events.jsonl.gz",
+            ],
+            dir.path(),
+        );
+        assert!(import.status.success(), "{}", stderr(&import));
+        let analyze = toolgate(
+            &[
+                "analyze",
+                "--input",
+                "events.jsonl.gz",
+                "--output",
+                "findings.jsonl",
+            ],
+            dir.path(),
+        );
+        assert!(analyze.status.success(), "{}", stderr(&analyze));
+        let eval = toolgate(
+            &[
+                "eval",
+                "--input",
+                "events.jsonl.gz",
+                "--by",
+                "attack_type",
+                "--by",
+                "suite",
+                "--by",
+                "suite+injection_task",
+                "--json",
+                "eval.json",
+            ],
+            dir.path(),
+        );
+        assert!(eval.status.success(), "{}", stderr(&eval));
+        WholeDataset {
+            import_summary: stderr(&import),
+            analyze_summary: stderr(&analyze),
+            eval_table: String::from_utf8_lossy(&eval.stdout).into_owned(),
+            report: serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap())
+                .unwrap(),
+        }
+    })
+}
+
 #[test]
 fn regression_issue_2_the_whole_agentdojo_dataset_imports_analyzes_and_evaluates() {
-    let archive = repo().join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
+    let run = whole_dataset();
     assert!(
-        archive.exists(),
-        "shared dataset missing at {}",
-        archive.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = toolgate(
-        &[
-            "import",
-            "agentdojo",
-            "--input",
-            archive.to_str().unwrap(),
-            "--output",
-            "events.jsonl.gz",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("imported 31226 runs, 267363 events"),
+        run.import_summary
+            .contains("imported 31226 runs, 267363 events"),
         "{}",
-        stderr(&out)
+        run.import_summary
     );
-
-    let out = toolgate(
-        &[
-            "analyze",
-            "--input",
-            "events.jsonl.gz",
-            "--output",
-            "findings.jsonl",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("events: 267363 read, 0 rejected, 0 late"),
+        run.analyze_summary
+            .contains("events: 267363 read, 0 rejected, 0 late"),
         "{}",
-        stderr(&out)
+        run.analyze_summary
     );
-
-    let out = toolgate(
-        &["eval", "--input", "events.jsonl.gz", "--json", "eval.json"],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap()).unwrap();
+    let report = &run.report;
     assert_eq!(report["sessions"], 31_019);
     let all = &report["all_detectors"];
     assert_eq!(all["attack_succeeded"]["sessions"], 3_394);
@@ -328,10 +364,11 @@ fn regression_issue_2_the_whole_agentdojo_dataset_imports_analyzes_and_evaluates
         })
         .sum();
     assert_eq!(suite_total, 31_019);
-    let table = String::from_utf8_lossy(&out.stdout);
     assert!(
-        table.contains("attack_type=important_instructions"),
-        "{table}"
+        run.eval_table
+            .contains("attack_type=important_instructions"),
+        "{}",
+        run.eval_table
     );
     // Issue 4: injection in tool results separates attacked runs from benign ones.
     // (The `policy` family is left out: its `secrets` detector rightly reports card
@@ -344,6 +381,43 @@ fn regression_issue_2_the_whole_agentdojo_dataset_imports_analyzes_and_evaluates
         false_positives <= 0.01,
         "benign runs flagged: {false_positives}"
     );
+}
+
+#[test]
+fn regression_issue_3_provenance_flags_attacks_that_move_data_or_take_a_destination() {
+    let report = &whole_dataset().report;
+    let provenance = &report["by_detector"]["provenance"];
+    let benign = provenance["benign"]["flagged"].as_f64().unwrap() / 2_832.0;
+    assert!(
+        benign <= 0.015,
+        "benign runs flagged by provenance: {benign}"
+    );
+    let all = &report["all_detectors"];
+    assert!(all["detection_rate"].as_f64().unwrap() >= 0.95);
+    assert!(all["benign"]["flagged"].as_f64().unwrap() / 2_832.0 <= 0.025);
+    // Injection tasks that send money or mail to the attacker, or move the user's data
+    // to them: provenance alone must carry them (the misses are runs with no egress
+    // call at all, and destinations the user's own task names).
+    let by_task = &report["by_label_and_detector"]["suite+injection_task"];
+    for task in [
+        "banking/injection_task_0",
+        "banking/injection_task_1",
+        "banking/injection_task_2",
+        "banking/injection_task_3",
+        "banking/injection_task_4",
+        "banking/injection_task_5",
+        "banking/injection_task_6",
+        "banking/injection_task_8",
+        "travel/injection_task_1",
+        "travel/injection_task_3",
+    ] {
+        let scores = &by_task[task]["provenance"];
+        let rate = scores["detection_rate"].as_f64().unwrap();
+        assert!(
+            rate >= 0.85,
+            "{task}: provenance flags {rate} of successful attacks"
+        );
+    }
 }
 
 #[test]

@@ -117,6 +117,8 @@ pub struct Report {
     pub by_detector: BTreeMap<&'static str, Scores>,
     /// Per value of each `--by` label (sessions without the label under `(none)`).
     pub by_label: BTreeMap<String, BTreeMap<String, Scores>>,
+    /// Per value of each `--by` label, each detector family alone (JSON only).
+    pub by_label_and_detector: BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, Scores>>>,
 }
 
 /// One session's ground truth and what flagged it.
@@ -200,6 +202,10 @@ impl Evaluation {
             .map(|d| (d.as_str(), Scores::default()))
             .collect();
         let mut by_label: BTreeMap<String, BTreeMap<String, Scores>> = BTreeMap::new();
+        let mut by_label_and_detector: BTreeMap<
+            String,
+            BTreeMap<String, BTreeMap<&'static str, Scores>>,
+        > = BTreeMap::new();
         for record in self.sessions.values() {
             let outcome = Outcome::parse(record.outcome.as_deref());
             let flagged = !record.flagged_by.is_empty();
@@ -210,12 +216,24 @@ impl Evaluation {
                 }
             }
             for (label, value) in self.by.iter().zip(&record.groups) {
+                let value = value.clone().unwrap_or_else(|| "(none)".into());
                 by_label
                     .entry(label.clone())
                     .or_default()
-                    .entry(value.clone().unwrap_or_else(|| "(none)".into()))
+                    .entry(value.clone())
                     .or_default()
                     .add(outcome, flagged);
+                let per_detector = by_label_and_detector
+                    .entry(label.clone())
+                    .or_default()
+                    .entry(value)
+                    .or_default();
+                for d in &self.detectors {
+                    per_detector
+                        .entry(d.as_str())
+                        .or_default()
+                        .add(outcome, record.flagged_by.contains(d));
+                }
             }
         }
         Report {
@@ -230,6 +248,16 @@ impl Evaluation {
             by_label: by_label
                 .into_iter()
                 .map(|(k, m)| (k, m.into_iter().map(|(v, s)| (v, s.seal())).collect()))
+                .collect(),
+            by_label_and_detector: by_label_and_detector
+                .into_iter()
+                .map(|(k, m)| {
+                    let m = m
+                        .into_iter()
+                        .map(|(v, d)| (v, d.into_iter().map(|(n, s)| (n, s.seal())).collect()))
+                        .collect();
+                    (k, m)
+                })
                 .collect(),
         }
     }
