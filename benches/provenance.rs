@@ -7,7 +7,8 @@
 //!   (`MinHasher32::new(64)`: FNV per shingle, then 64 multiply-add-mod permutations);
 //!   ours is one hash per shingle with one-permutation hashing and densification.
 //!   Python `datasketch` is measured by `benches/harness/sketch_compare.py`, which runs
-//!   this group beside it.
+//!   this group beside it on the same bytes (written to
+//!   `target/provenance-sketch-input.txt`).
 //! - `detector/*`: `observe` over AgentDojo events re-stamped as a fleet of 1,000 agents
 //!   that each make one call every 15 s (240 events per agent-hour; one hour is 240,000
 //!   events), after one hour of the same traffic has been indexed. The events come from
@@ -152,6 +153,9 @@ fn sketching(c: &mut Criterion) {
             break;
         }
     }
+    // The Python reference (benches/harness/sketch_compare.py) sketches the same bytes.
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/provenance-sketch-input.txt");
+    let _ = std::fs::write(&dump, &normal);
     let shingles = (normal.len() - sketch::SHINGLE + 1) as u64;
     let gaoya = MinHasher32::new(sketch::K);
     let mut group = c.benchmark_group("sketch");

@@ -66,6 +66,9 @@ pub struct ProvenanceDetector {
     index: Index,
     pending: HashMap<String, Pending>,
     pending_order: VecDeque<(String, Timestamp)>,
+    /// Data older than this is past the horizon: a late result is not indexed at all,
+    /// or replaying a backlog would grow the index without bound between watermarks.
+    forget_before: Option<Timestamp>,
 }
 
 fn globs(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Vec<Glob>, BuildError> {
@@ -180,6 +183,7 @@ impl ProvenanceDetector {
             index: Index::new(caps),
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
+            forget_before: None,
         };
         for d in config.trust.domains.clone() {
             detector.intern(&d);
@@ -248,6 +252,9 @@ impl ProvenanceDetector {
     }
 
     fn index_event(&mut self, event: &Event, source: Source, leaves: &[Leaf], chunks: bool) {
+        if self.forget_before.is_some_and(|c| event.time < c) {
+            return;
+        }
         let mut atoms_found = Vec::new();
         for leaf in leaves {
             atoms::extract_placed(&leaf.text, &mut atoms_found);
@@ -391,7 +398,11 @@ impl ProvenanceDetector {
         };
 
         let mut matches: BTreeMap<u64, SourceMatch> = BTreeMap::new();
-        self.match_text(agent, &leaves, &mut matches);
+        let data_leaves: Vec<bool> = leaves
+            .iter()
+            .map(|l| !l.redundant && !is_destination(l))
+            .collect();
+        self.match_text(agent, &leaves, &data_leaves, &mut matches);
         let mut dest_atoms: Vec<(usize, Atom)> = Vec::new();
         for (i, leaf) in leaves.iter().enumerate() {
             let mut found = Vec::new();
@@ -468,12 +479,22 @@ impl ProvenanceDetector {
     /// normalized into one text, so data split over several fields still adds up; what
     /// one query window shares with the chunks of one entry is added up too, so a copy
     /// that straddles two chunks of the source counts whole.
-    fn match_text(&self, agent: &str, leaves: &[Leaf], matches: &mut BTreeMap<u64, SourceMatch>) {
+    /// Only the leaves marked in `data` are compared: destinations say where data goes
+    /// (atoms judge them), and redundant leaves are said again by their decodings.
+    fn match_text(
+        &self,
+        agent: &str,
+        leaves: &[Leaf],
+        data: &[bool],
+        matches: &mut BTreeMap<u64, SourceMatch>,
+    ) {
         let mut buf = Vec::new();
         let mut spans = Vec::with_capacity(leaves.len());
-        for leaf in leaves {
+        for (leaf, &is_data) in leaves.iter().zip(data) {
             let start = buf.len();
-            text::normalize_into(&leaf.text, &mut buf);
+            if is_data {
+                text::normalize_into(&leaf.text, &mut buf);
+            }
             spans.push((start, buf.len()));
         }
         let shingles_of = |chars: usize| (chars + 1).saturating_sub(sketch::SHINGLE) as f64;
@@ -887,6 +908,8 @@ struct Snapshot {
     domains: Vec<String>,
     entries: Vec<SnapshotEntry>,
     pending: Vec<(String, u64, Vec<String>, Timestamp)>,
+    #[serde(default)]
+    forget_before: Option<Timestamp>,
 }
 
 impl Detector for ProvenanceDetector {
@@ -919,7 +942,9 @@ impl Detector for ProvenanceDetector {
 
     fn advance(&mut self, watermark: Timestamp, _out: &mut Vec<FindingDraft>) {
         self.index.expire(watermark);
-        self.expire_pending(Some(watermark.saturating_sub(self.settings.horizon)));
+        let cutoff = watermark.saturating_sub(self.settings.horizon);
+        self.expire_pending(Some(cutoff));
+        self.forget_before = Some(self.forget_before.map_or(cutoff, |c| c.max(cutoff)));
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, StateError> {
@@ -936,6 +961,7 @@ impl Detector for ProvenanceDetector {
             domains: self.domains.clone(),
             entries: self.index.export(),
             pending,
+            forget_before: self.forget_before,
         };
         serde_json::to_vec(&snap).map_err(|e| StateError::Encode {
             what: NAME.into(),
@@ -976,6 +1002,7 @@ impl Detector for ProvenanceDetector {
             .iter()
             .filter_map(|d| self.domains.iter().position(|x| x == d))
             .fold(0, |m, i| m | (1 << i));
+        self.forget_before = snap.forget_before;
         self.pending.clear();
         self.pending_order.clear();
         for (key, labels, sources, time) in snap.pending {

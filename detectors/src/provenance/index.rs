@@ -358,8 +358,9 @@ impl Index {
         self.agents.retain(|_, idx| !idx.entries.is_empty());
     }
 
-    /// Chunks of `agent` sharing at least one LSH band with `sketch`, newest first,
-    /// each once, at most [`MAX_CANDIDATES`] of them, appended to `out`.
+    /// Chunks of `agent` sharing at least one LSH band with `sketch`, and their
+    /// neighbours in the same entry, newest first, each once, at most
+    /// [`MAX_CANDIDATES`] of them, appended to `out`.
     pub fn candidates<'a>(&'a self, agent: &str, sketch: &Sketch, out: &mut Vec<ChunkRef<'a>>) {
         let Some(idx) = self.agents.get(agent) else {
             return;
@@ -379,6 +380,21 @@ impl Index {
                     break;
                 }
                 n = n.wrapping_sub(u32::from(back));
+            }
+        }
+        // A copy that straddles a chunk boundary shares only part of itself with each
+        // side, and the smaller part may miss every band: verify the neighbours within
+        // the same entry too.
+        let found = seen.len();
+        for i in 0..found {
+            let pos = seen[i];
+            let Some(entry) = idx.chunks.get(pos as usize).map(|c| c.entry) else {
+                continue;
+            };
+            for n in [pos.wrapping_sub(1), pos + 1] {
+                if idx.chunks.get(n as usize).is_some_and(|c| c.entry == entry) {
+                    seen.push(n);
+                }
             }
         }
         seen.sort_unstable_by(|a, b| b.cmp(a));

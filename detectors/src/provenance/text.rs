@@ -27,6 +27,10 @@ pub struct Leaf<'a> {
     pub key: Cow<'a, str>,
     /// The value, decoded where a layer was found.
     pub text: Cow<'a, str>,
+    /// The leaves after it say the same thing better: it is a JSON document they split,
+    /// or one encoded token (no spaces of its own) they decode. Its own text would only
+    /// dilute a comparison.
+    pub redundant: bool,
 }
 
 /// Every string leaf of `map` under `prefix`, each followed by the layers decoded out
@@ -201,10 +205,15 @@ fn push_text<'a>(
             decoded = decode_layers(&text);
         }
     }
+    // An encoded value has no spaces of its own (they are `%20`, `&#32;`, or inside
+    // base64): its decoding replaces it.
+    let redundant =
+        inner_json.is_some() || (!decoded.is_empty() && !text.trim().contains(char::is_whitespace));
     out.push(Leaf {
         path: path.to_string(),
         key: key.clone(),
         text,
+        redundant,
     });
     if let Some(inner) = inner_json {
         walk_owned(&format!("{path}[json]"), key, inner, budget, depth + 1, out);
