@@ -398,9 +398,12 @@ impl ProvenanceDetector {
         };
 
         let mut matches: BTreeMap<u64, SourceMatch> = BTreeMap::new();
+        // A destination is where data goes, not data, unless it is long enough to carry
+        // some (a URL with a document in its query string).
+        let long = self.settings.min_copied_chars;
         let data_leaves: Vec<bool> = leaves
             .iter()
-            .map(|l| !l.redundant && !is_destination(l))
+            .map(|l| !l.redundant && (!is_destination(l) || l.text.len() >= long))
             .collect();
         self.match_text(agent, &leaves, &data_leaves, &mut matches);
         let mut dest_atoms: Vec<(usize, Atom)> = Vec::new();
