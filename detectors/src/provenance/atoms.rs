@@ -195,12 +195,18 @@ pub fn classify(token: &str) -> Option<Atom> {
     if digits == 0 && !addressy {
         return None;
     }
-    let lower = token.to_lowercase();
+    // Most tokens are lowercase already (dates, ids, addresses): no copy for them.
+    let lower: std::borrow::Cow<'_, str> =
+        if token.bytes().any(|c| c.is_ascii_uppercase()) || !token.is_ascii() {
+            std::borrow::Cow::Owned(token.to_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(token)
+        };
     let atom = |kind, value: String| Some(Atom { kind, value });
     if let Some(rest) = lower
         .split_once("://")
         .map(|(_, r)| r)
-        .or_else(|| lower.starts_with("www.").then_some(lower.as_str()))
+        .or_else(|| lower.starts_with("www.").then_some(&*lower))
     {
         let rest = rest
             .strip_prefix("www.")
@@ -237,7 +243,7 @@ pub fn classify(token: &str) -> Option<Atom> {
         let segments = lower.split(['/', '\\']).filter(|s| !s.is_empty()).count();
         return (segments >= 2).then(|| Atom {
             kind: AtomKind::Path,
-            value: lower.clone(),
+            value: lower.to_string(),
         });
     }
     if let Some((stem, ext)) = lower.rsplit_once('.')
@@ -250,7 +256,7 @@ pub fn classify(token: &str) -> Option<Atom> {
             return atom(AtomKind::Url, format!("{host}.{ext}"));
         }
         if FILE_EXTENSIONS.contains(&ext) {
-            return atom(AtomKind::Path, lower.clone());
+            return atom(AtomKind::Path, lower.to_string());
         }
     }
     let letters = token.chars().filter(|c| c.is_alphabetic()).count();
@@ -260,14 +266,14 @@ pub fn classify(token: &str) -> Option<Atom> {
     let key_like = (token.len() >= 8 && letters >= 2 && digits >= 3)
         || (token.len() >= 16 && letters >= 4 && digits >= 1);
     if plain && key_like && !looks_like_date(token) {
-        return atom(AtomKind::Token, lower);
+        return atom(AtomKind::Token, lower.into_owned());
     }
     None
 }
 
 fn looks_like_date(token: &str) -> bool {
-    let digits: String = token.chars().filter(char::is_ascii_digit).collect();
-    digits.len() == 8 && token.chars().filter(|c| *c == '-').count() == 2
+    token.bytes().filter(u8::is_ascii_digit).count() == 8
+        && token.bytes().filter(|c| *c == b'-').count() == 2
 }
 
 fn iban(token: &str) -> Option<Atom> {
