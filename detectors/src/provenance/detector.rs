@@ -316,6 +316,7 @@ impl ProvenanceDetector {
         }
         let source = Source {
             event_id: event.event_id.clone(),
+            session: event.session_id.clone(),
             server: server.to_string(),
             tool: tool.to_string(),
             domain: own,
@@ -337,6 +338,7 @@ impl ProvenanceDetector {
         );
         let source = Source {
             event_id: event.event_id.clone(),
+            session: event.session_id.clone(),
             server: String::new(),
             tool: String::new(),
             domain: u8::MAX,
@@ -832,6 +834,7 @@ impl ProvenanceDetector {
     fn source_json(&self, s: &Source, hit: Option<&FlowHit<'_>>) -> Value {
         let mut v = json!({
             "event_id": s.event_id,
+            "session_id": s.session,
             "server": s.server,
             "tool": s.tool,
             "trust_domain": self.domains.get(usize::from(s.domain)).cloned().unwrap_or_else(|| "user".into()),

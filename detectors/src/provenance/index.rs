@@ -56,6 +56,8 @@ pub const MAX_CANDIDATES: usize = 256;
 pub struct Source {
     /// The event that carried it.
     pub event_id: String,
+    /// The session it was seen in (flows are followed across an agent's sessions).
+    pub session: String,
     /// Its server (empty for a user's message).
     pub server: String,
     /// Its tool (empty for a user's message).
@@ -530,6 +532,7 @@ mod tests {
     fn source(id: &str, t: i64) -> Source {
         Source {
             event_id: id.into(),
+            session: "s".into(),
             server: "s".into(),
             tool: "t".into(),
             domain: 0,

@@ -476,7 +476,7 @@ fn html_unescape(text: &str) -> Option<String> {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let tail = &rest[amp..];
-        let entity_end = tail[..tail.len().min(12)].find(';');
+        let entity_end = clip(tail, 12).find(';');
         let decoded = entity_end.and_then(|end| html_entity(&tail[1..end]).map(|c| (c, end)));
         match decoded {
             Some((c, end)) => {
@@ -612,6 +612,20 @@ mod tests {
         assert_eq!(
             unescape_json(r#"the \"quarterly\"\nrevenue \u0069s"#),
             "the \"quarterly\" revenue is"
+        );
+    }
+
+    #[test]
+    fn an_ampersand_before_multibyte_text_is_not_cut_mid_character() {
+        // Found by the provenance_text fuzz target.
+        assert!(
+            decode_layers("&&x&,x&&88\u{40c7}&';")
+                .iter()
+                .all(|(_, s)| !s.is_empty())
+        );
+        assert_eq!(
+            html_unescape("&amp;\u{40c7}&lt;"),
+            Some("&\u{40c7}<".to_string())
         );
     }
 
