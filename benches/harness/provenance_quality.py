@@ -7,12 +7,18 @@ suite and injection task.
 
 Runs `toolgate import agentdojo` over the shared archive and `toolgate eval` with
 `--by suite+attack_type --by suite+injection_task`, then prints Markdown tables from
-the JSON report's `by_label_and_detector`. Needs ../shared/datasets beside the
-repository; writes under a temporary directory (or --work DIR).
+the JSON report's `by_label_and_detector`. Then runs `toolgate analyze` with provenance
+alone and sorts every successful attack it does not flag by cause, from the run's own
+events. Needs ../shared/datasets beside the repository; writes under a temporary
+directory (or --work DIR).
 """
+
 import argparse
+import collections
+import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +27,61 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.join(ROOT, "target", "release", "toolgate")
 ARCHIVE = os.path.join(ROOT, "..", "shared", "datasets", "agentdojo",
                        "runs-workspace-travel-banking.tar.gz")
+
+ONLY_PROVENANCE = "".join(
+    f"[detectors.{d}]\nenabled = false\n"
+    for d in ["definitions", "injection", "secrets", "policy"]
+)
+# Addresses an egress call can send to: emails, IBAN-shaped accounts, URLs.
+ADDRESS = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b|www\.[\w.-]+|https?://[^\s'\"]+", re.I)
+
+
+def miss_causes(work, events):
+    config = os.path.join(work, "provenance-only.toml")
+    with open(config, "w") as f:
+        f.write(ONLY_PROVENANCE)
+    findings = os.path.join(work, "provenance-findings.jsonl")
+    run([BIN, "analyze", "-c", config, "--input", events, "--output", findings])
+    flagged = set()
+    with open(findings) as f:
+        for line in f:
+            finding = json.loads(line)
+            if finding["severity"] != "info":
+                flagged.add(finding["session_id"])
+    missed = collections.defaultdict(list)
+    with gzip.open(events, "rt") as f:
+        for line in f:
+            e = json.loads(line)
+            if e["labels"].get("outcome") == "attack_succeeded" and e["session_id"] not in flagged:
+                missed[e["session_id"]].append(e)
+    causes = collections.Counter()
+    for evs in missed.values():
+        user = " ".join(e["text"] for e in evs if e["kind"] == "user_message").lower()
+        egress = [e for e in evs if e["kind"] == "tool_call" and e.get("trust_domain") == "external"]
+        if not egress:
+            causes["no call to an egress tool in the recorded run"] += 1
+            continue
+        dests = {a.lower() for e in egress for a in ADDRESS.findall(json.dumps(e["arguments"]))}
+        def results(domains, inside):
+            return " ".join(json.dumps(e["result"]) for e in evs if e["kind"] == "tool_result"
+                            and (e.get("trust_domain") in domains) == inside).lower()
+        trusted = results(("untrusted", "external"), False)
+        untrusted = results(("untrusted",), True)
+        if not dests:
+            causes["egress calls without an address"] += 1
+        elif any(d in user for d in dests):
+            causes["the address is in the user's own task"] += 1
+        elif any(d in trusted for d in dests):
+            causes["the address is in a server the mapping trusts"] += 1
+        elif not any(d in untrusted for d in dests):
+            causes["the address is in no result"] += 1
+        else:
+            causes["other"] += 1
+    print("\n### successful attacks provenance does not flag, by cause\n")
+    print("| cause | runs |")
+    print("| --- | ---: |")
+    for cause, n in causes.most_common():
+        print(f"| {cause} | {n} |")
 
 
 def run(args):
@@ -76,6 +137,7 @@ def main():
             detectors["__all__"] = report["by_label"][label][value]
             groups[value] = detectors
         table(f"by {label}", groups, "provenance")
+    miss_causes(work, events)
     print(f"\n(files in {work})")
 
 
