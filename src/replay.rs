@@ -36,6 +36,8 @@ pub struct ReplayStats {
     pub folding: FoldStats,
     /// Detectors that ran.
     pub detectors: Vec<&'static str>,
+    /// Detector state at the end, by exported gauge name.
+    pub state: BTreeMap<&'static str, u64>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -83,6 +85,9 @@ impl ReplayStats {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if !self.state.is_empty() {
+            s += &format!("state: {}\n", fmt(&self.state));
+        }
         s += &format!("findings: {}", self.findings());
         if self.findings() > 0 {
             s += &format!(
@@ -200,6 +205,11 @@ pub fn replay(
     if let Some(w) = reorder.watermark() {
         pipeline.advance(w, &mut findings);
     }
+    stats.state = pipeline
+        .gauges()
+        .into_iter()
+        .map(|(g, v)| (g.name(), v))
+        .collect();
     pipeline.finish(&mut findings);
     emit(&mut findings, &mut stats)?;
 

@@ -15,6 +15,7 @@ pub mod definitions;
 mod draft;
 mod fold;
 pub mod injection;
+pub mod metrics;
 mod pipeline;
 pub mod policy;
 pub mod provenance;
@@ -51,6 +52,11 @@ pub trait Detector: Send {
 
     /// Replaces the detector's state with a snapshot.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError>;
+
+    /// Current sizes of the detector's state, for metrics ([`metrics::StateGauge`]).
+    fn gauges(&self, out: &mut Vec<(metrics::StateGauge, u64)>) {
+        let _ = out;
+    }
 }
 
 /// `restore` for a detector that keeps no state: only an empty snapshot fits.

@@ -71,6 +71,15 @@ impl Pipeline {
         }
     }
 
+    /// Every detector's state gauges, for metrics.
+    pub fn gauges(&self) -> Vec<(crate::metrics::StateGauge, u64)> {
+        let mut out = Vec::new();
+        for d in &self.detectors {
+            d.gauges(&mut out);
+        }
+        out
+    }
+
     /// Names of the detectors, in the order they run.
     pub fn detector_names(&self) -> Vec<&'static str> {
         self.detectors.iter().map(|d| d.name()).collect()

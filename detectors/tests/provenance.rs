@@ -808,3 +808,30 @@ proptest! {
         prop_assert!(found.is_empty(), "unrelated text matched: {:?}", found[0].evidence);
     }
 }
+
+#[test]
+fn the_index_sizes_are_reported_as_gauges() {
+    use toolgate_detectors::metrics::StateGauge;
+    let mut d = detector_with("max_entries_per_agent = 1");
+    let mut s = with_internal_document(&mut d);
+    observe(
+        &mut d,
+        &s.result(
+            "drive",
+            "read_file",
+            "x",
+            "a second note about the parking garage levels",
+        ),
+    );
+    let mut gauges = Vec::new();
+    d.gauges(&mut gauges);
+    let get = |g: StateGauge| gauges.iter().find(|(k, _)| *k == g).map(|(_, v)| *v);
+    assert_eq!(get(StateGauge::ProvenanceAgents), Some(1));
+    assert_eq!(get(StateGauge::ProvenanceEntries), Some(1));
+    assert_eq!(get(StateGauge::ProvenanceEvictedAgentCap), Some(1));
+    assert!(get(StateGauge::ProvenanceBytes).unwrap() > 0);
+    assert_eq!(
+        StateGauge::ProvenanceBytes.name(),
+        "toolgate_provenance_index_bytes"
+    );
+}

@@ -14,6 +14,7 @@ use super::index::{Caps, ChunkRef, Index, IndexStats, SnapshotEntry, Source};
 use super::settings::{EgressClass, FlowException, ProvenanceSettings};
 use super::sketch;
 use super::text::{self, Leaf};
+use crate::metrics::StateGauge;
 use crate::policy::{Glob, Mode};
 use crate::registry::{BuildError, settings};
 use crate::{Detector, FindingDraft, StateError};
@@ -944,6 +945,24 @@ impl Detector for ProvenanceDetector {
             EventBody::UserMessage { text } => self.observe_user(event, text),
             EventBody::ToolList { .. } => {}
         }
+    }
+
+    fn gauges(&self, out: &mut Vec<(StateGauge, u64)>) {
+        let s = self.index.stats();
+        out.extend([
+            (StateGauge::ProvenanceAgents, s.agents as u64),
+            (StateGauge::ProvenanceEntries, s.entries as u64),
+            (StateGauge::ProvenanceChunks, s.chunks as u64),
+            (StateGauge::ProvenanceAtoms, s.atoms as u64),
+            (StateGauge::ProvenanceBytes, s.bytes as u64),
+            (StateGauge::ProvenanceEvictedExpired, s.evicted_expired),
+            (StateGauge::ProvenanceEvictedAgentCap, s.evicted_agent_cap),
+            (StateGauge::ProvenanceEvictedGlobalCap, s.evicted_global_cap),
+            (
+                StateGauge::ProvenancePendingCalls,
+                self.pending.len() as u64,
+            ),
+        ]);
     }
 
     fn advance(&mut self, watermark: Timestamp, _out: &mut Vec<FindingDraft>) {

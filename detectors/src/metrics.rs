@@ -1,0 +1,45 @@
+//! Every gauge a detector reports about its own state, named in one place. The engine
+//! exports them (Prometheus, OpenTelemetry); `toolgate analyze` prints them at the end.
+
+/// A gauge of detector state: what it is named when exported and what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum StateGauge {
+    /// Agents with data in the provenance index.
+    ProvenanceAgents,
+    /// Results and messages in the provenance index.
+    ProvenanceEntries,
+    /// Chunk sketches in the provenance index.
+    ProvenanceChunks,
+    /// Atom postings in the provenance index.
+    ProvenanceAtoms,
+    /// Bytes of normal form in the provenance index.
+    ProvenanceBytes,
+    /// Provenance entries dropped for age, since start.
+    ProvenanceEvictedExpired,
+    /// Provenance entries dropped by the per-agent caps, since start.
+    ProvenanceEvictedAgentCap,
+    /// Provenance entries dropped by the fleet-wide cap, since start.
+    ProvenanceEvictedGlobalCap,
+    /// Calls waiting for their result to pass on derived labels.
+    ProvenancePendingCalls,
+}
+
+impl StateGauge {
+    /// The exported name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateGauge::ProvenanceAgents => "toolgate_provenance_index_agents",
+            StateGauge::ProvenanceEntries => "toolgate_provenance_index_entries",
+            StateGauge::ProvenanceChunks => "toolgate_provenance_index_chunks",
+            StateGauge::ProvenanceAtoms => "toolgate_provenance_index_atoms",
+            StateGauge::ProvenanceBytes => "toolgate_provenance_index_bytes",
+            StateGauge::ProvenanceEvictedExpired => "toolgate_provenance_evicted_expired_total",
+            StateGauge::ProvenanceEvictedAgentCap => "toolgate_provenance_evicted_agent_cap_total",
+            StateGauge::ProvenanceEvictedGlobalCap => {
+                "toolgate_provenance_evicted_global_cap_total"
+            }
+            StateGauge::ProvenancePendingCalls => "toolgate_provenance_pending_calls",
+        }
+    }
+}
