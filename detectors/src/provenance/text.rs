@@ -33,6 +33,18 @@ pub struct Leaf<'a> {
     pub redundant: bool,
 }
 
+impl Leaf<'_> {
+    /// The same leaf, owning its text.
+    pub fn into_owned(self) -> Leaf<'static> {
+        Leaf {
+            path: self.path,
+            key: Cow::Owned(self.key.into_owned()),
+            text: Cow::Owned(self.text.into_owned()),
+            redundant: self.redundant,
+        }
+    }
+}
+
 /// Every string leaf of `map` under `prefix`, each followed by the layers decoded out
 /// of it. A string that is itself a JSON document is split further. Values beyond
 /// `max_bytes` in total are not collected.
@@ -128,54 +140,6 @@ fn walk<'a>(
     }
 }
 
-/// Like [`walk`] for a value parsed out of a string: it owns nothing the event holds.
-fn walk_owned<'a>(
-    path: &str,
-    key: Cow<'a, str>,
-    value: Value,
-    budget: &mut usize,
-    depth: usize,
-    out: &mut Vec<Leaf<'a>>,
-) {
-    if *budget == 0 {
-        return;
-    }
-    match value {
-        Value::String(s) => push_text(path, key, Cow::Owned(s), budget, depth, out),
-        Value::Number(n) => {
-            let s = n.to_string();
-            if s.len() >= 6 {
-                push_text(path, key, Cow::Owned(s), budget, depth, out);
-            }
-        }
-        Value::Array(items) => {
-            for (i, item) in items.into_iter().enumerate() {
-                walk_owned(
-                    &format!("{path}[{i}]"),
-                    key.clone(),
-                    item,
-                    budget,
-                    depth,
-                    out,
-                );
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map {
-                walk_owned(
-                    &join(path, &k),
-                    Cow::Owned(k.clone()),
-                    v,
-                    budget,
-                    depth,
-                    out,
-                );
-            }
-        }
-        Value::Bool(_) | Value::Null => {}
-    }
-}
-
 fn push_text<'a>(
     path: &str,
     key: Cow<'a, str>,
@@ -216,7 +180,17 @@ fn push_text<'a>(
         redundant,
     });
     if let Some(inner) = inner_json {
-        walk_owned(&format!("{path}[json]"), key, inner, budget, depth + 1, out);
+        // The parsed document lives only here: its leaves own their text.
+        let mut inner_leaves = Vec::new();
+        walk(
+            &format!("{path}[json]"),
+            key,
+            &inner,
+            budget,
+            depth + 1,
+            &mut inner_leaves,
+        );
+        out.extend(inner_leaves.into_iter().map(|leaf| leaf.into_owned()));
         return;
     }
     for (layer, d) in decoded {
