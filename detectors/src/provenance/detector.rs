@@ -391,14 +391,13 @@ impl ProvenanceDetector {
         if leaves.is_empty() {
             return;
         }
-        let dest_globs: Option<Vec<Glob>> = self
-            .egress_destinations(server, tool, &to_name)
-            .map(<[Glob]>::to_vec);
-        let is_destination = |leaf: &Leaf| {
-            dest_globs
-                .as_ref()
-                .is_some_and(|g| g.iter().any(|g| g.matches(&leaf.key)))
-        };
+        // Which leaves name where this call sends data (none unless it is egress).
+        let egress = self.egress_destinations(server, tool, &to_name);
+        let destination: Vec<bool> = leaves
+            .iter()
+            .map(|l| egress.is_some_and(|g| g.iter().any(|g| g.matches(&l.key))))
+            .collect();
+        let egress = egress.is_some();
 
         let mut matches: BTreeMap<u64, SourceMatch> = BTreeMap::new();
         // A destination is where data goes, not data, unless it is long enough to carry
@@ -406,14 +405,15 @@ impl ProvenanceDetector {
         let long = self.settings.min_copied_chars;
         let data_leaves: Vec<bool> = leaves
             .iter()
-            .map(|l| !l.redundant && (!is_destination(l) || l.text.len() >= long))
+            .zip(&destination)
+            .map(|(l, &d)| !l.redundant && (!d || l.text.len() >= long))
             .collect();
         self.match_text(agent, &leaves, &data_leaves, &mut matches);
         let mut dest_atoms: Vec<(usize, Atom)> = Vec::new();
         for (i, leaf) in leaves.iter().enumerate() {
             let mut found = Vec::new();
             atoms::extract(&leaf.text, &mut found);
-            let destination = is_destination(leaf);
+            let destination = destination[i];
             for atom in found {
                 let mut entries = Vec::new();
                 self.index
@@ -473,7 +473,7 @@ impl ProvenanceDetector {
         {
             out.push(d);
         }
-        if dest_globs.is_some()
+        if egress
             && let Some(d) =
                 self.destination_finding(event, server, tool, &to_name, &leaves, &dest_atoms)
         {
