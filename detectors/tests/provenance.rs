@@ -835,3 +835,35 @@ fn the_index_sizes_are_reported_as_gauges() {
         "toolgate_provenance_index_bytes"
     );
 }
+
+#[test]
+fn an_identical_result_read_again_is_indexed_once_within_half_the_horizon() {
+    use toolgate_detectors::metrics::StateGauge;
+    let entries = |d: &dyn Detector| {
+        let mut g = Vec::new();
+        d.gauges(&mut g);
+        g.into_iter()
+            .find(|(k, _)| *k == StateGauge::ProvenanceEntries)
+            .map(|(_, v)| v)
+    };
+    let mut d = detector_with("horizon = \"10m\"");
+    let mut s = with_internal_document(&mut d);
+    observe(&mut d, &s.result("drive", "read_file", "c1", &document()));
+    assert_eq!(entries(d.as_ref()), Some(1), "the copy adds nothing");
+    s.clock += 301;
+    observe(&mut d, &s.result("drive", "read_file", "c2", &document()));
+    assert_eq!(
+        entries(d.as_ref()),
+        Some(2),
+        "past half the horizon it is indexed again"
+    );
+    // The copy keeps the data remembered for a whole horizon after the last read.
+    s.clock += 400;
+    let mut out = Vec::new();
+    d.advance(Timestamp::parse(&time(s.clock)).unwrap(), &mut out);
+    let found = observe(
+        &mut d,
+        &s.call("mail-out", "send_email", "c3", json!({"body": snippet()})),
+    );
+    assert_eq!(rules(&found), ["cross_domain_flow"]);
+}

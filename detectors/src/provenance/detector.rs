@@ -252,8 +252,21 @@ impl ProvenanceDetector {
         }
     }
 
-    fn index_event(&mut self, event: &Event, source: Source, leaves: &[Leaf], chunks: bool) {
+    fn index_event(&mut self, event: &Event, mut source: Source, leaves: &[Leaf], chunks: bool) {
         if self.forget_before.is_some_and(|c| event.time < c) {
+            return;
+        }
+        // Agents re-read the same files and lists all the time. A copy with the same
+        // labels seen within half the horizon is already there; older ones are indexed
+        // again so that what was read recently is remembered for the whole horizon.
+        source.content = sketch::content_hash(leaves.iter().map(|l| l.text.as_bytes()));
+        let half = toolgate_protocol::Duration::from_nanos(self.settings.horizon.as_nanos() / 2);
+        if self.index.holds_copy(
+            &event.agent_id,
+            source.content,
+            source.labels,
+            event.time.saturating_sub(half),
+        ) {
             return;
         }
         let mut atoms_found = Vec::new();
@@ -324,6 +337,7 @@ impl ProvenanceDetector {
             labels,
             time: event.time,
             derived_from,
+            content: 0,
         };
         self.index_event(event, source, &leaves, true);
     }
@@ -346,6 +360,7 @@ impl ProvenanceDetector {
             labels: USER_BIT,
             time: event.time,
             derived_from: Vec::new(),
+            content: 0,
         };
         // What the user said only vouches for destinations; its text is the user's own.
         self.index_event(event, source, &leaves, false);

@@ -71,6 +71,9 @@ pub struct Source {
     pub time: Timestamp,
     /// Sources this data was derived from (results of calls that carried them), first few.
     pub derived_from: Vec<String>,
+    /// Hash of the raw content (0: none), so an identical copy need not be indexed again.
+    #[serde(default)]
+    pub content: u64,
 }
 
 struct Entry {
@@ -108,6 +111,8 @@ struct AgentIndex {
     atom_base: u64,
     bands: BandTable,
     atom_heads: Table,
+    /// Content hash → the newest entry holding it.
+    contents: Table,
     bytes: usize,
 }
 
@@ -157,6 +162,9 @@ impl AgentIndex {
                 prose,
             });
         }
+        if source.content != 0 {
+            self.contents.insert(source.content, seq);
+        }
         self.entries.push_back(Entry {
             source,
             bytes,
@@ -174,6 +182,9 @@ impl AgentIndex {
 
     fn evict_front(&mut self) -> Option<Entry> {
         let entry = self.entries.pop_front()?;
+        if self.contents.get(&entry.source.content) == Some(&self.entry_base) {
+            self.contents.remove(&entry.source.content);
+        }
         self.entry_base += 1;
         while self.chunk_base != entry.chunks_end {
             let Some(chunk) = self.chunks.pop_front() else {
@@ -434,6 +445,24 @@ impl Index {
         }
     }
 
+    /// Whether `agent` already holds content with this hash and exactly these labels,
+    /// seen at or after `not_before`: then indexing the copy again adds nothing.
+    pub fn holds_copy(
+        &self,
+        agent: &str,
+        content: u64,
+        labels: u64,
+        not_before: Timestamp,
+    ) -> bool {
+        let Some(idx) = self.agents.get(agent) else {
+            return false;
+        };
+        idx.contents
+            .get(&content)
+            .and_then(|&seq| idx.entry(seq))
+            .is_some_and(|e| e.source.labels == labels && e.source.time >= not_before)
+    }
+
     /// The source of entry `seq` of `agent`, if it is still indexed.
     pub fn source(&self, agent: &str, seq: u64) -> Option<&Source> {
         self.agents.get(agent)?.entry(seq).map(|e| &e.source)
@@ -539,6 +568,7 @@ mod tests {
             labels: 1,
             time: Timestamp::from_unix_nanos(t * 1_000_000_000),
             derived_from: Vec::new(),
+            content: 0,
         }
     }
 

@@ -63,6 +63,23 @@ pub fn shingle_hashes(text: &[u8]) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
+/// A 64-bit hash of some byte strings (never 0), eight bytes at a time.
+pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut h = 0x243f_6a88_85a3_08d3u64;
+    for part in parts {
+        let mut words = part.chunks_exact(8);
+        for w in words.by_ref() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = mix(h ^ u64::from_le_bytes(b));
+        }
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        h = mix(h ^ u64::from_le_bytes(tail) ^ ((part.len() as u64) << 56));
+    }
+    h.max(1)
+}
+
 /// Sketches `text` (a normal form) whole. `None` when it is shorter than one shingle.
 pub fn sketch(text: &[u8]) -> Option<Sketch> {
     if text.len() < SHINGLE {
