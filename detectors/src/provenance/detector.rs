@@ -217,7 +217,11 @@ impl ProvenanceDetector {
     }
 
     fn domain_of(&mut self, server: &str, reported: Option<&str>) -> u8 {
-        let d = self.config.trust_domain_of(server, reported).to_string();
+        let d = self.config.trust_domain_of(server, reported);
+        if let Some(i) = self.domains.iter().position(|k| k == d) {
+            return i as u8;
+        }
+        let d = d.to_string();
         self.intern(&d)
     }
 
@@ -424,7 +428,7 @@ impl ProvenanceDetector {
             .map(|(l, &d)| !l.redundant && (!d || l.text.len() >= long))
             .collect();
         self.match_text(agent, &leaves, &data_leaves, &mut matches);
-        let mut dest_atoms: Vec<(usize, Atom)> = Vec::new();
+        let mut dest_atoms: Vec<DestinationAtom> = Vec::new();
         for (i, leaf) in leaves.iter().enumerate() {
             let mut found = Vec::new();
             atoms::extract(&leaf.text, &mut found);
@@ -433,7 +437,7 @@ impl ProvenanceDetector {
                 let mut entries = Vec::new();
                 self.index
                     .atom_sources(agent, atom_key(&atom), &mut entries);
-                for (seq, _) in entries {
+                for &(seq, _) in &entries {
                     // A destination is where data goes, not data: it only passes labels on.
                     let m = matches.entry(seq).or_default();
                     if !destination && !m.atoms.contains(&atom) {
@@ -442,7 +446,11 @@ impl ProvenanceDetector {
                     }
                 }
                 if destination {
-                    dest_atoms.push((i, atom));
+                    dest_atoms.push(DestinationAtom {
+                        leaf: i,
+                        atom,
+                        sources: entries,
+                    });
                 }
             }
         }
@@ -474,10 +482,8 @@ impl ProvenanceDetector {
 
         let user_directed = self.settings.trust_user_destinations
             && !dest_atoms.is_empty()
-            && dest_atoms.iter().all(|(_, atom)| {
-                let mut entries = Vec::new();
-                self.index.atom_sources(agent, atom_key(atom), &mut entries);
-                entries.iter().any(|&(seq, _)| {
+            && dest_atoms.iter().all(|d| {
+                d.sources.iter().any(|&(seq, _)| {
                     self.index
                         .source(agent, seq)
                         .is_some_and(|s| s.labels & USER_BIT != 0)
@@ -744,16 +750,19 @@ impl ProvenanceDetector {
         tool: &str,
         to_name: &str,
         leaves: &[Leaf],
-        dest_atoms: &[(usize, Atom)],
+        dest_atoms: &[DestinationAtom],
     ) -> Option<FindingDraft> {
         let agent = event.agent_id.as_str();
         let mut flagged = Vec::new();
         let mut event_ids = Vec::new();
         let mut prose_any = false;
-        for (leaf, atom) in dest_atoms {
-            let mut entries = Vec::new();
-            self.index.atom_sources(agent, atom_key(atom), &mut entries);
-            let sources: Vec<(&Source, bool)> = entries
+        for DestinationAtom {
+            leaf,
+            atom,
+            sources,
+        } in dest_atoms
+        {
+            let sources: Vec<(&Source, bool)> = sources
                 .iter()
                 .filter_map(|&(s, prose)| Some((self.index.source(agent, s)?, prose)))
                 .collect();
@@ -900,6 +909,14 @@ fn atom_key(atom: &Atom) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h ^ (h >> 29)
+}
+
+/// An atom in a destination argument, with the entries that hold it (and whether in
+/// prose), looked up once per call.
+struct DestinationAtom {
+    leaf: usize,
+    atom: Atom,
+    sources: Vec<(u64, bool)>,
 }
 
 #[derive(Default)]
