@@ -167,6 +167,14 @@ fn exfil(arguments: Value) -> Vec<FindingDraft> {
     observe(&mut d, &s.call("mail-out", "send_email", "c1", arguments))
 }
 
+/// The snippet of the internal document, mailed out by `agent-1`.
+fn mail_snippet(d: &mut Box<dyn Detector>, s: &mut Stream, call: &str) -> Vec<FindingDraft> {
+    observe(
+        d,
+        &s.call("mail-out", "send_email", call, json!({"body": snippet()})),
+    )
+}
+
 fn assert_flow(found: &[FindingDraft], what: &str) {
     let f = found
         .iter()
@@ -533,10 +541,7 @@ max_bytes = 400
 "#;
     let mut d = detector_with(extra);
     let mut s = with_internal_document(&mut d);
-    let small = observe(
-        &mut d,
-        &s.call("mail-out", "send_email", "c1", json!({"body": snippet()})),
-    );
+    let small = mail_snippet(&mut d, &mut s, "c1");
     assert!(small.is_empty(), "{:?}", rules(&small));
     let big = observe(
         &mut d,
@@ -559,10 +564,7 @@ max_bytes = 400
 fn monitor_mode_alerts_without_blocking() {
     let mut d = detector_with("mode = \"monitor\"");
     let mut s = with_internal_document(&mut d);
-    let found = observe(
-        &mut d,
-        &s.call("mail-out", "send_email", "c1", json!({"body": snippet()})),
-    );
+    let found = mail_snippet(&mut d, &mut s, "c1");
     assert_eq!(found[0].action, FindingAction::Alert);
 }
 
@@ -573,10 +575,7 @@ fn data_older_than_the_horizon_is_forgotten() {
     let mut out = Vec::new();
     s.clock += 601;
     d.advance(Timestamp::parse(&time(s.clock)).unwrap(), &mut out);
-    let found = observe(
-        &mut d,
-        &s.call("mail-out", "send_email", "c1", json!({"body": snippet()})),
-    );
+    let found = mail_snippet(&mut d, &mut s, "c1");
     assert!(found.is_empty(), "{:?}", rules(&found));
 }
 
@@ -588,10 +587,7 @@ fn late_data_already_past_the_horizon_is_not_indexed() {
     // A backlog replayed from before the horizon: too old to remember.
     let mut s = with_internal_document(&mut d);
     s.clock = 3600;
-    let found = observe(
-        &mut d,
-        &s.call("mail-out", "send_email", "c1", json!({"body": snippet()})),
-    );
+    let found = mail_snippet(&mut d, &mut s, "c1");
     assert!(found.is_empty(), "{:?}", rules(&found));
 }
 
@@ -623,10 +619,7 @@ fn the_per_agent_cap_evicts_the_oldest_data() {
             ),
         );
     }
-    let found = observe(
-        &mut d,
-        &s.call("mail-out", "send_email", "c1", json!({"body": snippet()})),
-    );
+    let found = mail_snippet(&mut d, &mut s, "c1");
     assert!(
         found.is_empty(),
         "the document was evicted: {:?}",
@@ -861,9 +854,6 @@ fn an_identical_result_read_again_is_indexed_once_within_half_the_horizon() {
     s.clock += 400;
     let mut out = Vec::new();
     d.advance(Timestamp::parse(&time(s.clock)).unwrap(), &mut out);
-    let found = observe(
-        &mut d,
-        &s.call("mail-out", "send_email", "c3", json!({"body": snippet()})),
-    );
+    let found = mail_snippet(&mut d, &mut s, "c3");
     assert_eq!(rules(&found), ["cross_domain_flow"]);
 }
