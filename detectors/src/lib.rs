@@ -21,6 +21,7 @@ pub mod policy;
 pub mod provenance;
 mod registry;
 pub mod secrets;
+pub mod volume;
 
 use toolgate_protocol::{Event, Timestamp};
 

@@ -23,6 +23,16 @@ pub enum StateGauge {
     ProvenanceEvictedGlobalCap,
     /// Calls waiting for their result to pass on derived labels.
     ProvenancePendingCalls,
+    /// Keys (agent, session, server, tool, per threshold) with a volume window.
+    VolumeKeys,
+    /// Bytes of volume windows and sketches (estimated).
+    VolumeBytes,
+    /// (Server, tool) pairs with argument-size profiles.
+    VolumeTools,
+    /// Events older than their key's window, not counted, since start.
+    VolumeLateEvents,
+    /// Volume keys dropped by `max_keys`, since start.
+    VolumeEvictedKeys,
 }
 
 impl StateGauge {
@@ -40,6 +50,11 @@ impl StateGauge {
                 "toolgate_provenance_evicted_global_cap_total"
             }
             StateGauge::ProvenancePendingCalls => "toolgate_provenance_pending_calls",
+            StateGauge::VolumeKeys => "toolgate_volume_keys",
+            StateGauge::VolumeBytes => "toolgate_volume_state_bytes",
+            StateGauge::VolumeTools => "toolgate_volume_tool_profiles",
+            StateGauge::VolumeLateEvents => "toolgate_volume_late_events_total",
+            StateGauge::VolumeEvictedKeys => "toolgate_volume_evicted_keys_total",
         }
     }
 }

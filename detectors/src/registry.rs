@@ -59,6 +59,7 @@ pub fn registry() -> Vec<DetectorFactory> {
         crate::secrets::factory(),
         crate::policy::factory(),
         crate::provenance::factory(),
+        crate::volume::factory(),
     ]
 }
 

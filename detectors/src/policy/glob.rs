@@ -79,6 +79,16 @@ impl GlobSet {
         GlobSet(patterns.iter().map(|p| Glob::new(p)).collect())
     }
 
+    /// Globs that ignore case.
+    pub fn new_case_insensitive(patterns: &[String]) -> Self {
+        GlobSet(
+            patterns
+                .iter()
+                .map(|p| Glob::new_case_insensitive(p))
+                .collect(),
+        )
+    }
+
     /// Whether the list is empty (matches anything).
     pub fn is_any(&self) -> bool {
         self.0.is_empty()
