@@ -312,11 +312,11 @@ max = 2
     observe(&mut d, &s.call(100_000, "crm", "lookup", json!({})));
     // Within the window though out of order: counted.
     observe(&mut d, &s.call(70_000, "crm", "lookup", json!({})));
-    assert_eq!(gauge(&d, "toolgate_volume_late_events_total"), 0);
+    assert_eq!(gauge(d.as_ref(), "toolgate_volume_late_events_total"), 0);
     // Beyond the window: late.
     let late = observe(&mut d, &s.call(10_000, "crm", "lookup", json!({})));
     assert!(late.is_empty());
-    assert!(gauge(&d, "toolgate_volume_late_events_total") >= 1);
+    assert!(gauge(d.as_ref(), "toolgate_volume_late_events_total") >= 1);
     let third = observe(&mut d, &s.call(100_500, "crm", "lookup", json!({})));
     assert_eq!(
         rules(&third),
@@ -337,10 +337,10 @@ fn keys_are_bounded_by_max_keys_and_ttl() {
             &mut out,
         );
     }
-    assert!(gauge(&d, "toolgate_volume_keys") <= 50);
-    assert!(gauge(&d, "toolgate_volume_evicted_keys_total") >= 450);
+    assert!(gauge(d.as_ref(), "toolgate_volume_keys") <= 50);
+    assert!(gauge(d.as_ref(), "toolgate_volume_evicted_keys_total") >= 450);
     d.advance(at(11 * 60_000), &mut out);
-    assert_eq!(gauge(&d, "toolgate_volume_keys"), 0, "idle keys expire");
+    assert_eq!(gauge(d.as_ref(), "toolgate_volume_keys"), 0, "idle keys expire");
 }
 
 #[test]

@@ -134,7 +134,7 @@ pub fn rules(found: &[FindingDraft]) -> Vec<&str> {
 }
 
 /// A gauge's value by its exported name.
-pub fn gauge(d: &Box<dyn Detector>, name: &str) -> u64 {
+pub fn gauge(d: &dyn Detector, name: &str) -> u64 {
     let mut g = Vec::new();
     d.gauges(&mut g);
     g.into_iter()
