@@ -21,6 +21,7 @@ pub mod policy;
 pub mod provenance;
 mod registry;
 pub mod secrets;
+pub mod sequence;
 pub mod volume;
 
 use toolgate_protocol::{Event, Timestamp};
@@ -46,6 +47,12 @@ pub trait Detector: Send {
     /// within T"). Called with non-decreasing watermarks.
     fn advance(&mut self, watermark: Timestamp, out: &mut Vec<FindingDraft>) {
         let _ = (watermark, out);
+    }
+
+    /// The input has ended (an offline replay): raise whatever was waiting for more
+    /// events or for time to pass. Not called by the streaming engine.
+    fn finish(&mut self, out: &mut Vec<FindingDraft>) {
+        let _ = out;
     }
 
     /// The detector's state, in a form [`Detector::restore`] reads back.

@@ -33,6 +33,20 @@ pub enum StateGauge {
     VolumeLateEvents,
     /// Volume keys dropped by `max_keys`, since start.
     VolumeEvictedKeys,
+    /// (Rule, group) states of sequence rules.
+    SequenceGroups,
+    /// Sequence matches waiting for `not_followed_by` to time out.
+    SequencePending,
+    /// Sequence groups dropped by `max_groups`, since start.
+    SequenceEvictedGroups,
+    /// Events older than the watermark when they reached the sequence detector.
+    SequenceLateEvents,
+    /// Roles with a learned call model.
+    SequenceRoles,
+    /// Live sessions followed by the learned model.
+    SequenceLiveSessions,
+    /// Tokens, transitions and terms over all role models.
+    SequenceModelEntries,
 }
 
 impl StateGauge {
@@ -55,6 +69,13 @@ impl StateGauge {
             StateGauge::VolumeTools => "toolgate_volume_tool_profiles",
             StateGauge::VolumeLateEvents => "toolgate_volume_late_events_total",
             StateGauge::VolumeEvictedKeys => "toolgate_volume_evicted_keys_total",
+            StateGauge::SequenceGroups => "toolgate_sequence_groups",
+            StateGauge::SequencePending => "toolgate_sequence_pending_matches",
+            StateGauge::SequenceEvictedGroups => "toolgate_sequence_evicted_groups_total",
+            StateGauge::SequenceLateEvents => "toolgate_sequence_late_events_total",
+            StateGauge::SequenceRoles => "toolgate_sequence_roles",
+            StateGauge::SequenceLiveSessions => "toolgate_sequence_live_sessions",
+            StateGauge::SequenceModelEntries => "toolgate_sequence_model_entries",
         }
     }
 }

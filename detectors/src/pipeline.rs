@@ -113,6 +113,10 @@ impl Pipeline {
 
     /// End of input: every open finding is emitted.
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        for d in &mut self.detectors {
+            d.finish(&mut self.drafts);
+        }
+        self.fold_drafts(out);
         self.folder.flush(out);
     }
 

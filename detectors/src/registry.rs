@@ -60,6 +60,7 @@ pub fn registry() -> Vec<DetectorFactory> {
         crate::policy::factory(),
         crate::provenance::factory(),
         crate::volume::factory(),
+        crate::sequence::factory(),
     ]
 }
 

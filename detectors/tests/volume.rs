@@ -340,7 +340,11 @@ fn keys_are_bounded_by_max_keys_and_ttl() {
     assert!(gauge(d.as_ref(), "toolgate_volume_keys") <= 50);
     assert!(gauge(d.as_ref(), "toolgate_volume_evicted_keys_total") >= 450);
     d.advance(at(11 * 60_000), &mut out);
-    assert_eq!(gauge(d.as_ref(), "toolgate_volume_keys"), 0, "idle keys expire");
+    assert_eq!(
+        gauge(d.as_ref(), "toolgate_volume_keys"),
+        0,
+        "idle keys expire"
+    );
 }
 
 #[test]
