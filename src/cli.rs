@@ -28,6 +28,61 @@ pub enum Command {
     /// Review pinned tool definitions and approve or reject changed ones.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
+    /// Check the sequence rules of a config, or convert Sigma rules into toolgate's.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Learn behaviour from recorded events: per-role call models and session clusters.
+    Train(TrainArgs),
+}
+
+/// `toolgate rules`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile every rule of the config (inline, rule files, built-in) and list them.
+    Check(RulesCheckArgs),
+    /// Convert Sigma YAML (detection and correlation rules) into a toolgate rule file.
+    ImportSigma(ImportSigmaArgs),
+}
+
+/// `toolgate rules check`.
+#[derive(Debug, Args)]
+pub struct RulesCheckArgs {
+    /// toolgate.toml.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `toolgate rules import-sigma`.
+#[derive(Debug, Args)]
+pub struct ImportSigmaArgs {
+    /// Sigma files (`.yml`, several documents each allowed).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Where to write the TOML rule file; stdout if absent or `-`.
+    #[arg(long)]
+    pub output: Option<String>,
+}
+
+/// `toolgate train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Events to learn from: a JSONL file (gzip accepted), a directory, or `-`.
+    #[arg(long)]
+    pub input: String,
+    /// Where to write the model (JSON).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// toolgate.toml: trust domains and the `[detectors.sequence.learned]` and
+    /// `[detectors.session]` settings the model must match.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Learn only from sessions whose label matches, e.g. `outcome=benign` (repeatable;
+    /// all must match).
+    #[arg(long = "where", value_name = "LABEL=VALUE")]
+    pub filters: Vec<String>,
+    /// Most clusters tried; k is chosen between 2 and this by the silhouette score.
+    #[arg(long, default_value_t = 8)]
+    pub max_clusters: usize,
 }
 
 /// `toolgate definitions`.

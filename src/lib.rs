@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod detector_files;
 pub mod event_time;
 pub mod outputs;
 pub mod process;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use toolgate::cli::{Cli, Command, ImportCommand};
+use toolgate::cli::{Cli, Command, ImportCommand, RulesCommand};
 use toolgate::commands;
 
 fn main() -> anyhow::Result<()> {
@@ -11,5 +11,8 @@ fn main() -> anyhow::Result<()> {
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Definitions(cmd) => commands::definitions::run(cmd),
+        Command::Rules(RulesCommand::Check(args)) => commands::rules::check(args),
+        Command::Rules(RulesCommand::ImportSigma(args)) => commands::rules::import_sigma(args),
+        Command::Train(args) => commands::train::run(args),
     }
 }

@@ -1,7 +1,8 @@
-//! toolgate's history and SQL: Arrow schemas for events, findings and decisions, the
-//! Parquet history writer, the DataFusion catalog and SQL, the Postgres-wire server,
-//! and offline model training (linfa).
+//! toolgate's offline side: learning from history. Session clustering for the
+//! `session` detector ([`train`]), with linfa. Off the per-event hot path: the
+//! detectors only read what is learned here.
 //!
-//! Everything here sits off the per-event hot path: the engine hands records over and
-//! carries on. Nothing is built yet; the history store and SQL arrive with their own
-//! issue, and this crate stays empty rather than hold placeholders.
+//! (The Parquet history, SQL and Postgres wire of the analytics issue will live here
+//! too.)
+
+pub mod train;

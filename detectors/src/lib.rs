@@ -22,6 +22,7 @@ pub mod provenance;
 mod registry;
 pub mod secrets;
 pub mod sequence;
+pub mod session;
 pub mod volume;
 
 use toolgate_protocol::{Event, Timestamp};

@@ -47,6 +47,8 @@ pub enum StateGauge {
     SequenceLiveSessions,
     /// Tokens, transitions and terms over all role models.
     SequenceModelEntries,
+    /// Live sessions waiting to be scored against the session clusters.
+    SessionLive,
 }
 
 impl StateGauge {
@@ -76,6 +78,7 @@ impl StateGauge {
             StateGauge::SequenceRoles => "toolgate_sequence_roles",
             StateGauge::SequenceLiveSessions => "toolgate_sequence_live_sessions",
             StateGauge::SequenceModelEntries => "toolgate_sequence_model_entries",
+            StateGauge::SessionLive => "toolgate_session_live_sessions",
         }
     }
 }

@@ -61,6 +61,7 @@ pub fn registry() -> Vec<DetectorFactory> {
         crate::provenance::factory(),
         crate::volume::factory(),
         crate::sequence::factory(),
+        crate::session::factory(),
     ]
 }
 

@@ -44,7 +44,7 @@ fn builtin_rule_catches_a_secret_read_then_an_external_call_up_to_exactly_60s() 
         if let Some(f) = found.first() {
             assert_eq!(f.rule_id, "secret_read_then_external_egress");
             assert_eq!(f.detector, DetectorKind::Sequence);
-            assert_eq!(f.severity, Severity::High);
+            assert_eq!(f.severity, Severity::Medium);
             assert_eq!(
                 f.event_ids,
                 [events[1].event_id.clone(), events[2].event_id.clone()]

@@ -13,6 +13,7 @@ pub mod agentdojo;
 pub mod corpora;
 pub mod dead_letter;
 pub mod jsonl;
+pub mod sigma;
 
 pub use dead_letter::{DeadLetterWriter, RejectCounts, Rejected};
 pub use jsonl::{JsonlSource, SourceItem};

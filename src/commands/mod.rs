@@ -4,6 +4,8 @@ pub mod analyze;
 pub mod definitions;
 pub mod eval;
 pub mod import;
+pub mod rules;
+pub mod train;
 
 use std::path::Path;
 
@@ -14,10 +16,18 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use toolgate_protocol::config::Config;
 
-/// Reads the config file, or the built-in defaults when none is given.
+/// Reads the config file (and the rule and model files it names), or the built-in
+/// defaults when none is given.
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
     match path {
-        Some(p) => Config::load(p).with_context(|| "invalid configuration".to_string()),
+        Some(p) => {
+            let mut config =
+                Config::load(p).with_context(|| "invalid configuration".to_string())?;
+            let base = p.parent().unwrap_or_else(|| Path::new("."));
+            crate::detector_files::resolve(&mut config, base)
+                .with_context(|| format!("in configuration {}", p.display()))?;
+            Ok(config)
+        }
         None => Ok(Config::default()),
     }
 }

@@ -417,7 +417,7 @@ impl Learner {
                                 self.s.call_percentile
                             ),
                         )
-                        .rate(Severity::Low, 30, 0.4)
+                        .rate(Severity::Info, 20, 0.4)
                         .evidence(json!({
                             "role": role, "model": model_name, "token": token,
                             "context": context.split('\u{1f}').collect::<Vec<_>>(),
@@ -508,7 +508,7 @@ impl Learner {
                                 self.s.new_terms_window
                             ),
                         )
-                        .rate(if what == "server" { Severity::Medium } else { Severity::Low }, if what == "server" { 45 } else { 30 }, 0.6)
+                        .rate(if what == "server" { Severity::Low } else { Severity::Info }, if what == "server" { 35 } else { 15 }, 0.6)
                         .evidence(json!({"role": role, "term": term, "window": self.s.new_terms_window.to_string(), "trust_domain": domain}))
                         .tags(["owasp-asi:ASI10"]),
                 );

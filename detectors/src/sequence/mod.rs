@@ -72,7 +72,7 @@ pub fn builtin_rules() -> Vec<RuleSpec> {
             "A tool of a `secret` trust domain returned data, and within a minute the same session called a tool of an `external` domain: the shape of a credential or key being sent out."
                 .into(),
         ),
-        severity: Severity::High,
+        severity: Severity::Medium,
         action: FindingAction::Alert,
         tags: vec!["owasp-asi:ASI02".into(), "atlas:AML.T0057".into()],
         kind: RuleKind::Sequence,
