@@ -55,21 +55,30 @@ fn string_list(v: Option<&Value>, key: &str) -> Result<Vec<String>> {
     }
 }
 
-/// A file, or every `.toml`, `.yml` and `.yaml` file of a directory in name order.
+/// A file, or every `.toml`, `.yml` and `.yaml` file under a directory (recursively),
+/// in path order.
 fn expand(path: &Path) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("cannot read rule directory {}", path.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e, "toml" | "yml" | "yaml"))
-        })
-        .collect();
-    files.sort();
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot read rule directory {}", path.display()))?;
+    entries.sort();
+    let mut files = Vec::new();
+    for p in entries {
+        if p.is_dir() {
+            files.extend(expand(&p)?);
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "toml" | "yml" | "yaml"))
+        {
+            files.push(p);
+        }
+    }
     Ok(files)
 }
 
@@ -96,8 +105,11 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<Value>> {
     };
     for r in &mut rules {
         if let Value::Object(o) = r {
-            o.entry("source")
-                .or_insert_with(|| Value::String(name.clone()));
+            let source = match o.get("source").and_then(Value::as_str) {
+                Some(s) => format!("{name} ({s})"),
+                None => name.clone(),
+            };
+            o.insert("source".into(), Value::String(source));
         }
     }
     Ok(rules)

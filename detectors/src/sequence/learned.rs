@@ -617,9 +617,20 @@ impl Learner {
         }
     }
 
-    /// Scores every live session now (end of a replay or of training).
+    /// Scores every live session now (end of a replay or of training). Terms are kept:
+    /// the input ending is not time passing.
     pub fn finish(&mut self, out: &mut Vec<FindingDraft>) {
-        self.advance(i64::MAX, out);
+        let mut all: Vec<(i64, String)> = self
+            .sessions
+            .iter()
+            .map(|(k, s)| (s.last, k.clone()))
+            .collect();
+        all.sort();
+        for (_, k) in all {
+            if let Some(live) = self.sessions.remove(&k) {
+                self.score_session(live, out);
+            }
+        }
     }
 
     /// State for snapshots.
