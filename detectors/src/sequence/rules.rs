@@ -717,7 +717,13 @@ fn advance(
                     .map(|(k, _)| k.clone())?;
                 values.remove(&oldest);
             }
-            (values.len() >= need && !vals.is_empty()).then(|| vec![hit.clone()])
+            (values.len() >= need && !vals.is_empty()).then(|| {
+                // Evidence: one event per distinct value, oldest first.
+                let mut hits: Vec<Hit> = values.values().cloned().collect();
+                hits.sort_by(|a, b| (a.t, &a.id).cmp(&(b.t, &b.id)));
+                hits.dedup();
+                hits
+            })
         }
     }
 }
@@ -753,7 +759,7 @@ fn base(rule: &Rule, key: &str, hits: &[Hit], mut d: FindingDraft) -> FindingDra
         .enumerate()
         .map(|(i, h)| {
             json!({
-                "step": names.get(i).cloned().unwrap_or_default(),
+                "step": names.get(i).or(names.last()).cloned().unwrap_or_default(),
                 "event_id": h.id,
                 "time": toolgate_protocol::Timestamp::from_unix_nanos(h.t).to_string(),
             })
