@@ -103,7 +103,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 continue;
             }
             *used += 1;
-            learner.observe(&e, &config, &mut ignored);
+            learner.observe(&e, &config, i64::MIN, &mut ignored);
             sessions
                 .entry(format!("{}\u{1f}{}", e.agent_id, e.session_id))
                 .or_default()

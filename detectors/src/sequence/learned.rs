@@ -356,8 +356,16 @@ impl Learner {
         own.or_else(fleet).map(|(k, m)| (k.as_str(), m))
     }
 
-    /// Scores, then learns, one event.
-    pub fn observe(&mut self, event: &Event, config: &Config, out: &mut Vec<FindingDraft>) {
+    /// Scores, then learns, one event. `watermark` is the detector's: a session whose
+    /// newest event is already idle by it (a late replay) is scored at once, so late
+    /// input cannot pile up sessions that no `advance` would reach.
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        config: &Config,
+        watermark: i64,
+        out: &mut Vec<FindingDraft>,
+    ) {
         if !self.s.enabled {
             return;
         }
@@ -384,7 +392,7 @@ impl Learner {
         });
         let live = self
             .sessions
-            .entry(session_key)
+            .entry(session_key.clone())
             .or_insert_with(|| LiveSession {
                 role: role.clone(),
                 agent: event.agent_id.clone(),
@@ -456,6 +464,15 @@ impl Learner {
                 }
                 m.learn(&context, &token, s.max_tokens_per_role);
             }
+        }
+        let idle = watermark.saturating_sub(self.s.session_idle.as_nanos());
+        if self
+            .sessions
+            .get(&session_key)
+            .is_some_and(|l| l.last < idle)
+            && let Some(live) = self.sessions.remove(&session_key)
+        {
+            self.score_session(live, out);
         }
     }
 

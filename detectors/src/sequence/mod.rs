@@ -180,8 +180,9 @@ impl Detector for SequenceDetector {
         if event.time.unix_nanos() < self.watermark {
             self.late += 1;
         }
-        self.rules.observe(event, &self.config, out);
-        self.learned.observe(event, &self.config, out);
+        self.rules.observe(event, &self.config, self.watermark, out);
+        self.learned
+            .observe(event, &self.config, self.watermark, out);
     }
 
     fn advance(&mut self, watermark: Timestamp, out: &mut Vec<FindingDraft>) {

@@ -396,8 +396,16 @@ impl RuleSet {
             .sum()
     }
 
-    /// Runs every rule on `event`.
-    pub fn observe(&mut self, event: &Event, config: &Config, out: &mut Vec<FindingDraft>) {
+    /// Runs every rule on `event`. A group whose newest event is already older than its
+    /// rule's span at `watermark` (a late replay) is dropped at once, so late input
+    /// cannot pile up groups that no sweep would reach.
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        config: &Config,
+        watermark: i64,
+        out: &mut Vec<FindingDraft>,
+    ) {
         let t = event.time.unix_nanos();
         for r in 0..self.rules.len() {
             let rule = &self.rules[r];
@@ -454,6 +462,11 @@ impl RuleSet {
                     self.max_pending,
                 ) {
                     out.push(draft(rule, &key, &done, event));
+                }
+                let stale = group.touched.saturating_add(rule.span) < watermark
+                    && !matches!(&group.state, GroupState::Sequence { pending, .. } if !pending.is_empty());
+                if stale {
+                    self.groups[r].remove(key.as_str());
                 }
             }
         }

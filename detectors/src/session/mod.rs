@@ -195,6 +195,14 @@ pub struct SessionDetector {
     model: Option<SessionModel>,
     s: SessionSettings,
     live: HashMap<String, (String, String, SessionAccumulator)>,
+    watermark: i64,
+}
+
+/// [`SessionDetector`]'s snapshot.
+#[derive(Serialize, Deserialize)]
+struct State {
+    watermark: i64,
+    live: Vec<(String, (String, String, SessionAccumulator))>,
 }
 
 impl SessionDetector {
@@ -235,6 +243,7 @@ impl SessionDetector {
             model,
             s,
             live: HashMap::new(),
+            watermark: i64::MIN,
         })
     }
 
@@ -361,7 +370,10 @@ impl Detector for SessionDetector {
                 self.score(&agent, &session, &acc, out);
             }
         }
-        let entry = self.live.entry(key).or_insert_with(|| {
+        let idle = self
+            .watermark
+            .saturating_sub(self.s.session_idle.as_nanos());
+        let entry = self.live.entry(key.clone()).or_insert_with(|| {
             (
                 event.agent_id.clone(),
                 event.session_id.clone(),
@@ -369,6 +381,13 @@ impl Detector for SessionDetector {
             )
         });
         entry.2.add(event, &self.config, &self.spec);
+        // Already idle by the watermark (a late replay): score now rather than hold it
+        // until an `advance` that may never come.
+        if entry.2.last < idle
+            && let Some((agent, session, acc)) = self.live.remove(&key)
+        {
+            self.score(&agent, &session, &acc, out);
+        }
     }
 
     fn advance(&mut self, watermark: Timestamp, out: &mut Vec<FindingDraft>) {
@@ -383,22 +402,29 @@ impl Detector for SessionDetector {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, StateError> {
-        let mut live: Vec<(&String, &(String, String, SessionAccumulator))> =
-            self.live.iter().collect();
-        live.sort_by(|a, b| a.0.cmp(b.0));
-        serde_json::to_vec(&live).map_err(|e| StateError::Encode {
+        let mut live: Vec<(String, (String, String, SessionAccumulator))> = self
+            .live
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        live.sort_by(|a, b| a.0.cmp(&b.0));
+        let state = State {
+            watermark: self.watermark,
+            live,
+        };
+        serde_json::to_vec(&state).map_err(|e| StateError::Encode {
             what: NAME.into(),
             message: e.to_string(),
         })
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateError> {
-        let live: Vec<(String, (String, String, SessionAccumulator))> =
-            serde_json::from_slice(snapshot).map_err(|e| StateError::Decode {
-                what: NAME.into(),
-                message: e.to_string(),
-            })?;
-        self.live = live.into_iter().collect();
+        let state: State = serde_json::from_slice(snapshot).map_err(|e| StateError::Decode {
+            what: NAME.into(),
+            message: e.to_string(),
+        })?;
+        self.watermark = state.watermark;
+        self.live = state.live.into_iter().collect();
         Ok(())
     }
 

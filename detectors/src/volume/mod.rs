@@ -263,6 +263,12 @@ impl VolumeDetector {
         };
         let pane = self.pane(event.time);
         let now = event.time.unix_nanos();
+        // Older than any key's time to live at the watermark: no window it could fall
+        // in is still held, and a key made for it would only wait for the next sweep.
+        if now < self.watermark.saturating_sub(self.s.key_ttl.as_nanos()) {
+            self.late += 1;
+            return;
+        }
         let is_call = arguments.is_some();
         let scope_list: Vec<Scope> = self.scopes.keys().copied().collect();
         for scope in scope_list {
