@@ -499,7 +499,7 @@ print(total)
 }
 
 /// Issue 5: trained on the benign runs of half of the banking suite's pipelines, the
-/// session model flags successful attacks of the other half at more than twice the
+/// session model flags successful attacks of the other half at more than 2.5 times the
 /// rate of their benign runs. (Across suites it does not carry over; BENCHMARKS.md reports both.)
 #[test]
 fn regression_issue_5_a_trained_session_model_separates_held_out_attacks() {

@@ -44,6 +44,8 @@ impl FeatureSpec {
             "ln_distinct_targets",
             "domain_switch_share",
             "ln_egress_after_untrusted",
+            "share_read_tools",
+            "share_change_tools",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -73,8 +75,40 @@ pub struct SessionAccumulator {
     switches: u64,
     untrusted_seen: bool,
     egress_after_untrusted: u64,
+    read_calls: u64,
+    change_calls: u64,
     /// Event ids kept as evidence (the first few calls).
     pub event_ids: Vec<String>,
+}
+
+/// What a tool does, by the verb its name starts with: the tool mix in a form that
+/// carries over between roles whose tools have different names.
+enum Verb {
+    Read,
+    Change,
+}
+
+const READ_VERBS: [&str; 10] = [
+    "get", "read", "list", "search", "find", "fetch", "query", "lookup", "check", "download",
+];
+const CHANGE_VERBS: [&str; 16] = [
+    "send", "post", "create", "update", "write", "add", "share", "delete", "remove", "reserve",
+    "schedule", "pay", "transfer", "append", "upload", "invite",
+];
+
+fn verb_class(tool: &str) -> Option<Verb> {
+    let first = tool
+        .split(|c: char| c == '_' || c == '-' || c == '.' || c == '/')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if READ_VERBS.contains(&first.as_str()) {
+        Some(Verb::Read)
+    } else if CHANGE_VERBS.contains(&first.as_str()) {
+        Some(Verb::Change)
+    } else {
+        None
+    }
 }
 
 fn fnv(s: &str) -> u64 {
@@ -141,6 +175,11 @@ impl SessionAccumulator {
                     self.egress_after_untrusted += 1;
                 }
                 collect_targets(&spec.targets, arguments, &mut self.targets);
+                match verb_class(tool) {
+                    Some(Verb::Read) => self.read_calls += 1,
+                    Some(Verb::Change) => self.change_calls += 1,
+                    None => {}
+                }
                 if self.event_ids.len() < 8 {
                     self.event_ids.push(event.event_id.clone());
                 }
@@ -175,6 +214,8 @@ impl SessionAccumulator {
             ln(self.targets.len() as f64),
             self.switches as f64 / (calls - 1.0).max(1.0),
             ln(self.egress_after_untrusted as f64),
+            self.read_calls as f64 / calls.max(1.0),
+            self.change_calls as f64 / calls.max(1.0),
         ];
         for d in &spec.domains {
             v.push(self.domain_calls.get(d).copied().unwrap_or(0) as f64 / calls.max(1.0));
