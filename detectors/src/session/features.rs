@@ -98,7 +98,7 @@ const CHANGE_VERBS: [&str; 16] = [
 
 fn verb_class(tool: &str) -> Option<Verb> {
     let first = tool
-        .split(|c: char| c == '_' || c == '-' || c == '.' || c == '/')
+        .split(['_', '-', '.', '/'])
         .next()
         .unwrap_or("")
         .to_ascii_lowercase();
