@@ -58,6 +58,26 @@ fn findings(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `toolgate analyze -c CONFIG --input INPUT` in `dir`, which must succeed: its
+/// summary and its findings.
+fn analyze(dir: &Path, config: &str, input: &str) -> (String, Vec<Value>) {
+    let out = toolgate(
+        &[
+            "analyze", "-c", config, "--input", input, "--output", "f.jsonl",
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    (stderr(&out), findings(&dir.join("f.jsonl")))
+}
+
+/// `toolgate ARGS` in `dir` must fail, saying `needle`.
+fn fails(dir: &Path, args: &[&str], needle: &str) {
+    let out = toolgate(args, dir);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+}
+
 fn rule_ids(found: &[Value]) -> BTreeSet<String> {
     found
         .iter()
@@ -135,20 +155,7 @@ fn rule_files_and_shipped_sigma_rules_run_in_analyze() {
             ),
         ],
     );
-    let out = toolgate(
-        &[
-            "analyze",
-            "-c",
-            "t.toml",
-            "--input",
-            "events.jsonl",
-            "--output",
-            "f.jsonl",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let found = findings(&dir.path().join("f.jsonl"));
+    let (_, found) = analyze(dir.path(), "t.toml", "events.jsonl");
     let ids = rule_ids(&found);
     for want in [
         "toolgate_untrusted_then_shell",
@@ -183,12 +190,10 @@ fn rule_files_and_shipped_sigma_rules_run_in_analyze() {
         "[[rules]]\nid = \"x\"\nsteps = [{ where = { toll = \"a\" } }]\n",
     )
     .unwrap();
-    let bad = toolgate(&["rules", "check", "-c", "t.toml"], dir.path());
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("unknown field \"toll\""),
-        "{}",
-        stderr(&bad)
+    fails(
+        dir.path(),
+        &["rules", "check", "-c", "t.toml"],
+        "unknown field \"toll\"",
     );
 }
 
@@ -234,12 +239,10 @@ fn import_sigma_writes_a_rule_file_that_loads() {
         "title: x\nname: x\ndetection:\n  s: {tool|base64offset: a}\n  condition: s\n",
     )
     .unwrap();
-    let bad = toolgate(&["rules", "import-sigma", "bad.yml"], dir.path());
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("modifier `base64offset` is not supported"),
-        "{}",
-        stderr(&bad)
+    fails(
+        dir.path(),
+        &["rules", "import-sigma", "bad.yml"],
+        "modifier `base64offset` is not supported",
     );
 }
 
@@ -278,27 +281,13 @@ fn events_out_of_order_within_the_lateness_still_match_and_later_ones_are_counte
             result("c3", 45.0, "s2", "vault", "get_secret", "token"),
         ],
     );
-    let out = toolgate(
-        &[
-            "analyze",
-            "-c",
-            "t.toml",
-            "--input",
-            "events.jsonl",
-            "--output",
-            "f.jsonl",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let found = findings(&dir.path().join("f.jsonl"));
+    let (summary, found) = analyze(dir.path(), "t.toml", "events.jsonl");
     let sessions: Vec<&str> = found
         .iter()
         .filter(|f| f["rule_id"] == "secret_read_then_external_egress")
         .filter_map(|f| f["session_id"].as_str())
         .collect();
     assert_eq!(sessions, ["s1"], "{found:?}");
-    let summary = stderr(&out);
     assert!(summary.contains("1 late"), "{summary}");
     assert!(
         summary.contains("toolgate_sequence_late_events_total 1"),
@@ -401,20 +390,7 @@ fn train_writes_a_model_that_scores_sessions() {
         ));
     }
     write_lines(&dir.path().join("test.jsonl"), &test);
-    let out = toolgate(
-        &[
-            "analyze",
-            "-c",
-            "score.toml",
-            "--input",
-            "test.jsonl",
-            "--output",
-            "f.jsonl",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let found = findings(&dir.path().join("f.jsonl"));
+    let (_, found) = analyze(dir.path(), "score.toml", "test.jsonl");
     let by_session: BTreeMap<&str, BTreeSet<&str>> =
         found.iter().fold(BTreeMap::new(), |mut m, f| {
             m.entry(f["session_id"].as_str().unwrap())
@@ -427,24 +403,16 @@ fn train_writes_a_model_that_scores_sessions() {
     assert!(odd.contains("unusual_session_path"), "{by_session:?}");
     assert!(!by_session.contains_key("normal"), "{by_session:?}");
 
-    let bad = toolgate(
-        &[
-            "train",
-            "--input",
-            "train.jsonl",
-            "--output",
-            "m.json",
-            "--where",
-            "outcome",
-        ],
-        dir.path(),
-    );
-    assert!(!bad.status.success());
-    assert!(
-        stderr(&bad).contains("expected LABEL=VALUE"),
-        "{}",
-        stderr(&bad)
-    );
+    let args = [
+        "train",
+        "--input",
+        "train.jsonl",
+        "--output",
+        "m.json",
+        "--where",
+        "outcome",
+    ];
+    fails(dir.path(), &args, "expected LABEL=VALUE");
 }
 
 /// pySigma (the reference Sigma library) parses every Sigma rule we ship, correlations
@@ -586,20 +554,8 @@ fn regression_issue_5_a_trained_session_model_separates_held_out_attacks() {
     }
     score += "[detectors.session]\nmodel_file = \"model.json\"\n";
     std::fs::write(dir.path().join("score.toml"), score).unwrap();
-    let analyzed = toolgate(
-        &[
-            "analyze",
-            "-c",
-            "score.toml",
-            "--input",
-            "test.jsonl",
-            "--output",
-            "f.jsonl",
-        ],
-        dir.path(),
-    );
-    assert!(analyzed.status.success(), "{}", stderr(&analyzed));
-    let flagged: BTreeSet<String> = findings(&dir.path().join("f.jsonl"))
+    let (_, found) = analyze(dir.path(), "score.toml", "test.jsonl");
+    let flagged: BTreeSet<String> = found
         .iter()
         .filter(|f| f["rule_id"] == "session_outlier")
         .map(|f| f["session_id"].as_str().unwrap().to_string())

@@ -14,6 +14,13 @@ fn config(extra: &str) -> String {
     )
 }
 
+/// A static limit on calls per `scope` window.
+fn chatty(scope: &str, max: u64) -> String {
+    format!(
+        "[[detectors.volume.thresholds]]\nname = \"chatty\"\nscope = \"{scope}\"\nmetric = \"calls\"\nmax = {max}\n"
+    )
+}
+
 const BULK_READ: &str = r#"
 [[detectors.volume.thresholds]]
 name = "bulk-read"
@@ -92,15 +99,7 @@ fn distinct_paths_over_the_limit_are_flagged_and_repeats_are_not() {
 
 #[test]
 fn the_window_slides_by_panes_and_its_edge_is_exact() {
-    let toml = config(
-        r#"
-[[detectors.volume.thresholds]]
-name = "chatty"
-scope = "agent"
-metric = "calls"
-max = 3
-"#,
-    );
+    let toml = config(&chatty("agent", 3));
     let mut d = build("volume", &toml);
     let mut s = Stream::new("a1", "s1");
     // Panes are 5 s. Calls at 0, 1, 2 s fill pane 0; a call at exactly 60 s falls in
@@ -298,15 +297,7 @@ fn heavy_hitters_are_reported_when_their_interval_closes() {
 
 #[test]
 fn events_older_than_the_window_are_counted_as_late_not_added() {
-    let toml = config(
-        r#"
-[[detectors.volume.thresholds]]
-name = "chatty"
-scope = "session"
-metric = "calls"
-max = 2
-"#,
-    );
+    let toml = config(&chatty("session", 2));
     let mut d = build("volume", &toml);
     let mut s = Stream::new("a1", "s");
     observe(&mut d, &s.call(100_000, "crm", "lookup", json!({})));
