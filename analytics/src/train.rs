@@ -1,9 +1,16 @@
-//! Fitting the `session` detector's model: standardize the session vectors, run
+//! Learning normal behaviour from recorded events ([`Trainer`]): the sequence
+//! detector's own learner, run in training mode, builds the per-role call models, and
+//! each session's feature vector is collected for the `session` detector's clusters.
+//!
+//! Fitting the clusters ([`fit_sessions`]): standardize the session vectors, run
 //! k-means (linfa-clustering) for each k from 2 to `max_k`, keep the k with the best
 //! mean silhouette, and give each cluster a distance threshold from its own members.
 //!
 //! Deterministic: the k-means initialisation uses a seeded generator and the silhouette
-//! is computed on an evenly strided sample, so the same sessions give the same model.
+//! is computed on an evenly strided sample, so the same events give the same model.
+//! Events are handed over by the caller (in event-time order); nothing here reads files.
+
+use std::collections::HashMap;
 
 use linfa::DatasetBase;
 use linfa::prelude::*;
@@ -11,12 +18,107 @@ use linfa_clustering::KMeans;
 use ndarray::{Array2, ArrayView1};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use toolgate_detectors::session::{Cluster, SessionModel, distance};
+use toolgate_detectors::sequence::LearnedModel;
+use toolgate_detectors::sequence::LearnedSettings;
+use toolgate_detectors::sequence::learned::Learner;
+use toolgate_detectors::session::{
+    self, Cluster, FeatureSpec, SessionAccumulator, SessionModel, SessionSettings, distance,
+};
+use toolgate_protocol::Event;
+use toolgate_protocol::config::Config;
+
+/// Seed of the k-means initialisation: a fixed seed makes training reproducible.
+pub const SEED: u64 = 0x746f_6f6c_6761_7465;
+
+/// Percentile of each cluster's member distances that becomes its threshold.
+pub const PERCENTILE: f64 = 99.0;
+
+/// Learns from events handed over in event-time order.
+pub struct Trainer<'c> {
+    config: &'c Config,
+    learner: Learner,
+    spec: FeatureSpec,
+    min_calls: u64,
+    sessions: HashMap<String, SessionAccumulator>,
+    events: u64,
+}
+
+/// What training produced.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// The per-role call models (`[detectors.sequence.learned] model`).
+    pub sequence: LearnedModel,
+    /// The session clusters (`[detectors.session] model`).
+    pub sessions: SessionModel,
+    /// Events learned from.
+    pub events: u64,
+}
+
+impl<'c> Trainer<'c> {
+    /// A trainer for `config` with the detectors' settings (their `model` left out:
+    /// training starts from nothing).
+    pub fn new(
+        config: &'c Config,
+        learned: LearnedSettings,
+        session: &SessionSettings,
+    ) -> Result<Self, TrainError> {
+        let mut learner = Learner::new(learned).map_err(TrainError::Settings)?;
+        learner.train_only = true;
+        Ok(Trainer {
+            config,
+            learner,
+            spec: session::feature_spec(config, session),
+            min_calls: session.min_calls,
+            sessions: HashMap::new(),
+            events: 0,
+        })
+    }
+
+    /// Learns from one event.
+    pub fn observe(&mut self, event: &Event) {
+        self.events += 1;
+        let mut none = Vec::new();
+        self.learner
+            .observe(event, self.config, i64::MIN, &mut none);
+        self.sessions
+            .entry(format!("{}\u{1f}{}", event.agent_id, event.session_id))
+            .or_default()
+            .add(event, self.config, &self.spec);
+    }
+
+    /// Event time has reached `watermark`: idle sessions' paths are scored into the
+    /// role models.
+    pub fn advance(&mut self, watermark: i64) {
+        self.learner.advance(watermark, &mut Vec::new());
+    }
+
+    /// Ends training: fits the session clusters (k from 2 to `max_k`).
+    pub fn finish(mut self, max_k: usize) -> Result<Trained, TrainError> {
+        self.learner.finish(&mut Vec::new());
+        let mut keys: Vec<&String> = self.sessions.keys().collect();
+        keys.sort();
+        let vectors: Vec<Vec<f64>> = keys
+            .iter()
+            .filter_map(|k| self.sessions.get(*k))
+            .filter(|a| a.calls() >= self.min_calls)
+            .map(|a| a.vector(&self.spec))
+            .collect();
+        let sessions = fit_sessions(self.spec.names(), &vectors, max_k, PERCENTILE, SEED)?;
+        Ok(Trained {
+            sequence: self.learner.model(),
+            sessions,
+            events: self.events,
+        })
+    }
+}
 
 /// Training could not produce a model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrainError {
+    /// The learner's settings are wrong.
+    #[error("`detectors.sequence.learned`: {0}")]
+    Settings(String),
     /// Too few sessions to cluster.
     #[error("{found} sessions with enough calls to learn from; at least {needed} are needed")]
     TooFewSessions {

@@ -1,18 +1,16 @@
-//! `toolgate train`: learn normal behaviour from recorded events. Writes one JSON
-//! model with two parts: `sequence` (per-role n-gram call models and the score
+//! `toolgate train`: read recorded events (in event-time order, filtered by label),
+//! hand them to `toolgate_analytics::train::Trainer`, and write one JSON model with two
+//! parts: `sequence` (per-role n-gram call models and the score
 //! distributions their thresholds come from, learned by the sequence detector's own
 //! learner) and `sessions` (k-means clusters of session feature vectors, fitted with
 //! linfa). `[detectors.sequence.learned] model_file` and `[detectors.session]
 //! model_file` load it.
 
-use std::collections::HashMap;
-
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use toolgate_analytics::train::fit_sessions;
+use toolgate_analytics::train::Trainer;
 use toolgate_detectors::sequence::LearnedSettings;
-use toolgate_detectors::sequence::learned::Learner;
-use toolgate_detectors::session::{self, SessionAccumulator, SessionSettings};
+use toolgate_detectors::session::SessionSettings;
 use toolgate_ingest::{JsonlSource, SourceItem};
 use toolgate_protocol::Event;
 use toolgate_protocol::config::Config;
@@ -21,9 +19,6 @@ use super::load_config;
 use crate::cli::TrainArgs;
 use crate::event_time::Reorder;
 use crate::replay::write_atomically;
-
-/// Seed of the k-means initialisation: a fixed seed makes training reproducible.
-const SEED: u64 = 0x746f_6f6c_6761_7465;
 
 enum Filter {
     Is(String, String),
@@ -80,34 +75,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let learned: LearnedSettings = serde_json::from_value(table(&config, &["sequence", "learned"]))
         .context("invalid [detectors.sequence.learned]")?;
-    let mut learner = Learner::new(learned).map_err(anyhow::Error::msg)?;
-    learner.train_only = true;
     let session_settings: SessionSettings = serde_json::from_value(table(&config, &["session"]))
         .context("invalid [detectors.session]")?;
-    let spec = session::feature_spec(&config, &session_settings);
+    let mut trainer = Trainer::new(&config, learned, &session_settings)?;
 
     let mut source = JsonlSource::open(&args.input, config.limits.max_event_bytes)?;
     let mut reorder = Reorder::new(
         config.event_time.allowed_lateness,
         config.event_time.max_buffered_events,
     );
-    let mut sessions: HashMap<String, SessionAccumulator> = HashMap::new();
-    let (mut read, mut used, mut rejected) = (0u64, 0u64, 0u64);
+    let (mut read, mut rejected) = (0u64, 0u64);
     let mut ready = Vec::new();
-    // Training raises nothing; the learner's drafts (none with `train_only`) go here.
-    let mut ignored = Vec::new();
-    let mut learn = |events: &mut Vec<Event>, learner: &mut Learner, used: &mut u64| {
-        let mut ignored = Vec::new();
+    let learn = |events: &mut Vec<Event>, trainer: &mut Trainer| {
         for e in events.drain(..) {
-            if !filters.iter().all(|f| f.keeps(&e)) {
-                continue;
+            if filters.iter().all(|f| f.keeps(&e)) {
+                trainer.observe(&e);
             }
-            *used += 1;
-            learner.observe(&e, &config, i64::MIN, &mut ignored);
-            sessions
-                .entry(format!("{}\u{1f}{}", e.agent_id, e.session_id))
-                .or_default()
-                .add(&e, &config, &spec);
         }
     };
     for item in source.by_ref() {
@@ -118,26 +101,17 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             }
             SourceItem::Rejected(_) => rejected += 1,
         }
-        learn(&mut ready, &mut learner, &mut used);
+        learn(&mut ready, &mut trainer);
         if let Some(w) = reorder.watermark() {
-            learner.advance(w.unix_nanos(), &mut ignored);
+            trainer.advance(w.unix_nanos());
         }
     }
     reorder.finish(&mut ready);
-    learn(&mut ready, &mut learner, &mut used);
-    learner.finish(&mut ignored);
-
-    let mut keys: Vec<&String> = sessions.keys().collect();
-    keys.sort();
-    let vectors: Vec<Vec<f64>> = keys
-        .iter()
-        .filter_map(|k| sessions.get(*k))
-        .filter(|a| a.calls() >= session_settings.min_calls)
-        .map(|a| a.vector(&spec))
-        .collect();
-    let model = fit_sessions(spec.names(), &vectors, args.max_clusters, 99.0, SEED)
-        .context("cannot cluster the sessions")?;
-    let sequence = learner.model();
+    learn(&mut ready, &mut trainer);
+    let trained = trainer
+        .finish(args.max_clusters)
+        .context("cannot learn from these events")?;
+    let (sequence, model, used) = (trained.sequence, trained.sessions, trained.events);
     let out = json!({
         "format": "toolgate.model.v1",
         "input": args.input,
@@ -159,7 +133,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
     eprintln!(
         "sessions: {} clustered into k = {} (silhouette by k: {}); model written to {}",
-        vectors.len(),
+        model.sessions,
         model.clusters.len(),
         model
             .silhouette
