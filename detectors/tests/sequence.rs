@@ -439,3 +439,57 @@ fn bad_rules_name_the_rule_and_the_key() {
         );
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const THREE_STEPS: &str = r#"
+[[detectors.sequence.rules]]
+id = "abc"
+within = "10s"
+steps = [{ where = { tool = "a" } }, { where = { tool = "b" } }, { where = { tool = "c" } }]
+"#;
+
+    /// Whether some a ≤ b ≤ c in stream order (by position) lie within 10 s.
+    fn brute_force(stream: &[(i64, char)]) -> Vec<bool> {
+        (0..stream.len())
+            .map(|k| {
+                let (tc, c) = stream[k];
+                c == 'c'
+                    && (0..k).any(|j| {
+                        stream[j].1 == 'b'
+                            && (0..j).any(|i| stream[i].1 == 'a' && tc - stream[i].0 <= 10_000)
+                    })
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Keeping one partial match per step (the one that started latest) finds a
+        /// three-step sequence exactly when one exists: every `c` that completes some
+        /// in-order `a`, `b`, `c` within the span raises a finding, and no other does.
+        #[test]
+        fn one_partial_per_step_finds_every_match(
+            gaps in proptest::collection::vec((0i64..4_000, 0usize..4), 1..60)
+        ) {
+            let mut t = 0;
+            let stream: Vec<(i64, char)> = gaps
+                .iter()
+                .map(|&(gap, k)| {
+                    t += gap;
+                    (t, ['a', 'b', 'c', 'x'][k])
+                })
+                .collect();
+            let mut d = build("sequence", &config(&format!("builtin_rules = false\n{THREE_STEPS}")));
+            let mut s = Stream::new("a1", "s1");
+            let mut got = Vec::new();
+            for &(t, tool) in &stream {
+                let e = s.call(t, "srv", &tool.to_string(), json!({}));
+                got.push(!run(&mut d, &[e]).is_empty());
+            }
+            prop_assert_eq!(got, brute_force(&stream));
+        }
+    }
+}

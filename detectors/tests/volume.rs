@@ -384,3 +384,39 @@ fn bad_settings_name_the_key() {
     let e = build_error("[detectors.volume.heavy_hitters]\nmax_map_size = 100\n");
     assert!(e.contains("max_map_size"), "{e}");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever the order events arrive in, the window count is exactly the number
+        /// of counted events in the newest pane and the 11 before it; an event older
+        /// than that is late and not counted.
+        #[test]
+        fn window_counts_match_a_brute_force_count(
+            times in proptest::collection::vec(0i64..300_000, 1..80)
+        ) {
+            let mut d = build("volume", &config(&chatty("agent", 0)));
+            let mut s = Stream::new("a1", "s1");
+            let pane = |ms: i64| ms.div_euclid(5_000);
+            let mut head = i64::MIN;
+            let mut counted: Vec<i64> = Vec::new();
+            for &t in &times {
+                let p = pane(t);
+                let late = head != i64::MIN && p <= head - 12;
+                head = head.max(p);
+                let found = observe(&mut d, &s.call(t, "crm", "x", json!({})));
+                if late {
+                    prop_assert!(found.is_empty());
+                    continue;
+                }
+                counted.push(p);
+                let expected = counted.iter().filter(|&&c| c > head - 12 && c <= head).count();
+                prop_assert_eq!(found.len(), 1);
+                prop_assert_eq!(found[0].evidence["value"].as_f64(), Some(expected as f64));
+            }
+        }
+    }
+}
