@@ -105,9 +105,16 @@ fn model(config: &Config, settings: &SessionSettings) -> (FeatureSpec, SessionMo
 }
 
 fn detector(with_model: bool) -> Box<dyn Detector> {
+    detector_with(
+        with_model,
+        json!({"session_idle": "1m", "rescore_every": 0}),
+    )
+}
+
+fn detector_with(with_model: bool, table: Value) -> Box<dyn Detector> {
     let config = Config::from_toml(SERVERS, "t").unwrap_or_else(|e| panic!("{e}"));
     let mut settings: SessionSettings =
-        serde_json::from_value(json!({"session_idle": "1m"})).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_value(table).unwrap_or_else(|e| panic!("{e}"));
     if with_model {
         settings.model = Some(model(&config, &settings).1);
     }
@@ -200,4 +207,58 @@ fn a_model_for_other_domains_is_refused() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("threshold_factor"), "{err}");
+}
+
+#[test]
+fn a_long_session_is_scored_while_it_runs() {
+    let mut d = detector_with(true, json!({"session_idle": "1m", "rescore_every": 10}));
+    let events = exfiltration("b", "bad", 0);
+    let found = run(&mut d, &events[..11]);
+    assert_eq!(
+        rules(&found),
+        ["session_outlier"],
+        "scored at its 10th call"
+    );
+    let later = run(&mut d, &events[11..]);
+    assert_eq!(rules(&later), ["session_outlier"], "and at its 20th");
+    assert_eq!(
+        found[0].group_key, later[0].group_key,
+        "one finding per session once folded"
+    );
+    let mut routine_only = detector_with(true, json!({"rescore_every": 1}));
+    assert!(run(&mut routine_only, &routine("a", "normal", 0)).is_empty());
+}
+
+#[test]
+fn late_sessions_are_bounded_and_scored_oldest_first() {
+    let mut d = detector(true);
+    let mut out = Vec::new();
+    d.advance(at(3_600_000), &mut out);
+    // A replay an hour behind the watermark: no advance will come for it.
+    let mut found = run_without_advance(&mut d, &exfiltration("b", "late", 0));
+    assert!(found.is_empty());
+    for i in 0..2000 {
+        found.extend(run_without_advance(
+            &mut d,
+            &routine("a", &format!("r{i}"), 1000 + i),
+        ));
+    }
+    assert!(gauge(d.as_ref(), "toolgate_session_live_sessions") <= 1025);
+    assert_eq!(
+        rules(&found),
+        ["session_outlier"],
+        "the oldest late session was scored"
+    );
+    assert_eq!(found[0].session_id, "late");
+}
+
+fn run_without_advance(
+    d: &mut Box<dyn Detector>,
+    events: &[Event],
+) -> Vec<toolgate_detectors::FindingDraft> {
+    let mut out = Vec::new();
+    for e in events {
+        d.observe(e, &mut out);
+    }
+    out
 }

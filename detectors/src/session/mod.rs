@@ -1,6 +1,7 @@
 //! The `session` detector: whole sessions scored against clusters of normal sessions
 //! learned offline (`toolgate train`, k-means with linfa in `toolgate-analytics`). A
-//! session is scored once it has been idle for `session_idle`; one farther from its
+//! session is scored every `rescore_every` calls while it runs and once it has been
+//! idle for `session_idle`; one farther from its
 //! nearest cluster's centre than that cluster's own members ever were (the
 //! `percentile` of their distances, times `threshold_factor`) is an outlier, explained
 //! by the cluster and the features that made the distance.
@@ -9,7 +10,7 @@
 
 pub mod features;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -56,6 +57,9 @@ pub struct SessionSettings {
     /// Most live sessions followed; past it the longest idle is scored early.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// A live session is also scored at every this-many calls (0: only once idle).
+    #[serde(default = "default_rescore_every")]
+    pub rescore_every: u64,
 }
 
 fn default_idle() -> Duration {
@@ -96,6 +100,9 @@ pub fn default_targets() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+fn default_rescore_every() -> u64 {
+    25
 }
 fn default_max_sessions() -> usize {
     100_000
@@ -196,7 +203,12 @@ pub struct SessionDetector {
     s: SessionSettings,
     live: HashMap<String, (String, String, SessionAccumulator)>,
     watermark: i64,
+    /// Sessions whose events arrived already idle by the watermark.
+    late: HashSet<String>,
 }
+
+/// Most late sessions held at once.
+const LATE_SESSIONS: usize = 1024;
 
 /// [`SessionDetector`]'s snapshot.
 #[derive(Serialize, Deserialize)]
@@ -244,6 +256,7 @@ impl SessionDetector {
             s,
             live: HashMap::new(),
             watermark: i64::MIN,
+            late: HashSet::new(),
         })
     }
 
@@ -328,7 +341,26 @@ impl SessionDetector {
         });
     }
 
+    /// Scores the older half of the late sessions: a late replay is in order within
+    /// itself, so its older sessions are done.
+    fn score_oldest_late(&mut self, out: &mut Vec<FindingDraft>) {
+        let mut late: Vec<(i64, String)> = self
+            .late
+            .drain()
+            .filter_map(|k| self.live.get(&k).map(|l| (l.2.last, k)))
+            .collect();
+        late.sort();
+        let keep = late.split_off(late.len() / 2);
+        for (_, k) in late {
+            if let Some((agent, session, acc)) = self.live.remove(&k) {
+                self.score(&agent, &session, &acc, out);
+            }
+        }
+        self.late = keep.into_iter().map(|(_, k)| k).collect();
+    }
+
     fn flush(&mut self, before: i64, out: &mut Vec<FindingDraft>) {
+        self.late.clear();
         let mut due: Vec<(i64, String)> = self
             .live
             .iter()
@@ -381,18 +413,30 @@ impl Detector for SessionDetector {
             )
         });
         entry.2.add(event, &self.config, &self.spec);
-        // Already idle by the watermark (a late replay): score now rather than hold it
-        // until an `advance` that may never come.
-        if entry.2.last < idle
-            && let Some((agent, session, acc)) = self.live.remove(&key)
+        let calls = entry.2.calls();
+        // Already idle by the watermark (a late replay): no `advance` will reach it, so
+        // late sessions are scored, oldest first, once there are too many.
+        if entry.2.last < idle {
+            self.late.insert(key);
+            if self.late.len() > LATE_SESSIONS {
+                self.score_oldest_late(out);
+            }
+        } else if self.s.rescore_every > 0
+            && calls >= self.s.min_calls
+            && calls % self.s.rescore_every == 0
+            && event.kind() == toolgate_protocol::EventKind::ToolCall
+            && let Some((agent, session, acc)) = self.live.get(&key)
         {
-            self.score(&agent, &session, &acc, out);
+            // A long session is judged while it runs, not only once it ends; repeats
+            // fold into one finding per session.
+            self.score(agent, session, acc, out);
         }
     }
 
     fn advance(&mut self, watermark: Timestamp, out: &mut Vec<FindingDraft>) {
-        let idle = watermark
-            .unix_nanos()
+        self.watermark = self.watermark.max(watermark.unix_nanos());
+        let idle = self
+            .watermark
             .saturating_sub(self.s.session_idle.as_nanos());
         self.flush(idle, out);
     }
