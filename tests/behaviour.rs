@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use common::{repo, stderr, toolgate};
+use common::{import_agentdojo, repo, stderr, toolgate};
 use serde_json::{Value, json};
 
 fn event(kind: &str, id: &str, second: f64, session: &str, extra: Value) -> String {
@@ -471,25 +471,8 @@ print(total)
 /// rate of their benign runs. (Across suites it does not carry over; BENCHMARKS.md reports both.)
 #[test]
 fn regression_issue_5_a_trained_session_model_separates_held_out_attacks() {
-    let archive = repo().join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
-    assert!(
-        archive.exists(),
-        "shared dataset missing at {}",
-        archive.display()
-    );
     let dir = tempfile::tempdir().unwrap();
-    let import = toolgate(
-        &[
-            "import",
-            "agentdojo",
-            "--input",
-            archive.to_str().unwrap(),
-            "--output",
-            "all.jsonl",
-        ],
-        dir.path(),
-    );
-    assert!(import.status.success(), "{}", stderr(&import));
+    import_agentdojo(dir.path(), "all.jsonl");
     let reader =
         std::io::BufReader::new(std::fs::File::open(dir.path().join("all.jsonl")).unwrap());
     let mut train =

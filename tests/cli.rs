@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{repo, stderr, toolgate};
+use common::{import_agentdojo, repo, stderr, toolgate};
 use serde_json::Value;
 
 const GOOD: &str = r#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"e1","time":"2025-01-01T00:00:01Z","agent_id":"a","session_id":"s","server":"mail","call_id":"c1","tool":"send","arguments":{"to":"x@example.com"}}"#;
@@ -308,26 +308,8 @@ fn per_session(
 fn whole_dataset() -> &'static WholeDataset {
     static RUN: std::sync::OnceLock<WholeDataset> = std::sync::OnceLock::new();
     RUN.get_or_init(|| {
-        let archive =
-            repo().join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
-        assert!(
-            archive.exists(),
-            "shared dataset missing at {}",
-            archive.display()
-        );
         let dir = tempfile::tempdir().unwrap();
-        let import = toolgate(
-            &[
-                "import",
-                "agentdojo",
-                "--input",
-                archive.to_str().unwrap(),
-                "--output",
-                "events.jsonl.gz",
-            ],
-            dir.path(),
-        );
-        assert!(import.status.success(), "{}", stderr(&import));
+        let import_summary = import_agentdojo(dir.path(), "events.jsonl.gz");
         let analyze = toolgate(
             &[
                 "analyze",
@@ -357,7 +339,7 @@ fn whole_dataset() -> &'static WholeDataset {
         );
         assert!(eval.status.success(), "{}", stderr(&eval));
         WholeDataset {
-            import_summary: stderr(&import),
+            import_summary,
             analyze_summary: stderr(&analyze),
             eval_table: String::from_utf8_lossy(&eval.stdout).into_owned(),
             report: serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap())

@@ -15,6 +15,7 @@ pub mod definitions;
 mod draft;
 mod fold;
 pub mod injection;
+mod late;
 pub mod metrics;
 mod pipeline;
 pub mod policy;

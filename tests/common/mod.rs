@@ -23,3 +23,28 @@ pub fn stderr(o: &Output) -> String {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Imports the shared AgentDojo archive into `dir/output` with `toolgate import`;
+/// returns its summary.
+pub fn import_agentdojo(dir: &Path, output: &str) -> String {
+    let archive = repo().join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
+    assert!(
+        archive.exists(),
+        "shared dataset missing at {}",
+        archive.display()
+    );
+    let archive = archive.to_str().expect("archive path is UTF-8");
+    let import = toolgate(
+        &[
+            "import",
+            "agentdojo",
+            "--input",
+            archive,
+            "--output",
+            output,
+        ],
+        dir,
+    );
+    assert!(import.status.success(), "{}", stderr(&import));
+    stderr(&import)
+}

@@ -13,7 +13,7 @@
 //! surprisal in tenths of a bit, deterministic and mergeable), never constants: a role
 //! whose work is varied tolerates more surprise than one that always does the same.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,6 +22,7 @@ use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{DetectorKind, Duration, Event, FindingAction, Severity, Timestamp};
 
 use crate::FindingDraft;
+use crate::late::LateSessions;
 use crate::metrics::StateGauge;
 
 /// `[detectors.sequence.learned]`.
@@ -268,9 +269,6 @@ struct LiveSession {
     event_ids: Vec<String>,
 }
 
-/// Most late sessions held at once (see `Learner::score_oldest_late`).
-const LATE_SESSIONS: usize = 1024;
-
 /// Fleet model name.
 pub const FLEET: &str = "*";
 
@@ -280,9 +278,8 @@ pub struct Learner {
     s: LearnedSettings,
     roles: BTreeMap<String, RoleModel>,
     sessions: HashMap<String, LiveSession>,
-    /// Sessions whose events arrived already idle by the watermark (a late replay);
-    /// no `advance` will reach them, so they are scored when there are too many.
-    late_sessions: HashSet<String>,
+    /// Sessions whose events arrived already idle by the watermark (a late replay).
+    late_sessions: LateSessions,
     /// Only learn (training): raise nothing.
     pub train_only: bool,
 }
@@ -321,7 +318,7 @@ impl Learner {
             s,
             roles,
             sessions: HashMap::new(),
-            late_sessions: HashSet::new(),
+            late_sessions: LateSessions::default(),
             train_only: false,
         })
     }
@@ -473,34 +470,25 @@ impl Learner {
             }
         }
         let idle = watermark.saturating_sub(self.s.session_idle.as_nanos());
-        if self
+        let late = self
             .sessions
             .get(&session_key)
-            .is_some_and(|l| l.last < idle)
-        {
-            self.late_sessions.insert(session_key);
-            if self.late_sessions.len() > LATE_SESSIONS {
-                self.score_oldest_late(out);
-            }
+            .is_some_and(|l| l.last < idle);
+        if late && self.late_sessions.note(session_key) {
+            self.score_oldest_late(out);
         }
     }
 
-    /// Scores the older half of the sessions that were already idle when their events
-    /// arrived: a late replay is in order within itself, so its older sessions are done.
     fn score_oldest_late(&mut self, out: &mut Vec<FindingDraft>) {
-        let mut late: Vec<(i64, String)> = self
+        let sessions = &self.sessions;
+        let oldest = self
             .late_sessions
-            .drain()
-            .filter_map(|k| self.sessions.get(&k).map(|l| (l.last, k)))
-            .collect();
-        late.sort();
-        let keep = late.split_off(late.len() / 2);
-        for (_, k) in late {
+            .take_oldest_half(|k| sessions.get(k).map(|l| l.last));
+        for k in oldest {
             if let Some(live) = self.sessions.remove(&k) {
                 self.score_session(live, out);
             }
         }
-        self.late_sessions = keep.into_iter().map(|(_, k)| k).collect();
     }
 
     fn new_terms(

@@ -10,13 +10,14 @@
 
 pub mod features;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::{DetectorKind, Duration, Event, FindingAction, Severity, Timestamp};
 
+use crate::late::LateSessions;
 use crate::metrics::StateGauge;
 use crate::policy::GlobSet;
 use crate::registry::{BuildError, DetectorFactory, settings};
@@ -204,11 +205,8 @@ pub struct SessionDetector {
     live: HashMap<String, (String, String, SessionAccumulator)>,
     watermark: i64,
     /// Sessions whose events arrived already idle by the watermark.
-    late: HashSet<String>,
+    late: LateSessions,
 }
-
-/// Most late sessions held at once.
-const LATE_SESSIONS: usize = 1024;
 
 /// [`SessionDetector`]'s snapshot.
 #[derive(Serialize, Deserialize)]
@@ -256,7 +254,7 @@ impl SessionDetector {
             s,
             live: HashMap::new(),
             watermark: i64::MIN,
-            late: HashSet::new(),
+            late: LateSessions::default(),
         })
     }
 
@@ -341,22 +339,16 @@ impl SessionDetector {
         });
     }
 
-    /// Scores the older half of the late sessions: a late replay is in order within
-    /// itself, so its older sessions are done.
     fn score_oldest_late(&mut self, out: &mut Vec<FindingDraft>) {
-        let mut late: Vec<(i64, String)> = self
+        let live = &self.live;
+        let oldest = self
             .late
-            .drain()
-            .filter_map(|k| self.live.get(&k).map(|l| (l.2.last, k)))
-            .collect();
-        late.sort();
-        let keep = late.split_off(late.len() / 2);
-        for (_, k) in late {
+            .take_oldest_half(|k| live.get(k).map(|l| l.2.last));
+        for k in oldest {
             if let Some((agent, session, acc)) = self.live.remove(&k) {
                 self.score(&agent, &session, &acc, out);
             }
         }
-        self.late = keep.into_iter().map(|(_, k)| k).collect();
     }
 
     fn flush(&mut self, before: i64, out: &mut Vec<FindingDraft>) {
@@ -417,8 +409,7 @@ impl Detector for SessionDetector {
         // Already idle by the watermark (a late replay): no `advance` will reach it, so
         // late sessions are scored, oldest first, once there are too many.
         if entry.2.last < idle {
-            self.late.insert(key);
-            if self.late.len() > LATE_SESSIONS {
+            if self.late.note(key) {
                 self.score_oldest_late(out);
             }
         } else if self.s.rescore_every > 0
