@@ -3,8 +3,10 @@
 pub mod analyze;
 pub mod definitions;
 pub mod eval;
+pub mod history;
 pub mod import;
 pub mod rules;
+pub mod sql;
 pub mod train;
 
 use std::path::Path;
@@ -39,7 +41,7 @@ pub enum Output {
     /// A plain file.
     File(BufWriter<std::fs::File>),
     /// A file whose name ends in `.gz`.
-    Gzip(GzEncoder<BufWriter<std::fs::File>>),
+    Gzip(Box<GzEncoder<BufWriter<std::fs::File>>>),
 }
 
 impl Output {
@@ -50,7 +52,10 @@ impl Output {
         }
         let file = std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?;
         Ok(if path.ends_with(".gz") {
-            Output::Gzip(GzEncoder::new(BufWriter::new(file), Compression::fast()))
+            Output::Gzip(Box::new(GzEncoder::new(
+                BufWriter::new(file),
+                Compression::fast(),
+            )))
         } else {
             Output::File(BufWriter::new(file))
         })

@@ -399,13 +399,13 @@ impl Constraint {
                 format!("{} items, more than the policy's {max}", items.len()),
             );
         }
-        if let Some(x) = value.as_f64() {
-            if s.min_value.is_some_and(|min| x < min) || s.max_value.is_some_and(|max| x > max) {
-                report(
-                    path.to_string(),
-                    format!("{x} is outside the policy's range"),
-                );
-            }
+        if let Some(x) = value.as_f64()
+            && (s.min_value.is_some_and(|min| x < min) || s.max_value.is_some_and(|max| x > max))
+        {
+            report(
+                path.to_string(),
+                format!("{x} is outside the policy's range"),
+            );
         }
         let strings: Vec<(String, &str)> = match value {
             Value::String(text) => vec![(path.to_string(), text.as_str())],

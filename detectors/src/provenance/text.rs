@@ -348,7 +348,7 @@ fn base64_decode(run: &str) -> Option<String> {
 }
 
 fn hex_decode(run: &str) -> Option<String> {
-    if run.len() % 2 != 0 || !run.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !run.len().is_multiple_of(2) || !run.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes: Vec<u8> = run

@@ -20,7 +20,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// IBAN lengths by country (SWIFT IBAN registry); other countries need 15 to 34.
@@ -76,10 +76,10 @@ pub fn iban_valid(compact: &[u8]) -> bool {
         return false;
     }
     let country = [compact[0], compact[1]];
-    if let Some((_, len)) = IBAN_LENGTHS.iter().find(|(c, _)| **c == country) {
-        if compact.len() != *len {
-            return false;
-        }
+    if let Some((_, len)) = IBAN_LENGTHS.iter().find(|(c, _)| **c == country)
+        && compact.len() != *len
+    {
+        return false;
     }
     let mut remainder: u32 = 0;
     for &b in compact[4..].iter().chain(&compact[..4]) {

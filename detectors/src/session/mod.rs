@@ -414,7 +414,7 @@ impl Detector for SessionDetector {
             }
         } else if self.s.rescore_every > 0
             && calls >= self.s.min_calls
-            && calls % self.s.rescore_every == 0
+            && calls.is_multiple_of(self.s.rescore_every)
             && event.kind() == toolgate_protocol::EventKind::ToolCall
             && let Some((agent, session, acc)) = self.live.get(&key)
         {
