@@ -80,6 +80,102 @@ pub struct Config {
     /// Redaction of secrets and personal data before anything is stored or logged.
     #[serde(default)]
     pub redaction: RedactionConfig,
+    /// The Parquet history of events, findings and decisions.
+    #[serde(default)]
+    pub history: HistoryConfig,
+}
+
+/// Where and how the Parquet history is written (`[history]`). Files roll by size and
+/// age; small files of closed hours are compacted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// A local directory, or `s3://bucket/prefix` (credentials from the `AWS_*`
+    /// environment, never from this file).
+    #[serde(default = "default_history_location")]
+    pub location: String,
+    /// A file is closed and published once its encoded data reaches this size (the
+    /// footer with statistics and indexes comes on top).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// A file is closed and published once it has been open this long (wall clock).
+    #[serde(default = "default_max_file_age")]
+    pub max_file_age: Duration,
+    /// Rows per Parquet row group; each is sorted by agent, then time.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// Most files open at once (one per table and hour); past it the least recently
+    /// written is published.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
+    /// Compaction merges an hour's files once it has at least this many small ones.
+    #[serde(default = "default_compact_min_files")]
+    pub compact_min_files: usize,
+    /// Files this large or larger are left alone by compaction.
+    #[serde(default = "default_compact_small_file_bytes")]
+    pub compact_small_file_bytes: u64,
+    /// Options for `s3://` locations.
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            location: default_history_location(),
+            max_file_bytes: default_max_file_bytes(),
+            max_file_age: default_max_file_age(),
+            row_group_rows: default_row_group_rows(),
+            max_open_files: default_max_open_files(),
+            compact_min_files: default_compact_min_files(),
+            compact_small_file_bytes: default_compact_small_file_bytes(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+fn default_history_location() -> String {
+    "toolgate-data/history".into()
+}
+
+fn default_max_file_bytes() -> u64 {
+    128 << 20
+}
+
+fn default_max_file_age() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_row_group_rows() -> usize {
+    65_536
+}
+
+fn default_max_open_files() -> usize {
+    64
+}
+
+fn default_compact_min_files() -> usize {
+    4
+}
+
+fn default_compact_small_file_bytes() -> u64 {
+    32 << 20
+}
+
+/// S3 (or S3-compatible) settings for an `s3://` history location. Anything left out
+/// is read from the `AWS_*` environment as the AWS tools do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, ...).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow plain `http://` endpoints (test and on-premises stores).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 /// How secrets and personal data found in events and findings are replaced before they
@@ -492,6 +588,13 @@ impl Config {
             ),
             ("findings.max_open", self.findings.max_open),
             ("findings.max_event_ids", self.findings.max_event_ids),
+            ("history.row_group_rows", self.history.row_group_rows),
+            ("history.max_open_files", self.history.max_open_files),
+            ("history.compact_min_files", self.history.compact_min_files),
+            (
+                "history.max_file_bytes",
+                usize::try_from(self.history.max_file_bytes).unwrap_or(usize::MAX),
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -501,6 +604,15 @@ impl Config {
         if self.findings.fold_window == Duration::ZERO {
             return Err(invalid(
                 "findings.fold_window".into(),
+                "must be longer than 0".into(),
+            ));
+        }
+        if self.history.location.is_empty() {
+            return Err(invalid("history.location".into(), "is empty".into()));
+        }
+        if self.history.max_file_age == Duration::ZERO {
+            return Err(invalid(
+                "history.max_file_age".into(),
                 "must be longer than 0".into(),
             ));
         }
