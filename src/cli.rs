@@ -33,6 +33,76 @@ pub enum Command {
     Rules(RulesCommand),
     /// Learn behaviour from recorded events: per-role call models and session clusters.
     Train(TrainArgs),
+    /// Query the Parquet history with SQL; an interactive shell without a query.
+    Sql(SqlArgs),
+    /// Serve the history read-only over the PostgreSQL wire protocol (psql, Grafana, ...).
+    ServeSql(ServeSqlArgs),
+    /// Maintain the Parquet history.
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+/// Which history to read: `--history`, else the config's `[history] location`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The history: a directory or `s3://bucket/prefix`.
+    #[arg(long)]
+    pub history: Option<String>,
+    /// toolgate.toml, for `[history]` (location, S3 options).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+}
+
+/// `toolgate sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query; without one, an interactive shell starts.
+    pub query: Option<String>,
+    /// Which history.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// table, csv, json (one object per line) or parquet.
+    #[arg(long, default_value = "table")]
+    pub format: toolgate_analytics::sql::format::OutputFormat,
+    /// Where to write the result; stdout if absent or `-`.
+    #[arg(long)]
+    pub output: Option<String>,
+}
+
+/// `toolgate serve-sql`.
+#[derive(Debug, Args)]
+pub struct ServeSqlArgs {
+    /// Address to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pub listen: String,
+    /// Which history.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// The user name clients log in as when a password is required.
+    #[arg(long, default_value = "toolgate")]
+    pub user: String,
+    /// The environment variable holding the password (SCRAM-SHA-256); without it,
+    /// anyone who can reach the port can read the history.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+}
+
+/// `toolgate history`.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Merge each hour's small files into one (atomically for readers).
+    Compact(CompactArgs),
+}
+
+/// `toolgate history compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Which history.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Leave hours alone that were written to more recently than this (e.g. `10m`).
+    #[arg(long, default_value = "10m")]
+    pub min_age: String,
 }
 
 /// `toolgate rules`.
@@ -197,6 +267,10 @@ pub struct AnalyzeArgs {
     /// `[detectors.definitions] pins_file`.
     #[arg(long)]
     pub pins: Option<PathBuf>,
+    /// Also write every event and finding to this Parquet history (a directory or
+    /// `s3://bucket/prefix`), so the replay can be queried with `toolgate sql`.
+    #[arg(long)]
+    pub history: Option<String>,
 }
 
 /// `toolgate eval`.

@@ -1,5 +1,5 @@
 use clap::Parser;
-use toolgate::cli::{Cli, Command, ImportCommand, RulesCommand};
+use toolgate::cli::{Cli, Command, HistoryCommand, ImportCommand, RulesCommand};
 use toolgate::commands;
 
 fn main() -> anyhow::Result<()> {
@@ -14,5 +14,8 @@ fn main() -> anyhow::Result<()> {
         Command::Rules(RulesCommand::Check(args)) => commands::rules::check(args),
         Command::Rules(RulesCommand::ImportSigma(args)) => commands::rules::import_sigma(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Sql(args) => commands::sql::run(args),
+        Command::ServeSql(args) => commands::sql::serve(args),
+        Command::History(HistoryCommand::Compact(args)) => commands::history::compact(args),
     }
 }

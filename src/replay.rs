@@ -125,7 +125,7 @@ pub fn replay(
     input: &str,
     dead_letter: &Path,
     pins_file: Option<&Path>,
-    mut on_event: impl FnMut(&Event),
+    mut on_event: impl FnMut(&Event) -> Result<()>,
     mut on_finding: impl FnMut(&Finding) -> Result<()>,
 ) -> Result<ReplayStats> {
     let started = Instant::now();
@@ -189,7 +189,7 @@ pub fn replay(
             }
         }
         for event in ready.drain(..) {
-            on_event(&event);
+            on_event(&event)?;
             pipeline.observe(&event, &mut findings);
         }
         if let Some(w) = reorder.watermark() {
@@ -199,7 +199,7 @@ pub fn replay(
     }
     reorder.finish(&mut ready);
     for event in ready.drain(..) {
-        on_event(&event);
+        on_event(&event)?;
         pipeline.observe(&event, &mut findings);
     }
     if let Some(w) = reorder.watermark() {

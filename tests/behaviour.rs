@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use common::{import_agentdojo, repo, stderr, toolgate};
+use common::{import_agentdojo, python_venv, repo, stderr, toolgate};
 use serde_json::{Value, json};
 
 fn event(kind: &str, id: &str, second: f64, session: &str, extra: Value) -> String {
@@ -419,22 +419,7 @@ fn train_writes_a_model_that_scores_sessions() {
 /// and references included. The venv is made once under target/.
 #[test]
 fn shipped_sigma_rules_are_valid_for_pysigma() {
-    let venv = repo().join("target/test-venv-pysigma");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        let made = std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv failed");
-        let pip = std::process::Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "-r"])
-            .arg(repo().join("tests/requirements-sigma.txt"))
-            .status()
-            .unwrap();
-        assert!(pip.success(), "pip install pySigma failed");
-    }
+    let python = python_venv("test-venv-pysigma", "requirements-sigma.txt");
     let script = r#"
 import pathlib, sys
 from sigma.collection import SigmaCollection

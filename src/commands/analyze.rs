@@ -6,6 +6,9 @@ use std::io::BufWriter;
 use anyhow::{Context, Result};
 use toolgate_protocol::config::OutputConfig;
 
+use toolgate_analytics::history::HistoryWriter;
+
+use super::import::redactor;
 use super::{Output, load_config};
 use crate::cli::AnalyzeArgs;
 use crate::outputs::FindingWriter;
@@ -36,13 +39,34 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_dead_letter_path(args.output.as_deref()));
     let pins = pins_file(&config, args.pins.as_deref());
+    // Both callbacks write to the history; they never run at the same time.
+    let history = std::cell::RefCell::new(match &args.history {
+        Some(location) => {
+            let mut history = config.history.clone();
+            history.location = location.clone();
+            let redactor = redactor(&config, config.redaction.enabled)?;
+            Some(
+                HistoryWriter::open(&history, redactor)
+                    .with_context(|| format!("opening history {location}"))?,
+            )
+        }
+        None => None,
+    });
     let stats = replay(
         &config,
         &args.input,
         &dead_letter,
         pins.as_deref(),
-        |_| {},
+        |event| {
+            if let Some(h) = history.borrow_mut().as_mut() {
+                h.append_event(event).context("writing history")?;
+            }
+            Ok(())
+        },
         |finding| {
+            if let Some(h) = history.borrow_mut().as_mut() {
+                h.append_finding(finding).context("writing history")?;
+            }
             main.write(finding)
                 .with_context(|| format!("writing findings to {}", main.name()))?;
             for w in &mut extra {
@@ -59,6 +83,16 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         let name = w.name().to_string();
         std::io::Write::flush(&mut w.into_inner())
             .with_context(|| format!("writing findings to {name}"))?;
+    }
+    if let Some(h) = history.into_inner() {
+        let location = format!("{:?}", h.location());
+        let written = h
+            .close_all()
+            .with_context(|| format!("writing history {location}"))?;
+        eprintln!(
+            "history: {} rows in {} files ({} bytes) under {location}",
+            written.rows_published, written.files_published, written.bytes_published
+        );
     }
     eprint!("{}{}", stats.summary(), crate::process::peak_rss_note());
     Ok(())

@@ -345,7 +345,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         |e| {
             evaluation
                 .borrow_mut()
-                .event(&e.agent_id, &e.session_id, &e.labels)
+                .event(&e.agent_id, &e.session_id, &e.labels);
+            Ok(())
         },
         |f| {
             evaluation.borrow_mut().finding(f);

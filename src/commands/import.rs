@@ -90,7 +90,7 @@ pub fn injecagent(args: &CorpusArgs) -> Result<()> {
 }
 
 /// The redactor `--redact` asks for, with the key `hash_key_env` names.
-fn redactor(config: &Config, redact: bool) -> Result<Option<Redactor>> {
+pub(crate) fn redactor(config: &Config, redact: bool) -> Result<Option<Redactor>> {
     if !redact {
         return Ok(None);
     }

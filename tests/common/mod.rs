@@ -48,3 +48,30 @@ pub fn import_agentdojo(dir: &Path, output: &str) -> String {
     assert!(import.status.success(), "{}", stderr(&import));
     stderr(&import)
 }
+
+/// A Python venv under target/ with `requirements` (a file under tests/) installed;
+/// made once, reused by later runs. Returns its python.
+pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
+    let venv = repo().join("target").join(name);
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".requirements");
+    let wanted = std::fs::read_to_string(repo().join("tests").join(requirements))
+        .expect("requirements file");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return python;
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3");
+    assert!(made.success(), "python3 -m venv {} failed", venv.display());
+    let pip = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(repo().join("tests").join(requirements))
+        .status()
+        .expect("pip");
+    assert!(pip.success(), "pip install -r tests/{requirements} failed");
+    std::fs::write(&stamp, wanted).expect("venv stamp");
+    python
+}

@@ -1,0 +1,515 @@
+//! The Parquet history end to end: `toolgate analyze --history` over the shared AgentDojo
+//! runs, read back by `toolgate sql`, by psql through `toolgate serve-sql`, by two other
+//! engines (pyarrow and DuckDB), and written to and read from S3 (moto's server).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use common::{import_agentdojo, python_venv, repo, stderr, toolgate};
+use serde_json::Value;
+
+/// One history of the AgentDojo runs for every test here, with the counts the events
+/// file and the findings file hold.
+struct Fixture {
+    dir: PathBuf,
+    history: String,
+    rows: BTreeMap<String, u64>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        import_agentdojo(&dir, "events.jsonl");
+        let out = toolgate(
+            &[
+                "analyze",
+                "--input",
+                "events.jsonl",
+                "--output",
+                "findings.jsonl",
+                "--history",
+                "hist",
+            ],
+            &dir,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("history: "), "{}", stderr(&out));
+        let mut rows: BTreeMap<String, u64> =
+            ["tool_calls", "tool_results", "tool_lists", "user_messages"]
+                .into_iter()
+                .map(|t| (t.to_string(), 0))
+                .collect();
+        let text = std::fs::read_to_string(dir.join("events.jsonl")).expect("events");
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("event json");
+            let table = match v["kind"].as_str() {
+                Some("tool_call") => "tool_calls",
+                Some("tool_result") => "tool_results",
+                Some("tool_list") => "tool_lists",
+                Some("user_message") => "user_messages",
+                other => panic!("kind {other:?}"),
+            };
+            *rows.entry(table.to_string()).or_default() += 1;
+        }
+        let findings = std::fs::read_to_string(dir.join("findings.jsonl")).expect("findings");
+        rows.insert("findings".into(), findings.lines().count() as u64);
+        rows.insert("decisions".into(), 0);
+        Fixture {
+            history: dir.join("hist").display().to_string(),
+            dir,
+            rows,
+        }
+    })
+}
+
+const COUNTS: &str = "SELECT 'decisions' AS t, count(*) AS n FROM decisions \
+    UNION ALL SELECT 'findings', count(*) FROM findings \
+    UNION ALL SELECT 'tool_calls', count(*) FROM tool_calls \
+    UNION ALL SELECT 'tool_lists', count(*) FROM tool_lists \
+    UNION ALL SELECT 'tool_results', count(*) FROM tool_results \
+    UNION ALL SELECT 'user_messages', count(*) FROM user_messages";
+
+fn counts_csv(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.is_empty() && *l != "t,n")
+        .map(|l| {
+            let (t, n) = l.split_once(',').expect("t,n");
+            (t.to_string(), n.trim().parse().expect("count"))
+        })
+        .collect()
+}
+
+fn sql(history: &str, args: &[&str]) -> String {
+    let mut all = vec!["sql", "--history", history];
+    all.extend_from_slice(args);
+    let out = toolgate(&all, &fixture().dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn the_history_holds_every_event_and_finding_of_the_replay() {
+    let f = fixture();
+    assert!(f.rows["tool_calls"] > 1_000, "{:?}", f.rows);
+    let ours = counts_csv(&sql(&f.history, &["--format", "csv", COUNTS]));
+    assert_eq!(ours, f.rows);
+    // Every id once.
+    let out = sql(
+        &f.history,
+        &[
+            "--format",
+            "csv",
+            "SELECT count(DISTINCT event_id) AS n FROM tool_calls",
+        ],
+    );
+    assert_eq!(
+        out.lines().nth(1),
+        Some(f.rows["tool_calls"].to_string().as_str())
+    );
+}
+
+#[test]
+fn sql_prints_tables_json_lines_and_parquet_files() {
+    let f = fixture();
+    let q = "SELECT tool, count(*) AS calls FROM tool_calls GROUP BY tool ORDER BY calls DESC, tool LIMIT 3";
+    let table = sql(&f.history, &[q]);
+    assert!(
+        table.contains("| tool") && table.ends_with("(3 rows)\n"),
+        "{table}"
+    );
+    let json = sql(&f.history, &["--format", "json", q]);
+    let rows: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows[0]["calls"].as_u64() >= rows[1]["calls"].as_u64());
+    let out = toolgate(
+        &["sql", "--history", &f.history, "--format", "parquet", q],
+        &f.dir,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--format parquet needs --output FILE"));
+    sql(
+        &f.history,
+        &["--format", "parquet", "--output", "top.parquet", q],
+    );
+    let bytes = std::fs::read(f.dir.join("top.parquet")).expect("parquet written");
+    assert_eq!(&bytes[..4], b"PAR1");
+    // The views answer over real data.
+    let sessions = sql(
+        &f.history,
+        &["--format", "csv", "SELECT count(*) AS n FROM sessions"],
+    );
+    assert!(
+        sessions
+            .lines()
+            .nth(1)
+            .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 100)),
+        "{sessions}"
+    );
+    let flows = sql(
+        &f.history,
+        &[
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM flows WHERE source_server IS NOT NULL",
+        ],
+    );
+    let provenance = sql(
+        &f.history,
+        &[
+            "--format",
+            "csv",
+            "SELECT count(*) FROM findings WHERE rule_id = 'cross_domain_flow'",
+        ],
+    );
+    assert_eq!(flows.lines().nth(1), provenance.lines().nth(1));
+    // Errors name the problem.
+    let out = toolgate(
+        &[
+            "sql",
+            "--history",
+            &f.history,
+            "SELECT nope FROM tool_calls",
+        ],
+        &f.dir,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    let out = toolgate(
+        &["sql", "--history", &f.history, "DELETE FROM findings"],
+        &f.dir,
+    );
+    assert!(stderr(&out).contains("read-only"), "{}", stderr(&out));
+}
+
+/// pyarrow's dataset reader and DuckDB read the same files, hive partitions included,
+/// and count exactly what DataFusion counts.
+#[test]
+fn pyarrow_and_duckdb_read_the_same_files_with_identical_counts() {
+    let f = fixture();
+    let python = python_venv("test-venv-history", "requirements-history.txt");
+    let out = Command::new(&python)
+        .arg(repo().join("tests/python/read_history.py"))
+        .arg(&f.history)
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: BTreeMap<String, BTreeMap<String, u64>> =
+        serde_json::from_slice(&out.stdout).expect("json");
+    for (table, n) in &f.rows {
+        let t = &theirs[table];
+        assert_eq!(
+            (t["pyarrow"], t["duckdb"], t["pyarrow_ids"], t["duckdb_ids"]),
+            (*n, *n, *n, *n),
+            "{table}: {t:?}"
+        );
+    }
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_sql(history: &str, password: Option<&str>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgate"));
+    cmd.args(["serve-sql", "--listen", "127.0.0.1:0", "--history", history])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = password {
+        cmd.args(["--password-env", "TEST_SQL_PASSWORD"])
+            .env("TEST_SQL_PASSWORD", p);
+    }
+    let mut child = cmd.spawn().expect("serve-sql");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let Some(port) = line
+        .trim()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+    else {
+        let mut err = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+        panic!("serve-sql printed {line:?}; stderr: {err}");
+    };
+    Server { child, port }
+}
+
+fn ensure_psql() {
+    let status = Command::new("bash")
+        .arg(repo().join("tests/tools/ensure-psql.sh"))
+        .status()
+        .expect("bash");
+    assert!(
+        status.success(),
+        "psql is missing and could not be installed"
+    );
+}
+
+fn psql(port: u16, user: &str, password: Option<&str>, sql: &str) -> std::process::Output {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        user,
+        "-d",
+        "toolgate",
+    ])
+    .args([
+        "-X",
+        "-A",
+        "-t",
+        "-F",
+        ",",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-v",
+        "VERBOSITY=verbose",
+    ])
+    .args(["-c", sql])
+    .env_remove("PGPASSWORD");
+    match password {
+        Some(p) => cmd.env("PGPASSWORD", p),
+        None => cmd.arg("-w"),
+    };
+    cmd.output().expect("psql runs")
+}
+
+/// The real PostgreSQL client against `serve-sql`: the right rows, writes refused with
+/// SQLSTATE 25006, a wrong password refused, catalog introspection working.
+#[test]
+fn psql_reads_the_history_and_cannot_change_it() {
+    ensure_psql();
+    let f = fixture();
+    let server = serve_sql(&f.history, Some("s3cret-pw"));
+    let ok = |sql: &str| {
+        let out = psql(server.port, "toolgate", Some("s3cret-pw"), sql);
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let theirs: BTreeMap<String, u64> = ok(COUNTS)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (t, n) = l.split_once(',').expect("t,n");
+            (t.to_string(), n.parse().expect("count"))
+        })
+        .collect();
+    assert_eq!(theirs, f.rows);
+    // The same top tools, in the same order, as `toolgate sql`.
+    let q = "SELECT tool, count(*) AS calls FROM tool_calls GROUP BY tool ORDER BY calls DESC, tool LIMIT 5";
+    let via_cli: Vec<String> = sql(&f.history, &["--format", "csv", q])
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let via_psql: Vec<String> = ok(q)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(via_psql, via_cli);
+    // Timestamps and JSON functions come through as PostgreSQL text.
+    let one = ok(
+        "SELECT time, json_get_str(arguments, 'recipient') FROM tool_calls WHERE tool = 'send_money' ORDER BY time LIMIT 1",
+    );
+    assert!(one.starts_with("20"), "{one}");
+    // Clients introspect the catalog.
+    let tables = ok(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    );
+    for t in [
+        "decisions",
+        "findings",
+        "tool_calls",
+        "sessions",
+        "flows",
+        "agents",
+    ] {
+        assert!(tables.lines().any(|l| l == t), "{t} missing from {tables}");
+    }
+    for write in [
+        "INSERT INTO findings (finding_id) VALUES ('x')",
+        "DROP TABLE tool_calls",
+        "CREATE TABLE stolen AS SELECT * FROM tool_calls",
+        "COPY tool_calls TO '/tmp/toolgate-copy.csv'",
+    ] {
+        let out = psql(server.port, "toolgate", Some("s3cret-pw"), write);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{write} was accepted");
+        assert!(
+            err.contains("25006") && err.contains("read-only"),
+            "{write}: {err}"
+        );
+    }
+    let out = psql(server.port, "toolgate", Some("wrong"), "SELECT 1");
+    assert!(!out.status.success());
+    let out = psql(server.port, "intruder", Some("s3cret-pw"), "SELECT 1");
+    assert!(!out.status.success());
+    // The server is still up after refusals.
+    assert_eq!(ok("SELECT 1").trim(), "1");
+}
+
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The history on S3 (moto's S3 server on loopback): written by analyze, compacted,
+/// and read by `toolgate sql` with the counts of a local copy.
+#[test]
+fn the_history_can_live_in_s3() {
+    let f = fixture();
+    let python = python_venv("test-venv-history", "requirements-history.txt");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let moto = Moto(
+        Command::new(python.with_file_name("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let make_bucket = Command::new(&python)
+        .args(["-c", "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket='toolgate-history')"])
+        .arg(&endpoint)
+        .output()
+        .expect("boto3");
+    assert!(
+        make_bucket.status.success(),
+        "{}",
+        String::from_utf8_lossy(&make_bucket.stderr)
+    );
+    let config = f.dir.join("s3.toml");
+    std::fs::write(
+        &config,
+        format!("[history]\ncompact_min_files = 2\n[history.s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nallow_http = true\n"),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let location = "s3://toolgate-history/fleet";
+    let s3 = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args(args)
+            .current_dir(&f.dir)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .expect("toolgate");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    // The shipped sample, written twice so every hour has two small files to compact,
+    // and once locally for the expected counts.
+    let sample = repo()
+        .join("examples/agentdojo-sample.jsonl")
+        .display()
+        .to_string();
+    for _ in 0..2 {
+        s3(&[
+            "analyze",
+            "--config",
+            &config,
+            "--input",
+            &sample,
+            "--output",
+            "/dev/null",
+            "--history",
+            location,
+        ]);
+    }
+    s3(&[
+        "analyze",
+        "--input",
+        &sample,
+        "--output",
+        "/dev/null",
+        "--history",
+        "sample-hist",
+    ]);
+    let local = counts_csv(&sql("sample-hist", &["--format", "csv", COUNTS]));
+    assert!(local["tool_calls"] > 10, "{local:?}");
+    let doubled: BTreeMap<String, u64> = local.iter().map(|(t, n)| (t.clone(), 2 * n)).collect();
+    let counts = |s3: &dyn Fn(&[&str]) -> String| {
+        counts_csv(&s3(&[
+            "sql",
+            "--config",
+            &config,
+            "--history",
+            location,
+            "--format",
+            "csv",
+            COUNTS,
+        ]))
+    };
+    assert_eq!(counts(&s3), doubled);
+    let out = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args([
+            "history",
+            "compact",
+            "--config",
+            &config,
+            "--history",
+            location,
+            "--min-age",
+            "0s",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("compact");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("compacted "), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("compacted 0 hour"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(counts(&s3), doubled);
+    drop(moto);
+}
