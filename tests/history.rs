@@ -513,3 +513,31 @@ fn the_history_can_live_in_s3() {
     assert_eq!(counts(&s3), doubled);
     drop(moto);
 }
+
+/// The shell without a terminal (as a script or a pipe drives it): statements end at
+/// `;` across lines, `\d` lists tables, `\format` switches the output, `\q` quits.
+#[test]
+fn the_interactive_shell_runs_statements_and_meta_commands() {
+    use std::io::Write;
+    let f = fixture();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["sql", "--history", &f.history])
+        .env("HOME", &f.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("toolgate sql");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\\format csv\nSELECT count(*) AS n\n  FROM tool_calls;\n\\d\nSELECT nope;\n\\q\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("shell exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout.contains(&format!("n\n{}\n", f.rows["tool_calls"])), "{stdout}");
+    assert!(stdout.contains("tool_calls") && stdout.contains("sessions"), "{stdout}");
+    assert!(stderr(&out).contains("error:"), "a bad statement is reported, not fatal");
+}

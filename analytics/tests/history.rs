@@ -75,34 +75,31 @@ fn query(dir: &Path, q: &str) -> Vec<RecordBatch> {
     })
 }
 
-fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
+/// Column `col` of every batch, read as `A` and mapped by `value`.
+fn column<A: Array + 'static, V>(
+    batches: &[RecordBatch],
+    col: usize,
+    value: impl Fn(&A, usize) -> V,
+) -> Vec<V> {
     batches
         .iter()
         .flat_map(|b| {
             let a = b
                 .column(col)
                 .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("utf8");
-            (0..a.len())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
+                .downcast_ref::<A>()
+                .expect("column type");
+            (0..a.len()).map(|i| value(a, i)).collect::<Vec<_>>()
         })
         .collect()
 }
 
+fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
+    column(batches, col, |a: &StringArray, i| a.value(i).to_string())
+}
+
 fn ints(batches: &[RecordBatch], col: usize) -> Vec<i64> {
-    batches
-        .iter()
-        .flat_map(|b| {
-            let a = b
-                .column(col)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("int64");
-            (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
-        })
-        .collect()
+    column(batches, col, |a: &Int64Array, i| a.value(i))
 }
 
 fn parquet_files(dir: &Path) -> Vec<String> {
