@@ -532,12 +532,23 @@ fn the_interactive_shell_runs_statements_and_meta_commands() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"\\format csv\nSELECT count(*) AS n\n  FROM tool_calls;\n\\d\nSELECT nope;\n\\q\n")
+        .write_all(
+            b"\\format csv\nSELECT count(*) AS n\n  FROM tool_calls;\n\\d\nSELECT nope;\n\\q\n",
+        )
         .expect("write");
     let out = child.wait_with_output().expect("shell exits");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout.contains(&format!("n\n{}\n", f.rows["tool_calls"])), "{stdout}");
-    assert!(stdout.contains("tool_calls") && stdout.contains("sessions"), "{stdout}");
-    assert!(stderr(&out).contains("error:"), "a bad statement is reported, not fatal");
+    assert!(
+        stdout.contains(&format!("n\n{}\n", f.rows["tool_calls"])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tool_calls") && stdout.contains("sessions"),
+        "{stdout}"
+    );
+    assert!(
+        stderr(&out).contains("error:"),
+        "a bad statement is reported, not fatal"
+    );
 }
