@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::array::{Array, StringViewArray};
 use serde_json::json;
 use toolgate_analytics::history::HistoryWriter;
 use toolgate_analytics::sql;
@@ -135,8 +135,8 @@ fn a_writer_killed_mid_file_loses_nothing_it_acknowledged() {
                 let col = b
                     .column(0)
                     .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("utf8");
+                    .downcast_ref::<StringViewArray>()
+                    .expect("the history reads strings as views");
                 (0..col.len())
                     .map(|i| col.value(i).to_string())
                     .collect::<Vec<_>>()

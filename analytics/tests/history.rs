@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Value, json};
 use toolgate_analytics::history::HistoryWriter;
@@ -94,8 +96,16 @@ fn column<A: Array + 'static, V>(
         .collect()
 }
 
+/// A string column of any string type (tables read as views, partitions as `Utf8`).
 fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
-    column(batches, col, |a: &StringArray, i| a.value(i).to_string())
+    let batches: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let a = cast(b.column(col), &DataType::Utf8).expect("a string column");
+            RecordBatch::try_from_iter([("s", a)]).expect("batch")
+        })
+        .collect();
+    column(&batches, 0, |a: &StringArray, i| a.value(i).to_string())
 }
 
 fn ints(batches: &[RecordBatch], col: usize) -> Vec<i64> {

@@ -9,7 +9,7 @@ mod views;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -83,7 +83,7 @@ pub async fn open_location(location: &Location) -> Result<SessionContext, SqlErr
             ]);
         let config = ListingTableConfig::new(url)
             .with_listing_options(options)
-            .with_schema(table.schema());
+            .with_schema(read_schema(&table.schema()));
         ctx.register_table(table.name(), Arc::new(ListingTable::try_new(config)?))?;
     }
     datafusion_functions_json::register_all(&mut ctx)?;
@@ -91,6 +91,27 @@ pub async fn open_location(location: &Location) -> Result<SessionContext, SqlErr
         ctx.sql(sql).await?;
     }
     Ok(ctx)
+}
+
+/// The schema the history is read with: the written one with strings as `Utf8View`.
+///
+/// A view decodes a dictionary-encoded Parquet string (every low-cardinality column
+/// here: tool, server, agent) by copying 16-byte views instead of the bytes.
+/// DataFusion reads Parquet this way by default; a declared schema overrides that
+/// default, so it is restated here.
+fn read_schema(written: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = written
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(
+        fields,
+        written.metadata().clone(),
+    ))
 }
 
 /// Runs one read-only statement and collects its rows, with their schema (which an
