@@ -83,6 +83,58 @@ pub struct Config {
     /// The Parquet history of events, findings and decisions.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// The per-agent sink (`toolgate-sink`): identity, where its events go, local checks.
+    #[serde(default)]
+    pub sink: SinkConfig,
+}
+
+/// `[sink]`: what `toolgate-sink` needs beyond the shared sections (`[servers]` for
+/// trust domains, `[redaction]`, `[detectors.policy]` and `[detectors.definitions]` for
+/// its local checks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// The agent's stable identity. If absent: `TOOLGATE_AGENT_ID`, else derived from
+    /// the host name and the agent's process (the proxy's parent), so every proxy under
+    /// one agent process reports the same id.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// The agent's policy group (`agent_role` in events and policy rules);
+    /// `TOOLGATE_AGENT_ROLE` if absent.
+    #[serde(default)]
+    pub agent_role: Option<String>,
+    /// Append events to this JSONL file (the air-gapped transport).
+    #[serde(default)]
+    pub events_file: Option<String>,
+    /// Largest JSON-RPC message the proxy inspects, in bytes. A larger message from the
+    /// agent is refused with a JSON-RPC error; a larger one from the server is passed
+    /// through uninspected and counted.
+    #[serde(default = "default_sink_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Secrets (keys, tokens) in a call's arguments: `off`, `monitor` (report) or
+    /// `enforce` (refuse the call).
+    #[serde(default = "default_sink_secrets")]
+    pub secrets: String,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            agent_id: None,
+            agent_role: None,
+            events_file: None,
+            max_message_bytes: default_sink_max_message_bytes(),
+            secrets: default_sink_secrets(),
+        }
+    }
+}
+
+fn default_sink_max_message_bytes() -> usize {
+    16 << 20
+}
+
+fn default_sink_secrets() -> String {
+    "monitor".into()
 }
 
 /// Where and how the Parquet history is written (`[history]`). Files roll by size and
@@ -615,6 +667,24 @@ impl Config {
                 "history.max_file_age".into(),
                 "must be longer than 0".into(),
             ));
+        }
+        if self.sink.max_message_bytes == 0 {
+            return Err(invalid(
+                "sink.max_message_bytes".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !["off", "monitor", "enforce"].contains(&self.sink.secrets.as_str()) {
+            return Err(invalid(
+                "sink.secrets".into(),
+                format!(
+                    "{:?} is not one of off, monitor, enforce",
+                    self.sink.secrets
+                ),
+            ));
+        }
+        if self.sink.agent_id.as_deref() == Some("") {
+            return Err(invalid("sink.agent_id".into(), "is empty".into()));
         }
         for (name, table) in &self.detectors {
             if !table.is_object() {

@@ -1,7 +1,161 @@
-//! toolgate-sink, the per-agent sink: transparent MCP proxies (stdio and streamable
-//! HTTP), local synchronous checks before a call is forwarded, the Kafka producer with
-//! its disk spool, and the subscriber that applies signed engine decisions.
+//! toolgate-sink, the per-agent sink: a transparent MCP proxy that reports every tool
+//! list, call and result as `toolgate.event.v1` events and runs the local checks before
+//! a call is forwarded (policy, argument limits, secrets, pinned definitions).
+//!
+//! Pure decisions in the core, I/O at the edge: [`session`] turns lines into lines,
+//! events and findings without touching a file, a socket or the clock; [`stdio`] and
+//! [`transport`] do the reading and writing. The checks themselves are the detectors'
+//! own (`toolgate-detectors`), so the sink and the engine judge a call the same way.
 //!
 //! It must start fast and stay small, so it never depends on Arrow or DataFusion.
-//! Nothing is built yet; the proxy arrives with its own issue, and this crate stays
-//! empty rather than hold placeholders.
+//! Built so far: the stdio proxy and the JSONL event transport. The streamable-HTTP
+//! proxy, the Kafka producer with its spool, signed decisions and hold-for-verdict are
+//! not built yet.
+
+pub mod framing;
+pub mod identity;
+pub mod jsonrpc;
+pub mod session;
+pub mod stdio;
+pub mod transport;
+
+use std::path::PathBuf;
+
+use toolgate_detectors::policy::{self, PolicySettings};
+use toolgate_detectors::secrets::Redactor;
+use toolgate_detectors::{BuildError, definitions};
+use toolgate_protocol::config::Config;
+
+use session::{Checks, Identity, SecretsMode, Session};
+
+/// What can stop the sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// No server command was given.
+    #[error("no MCP server command given (put it after `--`)")]
+    NoCommand,
+    /// The server could not be started.
+    #[error("cannot start the MCP server {command:?}: {source}")]
+    Spawn {
+        /// The program.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Waiting for the server failed.
+    #[error("waiting for the MCP server: {0}")]
+    Wait(std::io::Error),
+    /// The events file could not be written.
+    #[error("cannot write events to {path}: {source}", path = .0.display(), source = .1)]
+    Events(PathBuf, std::io::Error),
+    /// A local check could not be built from the config.
+    #[error("invalid local check: {0}")]
+    Check(String),
+    /// Redaction could not be set up.
+    #[error("invalid [redaction]: {0}")]
+    Redaction(String),
+    /// The pins file could not be read or written.
+    #[error("pins file {path}: {message}", path = .0.display(), message = .1)]
+    Pins(PathBuf, String),
+    /// No randomness for ids.
+    #[error("cannot read /dev/urandom for ids: {0}")]
+    Random(std::io::Error),
+    /// A task of the proxy failed.
+    #[error("proxy task: {0}")]
+    Task(String),
+}
+
+/// The checks `config` asks for, with the pins from `pins` if given.
+pub fn checks(config: &Config, pins: Option<&[u8]>) -> Result<Checks, SinkError> {
+    let policy = match config.detectors.get(policy::NAME) {
+        Some(table) => {
+            let settings: PolicySettings =
+                toolgate_detectors::settings(policy::NAME, table.clone()).map_err(check)?;
+            Some(policy::compile(&settings).map_err(check)?)
+        }
+        None => None,
+    };
+    let definitions = match config.detectors.get(definitions::NAME) {
+        Some(table) => {
+            let mut d = (definitions::factory().build)(config, table.clone()).map_err(check)?;
+            if let Some(bytes) = pins {
+                d.restore(bytes)
+                    .map_err(|e| SinkError::Pins(PathBuf::from("(pins)"), e.to_string()))?;
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let secrets = match config.sink.secrets.as_str() {
+        "off" => SecretsMode::Off,
+        "enforce" => SecretsMode::Enforce,
+        _ => SecretsMode::Monitor,
+    };
+    let redactor =
+        Redactor::new(&config.redaction).map_err(|e| SinkError::Redaction(e.to_string()))?;
+    Ok(Checks {
+        policy,
+        definitions,
+        secrets,
+        redactor,
+    })
+}
+
+fn check(e: BuildError) -> SinkError {
+    SinkError::Check(e.to_string())
+}
+
+/// The identity of this proxy's session with `server`.
+pub fn identity(config: &Config, server: &str, session_id: String) -> Identity {
+    let host = identity::host_name();
+    let agent_id = config
+        .sink
+        .agent_id
+        .clone()
+        .or_else(|| {
+            std::env::var("TOOLGATE_AGENT_ID")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| identity::derived_agent_id(host.as_deref().unwrap_or("localhost")));
+    let agent_role = config.sink.agent_role.clone().or_else(|| {
+        std::env::var("TOOLGATE_AGENT_ROLE")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    Identity {
+        agent_id,
+        agent_role,
+        host,
+        session_id,
+        server: server.to_string(),
+        trust_domain: config.servers.get(server).map(|s| s.trust_domain.clone()),
+    }
+}
+
+/// `[detectors.definitions] pins_file`: the pins shared with `toolgate definitions`.
+pub fn pins_file(config: &Config) -> Option<PathBuf> {
+    config
+        .detectors
+        .get(definitions::NAME)?
+        .get("pins_file")?
+        .as_str()
+        .map(PathBuf::from)
+}
+
+/// A session for `server` with the checks of `config`.
+pub fn session(
+    config: &Config,
+    server: &str,
+    pins: Option<&[u8]>,
+    unix_millis: u64,
+) -> Result<Session, SinkError> {
+    let session_id = identity::new_ulid(unix_millis).map_err(SinkError::Random)?;
+    let prefix = session_id.clone();
+    Ok(Session::new(
+        identity(config, server, session_id),
+        checks(config, pins)?,
+        prefix,
+    ))
+}

@@ -1,0 +1,88 @@
+//! `toolgate-sink`: the proxy beside each agent.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use toolgate_protocol::config::Config;
+
+/// The per-agent MCP proxy: reports every tool call and enforces local checks.
+#[derive(Parser)]
+#[command(name = "toolgate-sink", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Wrap an MCP server started over stdio:
+    /// `toolgate-sink stdio --server github -- npx -y @modelcontextprotocol/server-github`.
+    Stdio {
+        /// toolgate.toml (`[sink]`, `[servers]`, `[redaction]`, `[detectors.policy]`,
+        /// `[detectors.definitions]`); defaults apply without it.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The server's name, as in `[servers]` and in events.
+        #[arg(long)]
+        server: String,
+        /// The server command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let Command::Stdio {
+        config,
+        server,
+        command,
+    } = cli.command;
+    let config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let pins_file = toolgate_sink::pins_file(&config);
+    let pins = match &pins_file {
+        Some(p) if p.exists() => Some(
+            std::fs::read(p).with_context(|| format!("cannot read pins file {}", p.display()))?,
+        ),
+        _ => None,
+    };
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let session = toolgate_sink::session(&config, &server, pins.as_deref(), millis)?;
+    let events = toolgate_sink::transport::EventWriter::new(
+        config.sink.events_file.as_ref().map(PathBuf::from),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let (code, totals, pins) = runtime.block_on(async {
+        let shared =
+            toolgate_sink::stdio::run(&command, session, events, config.sink.max_message_bytes)
+                .await?;
+        anyhow::Ok(shared)
+    })?;
+    if let (Some(path), Some(pins)) = (&pins_file, pins) {
+        write_atomically(path, &pins)?;
+    }
+    if totals.not_json + totals.refused_oversized + totals.passed_oversized > 0 {
+        eprintln!(
+            "toolgate-sink: {} lines not JSON, {} oversized messages refused, {} passed uninspected",
+            totals.not_json, totals.refused_oversized, totals.passed_oversized
+        );
+    }
+    std::process::exit(code);
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}

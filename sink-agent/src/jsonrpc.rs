@@ -1,0 +1,162 @@
+//! Just enough JSON-RPC 2.0 to route MCP messages: what kind a message is, its id and
+//! method, and the members the checks read. Anything else is carried as JSON, and the
+//! proxy forwards the original bytes, not a re-encoding.
+
+use serde_json::{Map, Value, json};
+
+/// A request id, as a key (JSON-RPC ids are strings or numbers; `1` and `"1"` differ).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(String);
+
+impl Id {
+    /// The key of an id value; `None` for a value that cannot be an id.
+    pub fn of(value: &Value) -> Option<Id> {
+        match value {
+            Value::String(_) | Value::Number(_) => Some(Id(value.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The id as JSON text (a string keeps its quotes), for an event's `call_id`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One message of a batch, or a whole message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A request: expects a response with the same id.
+    Request {
+        /// Its id as sent.
+        id: Value,
+        /// `tools/call`, `tools/list`, ...
+        method: String,
+        /// `params`, if an object.
+        params: Option<Map<String, Value>>,
+    },
+    /// A notification: no id, no response.
+    Notification {
+        /// Its method.
+        method: String,
+    },
+    /// A response to an earlier request.
+    Response {
+        /// The request's id.
+        id: Value,
+        /// `result`, if present and an object.
+        result: Option<Map<String, Value>>,
+        /// An `error` member is present.
+        is_error: bool,
+    },
+    /// Valid JSON that is not a JSON-RPC message; forwarded for the peer to answer.
+    Other,
+}
+
+/// A parsed line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// One message.
+    Single(Message),
+    /// A JSON-RPC batch (an array), in order.
+    Batch(Vec<(Value, Message)>),
+}
+
+/// Why a line is not JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not JSON: {0}")]
+pub struct NotJson(pub String);
+
+/// Parses one line.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, NotJson> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| NotJson(e.to_string()))?;
+    Ok(match value {
+        Value::Array(items) => Parsed::Batch(
+            items
+                .into_iter()
+                .map(|v| {
+                    let m = classify(&v);
+                    (v, m)
+                })
+                .collect(),
+        ),
+        v => Parsed::Single(classify(&v)),
+    })
+}
+
+/// The kind of one JSON-RPC object.
+pub fn classify(value: &Value) -> Message {
+    let Value::Object(o) = value else {
+        return Message::Other;
+    };
+    let method = o.get("method").and_then(Value::as_str);
+    let id = o.get("id").filter(|v| Id::of(v).is_some());
+    match (method, id) {
+        (Some(method), Some(id)) => Message::Request {
+            id: id.clone(),
+            method: method.to_string(),
+            params: o.get("params").and_then(Value::as_object).cloned(),
+        },
+        (Some(method), None) if !o.contains_key("id") => Message::Notification {
+            method: method.to_string(),
+        },
+        (None, Some(id)) if o.contains_key("result") || o.contains_key("error") => {
+            Message::Response {
+                id: id.clone(),
+                result: o.get("result").and_then(Value::as_object).cloned(),
+                is_error: o.contains_key("error"),
+            }
+        }
+        _ => Message::Other,
+    }
+}
+
+/// The answer to a refused `tools/call`: a well-formed result with `isError: true`, so
+/// the agent shows the reason instead of failing or waiting.
+pub fn refusal(id: &Value, text: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "result": {
+            "content": [{"type": "text", "text": text}],
+            "isError": true,
+        }
+    })
+}
+
+/// A JSON-RPC error response (`id` null when the request's id could not be read).
+pub fn error(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_told_apart() {
+        let p = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#)
+            .unwrap();
+        assert!(
+            matches!(p, Parsed::Single(Message::Request { ref method, .. }) if method == "tools/call")
+        );
+        let p =
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#).unwrap();
+        assert!(matches!(p, Parsed::Single(Message::Notification { .. })));
+        let p = parse(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"m"}}"#).unwrap();
+        assert!(matches!(
+            p,
+            Parsed::Single(Message::Response { is_error: true, .. })
+        ));
+        let p = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#).unwrap();
+        let Parsed::Batch(items) = p else { panic!() };
+        assert_eq!(items[1].1, Message::Other);
+        assert!(parse(b"{nope").is_err());
+    }
+
+    #[test]
+    fn numeric_and_string_ids_stay_distinct() {
+        assert_ne!(Id::of(&json!(1)), Id::of(&json!("1")));
+        assert_eq!(Id::of(&json!(null)), None);
+    }
+}

@@ -1,0 +1,496 @@
+//! One MCP session seen by the proxy, as a pure state machine: lines in, lines out,
+//! events and findings out. No I/O and no clock: the edge passes the time in, so the
+//! same inputs always give the same outputs (and tests need no processes).
+//!
+//! Messages pass through as the bytes that came in. Only a refused `tools/call` is
+//! answered here instead of forwarded; inside a batch, the refused members are removed
+//! from what is forwarded and their answers are merged into the server's batch
+//! response (or sent at once when nothing else in the batch expects one).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value, json};
+use toolgate_detectors::definitions;
+use toolgate_detectors::policy::{CallView, Mode, Policy, Problem};
+use toolgate_detectors::secrets::{Redactor, scan};
+use toolgate_detectors::{Detector, FindingDraft};
+use toolgate_protocol::event::{SinkAction, SinkActionKind};
+use toolgate_protocol::{Event, FindingAction, Timestamp};
+
+use crate::jsonrpc::{self, Id, Message, Parsed};
+
+/// Who is calling, and through which server: the fields every event carries.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `agent_id`.
+    pub agent_id: String,
+    /// `agent_role`.
+    pub agent_role: Option<String>,
+    /// `host`.
+    pub host: Option<String>,
+    /// `session_id`: one per MCP session.
+    pub session_id: String,
+    /// The server's name as configured at the agent.
+    pub server: String,
+    /// The server's trust domain, if configured.
+    pub trust_domain: Option<String>,
+}
+
+/// The local checks, built from the config by the edge.
+pub struct Checks {
+    /// `[detectors.policy]`, if configured.
+    pub policy: Option<Policy>,
+    /// The definitions detector, holding the pins (`[detectors.definitions]`).
+    pub definitions: Option<Box<dyn Detector>>,
+    /// What to do with secrets in arguments.
+    pub secrets: SecretsMode,
+    /// Applied to every event before it leaves the session.
+    pub redactor: Redactor,
+}
+
+/// `[sink] secrets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretsMode {
+    /// Not checked.
+    Off,
+    /// Reported in the event's `sink_action`; the call goes ahead.
+    Monitor,
+    /// The call is refused.
+    Enforce,
+}
+
+/// Where a line goes. The edge appends the newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// To the MCP server.
+    ToServer(Vec<u8>),
+    /// Back to the agent.
+    ToClient(Vec<u8>),
+}
+
+/// What the session produced besides lines: events to send and findings from the local
+/// detectors (definition changes).
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Events, redacted.
+    pub events: Vec<Event>,
+    /// Findings raised locally.
+    pub findings: Vec<FindingDraft>,
+    /// Lines that were not JSON (forwarded as they were).
+    pub not_json: u64,
+}
+
+enum Pending {
+    Call { call_id: String, tool: String },
+    List,
+}
+
+/// Refusals waiting for the server's answer to the rest of their batch.
+struct BatchMerge {
+    forwarded: Vec<Id>,
+    refusals: Vec<Value>,
+}
+
+/// The state of one session.
+pub struct Session {
+    identity: Identity,
+    checks: Checks,
+    pending: HashMap<Id, Pending>,
+    batches: Vec<BatchMerge>,
+    /// Tools whose served definition is not the pinned one, with the reason.
+    held: BTreeMap<String, String>,
+    next_event: u64,
+    event_prefix: String,
+}
+
+struct Verdict {
+    action: SinkActionKind,
+    rule: Option<String>,
+    reason: Option<String>,
+}
+
+impl Session {
+    /// A new session. `event_prefix` makes event ids unique across sessions (the edge
+    /// passes something random).
+    pub fn new(identity: Identity, checks: Checks, event_prefix: String) -> Self {
+        Session {
+            identity,
+            checks,
+            pending: HashMap::new(),
+            batches: Vec::new(),
+            held: BTreeMap::new(),
+            next_event: 0,
+            event_prefix,
+        }
+    }
+
+    /// The session's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The definitions detector's state (the pins), to persist.
+    pub fn pins_snapshot(&self) -> Option<Vec<u8>> {
+        self.checks
+            .definitions
+            .as_ref()
+            .and_then(|d| d.snapshot().ok())
+    }
+
+    /// A line from the agent.
+    pub fn from_client(
+        &mut self,
+        line: &[u8],
+        now: Timestamp,
+        out: &mut Vec<Outbound>,
+        report: &mut Report,
+    ) {
+        let parsed = match jsonrpc::parse(line) {
+            Ok(p) => p,
+            Err(_) => {
+                report.not_json += 1;
+                out.push(Outbound::ToServer(line.to_vec()));
+                return;
+            }
+        };
+        match parsed {
+            Parsed::Single(message) => match self.client_message(&message, now, report) {
+                None => out.push(Outbound::ToServer(line.to_vec())),
+                Some(refusal) => out.push(Outbound::ToClient(encode(&refusal))),
+            },
+            Parsed::Batch(items) => {
+                let mut kept = Vec::with_capacity(items.len());
+                let mut refusals = Vec::new();
+                for (value, message) in items {
+                    match self.client_message(&message, now, report) {
+                        None => kept.push((value, message)),
+                        Some(refusal) => refusals.push(refusal),
+                    }
+                }
+                if refusals.is_empty() {
+                    out.push(Outbound::ToServer(line.to_vec()));
+                    return;
+                }
+                let forwarded: Vec<Id> = kept
+                    .iter()
+                    .filter_map(|(_, m)| match m {
+                        Message::Request { id, .. } => Id::of(id),
+                        _ => None,
+                    })
+                    .collect();
+                if !kept.is_empty() {
+                    let values: Vec<Value> = kept.into_iter().map(|(v, _)| v).collect();
+                    out.push(Outbound::ToServer(encode(&Value::Array(values))));
+                }
+                if forwarded.is_empty() {
+                    out.push(Outbound::ToClient(encode(&Value::Array(refusals))));
+                } else {
+                    self.batches.push(BatchMerge {
+                        forwarded,
+                        refusals,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A line from the server.
+    pub fn from_server(
+        &mut self,
+        line: &[u8],
+        now: Timestamp,
+        out: &mut Vec<Outbound>,
+        report: &mut Report,
+    ) {
+        let parsed = match jsonrpc::parse(line) {
+            Ok(p) => p,
+            Err(_) => {
+                report.not_json += 1;
+                out.push(Outbound::ToClient(line.to_vec()));
+                return;
+            }
+        };
+        match parsed {
+            Parsed::Single(message) => {
+                self.server_message(&message, now, report);
+                out.push(Outbound::ToClient(line.to_vec()));
+            }
+            Parsed::Batch(items) => {
+                let mut ids = Vec::new();
+                for (_, message) in &items {
+                    self.server_message(message, now, report);
+                    if let Message::Response { id, .. } = message
+                        && let Some(id) = Id::of(id)
+                    {
+                        ids.push(id);
+                    }
+                }
+                let merge = self
+                    .batches
+                    .iter()
+                    .position(|b| b.forwarded.iter().any(|f| ids.contains(f)));
+                match merge {
+                    None => out.push(Outbound::ToClient(line.to_vec())),
+                    Some(i) => {
+                        let merge = self.batches.remove(i);
+                        let mut values: Vec<Value> = items.into_iter().map(|(v, _)| v).collect();
+                        values.extend(merge.refusals);
+                        out.push(Outbound::ToClient(encode(&Value::Array(values))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the agent; `Some(answer)` when the call is refused.
+    fn client_message(
+        &mut self,
+        message: &Message,
+        now: Timestamp,
+        report: &mut Report,
+    ) -> Option<Value> {
+        let Message::Request { id, method, params } = message else {
+            return None;
+        };
+        let key = Id::of(id)?;
+        match method.as_str() {
+            "tools/list" => {
+                self.pending.insert(key, Pending::List);
+                None
+            }
+            "tools/call" => {
+                let params = params.clone().unwrap_or_default();
+                let tool = params
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let arguments = params
+                    .get("arguments")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                let call_id = key.as_str().trim_matches('"').to_string();
+                let verdict = self.judge(&tool, &arguments);
+                let refused = verdict.action != SinkActionKind::Allowed;
+                let text = refused.then(|| {
+                    format!(
+                        "toolgate refused this call to {tool:?} on {:?}: {} (rule {})",
+                        self.identity.server,
+                        verdict.reason.as_deref().unwrap_or("blocked"),
+                        verdict.rule.as_deref().unwrap_or("-")
+                    )
+                });
+                let body = json!({
+                    "kind": "tool_call",
+                    "server": self.identity.server,
+                    "call_id": call_id,
+                    "tool": tool,
+                    "arguments": arguments,
+                    "sink_action": SinkAction {
+                        action: verdict.action,
+                        rule: verdict.rule,
+                        reason: verdict.reason,
+                    },
+                });
+                self.emit(body, now, report);
+                match text {
+                    Some(text) => Some(jsonrpc::refusal(id, &text)),
+                    None => {
+                        self.pending.insert(key, Pending::Call { call_id, tool });
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn server_message(&mut self, message: &Message, now: Timestamp, report: &mut Report) {
+        let Message::Response {
+            id,
+            result,
+            is_error,
+        } = message
+        else {
+            return;
+        };
+        let Some(pending) = Id::of(id).and_then(|k| self.pending.remove(&k)) else {
+            return;
+        };
+        match pending {
+            Pending::Call { call_id, tool } => {
+                let result = match (result, is_error) {
+                    (Some(r), _) => Value::Object(r.clone()),
+                    // A JSON-RPC error is reported as a failed result.
+                    (None, _) => json!({"content": [], "isError": true}),
+                };
+                let body = json!({
+                    "kind": "tool_result",
+                    "server": self.identity.server,
+                    "call_id": call_id,
+                    "tool": tool,
+                    "result": result,
+                });
+                self.emit(body, now, report);
+            }
+            Pending::List => {
+                let Some(tools) = result.as_ref().and_then(|r| r.get("tools")) else {
+                    return;
+                };
+                let body = json!({
+                    "kind": "tool_list",
+                    "server": self.identity.server,
+                    "tools": tools,
+                });
+                if let Some(event) = self.emit(body, now, report) {
+                    self.observe_definitions(&event, report);
+                }
+            }
+        }
+    }
+
+    /// Runs the definitions detector over a listing and updates which tools are held.
+    fn observe_definitions(&mut self, event: &Event, report: &mut Report) {
+        let Some(detector) = self.checks.definitions.as_mut() else {
+            return;
+        };
+        let mut drafts = Vec::new();
+        detector.observe(event, &mut drafts);
+        if let toolgate_protocol::event::EventBody::ToolList { tools, .. } = &event.body {
+            for tool in tools {
+                self.held.remove(&tool.name);
+            }
+        }
+        for draft in &drafts {
+            if draft.action == FindingAction::Block
+                && let Some(tool) = &draft.tool
+            {
+                self.held.insert(
+                    tool.clone(),
+                    format!(
+                        "{} ({}); approve with `toolgate definitions approve`",
+                        draft.title, draft.rule_id
+                    ),
+                );
+            }
+        }
+        report.findings.extend(drafts);
+    }
+
+    fn judge(&self, tool: &str, arguments: &Map<String, Value>) -> Verdict {
+        if let Some(reason) = self.held.get(tool) {
+            return Verdict {
+                action: SinkActionKind::Held,
+                rule: Some(format!("{}.rug_pull", definitions::NAME)),
+                reason: Some(reason.clone()),
+            };
+        }
+        let mut monitored: Option<Verdict> = None;
+        if let Some(policy) = &self.checks.policy {
+            let call = CallView {
+                agent_id: &self.identity.agent_id,
+                role: self.identity.agent_role.as_deref(),
+                server: &self.identity.server,
+                tool,
+                arguments,
+            };
+            let mut violations = Vec::new();
+            policy.check(&call, &mut violations);
+            for v in &violations {
+                let mode = v.rule.map_or(policy.default_mode(), |r| r.mode);
+                let why = match &v.problem {
+                    Problem::Denied => v
+                        .rule
+                        .map(|r| r.reason.clone())
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or_else(|| "denied by policy".into()),
+                    Problem::ApprovalRequired => "needs a person's approval".into(),
+                    Problem::Argument { path, problem } => format!("argument {path}: {problem}"),
+                };
+                let verdict = Verdict {
+                    action: match (mode, &v.problem) {
+                        (Mode::Monitor, _) => SinkActionKind::Allowed,
+                        (Mode::Enforce, Problem::ApprovalRequired) => SinkActionKind::Held,
+                        (Mode::Enforce, _) => SinkActionKind::Blocked,
+                    },
+                    rule: Some(format!("policy.{}", v.rule_id())),
+                    reason: Some(why),
+                };
+                if verdict.action != SinkActionKind::Allowed {
+                    return verdict;
+                }
+                monitored.get_or_insert(verdict);
+            }
+        }
+        if self.checks.secrets != SecretsMode::Off
+            && let Some(kind) = first_secret(arguments)
+        {
+            let verdict = Verdict {
+                action: if self.checks.secrets == SecretsMode::Enforce {
+                    SinkActionKind::Blocked
+                } else {
+                    SinkActionKind::Allowed
+                },
+                rule: Some("secrets".into()),
+                reason: Some(format!("the arguments contain a secret ({kind})")),
+            };
+            if verdict.action != SinkActionKind::Allowed {
+                return verdict;
+            }
+            monitored.get_or_insert(verdict);
+        }
+        monitored.unwrap_or(Verdict {
+            action: SinkActionKind::Allowed,
+            rule: None,
+            reason: None,
+        })
+    }
+
+    /// Completes, validates and redacts an event. An event the protocol rejects (a
+    /// server sent a malformed tool list, say) is not sent; the message still passes.
+    fn emit(&mut self, body: Value, now: Timestamp, report: &mut Report) -> Option<Event> {
+        let Value::Object(mut fields) = body else {
+            return None;
+        };
+        self.next_event += 1;
+        let id = &self.identity;
+        fields.insert("schema".into(), json!("toolgate.event.v1"));
+        fields.insert(
+            "event_id".into(),
+            json!(format!("{}-{:08}", self.event_prefix, self.next_event)),
+        );
+        fields.insert("time".into(), json!(now.to_string()));
+        fields.insert("agent_id".into(), json!(id.agent_id));
+        fields.insert("session_id".into(), json!(id.session_id));
+        for (key, value) in [
+            ("agent_role", &id.agent_role),
+            ("host", &id.host),
+            ("trust_domain", &id.trust_domain),
+        ] {
+            if let Some(v) = value {
+                fields.insert(key.into(), json!(v));
+            }
+        }
+        let mut event = Event::from_value(Value::Object(fields)).ok()?;
+        self.checks.redactor.redact_event(&mut event);
+        report.events.push(event.clone());
+        Some(event)
+    }
+}
+
+fn first_secret(arguments: &Map<String, Value>) -> Option<&'static str> {
+    fn walk(v: &Value) -> Option<&'static str> {
+        match v {
+            Value::String(s) => scan(s).first().map(|m| m.kind.as_str()),
+            Value::Array(items) => items.iter().find_map(walk),
+            Value::Object(map) => map.values().find_map(walk),
+            _ => None,
+        }
+    }
+    arguments.values().find_map(walk)
+}
+
+fn encode(value: &Value) -> Vec<u8> {
+    value.to_string().into_bytes()
+}

@@ -1,0 +1,160 @@
+//! The stdio proxy as a user runs it: `toolgate-sink stdio -- python3 server.py`, driven
+//! line by line over pipes. The server is our own rug-pull server (tests/fixtures).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn the_stdio_proxy_passes_messages_through_refuses_by_policy_and_holds_a_rug_pull() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let pins = dir.path().join("pins.json");
+    let config = dir.path().join("toolgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[sink]
+agent_id = "agent-under-test"
+events_file = "{}"
+
+[servers.files]
+trust_domain = "internal"
+
+[detectors.policy]
+[[detectors.policy.rules]]
+id = "no-deletes"
+tools = ["delete_*"]
+effect = "deny"
+reason = "deleting is not allowed for agents"
+
+[detectors.definitions]
+pins_file = "{}"
+"#,
+            events.display(),
+            pins.display()
+        ),
+    )
+    .expect("config");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rug_pull_server.py"
+    );
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["stdio", "--config"])
+        .arg(&config)
+        .args(["--server", "files", "--", "python3", fixture])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink");
+    let mut to_proxy = proxy.stdin.take().expect("stdin");
+    let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+    let mut ask = |line: &str| -> String {
+        writeln!(to_proxy, "{line}").expect("write");
+        to_proxy.flush().expect("flush");
+        let mut reply = String::new();
+        from_proxy.read_line(&mut reply).expect("read");
+        assert!(reply.ends_with('\n'), "a whole line: {reply:?}");
+        reply.trim_end_matches('\n').to_string()
+    };
+
+    let init = ask(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    );
+    // Byte for byte: Python's spacing survives the proxy.
+    assert!(init.contains("\"jsonrpc\": \"2.0\""), "{init}");
+    assert_eq!(json(&init)["result"]["serverInfo"]["name"], "rug-pull");
+
+    let list = ask(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    assert_eq!(json(&list)["result"]["tools"][0]["name"], "echo");
+
+    let echoed = ask(
+        r#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+    );
+    assert!(echoed.contains("\"text\": \"hi\""), "{echoed}");
+
+    let refused: Value = json(&ask(
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_all","arguments":{}}}"#,
+    ));
+    assert_eq!(refused["id"], 4);
+    assert_eq!(refused["result"]["isError"], true);
+    let text = refused["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("deleting is not allowed"), "{text}");
+    assert!(text.contains("policy.no-deletes"), "{text}");
+
+    // A batch with one refused member: the rest is forwarded and the refusal merged in.
+    let batch: Value = json(&ask(
+        r#"[{"jsonrpc":"2.0","id":5,"method":"ping"},{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"delete_all"}}]"#,
+    ));
+    let ids: Vec<&Value> = batch.as_array().unwrap().iter().map(|m| &m["id"]).collect();
+    assert_eq!(ids, [&json!(5), &json!(6)]);
+
+    // Not JSON: forwarded, and the server's parse error comes back.
+    let parse_error: Value = json(&ask("{nope"));
+    assert_eq!(parse_error["error"]["code"], -32700);
+
+    // The second listing changes echo's description: echo is held from now on.
+    ask(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#);
+    let held: Value = json(&ask(
+        r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+    ));
+    assert_eq!(held["result"]["isError"], true);
+    let text = held["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("definitions.rug_pull"), "{text}");
+
+    drop(to_proxy);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut from_proxy, &mut rest).expect("drain");
+    let out = proxy.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the server's exit code; {stderr}"
+    );
+    assert!(stderr.contains("rug_pull_server: ready"), "{stderr}");
+    assert!(stderr.contains("finding rug_pull"), "{stderr}");
+
+    let events: Vec<Value> = std::fs::read_to_string(&events)
+        .expect("events file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "tool_list",
+            "tool_call",
+            "tool_result",
+            "tool_call",
+            "tool_call",
+            "tool_list",
+            "tool_call"
+        ]
+    );
+    for e in &events {
+        toolgate_protocol::Event::from_value(e.clone()).expect("a valid event");
+        assert_eq!(e["agent_id"], "agent-under-test");
+        assert_eq!(e["server"], "files");
+        assert_eq!(e["trust_domain"], "internal");
+        assert_eq!(e["session_id"], events[0]["session_id"]);
+    }
+    let actions: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "tool_call")
+        .map(|e| e["sink_action"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["allowed", "blocked", "blocked", "held"]);
+    assert_eq!(events[2]["call_id"], events[1]["call_id"]);
+    let saved = std::fs::read_to_string(&pins).expect("pins saved at exit");
+    assert!(saved.contains("sha256:"), "{saved}");
+}
