@@ -494,3 +494,154 @@ fn first_secret(arguments: &Map<String, Value>) -> Option<&'static str> {
 fn encode(value: &Value) -> Vec<u8> {
     value.to_string().into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toolgate_protocol::config::Config;
+
+    fn session(toml: &str) -> Session {
+        let config = Config::from_toml(toml, "test").expect("config");
+        let identity = Identity {
+            agent_id: "a1".into(),
+            agent_role: Some("support-bot".into()),
+            host: None,
+            session_id: "s1".into(),
+            server: "crm".into(),
+            trust_domain: None,
+        };
+        Session::new(
+            identity,
+            crate::checks(&config, None).expect("checks"),
+            "ev".into(),
+        )
+    }
+
+    const POLICY: &str = r#"
+[detectors.policy]
+[[detectors.policy.rules]]
+id = "no-export"
+tools = ["export_*"]
+effect = "deny"
+[[detectors.policy.rules]]
+id = "watch-email"
+tools = ["send_email"]
+effect = "deny"
+mode = "monitor"
+"#;
+
+    fn client(s: &mut Session, line: &str) -> (Vec<Outbound>, Report) {
+        let (mut out, mut report) = (Vec::new(), Report::default());
+        s.from_client(line.as_bytes(), Timestamp::EPOCH, &mut out, &mut report);
+        (out, report)
+    }
+
+    fn server(s: &mut Session, line: &str) -> (Vec<Outbound>, Report) {
+        let (mut out, mut report) = (Vec::new(), Report::default());
+        s.from_server(line.as_bytes(), Timestamp::EPOCH, &mut out, &mut report);
+        (out, report)
+    }
+
+    fn to_client(out: &[Outbound]) -> Value {
+        match out {
+            [Outbound::ToClient(line)] => serde_json::from_slice(line).expect("json"),
+            other => panic!("expected one line to the client, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_monitored_rule_lets_the_call_through_and_says_so_in_the_event() {
+        let mut s = session(POLICY);
+        let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send_email","arguments":{"to":"x@y.z"}}}"#;
+        let (out, report) = client(&mut s, line);
+        assert_eq!(out, [Outbound::ToServer(line.as_bytes().to_vec())]);
+        let action = report.events[0].sink_action.as_ref().expect("sink_action");
+        assert_eq!(action.action, SinkActionKind::Allowed);
+        assert_eq!(action.rule.as_deref(), Some("policy.watch-email"));
+    }
+
+    #[test]
+    fn a_batch_whose_only_request_is_refused_is_answered_at_once() {
+        let mut s = session(POLICY);
+        let (out, _) = client(
+            &mut s,
+            r#"[{"jsonrpc":"2.0","method":"notifications/progress","params":{}},{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"export_all"}}]"#,
+        );
+        assert_eq!(out.len(), 2);
+        let Outbound::ToServer(forwarded) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let forwarded: Value = serde_json::from_slice(forwarded).unwrap();
+        assert_eq!(forwarded.as_array().unwrap().len(), 1, "the notification");
+        let answer = to_client(&out[1..]);
+        assert_eq!(answer[0]["id"], 9);
+        assert_eq!(answer[0]["result"]["isError"], true);
+    }
+
+    #[test]
+    fn refusals_are_merged_into_the_servers_batch_response() {
+        let mut s = session(POLICY);
+        client(
+            &mut s,
+            r#"[{"jsonrpc":"2.0","id":"p","method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"export_all"}}]"#,
+        );
+        let (out, _) = server(&mut s, r#"[{"jsonrpc":"2.0","id":"p","result":{}}]"#);
+        let merged = to_client(&out);
+        let ids: Vec<&Value> = merged
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["id"])
+            .collect();
+        assert_eq!(ids, [&json!("p"), &json!(2)]);
+        // A later, unrelated batch passes unchanged.
+        let line = r#"[{"jsonrpc":"2.0","id":"q","result":{}}]"#;
+        let (out, _) = server(&mut s, line);
+        assert_eq!(out, [Outbound::ToClient(line.as_bytes().to_vec())]);
+    }
+
+    #[test]
+    fn a_json_rpc_error_to_a_call_is_reported_as_a_failed_result() {
+        let mut s = session("");
+        client(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#,
+        );
+        let (_, report) = server(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"bad"}}"#,
+        );
+        let event = &report.events[0];
+        assert_eq!(event.call_id(), Some("3"));
+        let toolgate_protocol::EventBody::ToolResult { result, .. } = &event.body else {
+            panic!("{event:?}")
+        };
+        assert_eq!(result.is_error, Some(true));
+    }
+
+    #[test]
+    fn responses_to_the_servers_own_requests_are_not_taken_for_results() {
+        let mut s = session("");
+        // The server asks the client (sampling) with id 1; the client answers.
+        let (out, _) = server(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}"#,
+        );
+        assert_eq!(out.len(), 1);
+        let (out, report) = client(&mut s, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        assert!(matches!(out[..], [Outbound::ToServer(_)]));
+        assert!(report.events.is_empty());
+    }
+
+    #[test]
+    fn secrets_in_arguments_are_refused_in_enforce_mode_and_redacted_in_events() {
+        let mut s = session("[sink]\nsecrets = \"enforce\"\n");
+        let (out, report) = client(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"post","arguments":{"body":"key AKIAIOSFODNN7EXAMPLE"}}}"#,
+        );
+        assert_eq!(to_client(&out)["result"]["isError"], true);
+        let event = report.events[0].to_json();
+        assert!(!event.contains("AKIAIOSFODNN7EXAMPLE"), "{event}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Real MCP peers through the stdio proxy: the official Python SDK as the client
+//! (`tests/peers/requirements.txt`, into a venv under target/) and the reference servers
+//! from npm (`tests/peers/package.json` and its lockfile, `npm ci` under target/).
+//! Each scenario runs once directly and once through `toolgate-sink`; the client must
+//! see the same thing both times, except where the sink was told to refuse.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `node_modules` with the pinned servers; installed once per checkout.
+fn servers() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("mcp-peers");
+        let lock = std::fs::read(peers_dir().join("package-lock.json")).expect("lockfile");
+        if std::fs::read(dir.join("package-lock.json")).ok().as_ref() != Some(&lock)
+            || !dir.join("node_modules").is_dir()
+        {
+            std::fs::create_dir_all(&dir).expect("mcp-peers dir");
+            for f in ["package.json", "package-lock.json"] {
+                std::fs::copy(peers_dir().join(f), dir.join(f)).expect("copy");
+            }
+            run(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund", "--silent"])
+                    .current_dir(&dir),
+                "npm ci (MCP reference servers)",
+            );
+        }
+        dir.join("node_modules/@modelcontextprotocol")
+    })
+}
+
+/// The venv's python with the pinned `mcp` SDK.
+fn python() -> &'static PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = target_dir().join("test-venv-mcp");
+        let python = venv.join("bin/python");
+        let requirements = peers_dir().join("requirements.txt");
+        let stamp = venv.join("requirements.txt");
+        let wanted = std::fs::read(&requirements).expect("requirements");
+        if std::fs::read(&stamp).ok().as_ref() != Some(&wanted) {
+            run(
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                "python3 -m venv",
+            );
+            run(
+                Command::new(&python)
+                    .args(["-m", "pip", "install", "--quiet", "-r"])
+                    .arg(&requirements),
+                "pip install mcp",
+            );
+            std::fs::write(&stamp, wanted).expect("stamp");
+        }
+        python
+    })
+}
+
+/// Runs drive.py against `server` (a command line), directly or behind the sink.
+fn drive(kind: &str, root: &Path, server: &[String], sink: Option<&Path>) -> Value {
+    let mut command: Vec<String> = Vec::new();
+    if let Some(config) = sink {
+        command.extend([
+            env!("CARGO_BIN_EXE_toolgate-sink").to_string(),
+            "stdio".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--server".into(),
+            kind.into(),
+            "--".into(),
+        ]);
+    }
+    command.extend(server.iter().cloned());
+    let out = Command::new(python())
+        .arg(peers_dir().join("drive.py"))
+        .arg(kind)
+        .arg(root)
+        .arg("--")
+        .args(&command)
+        .output()
+        .expect("drive.py");
+    assert!(
+        out.status.success(),
+        "drive.py {kind} (sink: {}) failed:\n{}",
+        sink.is_some(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("drive.py prints JSON")
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("events file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect()
+}
+
+fn config(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
+    let events = dir.join("events.jsonl");
+    let config = dir.join("toolgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sink]\nagent_id = \"peer-test\"\nevents_file = \"{}\"\n{extra}",
+            events.display()
+        ),
+    )
+    .expect("config");
+    (config, events)
+}
+
+#[test]
+fn server_everything_behaves_the_same_through_the_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, events_file) = config(dir.path(), "");
+    let server = vec![
+        "node".to_string(),
+        servers()
+            .join("server-everything/dist/index.js")
+            .display()
+            .to_string(),
+        "stdio".to_string(),
+    ];
+    let direct = drive("everything", dir.path(), &server, None);
+    let proxied = drive("everything", dir.path(), &server, Some(&config));
+    assert_eq!(
+        proxied, direct,
+        "the client saw something else through the proxy"
+    );
+    assert!(direct["progress_notifications"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(
+        direct["echo"]["content"][0]["text"],
+        "Echo: hello through the proxy"
+    );
+    let sampled = direct["sampling"].to_string();
+    assert!(sampled.contains("sampled by the test client"), "{sampled}");
+
+    let events = events(&events_file);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tool_call").collect();
+    let results: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "tool_result")
+        .collect();
+    assert!(events.iter().any(|e| e["kind"] == "tool_list"));
+    assert_eq!(calls.len(), results.len(), "every call has its result");
+    assert!(calls.len() >= 5, "{calls:?}");
+    for e in &events {
+        toolgate_protocol::Event::from_value(e.clone()).expect("valid event");
+        assert_eq!(e["agent_id"], "peer-test");
+    }
+    let echo = calls
+        .iter()
+        .find(|e| e["tool"] == "echo")
+        .expect("echo call");
+    assert_eq!(echo["arguments"]["message"], "hello through the proxy");
+}
+
+#[test]
+fn server_filesystem_write_is_refused_by_policy_and_reads_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).expect("root");
+    std::fs::write(root.join("note.txt"), "quarterly numbers").expect("note");
+    let root = root.canonicalize().expect("canonical root");
+    let (config, events_file) = config(
+        dir.path(),
+        "[detectors.policy]\n[[detectors.policy.rules]]\nid = \"read-only-files\"\n\
+         tools = [\"write_*\", \"edit_*\", \"move_*\", \"create_*\"]\neffect = \"deny\"\n\
+         reason = \"this agent may only read files\"\n",
+    );
+    let server = vec![
+        "node".to_string(),
+        servers()
+            .join("server-filesystem/dist/index.js")
+            .display()
+            .to_string(),
+        root.display().to_string(),
+    ];
+    let proxied = drive("filesystem", &root, &server, Some(&config));
+    assert_eq!(proxied["read"]["content"][0]["text"], "quarterly numbers");
+    assert_eq!(proxied["write"]["isError"], true);
+    let reason = proxied["write"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        reason.contains("this agent may only read files"),
+        "{reason}"
+    );
+    assert!(
+        !root.join("written.txt").exists(),
+        "the refused write reached the server"
+    );
+
+    // Directly, the same write lands: the refusal was the proxy's.
+    let direct = drive("filesystem", &root, &server, None);
+    assert_ne!(direct["write"]["isError"], true);
+    assert!(root.join("written.txt").exists());
+
+    let events = events(&events_file);
+    let write = events
+        .iter()
+        .find(|e| e["kind"] == "tool_call" && e["tool"] == "write_file")
+        .expect("the refused call is reported");
+    assert_eq!(write["sink_action"]["action"], "blocked");
+    assert_eq!(write["sink_action"]["rule"], "policy.read-only-files");
+}
