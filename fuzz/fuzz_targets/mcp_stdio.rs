@@ -1,13 +1,15 @@
 //! Any bytes from either side of the stdio proxy, split at any point: the framer gives
 //! back exactly the bytes it was fed, and the session answers every line without a
-//! panic, forwarding what it does not refuse unchanged.
+//! panic, forwarding what it does not refuse unchanged, and every event it queues is
+//! either refused by validation or decodes again once written.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use toolgate_protocol::Timestamp;
 use toolgate_protocol::config::Config;
 use toolgate_sink::framing::{Frame, LineFramer};
-use toolgate_sink::session::{Identity, Outbound, Report, Session};
+use toolgate_detectors::secrets::Redactor;
+use toolgate_sink::session::{Identity, Outbound, Report, Session, finish_event};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, data)) = data.split_first() else {
@@ -29,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let checks = toolgate_sink::checks(&config, None).expect("checks");
     let mut session = Session::new(identity, checks, "e".into());
+    let redactor = Redactor::disabled();
 
     let cut = usize::from(split).min(data.len());
     let mut framer = LineFramer::new(256);
@@ -56,9 +59,12 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     session.from_server(line, Timestamp::EPOCH, &mut out, &mut report);
                 }
-                for e in &report.events {
-                    toolgate_protocol::Event::decode(e.to_json().as_bytes())
-                        .expect("events are valid");
+                // What the session queues and the writer accepts must decode again.
+                for e in report.events {
+                    if let Some(event) = finish_event(e, &redactor) {
+                        toolgate_protocol::Event::decode(event.to_json().as_bytes())
+                            .expect("written events decode");
+                    }
                 }
             }
             Frame::Oversized { bytes, last } => {

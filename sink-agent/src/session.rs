@@ -44,7 +44,8 @@ pub struct Checks {
     pub definitions: Option<Box<dyn Detector>>,
     /// What to do with secrets in arguments.
     pub secrets: SecretsMode,
-    /// Applied to every event before it leaves the session.
+    /// Applied to listings before the definitions detector sees them (the engine sees
+    /// them redacted too, so fingerprints agree).
     pub redactor: Redactor,
 }
 
@@ -72,8 +73,9 @@ pub enum Outbound {
 /// detectors (definition changes).
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Events, redacted.
-    pub events: Vec<Event>,
+    /// Events as complete JSON objects, not yet validated or redacted: that happens in
+    /// [`finish_event`], off the path of the MCP messages.
+    pub events: Vec<Value>,
     /// Findings raised locally.
     pub findings: Vec<FindingDraft>,
     /// Lines that were not JSON (forwarded as they were).
@@ -243,7 +245,7 @@ impl Session {
     }
 
     /// Handles one message from the agent; `Some(answer)` when the call is refused.
-    fn client_message(
+    pub(crate) fn client_message(
         &mut self,
         message: &Message,
         now: Timestamp,
@@ -306,7 +308,12 @@ impl Session {
         }
     }
 
-    fn server_message(&mut self, message: &Message, now: Timestamp, report: &mut Report) {
+    pub(crate) fn server_message(
+        &mut self,
+        message: &Message,
+        now: Timestamp,
+        report: &mut Report,
+    ) {
         let Message::Response {
             id,
             result,
@@ -343,7 +350,8 @@ impl Session {
                     "server": self.identity.server,
                     "tools": tools,
                 });
-                if let Some(event) = self.emit(body, now, report) {
+                let value = self.emit(body, now, report);
+                if let Some(event) = finish_event(value, &self.checks.redactor) {
                     self.observe_definitions(&event, report);
                 }
             }
@@ -447,11 +455,10 @@ impl Session {
         })
     }
 
-    /// Completes, validates and redacts an event. An event the protocol rejects (a
-    /// server sent a malformed tool list, say) is not sent; the message still passes.
-    fn emit(&mut self, body: Value, now: Timestamp, report: &mut Report) -> Option<Event> {
+    /// Completes an event with the session's fields and queues it; returns it too.
+    fn emit(&mut self, body: Value, now: Timestamp, report: &mut Report) -> Value {
         let Value::Object(mut fields) = body else {
-            return None;
+            return body;
         };
         self.next_event += 1;
         let id = &self.identity;
@@ -472,11 +479,19 @@ impl Session {
                 fields.insert(key.into(), json!(v));
             }
         }
-        let mut event = Event::from_value(Value::Object(fields)).ok()?;
-        self.checks.redactor.redact_event(&mut event);
-        report.events.push(event.clone());
-        Some(event)
+        let value = Value::Object(fields);
+        report.events.push(value.clone());
+        value
     }
+}
+
+/// Validates and redacts an event the session queued. An event the protocol rejects (a
+/// server sent a malformed tool list, say) is `None`: not sent, while the message
+/// itself still passed.
+pub fn finish_event(value: Value, redactor: &Redactor) -> Option<Event> {
+    let mut event = Event::from_value(value).ok()?;
+    redactor.redact_event(&mut event);
+    Some(event)
 }
 
 fn first_secret(arguments: &Map<String, Value>) -> Option<&'static str> {
@@ -555,9 +570,9 @@ mode = "monitor"
         let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send_email","arguments":{"to":"x@y.z"}}}"#;
         let (out, report) = client(&mut s, line);
         assert_eq!(out, [Outbound::ToServer(line.as_bytes().to_vec())]);
-        let action = report.events[0].sink_action.as_ref().expect("sink_action");
-        assert_eq!(action.action, SinkActionKind::Allowed);
-        assert_eq!(action.rule.as_deref(), Some("policy.watch-email"));
+        let action = &report.events[0]["sink_action"];
+        assert_eq!(action["action"], "allowed");
+        assert_eq!(action["rule"], "policy.watch-email");
     }
 
     #[test]
@@ -611,7 +626,7 @@ mode = "monitor"
             &mut s,
             r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"bad"}}"#,
         );
-        let event = &report.events[0];
+        let event = finish_event(report.events[0].clone(), &Redactor::disabled()).expect("valid");
         assert_eq!(event.call_id(), Some("3"));
         let toolgate_protocol::EventBody::ToolResult { result, .. } = &event.body else {
             panic!("{event:?}")
@@ -641,7 +656,9 @@ mode = "monitor"
             r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"post","arguments":{"body":"key AKIAIOSFODNN7EXAMPLE"}}}"#,
         );
         assert_eq!(to_client(&out)["result"]["isError"], true);
-        let event = report.events[0].to_json();
+        let redactor = Redactor::new(&Default::default()).expect("redactor");
+        let event = finish_event(report.events[0].clone(), &redactor).expect("valid");
+        let event = event.to_json();
         assert!(!event.contains("AKIAIOSFODNN7EXAMPLE"), "{event}");
     }
 }

@@ -1,22 +1,25 @@
-//! The stdio proxy, the I/O edge around [`Session`]: starts the MCP server as a child,
-//! pumps the agent's stdin to it and its stdout back, line by line through the
-//! session, and writes events off the MCP path. The child's stderr is the proxy's
-//! stderr; its exit code is the proxy's; SIGINT, SIGTERM and SIGHUP are passed on.
+//! The stdio proxy, the I/O edge around [`Session`]: starts the MCP server as a child
+//! and moves lines between the pipes through the session.
+//!
+//! Plain threads and blocking pipe I/O, one per direction: a line is judged and written
+//! on the thread that read it, with no hand-off in between, because every microsecond
+//! here is added to each of the agent's tool calls. Events go to the writer thread
+//! ([`crate::transport`]). The child's stderr is the proxy's; its exit code is the
+//! proxy's; SIGINT, SIGTERM and SIGHUP are passed on to it.
 
 use std::ffi::OsString;
-use std::process::Stdio;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::process::Command;
-use tokio::sync::mpsc;
 use toolgate_protocol::Timestamp;
 
 use crate::SinkError;
 use crate::framing::{Frame, LineFramer};
 use crate::jsonrpc;
 use crate::session::{Outbound, Report, Session};
-use crate::transport::EventWriter;
+use crate::transport::{EventWriter, FLUSH_INTERVAL, Written};
 
 /// Counters of one run, printed by the binary at exit.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,13 +30,20 @@ pub struct Totals {
     pub refused_oversized: u64,
     /// Oversized messages from the server, passed through uninspected.
     pub passed_oversized: u64,
-    /// Events written.
-    pub events: u64,
+    /// What the event writer did.
+    pub written: Written,
+}
+
+#[derive(Default)]
+struct Counters {
+    not_json: AtomicU64,
+    refused_oversized: AtomicU64,
+    passed_oversized: AtomicU64,
 }
 
 /// Runs `command` behind the proxy until it exits; returns its exit code, the counters
 /// and the pins as they are at the end (to persist).
-pub async fn run(
+pub fn run(
     command: &[OsString],
     session: Session,
     events: EventWriter,
@@ -45,67 +55,143 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| SinkError::Spawn {
             command: program.to_string_lossy().into_owned(),
             source: e,
         })?;
-    let (Some(child_in), Some(child_out)) = (child.stdin.take(), child.stdout.take()) else {
+    let (Some(mut child_in), Some(mut child_out)) = (child.stdin.take(), child.stdout.take())
+    else {
         return Err(SinkError::NoCommand);
     };
-    let pid = child.id();
+    // After the spawn: a blocked mask would be inherited by the server.
+    forward_signals(child.id());
 
     let session = Arc::new(Mutex::new(session));
-    let totals = Arc::new(Mutex::new(Totals::default()));
-    let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (event_tx, event_rx) = mpsc::unbounded_channel::<Report>();
+    let counters = Arc::new(Counters::default());
+    let reports = Arc::new(Mutex::new(events));
+    // The first event that cannot be written stops the event stream, not the proxy.
+    let failed = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
 
-    let writers = (
-        tokio::spawn(write_lines(tokio::io::stdout(), client_rx)),
-        tokio::spawn(write_lines(child_in, server_rx)),
-    );
-    let event_task = tokio::spawn(events.run(event_rx));
+    {
+        let (session, counters) = (session.clone(), counters.clone());
+        let sink = Events {
+            writer: reports.clone(),
+            failed: failed.clone(),
+        };
+        std::thread::Builder::new()
+            .name("from-agent".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                pump(
+                    &mut stdin,
+                    max_message_bytes,
+                    |frame, out, report| match frame {
+                        Frame::Message(line) => {
+                            if let Ok(mut s) = session.lock() {
+                                s.from_client(&line, Timestamp::now(), out, report);
+                            }
+                        }
+                        Frame::Oversized { last: true, .. } => {
+                            counters.refused_oversized.fetch_add(1, Ordering::Relaxed);
+                            let answer = jsonrpc::error(
+                                &serde_json::Value::Null,
+                                -32600,
+                                &format!(
+                                    "toolgate refused a message larger than {max_message_bytes} bytes"
+                                ),
+                            );
+                            out.push(Outbound::ToClient(answer.to_string().into_bytes()));
+                        }
+                        Frame::Oversized { .. } => {}
+                    },
+                    &mut child_in,
+                    &counters,
+                    &sink,
+                );
+                // Closing the server's stdin is how the agent's EOF reaches it.
+                drop(child_in);
+            })
+            .map_err(|e| SinkError::Task(e.to_string()))?;
+    }
 
-    let from_agent = tokio::spawn(pump(
-        tokio::io::stdin(),
-        Direction::FromClient,
-        session.clone(),
-        to_server.clone(),
-        to_client.clone(),
-        event_tx.clone(),
-        totals.clone(),
-        max_message_bytes,
-    ));
-    // The server's side never writes to the server: it gets a sender of its own, so
-    // the agent's EOF (the end of `to_server`) reaches the server's stdin.
-    let (no_server, _) = mpsc::channel::<Vec<u8>>(1);
-    drop(to_server);
-    let from_server = tokio::spawn(pump(
-        child_out,
-        Direction::FromServer,
-        session.clone(),
-        no_server,
-        to_client,
-        event_tx,
-        totals.clone(),
-        max_message_bytes,
-    ));
-    let signals = tokio::spawn(forward_signals(pid));
+    let from_server = {
+        let (session, counters) = (session.clone(), counters.clone());
+        let sink = Events {
+            writer: reports.clone(),
+            failed: failed.clone(),
+        };
+        std::thread::Builder::new()
+            .name("from-server".into())
+            .spawn(move || {
+                let mut nowhere = std::io::sink();
+                // Held from the first part of an oversized line to its last, so the
+                // other thread cannot write into the middle of it.
+                let mut streaming: Option<std::io::StdoutLock<'static>> = None;
+                pump(
+                    &mut child_out,
+                    max_message_bytes,
+                    |frame, out, report| match frame {
+                        Frame::Message(line) => {
+                            if let Ok(mut s) = session.lock() {
+                                s.from_server(&line, Timestamp::now(), out, report);
+                            }
+                        }
+                        Frame::Oversized { bytes, last } => {
+                            let stdout = streaming.get_or_insert_with(|| std::io::stdout().lock());
+                            let _ = stdout.write_all(&bytes);
+                            if last {
+                                let _ = stdout.write_all(b"\n");
+                                let _ = stdout.flush();
+                                streaming = None;
+                                counters.passed_oversized.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    },
+                    &mut nowhere,
+                    &counters,
+                    &sink,
+                );
+            })
+            .map_err(|e| SinkError::Task(e.to_string()))?
+    };
 
-    // The agent closing stdin ends its side; the server then sees EOF and exits.
-    let _ = from_agent.await;
-    let status = child.wait().await.map_err(SinkError::Wait)?;
-    let _ = from_server.await;
-    signals.abort();
-    let _ = writers.0.await;
-    let _ = writers.1.await;
-    let written = event_task
-        .await
-        .map_err(|e| SinkError::Task(e.to_string()))??;
-    let mut totals = totals.lock().map(|t| *t).unwrap_or_default();
-    totals.events = written;
+    let flusher = {
+        let (writer, done) = (reports.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("events-flush".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    if let Ok(mut w) = writer.lock()
+                        && let Err(e) = w.flush()
+                    {
+                        eprintln!("toolgate-sink: {e}");
+                    }
+                }
+            })
+            .map_err(|e| SinkError::Task(e.to_string()))?
+    };
+
+    let _ = from_server.join();
+    let status = child.wait().map_err(SinkError::Wait)?;
+    done.store(true, Ordering::Relaxed);
+    let _ = flusher.join();
+    // The agent's side may still be blocked reading stdin; it ends with the process.
+    let written = match reports.lock() {
+        Ok(mut w) => {
+            w.flush()?;
+            w.written()
+        }
+        Err(_) => Written::default(),
+    };
+    let totals = Totals {
+        not_json: counters.not_json.load(Ordering::Relaxed),
+        refused_oversized: counters.refused_oversized.load(Ordering::Relaxed),
+        passed_oversized: counters.passed_oversized.load(Ordering::Relaxed),
+        written,
+    };
     let code = status.code().unwrap_or_else(|| {
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
@@ -114,31 +200,25 @@ pub async fn run(
     Ok((code, totals, pins))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    FromClient,
-    FromServer,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn pump(
-    mut input: impl AsyncRead + Unpin,
-    direction: Direction,
-    session: Arc<Mutex<Session>>,
-    to_server: mpsc::Sender<Vec<u8>>,
-    to_client: mpsc::Sender<Vec<u8>>,
-    events: mpsc::UnboundedSender<Report>,
-    totals: Arc<Mutex<Totals>>,
+/// Reads `input` to its end, hands each frame to `handle`, and writes what it produced:
+/// lines for the server to `server`, lines for the agent to stdout.
+fn pump(
+    input: &mut impl Read,
     max_message_bytes: usize,
+    mut handle: impl FnMut(Frame, &mut Vec<Outbound>, &mut Report),
+    server: &mut impl Write,
+    counters: &Counters,
+    events: &Events,
 ) {
     let mut framer = LineFramer::new(max_message_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let mut frames = Vec::new();
     let mut out = Vec::new();
     loop {
-        let n = match input.read(&mut buf).await {
-            Ok(0) | Err(_) => 0,
+        let n = match input.read(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
         };
         if n == 0 {
             framer.finish(&mut frames);
@@ -147,55 +227,30 @@ async fn pump(
         }
         for frame in frames.drain(..) {
             let mut report = Report::default();
-            match frame {
-                Frame::Message(line) => {
-                    let now = Timestamp::now();
-                    let Ok(mut s) = session.lock() else { return };
-                    match direction {
-                        Direction::FromClient => s.from_client(&line, now, &mut out, &mut report),
-                        Direction::FromServer => s.from_server(&line, now, &mut out, &mut report),
-                    }
-                }
-                Frame::Oversized { mut bytes, last } => match direction {
-                    // Passed through as it streams in: parts go out unterminated and
-                    // the last one ends the line.
-                    Direction::FromServer => {
-                        if last {
-                            bytes.push(b'\n');
-                            count(&totals, |t| t.passed_oversized += 1);
-                        }
-                        if to_client.send(bytes).await.is_err() {
-                            return;
-                        }
-                    }
-                    Direction::FromClient if last => {
-                        count(&totals, |t| t.refused_oversized += 1);
-                        let answer = jsonrpc::error(
-                            &serde_json::Value::Null,
-                            -32600,
-                            &format!(
-                                "toolgate refused a message larger than {max_message_bytes} bytes"
-                            ),
-                        );
-                        out.push(Outbound::ToClient(answer.to_string().into_bytes()));
-                    }
-                    Direction::FromClient => {}
-                },
-            }
-            if report.not_json > 0 {
-                count(&totals, |t| t.not_json += report.not_json);
-            }
-            if !report.events.is_empty() || !report.findings.is_empty() {
-                let _ = events.send(report);
-            }
+            handle(frame, &mut out, &mut report);
             for o in out.drain(..) {
-                let sent = match o {
-                    Outbound::ToServer(line) => to_server.send(terminated(line)).await,
-                    Outbound::ToClient(line) => to_client.send(terminated(line)).await,
+                let written = match o {
+                    Outbound::ToServer(mut line) => {
+                        line.push(b'\n');
+                        server.write_all(&line).and_then(|()| server.flush())
+                    }
+                    Outbound::ToClient(mut line) => {
+                        line.push(b'\n');
+                        let mut stdout = std::io::stdout().lock();
+                        stdout.write_all(&line).and_then(|()| stdout.flush())
+                    }
                 };
-                if sent.is_err() {
+                if written.is_err() {
                     return;
                 }
+            }
+            if report.not_json > 0 {
+                counters
+                    .not_json
+                    .fetch_add(report.not_json, Ordering::Relaxed);
+            }
+            if !report.events.is_empty() || !report.findings.is_empty() {
+                events.write(report);
             }
         }
         if n == 0 {
@@ -204,67 +259,51 @@ async fn pump(
     }
 }
 
-fn terminated(mut line: Vec<u8>) -> Vec<u8> {
-    line.push(b'\n');
-    line
+/// The event writer shared by both directions; it runs after the message was forwarded.
+struct Events {
+    writer: Arc<Mutex<EventWriter>>,
+    failed: Arc<AtomicBool>,
 }
 
-fn count(totals: &Mutex<Totals>, f: impl FnOnce(&mut Totals)) {
-    if let Ok(mut t) = totals.lock() {
-        f(&mut t);
-    }
-}
-
-async fn write_lines(mut output: impl AsyncWrite + Unpin, mut lines: mpsc::Receiver<Vec<u8>>) {
-    while let Some(line) = lines.recv().await {
-        if output.write_all(&line).await.is_err() {
+impl Events {
+    fn write(&self, report: Report) {
+        if self.failed.load(Ordering::Relaxed) {
             return;
         }
-        // Flush when nothing else is queued, so a burst is written at once.
-        if lines.is_empty() && output.flush().await.is_err() {
-            return;
+        if let Ok(mut w) = self.writer.lock()
+            && let Err(e) = w.write(report)
+            && !self.failed.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("toolgate-sink: {e}; no more events are written in this session");
         }
     }
-    let _ = output.shutdown().await;
 }
 
-async fn forward_signals(pid: Option<u32>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts after
+/// this) and starts a thread that passes each one on to `pid`.
+fn forward_signals(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
     };
-    let kinds = [
-        (SignalKind::interrupt(), libc::SIGINT),
-        (SignalKind::terminate(), libc::SIGTERM),
-        (SignalKind::hangup(), libc::SIGHUP),
-    ];
-    let mut streams = Vec::new();
-    for (kind, number) in kinds {
-        if let Ok(s) = signal(kind) {
-            streams.push((s, number));
-        }
-    }
-    loop {
-        let received = first_signal(&mut streams).await;
-        let Some(number) = received else { return };
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-        unsafe {
-            libc::kill(pid, number);
-        }
-    }
-}
-
-/// Waits for the first of several signal streams.
-async fn first_signal(streams: &mut [(tokio::signal::unix::Signal, i32)]) -> Option<i32> {
-    std::future::poll_fn(|cx| {
-        for (s, number) in streams.iter_mut() {
-            match s.poll_recv(cx) {
-                std::task::Poll::Ready(Some(())) => return std::task::Poll::Ready(Some(*number)),
-                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
-                std::task::Poll::Pending => {}
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let mut number = 0;
+                // SAFETY: sigwait on a valid set; kill with a pid we spawned.
+                unsafe {
+                    if libc::sigwait(&set, &mut number) == 0 {
+                        libc::kill(pid, number);
+                    }
+                }
             }
-        }
-        std::task::Poll::Pending
-    })
-    .await
+        });
 }

@@ -1,81 +1,111 @@
 //! Where events go. For now the JSONL file transport (air-gapped use): one event per
-//! line, appended by a task of its own so a slow disk never stalls the MCP stream.
+//! line, appended by the proxy thread that saw the message, right after the message
+//! itself was forwarded, and flushed every [`FLUSH_INTERVAL`]. That is while the peer is busy answering, so the work
+//! overlaps with a wait the agent has anyway; validation, redaction and encoding happen
+//! here, not before the forward.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use toolgate_detectors::secrets::Redactor;
 
 use crate::SinkError;
-use crate::session::Report;
+
+/// How often buffered events are handed to the file.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+use crate::session::{Report, finish_event};
+
+/// What the writer did, for the summary at exit.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    /// Events written.
+    pub events: u64,
+    /// Events the protocol rejected (not written; the messages themselves passed).
+    pub invalid: u64,
+}
 
 /// Writes the events of a session's reports.
 pub struct EventWriter {
     path: Option<PathBuf>,
+    file: Option<BufWriter<File>>,
+    redactor: Redactor,
+    written: Written,
+    /// Events are buffered and not yet handed to the file.
+    dirty: bool,
 }
 
 impl EventWriter {
-    /// Events appended to `path`; `None` discards them (checks still run).
-    pub fn new(path: Option<PathBuf>) -> Self {
-        EventWriter { path }
-    }
-
-    /// Writes until every sender is gone; returns how many events were written.
-    pub async fn run(self, mut reports: mpsc::UnboundedReceiver<Report>) -> Result<u64, SinkError> {
-        let mut file = match &self.path {
-            Some(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    tokio::fs::create_dir_all(dir)
-                        .await
-                        .map_err(|e| SinkError::Events(path.clone(), e))?;
+    /// Events appended to `path` after `redactor`; `None` discards them (the checks
+    /// still run).
+    pub fn open(path: Option<PathBuf>, redactor: Redactor) -> Result<Self, SinkError> {
+        let file = match &path {
+            Some(p) => {
+                let fail = |e| SinkError::Events(p.clone(), e);
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(fail)?;
                 }
-                Some(
-                    tokio::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .await
-                        .map_err(|e| SinkError::Events(path.clone(), e))?,
-                )
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(fail)?;
+                Some(BufWriter::with_capacity(256 * 1024, f))
             }
             None => None,
         };
-        let mut written = 0u64;
-        let mut buf = Vec::new();
-        while let Some(report) = reports.recv().await {
-            // Local findings (a changed definition held, say) are for the person
-            // running the agent; the engine raises its own from the events.
-            for finding in &report.findings {
-                eprintln!(
-                    "toolgate-sink: {} finding {}: {}",
-                    finding.severity.as_str(),
-                    finding.rule_id,
-                    finding.title
-                );
-            }
-            for event in &report.events {
-                buf.extend_from_slice(event.to_json().as_bytes());
-                buf.push(b'\n');
-                written += 1;
-            }
-            if let (Some(f), Some(path)) = (file.as_mut(), &self.path)
-                && reports.is_empty()
-                && !buf.is_empty()
-            {
-                f.write_all(&buf)
-                    .await
-                    .map_err(|e| SinkError::Events(path.clone(), e))?;
-                buf.clear();
-            }
-        }
-        if let (Some(f), Some(path)) = (file.as_mut(), &self.path) {
-            f.write_all(&buf)
-                .await
-                .map_err(|e| SinkError::Events(path.clone(), e))?;
+        Ok(EventWriter {
+            path,
+            file,
+            redactor,
+            written: Written::default(),
+            dirty: false,
+        })
+    }
+
+    /// What was written so far.
+    pub fn written(&self) -> Written {
+        self.written
+    }
+
+    /// Hands buffered events to the file. The proxy calls it every
+    /// [`FLUSH_INTERVAL`] and at the end: a write to the file per message would sit on
+    /// the path of every call.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        if let (true, Some(f)) = (self.dirty, self.file.as_mut()) {
             f.flush()
-                .await
-                .map_err(|e| SinkError::Events(path.clone(), e))?;
+                .map_err(|e| SinkError::Events(self.path.clone().unwrap_or_default(), e))?;
         }
-        Ok(written)
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Buffers a report's events (see [`EventWriter::flush`]).
+    pub fn write(&mut self, report: Report) -> Result<(), SinkError> {
+        // Local findings (a changed definition held, say) are for the person running
+        // the agent; the engine raises its own from the events.
+        for finding in &report.findings {
+            eprintln!(
+                "toolgate-sink: {} finding {}: {}",
+                finding.severity.as_str(),
+                finding.rule_id,
+                finding.title
+            );
+        }
+        let fail = |e| SinkError::Events(self.path.clone().unwrap_or_default(), e);
+        for value in report.events {
+            match finish_event(value, &self.redactor) {
+                Some(event) => {
+                    self.written.events += 1;
+                    if let Some(f) = self.file.as_mut() {
+                        f.write_all(event.to_json().as_bytes()).map_err(fail)?;
+                        f.write_all(b"\n").map_err(fail)?;
+                        self.dirty = true;
+                    }
+                }
+                None => self.written.invalid += 1,
+            }
+        }
+        Ok(())
     }
 }

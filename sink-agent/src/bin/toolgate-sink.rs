@@ -55,26 +55,26 @@ fn main() -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let session = toolgate_sink::session(&config, &server, pins.as_deref(), millis)?;
-    let events = toolgate_sink::transport::EventWriter::new(
+    let redactor = toolgate_detectors::secrets::Redactor::new(&config.redaction)
+        .context("invalid [redaction]")?;
+    let events = toolgate_sink::transport::EventWriter::open(
         config.sink.events_file.as_ref().map(PathBuf::from),
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let (code, totals, pins) = runtime.block_on(async {
-        let shared =
-            toolgate_sink::stdio::run(&command, session, events, config.sink.max_message_bytes)
-                .await?;
-        anyhow::Ok(shared)
-    })?;
+        redactor,
+    )?;
+    let (code, totals, pins) =
+        toolgate_sink::stdio::run(&command, session, events, config.sink.max_message_bytes)?;
     if let (Some(path), Some(pins)) = (&pins_file, pins) {
         write_atomically(path, &pins)?;
     }
-    if totals.not_json + totals.refused_oversized + totals.passed_oversized > 0 {
+    if totals.not_json + totals.refused_oversized + totals.passed_oversized + totals.written.invalid
+        > 0
+    {
         eprintln!(
-            "toolgate-sink: {} lines not JSON, {} oversized messages refused, {} passed uninspected",
-            totals.not_json, totals.refused_oversized, totals.passed_oversized
+            "toolgate-sink: {} lines not JSON, {} oversized messages refused, {} passed uninspected, {} events invalid",
+            totals.not_json,
+            totals.refused_oversized,
+            totals.passed_oversized,
+            totals.written.invalid
         );
     }
     std::process::exit(code);
