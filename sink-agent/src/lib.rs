@@ -8,13 +8,14 @@
 //! own (`toolgate-detectors`), so the sink and the engine judge a call the same way.
 //!
 //! It must start fast and stay small, so it never depends on Arrow or DataFusion.
-//! Built so far: the stdio proxy and the JSONL event transport. The streamable-HTTP
-//! proxy, the Kafka producer with its spool, signed decisions and hold-for-verdict are
-//! not built yet.
+//! Built so far: the stdio proxy, the JSONL event transport, and [`library::Sink`] for
+//! agents written in Rust. The streamable-HTTP proxy, the Kafka producer with its
+//! spool, signed decisions and hold-for-verdict are not built yet.
 
 pub mod framing;
 pub mod identity;
 pub mod jsonrpc;
+pub mod library;
 pub mod session;
 pub mod stdio;
 pub mod transport;
