@@ -158,3 +158,98 @@ pins_file = "{}"
     let saved = std::fs::read_to_string(&pins).expect("pins saved at exit");
     assert!(saved.contains("sha256:"), "{saved}");
 }
+
+/// Starts the proxy in front of the fixture with `max_message_bytes`.
+fn proxy(dir: &std::path::Path, max_message_bytes: usize) -> std::process::Child {
+    let config = dir.join("toolgate.toml");
+    std::fs::write(
+        &config,
+        format!("[sink]\nagent_id = \"a\"\nmax_message_bytes = {max_message_bytes}\n"),
+    )
+    .expect("config");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rug_pull_server.py"
+    );
+    Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["stdio", "--config"])
+        .arg(&config)
+        .args(["--server", "files", "--", "python3", fixture])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink")
+}
+
+#[test]
+fn oversized_messages_and_bad_bytes_leave_the_session_alive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proxy = proxy(dir.path(), 1024);
+    let mut to_proxy = proxy.stdin.take().expect("stdin");
+    let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+    let mut send = |bytes: &[u8]| -> Vec<u8> {
+        to_proxy.write_all(bytes).expect("write");
+        to_proxy.write_all(b"\n").expect("write");
+        to_proxy.flush().expect("flush");
+        let mut reply = Vec::new();
+        from_proxy.read_until(b'\n', &mut reply).expect("read");
+        reply
+    };
+
+    // From the agent, too large: refused with a JSON-RPC error, nothing forwarded.
+    let big_request = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        "y".repeat(5000)
+    );
+    let refused = json(&String::from_utf8_lossy(&send(big_request.as_bytes())));
+    assert_eq!(refused["error"]["code"], -32600);
+    assert_eq!(refused["id"], Value::Null);
+
+    // From the server, too large to inspect: passed through whole.
+    let reply = send(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"size":20000}}}"#);
+    let reply = json(&String::from_utf8_lossy(&reply));
+    assert_eq!(reply["id"], 2);
+    assert_eq!(
+        reply["result"]["content"][0]["text"].as_str().map(str::len),
+        Some(20000)
+    );
+
+    // Invalid UTF-8 from the agent: forwarded as it is; the server answers it.
+    let answer = json(&String::from_utf8_lossy(&send(b"\xff\xfe{\"id\":3}")));
+    assert_eq!(answer["error"]["code"], -32700);
+
+    // And the session goes on.
+    let echoed = json(&String::from_utf8_lossy(&send(
+        br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"still here"}}}"#,
+    )));
+    assert_eq!(echoed["result"]["content"][0]["text"], "still here");
+
+    drop(to_proxy);
+    let out = proxy.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 oversized messages refused, 1 passed uninspected"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 lines not JSON"), "{stderr}");
+}
+
+#[test]
+fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proxy = proxy(dir.path(), 1 << 20);
+    let mut stderr = BufReader::new(proxy.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the server is up");
+    assert!(line.contains("ready"), "{line}");
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(proxy.id() as i32, libc::SIGTERM);
+    }
+    let status = proxy.wait().expect("wait");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("stderr");
+    assert!(rest.contains("rug_pull_server: SIGTERM"), "{rest}");
+    assert_eq!(status.code(), Some(143));
+}
