@@ -115,6 +115,13 @@ pub struct SinkConfig {
     /// `enforce` (refuse the call).
     #[serde(default = "default_sink_secrets")]
     pub secrets: String,
+    /// The engine's decision-signing public keys: key id → Ed25519 public key in
+    /// base64. A decision signed with any other key is logged and ignored.
+    #[serde(default)]
+    pub decision_keys: BTreeMap<String, String>,
+    /// Most engine decisions kept at once (the oldest go first).
+    #[serde(default = "default_sink_max_decisions")]
+    pub max_decisions: usize,
 }
 
 impl Default for SinkConfig {
@@ -125,8 +132,14 @@ impl Default for SinkConfig {
             events_file: None,
             max_message_bytes: default_sink_max_message_bytes(),
             secrets: default_sink_secrets(),
+            decision_keys: BTreeMap::new(),
+            max_decisions: default_sink_max_decisions(),
         }
     }
+}
+
+fn default_sink_max_decisions() -> usize {
+    10_000
 }
 
 fn default_sink_max_message_bytes() -> usize {
@@ -681,6 +694,12 @@ impl Config {
                     "{:?} is not one of off, monitor, enforce",
                     self.sink.secrets
                 ),
+            ));
+        }
+        if self.sink.max_decisions == 0 {
+            return Err(invalid(
+                "sink.max_decisions".into(),
+                "must be at least 1".into(),
             ));
         }
         if self.sink.agent_id.as_deref() == Some("") {

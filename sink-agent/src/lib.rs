@@ -12,6 +12,7 @@
 //! agents written in Rust. The streamable-HTTP proxy, the Kafka producer with its
 //! spool, signed decisions and hold-for-verdict are not built yet.
 
+pub mod decisions;
 pub mod framing;
 pub mod identity;
 pub mod jsonrpc;
@@ -27,7 +28,9 @@ use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{BuildError, definitions};
 use toolgate_protocol::config::Config;
 
+use decisions::Decisions;
 use session::{Checks, Identity, SecretsMode, Session};
+use toolgate_protocol::decision::DecisionVerifier;
 
 /// What can stop the sink.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +70,8 @@ pub enum SinkError {
     Task(String),
 }
 
-/// The checks `config` asks for, with the pins from `pins` if given.
-pub fn checks(config: &Config, pins: Option<&[u8]>) -> Result<Checks, SinkError> {
+/// The checks `config` asks for, for `agent_id`, with the pins from `pins` if given.
+pub fn checks(config: &Config, pins: Option<&[u8]>, agent_id: &str) -> Result<Checks, SinkError> {
     let policy = match config.detectors.get(policy::NAME) {
         Some(table) => {
             let settings: PolicySettings =
@@ -95,11 +98,18 @@ pub fn checks(config: &Config, pins: Option<&[u8]>) -> Result<Checks, SinkError>
     };
     let redactor =
         Redactor::new(&config.redaction).map_err(|e| SinkError::Redaction(e.to_string()))?;
+    let mut verifier = DecisionVerifier::default();
+    for (key_id, public) in &config.sink.decision_keys {
+        verifier
+            .add_key(key_id, public)
+            .map_err(|e| SinkError::Check(format!("sink.decision_keys.{key_id}: {e}")))?;
+    }
     Ok(Checks {
         policy,
         definitions,
         secrets,
         redactor,
+        decisions: Decisions::new(agent_id.to_string(), verifier, config.sink.max_decisions),
     })
 }
 
@@ -154,9 +164,7 @@ pub fn session(
 ) -> Result<Session, SinkError> {
     let session_id = identity::new_ulid(unix_millis).map_err(SinkError::Random)?;
     let prefix = session_id.clone();
-    Ok(Session::new(
-        identity(config, server, session_id),
-        checks(config, pins)?,
-        prefix,
-    ))
+    let identity = identity(config, server, session_id);
+    let checks = checks(config, pins, &identity.agent_id)?;
+    Ok(Session::new(identity, checks, prefix))
 }

@@ -30,6 +30,7 @@ use toolgate_protocol::Timestamp;
 use toolgate_protocol::config::Config;
 
 use crate::SinkError;
+use crate::decisions::Rejected;
 use crate::jsonrpc::Message;
 use crate::session::{Report, Session};
 use crate::transport::EventWriter;
@@ -164,6 +165,13 @@ impl Sink {
             &mut report,
         );
         self.events.write(report)
+    }
+
+    /// Applies a signed decision from the engine (its JSON bytes); returns its id. A
+    /// decision that does not verify, is for another agent or has expired is refused
+    /// with the reason, and changes nothing.
+    pub fn apply_decision(&mut self, bytes: &[u8]) -> Result<String, Rejected> {
+        self.session.apply_decision(bytes, Timestamp::now())
     }
 
     /// Hands buffered events to the file (also done when the sink is dropped).

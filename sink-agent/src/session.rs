@@ -17,7 +17,9 @@ use toolgate_detectors::{Detector, FindingDraft};
 use toolgate_protocol::event::{SinkAction, SinkActionKind};
 use toolgate_protocol::{Event, FindingAction, Timestamp};
 
+use crate::decisions::{Decisions, Rejected};
 use crate::jsonrpc::{self, Id, Message, Parsed};
+use toolgate_protocol::decision::DecisionAction;
 
 /// Who is calling, and through which server: the fields every event carries.
 #[derive(Debug, Clone)]
@@ -44,6 +46,8 @@ pub struct Checks {
     pub definitions: Option<Box<dyn Detector>>,
     /// What to do with secrets in arguments.
     pub secrets: SecretsMode,
+    /// The engine's decisions in force.
+    pub decisions: Decisions,
     /// Applied to listings before the definitions detector sees them (the engine sees
     /// them redacted too, so fingerprints agree).
     pub redactor: Redactor,
@@ -129,6 +133,14 @@ impl Session {
     /// The session's identity.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Applies one signed decision from the engine (its JSON bytes); returns its id.
+    pub fn apply_decision(&mut self, bytes: &[u8], now: Timestamp) -> Result<String, Rejected> {
+        self.checks
+            .decisions
+            .admit(bytes, now)
+            .map(|d| d.decision_id.clone())
     }
 
     /// The definitions detector's state (the pins), to persist.
@@ -273,7 +285,7 @@ impl Session {
                     .cloned()
                     .unwrap_or_default();
                 let call_id = key.as_str().trim_matches('"').to_string();
-                let verdict = self.judge(&tool, &arguments);
+                let verdict = self.judge(&tool, &call_id, &arguments, now);
                 let refused = verdict.action != SinkActionKind::Allowed;
                 let text = refused.then(|| {
                     format!(
@@ -386,13 +398,39 @@ impl Session {
         report.findings.extend(drafts);
     }
 
-    fn judge(&self, tool: &str, arguments: &Map<String, Value>) -> Verdict {
+    fn judge(
+        &self,
+        tool: &str,
+        call_id: &str,
+        arguments: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Verdict {
         if let Some(reason) = self.held.get(tool) {
             return Verdict {
                 action: SinkActionKind::Held,
                 rule: Some(format!("{}.rug_pull", definitions::NAME)),
                 reason: Some(reason.clone()),
             };
+        }
+        let id = &self.identity;
+        if let Some(d) =
+            self.checks
+                .decisions
+                .lookup(&id.session_id, &id.server, tool, Some(call_id), now)
+        {
+            let action = match d.action {
+                DecisionAction::Block => Some(SinkActionKind::Blocked),
+                DecisionAction::RequireApproval => Some(SinkActionKind::Held),
+                // Lifts the engine's own blocks; local checks still apply below.
+                DecisionAction::Allow => None,
+            };
+            if let Some(action) = action {
+                return Verdict {
+                    action,
+                    rule: Some(format!("decision.{}", d.decision_id)),
+                    reason: Some(d.reason.clone()),
+                };
+            }
         }
         let mut monitored: Option<Verdict> = None;
         if let Some(policy) = &self.checks.policy {
@@ -527,7 +565,7 @@ mod tests {
         };
         Session::new(
             identity,
-            crate::checks(&config, None).expect("checks"),
+            crate::checks(&config, None, "a1").expect("checks"),
             "ev".into(),
         )
     }
@@ -646,6 +684,65 @@ mode = "monitor"
         let (out, report) = client(&mut s, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
         assert!(matches!(out[..], [Outbound::ToServer(_)]));
         assert!(report.events.is_empty());
+    }
+
+    #[test]
+    fn a_signed_block_decision_refuses_matching_calls_and_a_forged_one_is_ignored() {
+        use toolgate_protocol::decision::{Decision, DecisionSchema, DecisionSigner, Scope};
+        let signer = DecisionSigner::from_seed("engine-1", [3; 32]);
+        let mut s = session(&format!(
+            "[sink.decision_keys]\nengine-1 = \"{}\"\n",
+            signer.public_key_base64()
+        ));
+        let mut block = Decision {
+            schema: DecisionSchema::V1,
+            decision_id: "dec-1".into(),
+            time: Timestamp::EPOCH,
+            expires_at: None,
+            action: DecisionAction::Block,
+            scope: Scope {
+                agent_id: "a1".into(),
+                session_id: None,
+                server: Some("crm".into()),
+                tool: Some("export_contacts".into()),
+                call_id: None,
+            },
+            reason: "exfiltration from crm in progress".into(),
+            finding_ids: vec!["f1".into()],
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        let mut forged = block.clone();
+        forged.decision_id = "dec-0".into();
+        forged.scope.tool = Some("lookup".into());
+        signer.sign(&mut forged);
+        forged.reason = "edited".into();
+        assert!(
+            s.apply_decision(&serde_json::to_vec(&forged).unwrap(), Timestamp::EPOCH)
+                .is_err()
+        );
+        signer.sign(&mut block);
+        s.apply_decision(&serde_json::to_vec(&block).unwrap(), Timestamp::EPOCH)
+            .expect("verified");
+
+        let (out, report) = client(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"export_contacts","arguments":{}}}"#,
+        );
+        let answer = to_client(&out);
+        assert!(
+            answer.to_string().contains("exfiltration from crm"),
+            "{answer}"
+        );
+        assert_eq!(report.events[0]["sink_action"]["rule"], "decision.dec-1");
+        let (out, _) = client(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#,
+        );
+        assert!(
+            matches!(out[..], [Outbound::ToServer(_)]),
+            "the forged one is ignored"
+        );
     }
 
     #[test]
