@@ -21,7 +21,7 @@ pub mod session;
 pub mod stdio;
 pub mod transport;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toolgate_detectors::policy::{self, PolicySettings};
 use toolgate_detectors::secrets::Redactor;
@@ -153,6 +153,17 @@ pub fn pins_file(config: &Config) -> Option<PathBuf> {
         .get("pins_file")?
         .as_str()
         .map(PathBuf::from)
+}
+
+/// Replaces the pins file: written beside it, synced, renamed over it, so a reader or a
+/// crash sees the old pins or the new ones.
+pub fn save_pins(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
+    let fail = |e: std::io::Error| SinkError::Pins(path.to_path_buf(), e.to_string());
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+    std::io::Write::write_all(&mut f, bytes).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 /// A session for `server` with the checks of `config`.

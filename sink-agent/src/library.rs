@@ -57,6 +57,7 @@ pub enum Verdict {
 pub struct Sink {
     session: Session,
     events: EventWriter,
+    pins_file: Option<PathBuf>,
     next_id: u64,
 }
 
@@ -64,9 +65,10 @@ impl Sink {
     /// A session with `server`, with the checks, identity and event file of `config`
     /// (pins from `[detectors.definitions] pins_file` if it exists).
     pub fn new(config: &Config, server: &str) -> Result<Sink, SinkError> {
-        let pins = match crate::pins_file(config) {
+        let pins_file = crate::pins_file(config);
+        let pins = match &pins_file {
             Some(p) if p.exists() => {
-                Some(std::fs::read(&p).map_err(|e| SinkError::Pins(p, e.to_string()))?)
+                Some(std::fs::read(p).map_err(|e| SinkError::Pins(p.clone(), e.to_string()))?)
             }
             _ => None,
         };
@@ -83,6 +85,7 @@ impl Sink {
         Ok(Sink {
             session,
             events,
+            pins_file,
             next_id: 0,
         })
     }
@@ -111,6 +114,9 @@ impl Sink {
             now,
             &mut report,
         );
+        if let (Some(path), Some(pins)) = (&self.pins_file, report.pins.take()) {
+            crate::save_pins(path, &pins)?;
+        }
         self.events.write(report)
     }
 
@@ -177,11 +183,6 @@ impl Sink {
     /// Hands buffered events to the file (also done when the sink is dropped).
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.events.flush()
-    }
-
-    /// The pins as they are now, to save where `toolgate definitions` reads them.
-    pub fn pins(&self) -> Option<Vec<u8>> {
-        self.session.pins_snapshot()
     }
 
     fn id(&mut self) -> Value {

@@ -84,6 +84,10 @@ pub struct Report {
     pub findings: Vec<FindingDraft>,
     /// Lines that were not JSON (forwarded as they were).
     pub not_json: u64,
+    /// The pins after a listing was checked against them, to save at once: pins
+    /// learned in a session must survive the sink being killed, or a definition
+    /// changed before the next start would be trusted on first use.
+    pub pins: Option<Vec<u8>>,
 }
 
 enum Pending {
@@ -141,14 +145,6 @@ impl Session {
             .decisions
             .admit(bytes, now)
             .map(|d| d.decision_id.clone())
-    }
-
-    /// The definitions detector's state (the pins), to persist.
-    pub fn pins_snapshot(&self) -> Option<Vec<u8>> {
-        self.checks
-            .definitions
-            .as_ref()
-            .and_then(|d| d.snapshot().ok())
     }
 
     /// A line from the agent.
@@ -377,6 +373,7 @@ impl Session {
         };
         let mut drafts = Vec::new();
         detector.observe(event, &mut drafts);
+        report.pins = detector.snapshot().ok();
         if let toolgate_protocol::event::EventBody::ToolList { tools, .. } = &event.body {
             for tool in tools {
                 self.held.remove(&tool.name);

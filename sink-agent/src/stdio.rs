@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,14 +42,15 @@ struct Counters {
     passed_oversized: AtomicU64,
 }
 
-/// Runs `command` behind the proxy until it exits; returns its exit code, the counters
-/// and the pins as they are at the end (to persist).
+/// Runs `command` behind the proxy until it exits; returns its exit code and the
+/// counters. Pins are saved to `pins_file` whenever a listing was checked.
 pub fn run(
     command: &[OsString],
     session: Session,
     events: EventWriter,
+    pins_file: Option<PathBuf>,
     max_message_bytes: usize,
-) -> Result<(i32, Totals, Option<Vec<u8>>), SinkError> {
+) -> Result<(i32, Totals), SinkError> {
     let (program, args) = command.split_first().ok_or(SinkError::NoCommand)?;
     let mut child = Command::new(program)
         .args(args)
@@ -79,6 +81,7 @@ pub fn run(
         let sink = Events {
             writer: reports.clone(),
             failed: failed.clone(),
+            pins_file: pins_file.clone(),
         };
         std::thread::Builder::new()
             .name("from-agent".into())
@@ -121,6 +124,7 @@ pub fn run(
         let sink = Events {
             writer: reports.clone(),
             failed: failed.clone(),
+            pins_file: pins_file.clone(),
         };
         std::thread::Builder::new()
             .name("from-server".into())
@@ -196,8 +200,7 @@ pub fn run(
         use std::os::unix::process::ExitStatusExt;
         128 + status.signal().unwrap_or(0)
     });
-    let pins = session.lock().ok().and_then(|s| s.pins_snapshot());
-    Ok((code, totals, pins))
+    Ok((code, totals))
 }
 
 /// Reads `input` to its end, hands each frame to `handle`, and writes what it produced:
@@ -249,7 +252,7 @@ fn pump(
                     .not_json
                     .fetch_add(report.not_json, Ordering::Relaxed);
             }
-            if !report.events.is_empty() || !report.findings.is_empty() {
+            if !report.events.is_empty() || !report.findings.is_empty() || report.pins.is_some() {
                 events.write(report);
             }
         }
@@ -263,10 +266,16 @@ fn pump(
 struct Events {
     writer: Arc<Mutex<EventWriter>>,
     failed: Arc<AtomicBool>,
+    pins_file: Option<PathBuf>,
 }
 
 impl Events {
-    fn write(&self, report: Report) {
+    fn write(&self, mut report: Report) {
+        if let (Some(path), Some(pins)) = (&self.pins_file, report.pins.take())
+            && let Err(e) = crate::save_pins(path, &pins)
+        {
+            eprintln!("toolgate-sink: {e}");
+        }
         if self.failed.load(Ordering::Relaxed) {
             return;
         }

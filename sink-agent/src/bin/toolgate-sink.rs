@@ -1,7 +1,7 @@
 //! `toolgate-sink`: the proxy beside each agent.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -61,11 +61,13 @@ fn main() -> Result<()> {
         config.sink.events_file.as_ref().map(PathBuf::from),
         redactor,
     )?;
-    let (code, totals, pins) =
-        toolgate_sink::stdio::run(&command, session, events, config.sink.max_message_bytes)?;
-    if let (Some(path), Some(pins)) = (&pins_file, pins) {
-        write_atomically(path, &pins)?;
-    }
+    let (code, totals) = toolgate_sink::stdio::run(
+        &command,
+        session,
+        events,
+        pins_file,
+        config.sink.max_message_bytes,
+    )?;
     if totals.not_json + totals.refused_oversized + totals.passed_oversized + totals.written.invalid
         > 0
     {
@@ -78,11 +80,4 @@ fn main() -> Result<()> {
         );
     }
     std::process::exit(code);
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
 }
