@@ -155,8 +155,14 @@ fn server_everything_behaves_the_same_through_the_proxy() {
         direct["echo"]["content"][0]["text"],
         "Echo: hello through the proxy"
     );
+    // Requests from the server to the client (sampling, elicitation, roots) made it
+    // through and back.
     let sampled = direct["sampling"].to_string();
     assert!(sampled.contains("sampled by the test client"), "{sampled}");
+    let elicited = direct["elicitation"].to_string();
+    assert!(elicited.contains("decline"), "{elicited}");
+    let roots = direct["roots"].to_string();
+    assert!(roots.contains("drive-root"), "{roots}");
 
     let events = events(&events_file);
     let calls: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tool_call").collect();

@@ -12,6 +12,14 @@ from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
 
+async def elicitation(context, params):
+    return types.ElicitResult(action="decline")
+
+
+async def list_roots(context):
+    return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/drive-root", name="drive")])
+
+
 def dump(result):
     return json.loads(result.model_dump_json(exclude_none=True))
 
@@ -30,7 +38,7 @@ async def everything(session, out):
     # server has seen `initialized`; list until they show up.
     for _ in range(25):
         names = sorted(t.name for t in (await session.list_tools()).tools)
-        if "trigger-sampling-request" in names:
+        if "trigger-sampling-request" in names and "trigger-elicitation-request" in names:
             break
         await asyncio.sleep(0.2)
     out["tools"] = names
@@ -49,6 +57,10 @@ async def everything(session, out):
     # The server asks the client for a completion while the call is in flight.
     out["sampling"] = dump(await session.call_tool(
         "trigger-sampling-request", {"prompt": "hi", "maxTokens": 5}))
+    # ... and for the user's input (elicitation), which this client declines.
+    out["elicitation"] = dump(await session.call_tool("trigger-elicitation-request", {}))
+    # ... and for its roots.
+    out["roots"] = dump(await session.call_tool("get-roots-list", {}))
     out["missing_tool"] = dump(await session.call_tool("no-such-tool", {}))
     out["resources"] = sorted(str(r.uri) for r in (await session.list_resources()).resources)[:5]
     out["prompts"] = sorted(p.name for p in (await session.list_prompts()).prompts)
@@ -70,7 +82,9 @@ async def main():
     params = StdioServerParameters(command=command[0], args=command[1:])
     out = {}
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write, sampling_callback=sampling) as session:
+        async with ClientSession(read, write, sampling_callback=sampling,
+                                 elicitation_callback=elicitation,
+                                 list_roots_callback=list_roots) as session:
             init = await session.initialize()
             out["server"] = init.serverInfo.name
             if kind == "everything":
