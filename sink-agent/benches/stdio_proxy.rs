@@ -149,28 +149,18 @@ impl Peer {
             }
             None => Command::new(&me),
         };
-        let mut child = cmd
-            .env("ECHO_SERVER", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let input = child.stdin.take().expect("stdin");
-        let output = BufReader::new(child.stdout.take().expect("stdout"));
-        Peer {
-            child,
-            input,
-            output,
-            line: String::new(),
-        }
+        Peer::spawn(cmd.env("ECHO_SERVER", "1"))
     }
 
     /// The echo server behind a process that only copies bytes: the cost of the extra
     /// process and pipe hops alone, which any stdio proxy pays.
     fn start_relay() -> Peer {
         let me = std::env::current_exe().expect("bench binary");
-        let mut child = Command::new(&me)
-            .env("RELAY", "1")
+        Peer::spawn(Command::new(&me).env("RELAY", "1"))
+    }
+
+    fn spawn(cmd: &mut Command) -> Peer {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -90,6 +90,12 @@ pub struct Report {
     pub pins: Option<Vec<u8>>,
 }
 
+/// Most requests remembered while they wait for a response.
+pub const MAX_PENDING: usize = 65_536;
+
+/// Most batches whose refusals wait for the server's batch response.
+pub const MAX_PENDING_BATCHES: usize = 1_024;
+
 enum Pending {
     Call { call_id: String, tool: String },
     List,
@@ -105,7 +111,9 @@ struct BatchMerge {
 pub struct Session {
     identity: Identity,
     checks: Checks,
-    pending: HashMap<Id, Pending>,
+    /// Requests waiting for their response, with the order they came in.
+    pending: HashMap<Id, (u64, Pending)>,
+    next_pending: u64,
     batches: Vec<BatchMerge>,
     /// Tools whose served definition is not the pinned one, with the reason.
     held: BTreeMap<String, String>,
@@ -127,6 +135,7 @@ impl Session {
             identity,
             checks,
             pending: HashMap::new(),
+            next_pending: 0,
             batches: Vec::new(),
             held: BTreeMap::new(),
             next_event: 0,
@@ -195,6 +204,11 @@ impl Session {
                 if forwarded.is_empty() {
                     out.push(Outbound::ToClient(encode(&Value::Array(refusals))));
                 } else {
+                    if self.batches.len() >= MAX_PENDING_BATCHES {
+                        // Never answered: answer the oldest refusals now, on their own.
+                        let stale = self.batches.remove(0);
+                        out.push(Outbound::ToClient(encode(&Value::Array(stale.refusals))));
+                    }
                     self.batches.push(BatchMerge {
                         forwarded,
                         refusals,
@@ -265,7 +279,7 @@ impl Session {
         let key = Id::of(id)?;
         match method.as_str() {
             "tools/list" => {
-                self.pending.insert(key, Pending::List);
+                self.track(key, Pending::List);
                 None
             }
             "tools/call" => {
@@ -307,13 +321,30 @@ impl Session {
                 match text {
                     Some(text) => Some(jsonrpc::refusal(id, &text)),
                     None => {
-                        self.pending.insert(key, Pending::Call { call_id, tool });
+                        self.track(key, Pending::Call { call_id, tool });
                         None
                     }
                 }
             }
             _ => None,
         }
+    }
+
+    /// Remembers a request until its response. A server that never answers must not
+    /// grow the proxy without bound: past [`MAX_PENDING`] the oldest is forgotten (its
+    /// response, if it ever comes, still passes; only its event is lost).
+    fn track(&mut self, key: Id, pending: Pending) {
+        if self.pending.len() >= MAX_PENDING
+            && let Some(oldest) = self
+                .pending
+                .iter()
+                .min_by_key(|(_, (seq, _))| *seq)
+                .map(|(k, _)| k.clone())
+        {
+            self.pending.remove(&oldest);
+        }
+        self.next_pending += 1;
+        self.pending.insert(key, (self.next_pending, pending));
     }
 
     pub(crate) fn server_message(
@@ -330,7 +361,7 @@ impl Session {
         else {
             return;
         };
-        let Some(pending) = Id::of(id).and_then(|k| self.pending.remove(&k)) else {
+        let Some((_, pending)) = Id::of(id).and_then(|k| self.pending.remove(&k)) else {
             return;
         };
         match pending {
@@ -648,6 +679,26 @@ mode = "monitor"
         let line = r#"[{"jsonrpc":"2.0","id":"q","result":{}}]"#;
         let (out, _) = server(&mut s, line);
         assert_eq!(out, [Outbound::ToClient(line.as_bytes().to_vec())]);
+    }
+
+    #[test]
+    fn a_server_that_never_answers_does_not_grow_the_session_without_bound() {
+        let mut s = session("");
+        for i in 0..MAX_PENDING + 10 {
+            client(
+                &mut s,
+                &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/list"}}"#),
+            );
+        }
+        assert_eq!(s.pending.len(), MAX_PENDING);
+        assert!(
+            !s.pending.contains_key(&Id::of(&json!(0)).unwrap()),
+            "the oldest went"
+        );
+        assert!(
+            s.pending
+                .contains_key(&Id::of(&json!(MAX_PENDING + 9)).unwrap())
+        );
     }
 
     #[test]

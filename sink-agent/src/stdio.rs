@@ -72,17 +72,16 @@ pub fn run(
     let session = Arc::new(Mutex::new(session));
     let counters = Arc::new(Counters::default());
     let reports = Arc::new(Mutex::new(events));
-    // The first event that cannot be written stops the event stream, not the proxy.
-    let failed = Arc::new(AtomicBool::new(false));
+    let events = Events {
+        writer: reports.clone(),
+        // The first event that cannot be written stops the event stream, not the proxy.
+        failed: Arc::new(AtomicBool::new(false)),
+        pins_file,
+    };
     let done = Arc::new(AtomicBool::new(false));
 
     {
-        let (session, counters) = (session.clone(), counters.clone());
-        let sink = Events {
-            writer: reports.clone(),
-            failed: failed.clone(),
-            pins_file: pins_file.clone(),
-        };
+        let (session, counters, sink) = (session.clone(), counters.clone(), events.clone());
         std::thread::Builder::new()
             .name("from-agent".into())
             .spawn(move || {
@@ -120,12 +119,7 @@ pub fn run(
     }
 
     let from_server = {
-        let (session, counters) = (session.clone(), counters.clone());
-        let sink = Events {
-            writer: reports.clone(),
-            failed: failed.clone(),
-            pins_file: pins_file.clone(),
-        };
+        let (session, counters, sink) = (session.clone(), counters.clone(), events.clone());
         std::thread::Builder::new()
             .name("from-server".into())
             .spawn(move || {
@@ -263,6 +257,7 @@ fn pump(
 }
 
 /// The event writer shared by both directions; it runs after the message was forwarded.
+#[derive(Clone)]
 struct Events {
     writer: Arc<Mutex<EventWriter>>,
     failed: Arc<AtomicBool>,

@@ -15,10 +15,9 @@ fn the_stdio_proxy_passes_messages_through_refuses_by_policy_and_holds_a_rug_pul
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.jsonl");
     let pins = dir.path().join("pins.json");
-    let config = dir.path().join("toolgate.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut proxy = proxy(
+        dir.path(),
+        &format!(
             r#"
 [sink]
 agent_id = "agent-under-test"
@@ -40,21 +39,7 @@ pins_file = "{}"
             events.display(),
             pins.display()
         ),
-    )
-    .expect("config");
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rug_pull_server.py"
     );
-    let mut proxy = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
-        .args(["stdio", "--config"])
-        .arg(&config)
-        .args(["--server", "files", "--", "python3", fixture])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("toolgate-sink");
     let mut to_proxy = proxy.stdin.take().expect("stdin");
     let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
     let mut ask = |line: &str| -> String {
@@ -162,21 +147,17 @@ pins_file = "{}"
     assert!(saved.contains("sha256:"), "{saved}");
 }
 
-/// Starts the proxy in front of the fixture with `max_message_bytes`.
-fn proxy(dir: &std::path::Path, max_message_bytes: usize) -> std::process::Child {
-    let config = dir.join("toolgate.toml");
-    std::fs::write(
-        &config,
-        format!("[sink]\nagent_id = \"a\"\nmax_message_bytes = {max_message_bytes}\n"),
-    )
-    .expect("config");
+/// Starts the proxy with `config` (a toolgate.toml) in front of the fixture.
+fn proxy(dir: &std::path::Path, config: &str) -> std::process::Child {
+    let path = dir.join("toolgate.toml");
+    std::fs::write(&path, config).expect("config");
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/rug_pull_server.py"
     );
     Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
         .args(["stdio", "--config"])
-        .arg(&config)
+        .arg(&path)
         .args(["--server", "files", "--", "python3", fixture])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -185,10 +166,14 @@ fn proxy(dir: &std::path::Path, max_message_bytes: usize) -> std::process::Child
         .expect("toolgate-sink")
 }
 
+fn limited(max_message_bytes: usize) -> String {
+    format!("[sink]\nagent_id = \"a\"\nmax_message_bytes = {max_message_bytes}\n")
+}
+
 #[test]
 fn oversized_messages_and_bad_bytes_leave_the_session_alive() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = proxy(dir.path(), 1024);
+    let mut proxy = proxy(dir.path(), &limited(1024));
     let mut to_proxy = proxy.stdin.take().expect("stdin");
     let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
     let mut send = |bytes: &[u8]| -> Vec<u8> {
@@ -241,7 +226,7 @@ fn oversized_messages_and_bad_bytes_leave_the_session_alive() {
 #[test]
 fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = proxy(dir.path(), 1 << 20);
+    let mut proxy = proxy(dir.path(), &limited(1 << 20));
     let mut stderr = BufReader::new(proxy.stderr.take().expect("stderr"));
     let mut line = String::new();
     stderr.read_line(&mut line).expect("the server is up");
