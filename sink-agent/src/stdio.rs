@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,7 +53,18 @@ pub fn run(
     max_message_bytes: usize,
 ) -> Result<(i32, Totals), SinkError> {
     let (program, args) = command.split_first().ok_or(SinkError::NoCommand)?;
-    let mut child = Command::new(program)
+    // Blocked before the spawn, so a signal that comes early waits for the forwarder
+    // instead of killing the proxy and orphaning the server; unblocked in the child.
+    let forwarded = block_forwarded_signals();
+    let mut command = Command::new(program);
+    // SAFETY: the hook only calls pthread_sigmask, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &forwarded, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -66,8 +78,7 @@ pub fn run(
     else {
         return Err(SinkError::NoCommand);
     };
-    // After the spawn: a blocked mask would be inherited by the server.
-    forward_signals(child.id());
+    forward_signals(forwarded, child.id());
 
     let session = Arc::new(Mutex::new(session));
     let counters = Arc::new(Counters::default());
@@ -283,12 +294,10 @@ impl Events {
     }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads it starts after
-/// this) and starts a thread that passes each one on to `pid`.
-fn forward_signals(pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it starts later.
+fn block_forwarded_signals() -> libc::sigset_t {
     // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
-    let set = unsafe {
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -296,7 +305,12 @@ fn forward_signals(pid: u32) {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
-    };
+    }
+}
+
+/// Starts a thread that passes each signal of `set` (blocked everywhere) on to `pid`.
+fn forward_signals(set: libc::sigset_t, pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

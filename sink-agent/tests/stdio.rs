@@ -231,6 +231,14 @@ fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
     let mut line = String::new();
     stderr.read_line(&mut line).expect("the server is up");
     assert!(line.contains("ready"), "{line}");
+    // A round trip first: the server is in its loop, past its start-up.
+    let mut to_proxy = proxy.stdin.take().expect("stdin");
+    let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+    writeln!(to_proxy, r#"{{"jsonrpc":"2.0","id":1,"method":"ping"}}"#).expect("write");
+    to_proxy.flush().expect("flush");
+    line.clear();
+    from_proxy.read_line(&mut line).expect("pong");
+    assert!(line.contains("\"id\": 1"), "{line}");
     // SAFETY: kill(2) on the child we spawned.
     unsafe {
         libc::kill(proxy.id() as i32, libc::SIGTERM);
@@ -238,6 +246,9 @@ fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
     let status = proxy.wait().expect("wait");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).expect("stderr");
-    assert!(rest.contains("rug_pull_server: SIGTERM"), "{rest}");
+    assert!(
+        rest.contains("rug_pull_server: SIGTERM"),
+        "{status:?}: {rest:?}"
+    );
     assert_eq!(status.code(), Some(143));
 }
