@@ -40,6 +40,12 @@ pub enum Message {
         /// Its method.
         method: String,
     },
+    /// A method call whose `id` is neither a string nor a number (`null`, an object):
+    /// not a valid request, and not a notification either.
+    InvalidId {
+        /// Its method.
+        method: String,
+    },
     /// A response to an earlier request.
     Response {
         /// The request's id.
@@ -100,6 +106,9 @@ pub fn classify(value: &Value) -> Message {
         (Some(method), None) if !o.contains_key("id") => Message::Notification {
             method: method.to_string(),
         },
+        (Some(method), None) => Message::InvalidId {
+            method: method.to_string(),
+        },
         (None, Some(id)) if o.contains_key("result") || o.contains_key("error") => {
             Message::Response {
                 id: id.clone(),
@@ -152,6 +161,8 @@ mod tests {
         let Parsed::Batch(items) = p else { panic!() };
         assert_eq!(items[1].1, Message::Other);
         assert!(parse(b"{nope").is_err());
+        let p = parse(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap();
+        assert!(matches!(p, Parsed::Single(Message::InvalidId { .. })));
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Report {
     pub findings: Vec<FindingDraft>,
     /// Lines that were not JSON (forwarded as they were).
     pub not_json: u64,
+    /// `tools/call` messages without a usable id, refused.
+    pub malformed_calls: u64,
     /// The pins after a listing was checked against them, to save at once: pins
     /// learned in a session must survive the sink being killed, or a definition
     /// changed before the next start would be trusted on first use.
@@ -273,8 +275,22 @@ impl Session {
         now: Timestamp,
         report: &mut Report,
     ) -> Option<Value> {
-        let Message::Request { id, method, params } = message else {
-            return None;
+        let (id, method, params) = match message {
+            Message::Request { id, method, params } => (id, method, params),
+            // A tools/call the proxy cannot track (no usable id) would reach the server
+            // unchecked, and servers differ on what they do with one. MCP requires an
+            // id; refuse it.
+            Message::Notification { method } | Message::InvalidId { method }
+                if method == "tools/call" =>
+            {
+                report.malformed_calls += 1;
+                return Some(jsonrpc::error(
+                    &Value::Null,
+                    -32600,
+                    "toolgate refused a tools/call without a string or number id",
+                ));
+            }
+            _ => return None,
         };
         let key = Id::of(id)?;
         match method.as_str() {
@@ -699,6 +715,24 @@ mode = "monitor"
             s.pending
                 .contains_key(&Id::of(&json!(MAX_PENDING + 9)).unwrap())
         );
+    }
+
+    #[test]
+    fn a_tools_call_without_a_usable_id_is_refused_not_forwarded() {
+        let mut s = session("");
+        for line in [
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"x"}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#,
+        ] {
+            let (out, report) = client(&mut s, line);
+            assert_eq!(to_client(&out)["error"]["code"], -32600, "{line}");
+            assert_eq!(report.malformed_calls, 1);
+        }
+        // Other notifications pass.
+        let line =
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#;
+        let (out, _) = client(&mut s, line);
+        assert_eq!(out, [Outbound::ToServer(line.as_bytes().to_vec())]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ use crate::transport::{EventWriter, FLUSH_INTERVAL, Written};
 pub struct Totals {
     /// Lines that were not JSON, forwarded as they were.
     pub not_json: u64,
+    /// `tools/call` messages without a usable id, refused.
+    pub malformed_calls: u64,
     /// Oversized messages from the agent, refused.
     pub refused_oversized: u64,
     /// Oversized messages from the server, passed through uninspected.
@@ -39,6 +41,7 @@ pub struct Totals {
 #[derive(Default)]
 struct Counters {
     not_json: AtomicU64,
+    malformed_calls: AtomicU64,
     refused_oversized: AtomicU64,
     passed_oversized: AtomicU64,
 }
@@ -197,6 +200,7 @@ pub fn run(
     };
     let totals = Totals {
         not_json: counters.not_json.load(Ordering::Relaxed),
+        malformed_calls: counters.malformed_calls.load(Ordering::Relaxed),
         refused_oversized: counters.refused_oversized.load(Ordering::Relaxed),
         passed_oversized: counters.passed_oversized.load(Ordering::Relaxed),
         written,
@@ -252,11 +256,12 @@ fn pump(
                     return;
                 }
             }
-            if report.not_json > 0 {
-                counters
-                    .not_json
-                    .fetch_add(report.not_json, Ordering::Relaxed);
-            }
+            counters
+                .not_json
+                .fetch_add(report.not_json, Ordering::Relaxed);
+            counters
+                .malformed_calls
+                .fetch_add(report.malformed_calls, Ordering::Relaxed);
             if !report.events.is_empty() || !report.findings.is_empty() || report.pins.is_some() {
                 events.write(report);
             }

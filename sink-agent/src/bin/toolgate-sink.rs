@@ -68,15 +68,17 @@ fn main() -> Result<()> {
         pins_file,
         config.sink.max_message_bytes,
     )?;
-    if totals.not_json + totals.refused_oversized + totals.passed_oversized + totals.written.invalid
+    let t = &totals;
+    if t.not_json + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
         > 0
     {
         eprintln!(
-            "toolgate-sink: {} lines not JSON, {} oversized messages refused, {} passed uninspected, {} events invalid",
-            totals.not_json,
-            totals.refused_oversized,
-            totals.passed_oversized,
-            totals.written.invalid
+            "toolgate-sink: {} lines not JSON, {} tools/call without an id refused, {} oversized messages refused, {} passed uninspected, {} events invalid",
+            t.not_json,
+            t.malformed_calls,
+            t.refused_oversized,
+            t.passed_oversized,
+            t.written.invalid
         );
     }
     std::process::exit(code);
