@@ -100,12 +100,7 @@ impl Decisions {
             .max_by_key(|d| (d.scope.specificity(), d.time))
     }
 
-    /// How many are kept (expired ones are dropped as new ones arrive).
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// None kept.
+    /// None kept (expired ones are dropped as new ones arrive).
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

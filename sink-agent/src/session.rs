@@ -145,11 +145,6 @@ impl Session {
         }
     }
 
-    /// The session's identity.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
-    }
-
     /// Applies one signed decision from the engine (its JSON bytes); returns its id.
     pub fn apply_decision(&mut self, bytes: &[u8], now: Timestamp) -> Result<String, Rejected> {
         self.checks
@@ -166,13 +161,8 @@ impl Session {
         out: &mut Vec<Outbound>,
         report: &mut Report,
     ) {
-        let parsed = match jsonrpc::parse(line) {
-            Ok(p) => p,
-            Err(_) => {
-                report.not_json += 1;
-                out.push(Outbound::ToServer(line.to_vec()));
-                return;
-            }
+        let Some(parsed) = parse_or_pass(line, report, out, Outbound::ToServer) else {
+            return;
         };
         match parsed {
             Parsed::Single(message) => match self.client_message(&message, now, report) {
@@ -228,13 +218,8 @@ impl Session {
         out: &mut Vec<Outbound>,
         report: &mut Report,
     ) {
-        let parsed = match jsonrpc::parse(line) {
-            Ok(p) => p,
-            Err(_) => {
-                report.not_json += 1;
-                out.push(Outbound::ToClient(line.to_vec()));
-                return;
-            }
+        let Some(parsed) = parse_or_pass(line, report, out, Outbound::ToClient) else {
+            return;
         };
         match parsed {
             Parsed::Single(message) => {
@@ -405,8 +390,9 @@ impl Session {
                     "server": self.identity.server,
                     "tools": tools,
                 });
-                let value = self.emit(body, now, report);
-                if let Some(event) = finish_event(value, &self.checks.redactor) {
+                self.emit(body, now, report);
+                let listed = report.events.last().cloned().unwrap_or_default();
+                if let Some(event) = finish_event(listed, &self.checks.redactor) {
                     self.observe_definitions(&event, report);
                 }
             }
@@ -537,10 +523,10 @@ impl Session {
         })
     }
 
-    /// Completes an event with the session's fields and queues it; returns it too.
-    fn emit(&mut self, body: Value, now: Timestamp, report: &mut Report) -> Value {
+    /// Completes an event with the session's fields and queues it.
+    fn emit(&mut self, body: Value, now: Timestamp, report: &mut Report) {
         let Value::Object(mut fields) = body else {
-            return body;
+            return;
         };
         self.next_event += 1;
         let id = &self.identity;
@@ -561,9 +547,25 @@ impl Session {
                 fields.insert(key.into(), json!(v));
             }
         }
-        let value = Value::Object(fields);
-        report.events.push(value.clone());
-        value
+        report.events.push(Value::Object(fields));
+    }
+}
+
+/// Parses a line; a line that is not JSON is counted and passed on as it came
+/// (`forward` says which way), for the peer to answer.
+fn parse_or_pass(
+    line: &[u8],
+    report: &mut Report,
+    out: &mut Vec<Outbound>,
+    forward: fn(Vec<u8>) -> Outbound,
+) -> Option<Parsed> {
+    match jsonrpc::parse(line) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            report.not_json += 1;
+            out.push(forward(line.to_vec()));
+            None
+        }
     }
 }
 
