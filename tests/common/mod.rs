@@ -51,7 +51,15 @@ pub fn import_agentdojo(dir: &Path, output: &str) -> String {
 
 /// A Python venv under target/ with `requirements` (a file under tests/) installed;
 /// made once, reused by later runs. Returns its python.
+///
+/// Tests of one binary run in parallel threads and may ask for the same venv at once;
+/// without the lock, one would run python while another was still re-creating the venv
+/// on a fresh machine.
 pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = repo().join("target").join(name);
     let python = venv.join("bin/python");
     let stamp = venv.join(".requirements");
