@@ -122,6 +122,19 @@ pub struct SinkConfig {
     /// Most engine decisions kept at once (the oldest go first).
     #[serde(default = "default_sink_max_decisions")]
     pub max_decisions: usize,
+    /// With `[kafka] brokers` set, events go to Kafka through an on-disk spool here (one
+    /// subdirectory per server): kept until the broker acknowledges them, replayed in
+    /// order after an outage or a restart.
+    #[serde(default = "default_sink_spool_dir")]
+    pub spool_dir: String,
+    /// Most bytes the spool holds; past it, events are dropped, counted, and reported
+    /// as a finding once the broker is back.
+    #[serde(default = "default_sink_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// At exit, how long to wait for the broker to acknowledge what is left, in
+    /// milliseconds; the rest stays in the spool for the next start.
+    #[serde(default = "default_sink_flush_timeout_ms")]
+    pub flush_timeout_ms: u64,
 }
 
 impl Default for SinkConfig {
@@ -134,8 +147,23 @@ impl Default for SinkConfig {
             secrets: default_sink_secrets(),
             decision_keys: BTreeMap::new(),
             max_decisions: default_sink_max_decisions(),
+            spool_dir: default_sink_spool_dir(),
+            spool_max_bytes: default_sink_spool_max_bytes(),
+            flush_timeout_ms: default_sink_flush_timeout_ms(),
         }
     }
+}
+
+fn default_sink_spool_dir() -> String {
+    "toolgate-data/sink-spool".into()
+}
+
+fn default_sink_spool_max_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_sink_flush_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_sink_max_decisions() -> usize {
@@ -701,6 +729,15 @@ impl Config {
                 "sink.max_decisions".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if self.sink.spool_max_bytes < 1 << 20 {
+            return Err(invalid(
+                "sink.spool_max_bytes".into(),
+                format!("{} is below the 1 MiB minimum", self.sink.spool_max_bytes),
+            ));
+        }
+        if self.sink.spool_dir.is_empty() {
+            return Err(invalid("sink.spool_dir".into(), "is empty".into()));
         }
         if self.sink.agent_id.as_deref() == Some("") {
             return Err(invalid("sink.agent_id".into(), "is empty".into()));

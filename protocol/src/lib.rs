@@ -7,7 +7,9 @@
 //! - [`canonical`] — RFC 8785 canonical JSON, the byte form signatures and
 //!   [`fingerprint`]s are computed over;
 //! - [`config`] — `toolgate.toml`;
-//! - [`time`] — RFC 3339 timestamps and config durations.
+//! - [`time`] — RFC 3339 timestamps and config durations;
+//! - [`partition`] — the key-to-partition function every producer of toolgate topics
+//!   shares, so a sink can read only its own partition of decisions.
 //!
 //! Pure data and validation: no I/O beyond reading a config file, no async runtime, no
 //! Kafka or Arrow, so the per-agent sink can depend on it and stay small.
@@ -20,6 +22,7 @@ pub mod error;
 pub mod event;
 pub mod finding;
 pub mod fingerprint;
+pub mod partition;
 pub mod time;
 
 pub use decode::MAX_IDENTIFIER_BYTES;

@@ -7,21 +7,28 @@
 //! [`transport`] do the reading and writing. The checks themselves are the detectors'
 //! own (`toolgate-detectors`), so the sink and the engine judge a call the same way.
 //!
-//! It must start fast and stay small, so it never depends on Arrow or DataFusion.
-//! Built so far: the stdio proxy, the JSONL event transport, and [`library::Sink`] for
-//! agents written in Rust. The streamable-HTTP proxy, the Kafka producer with its
-//! spool, signed decisions and hold-for-verdict are not built yet.
+//! Events go to Kafka through an on-disk [`spool`] ([`kafka`]) and/or to a JSONL file
+//! ([`transport`]); signed decisions come back from Kafka and are applied to the
+//! session. It must start fast and stay small, so it never depends on Arrow or
+//! DataFusion, nor on an async runtime.
+//!
+//! Built so far: the stdio proxy, both transports, the decision subscriber, and
+//! [`library::Sink`] for agents written in Rust. The streamable-HTTP proxy and
+//! hold-for-verdict are not built yet.
 
 pub mod decisions;
 pub mod framing;
 pub mod identity;
 pub mod jsonrpc;
+pub mod kafka;
 pub mod library;
 pub mod session;
+pub mod spool;
 pub mod stdio;
 pub mod transport;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use toolgate_detectors::policy::{self, PolicySettings};
 use toolgate_detectors::secrets::Redactor;
@@ -65,6 +72,12 @@ pub enum SinkError {
     /// No randomness for ids.
     #[error("cannot read /dev/urandom for ids: {0}")]
     Random(std::io::Error),
+    /// The Kafka client could not be set up.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// The event spool failed.
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     /// A task of the proxy failed.
     #[error("proxy task: {0}")]
     Task(String),
@@ -164,6 +177,47 @@ pub fn save_pins(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     std::io::Write::write_all(&mut f, bytes).map_err(fail)?;
     f.sync_all().map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(fail)
+}
+
+/// The event writer `config` asks for: Kafka through the spool when a broker is named
+/// (`brokers`, else `[kafka] brokers`), the JSONL file when `[sink] events_file` is set.
+pub fn event_writer(
+    config: &Config,
+    identity: &Identity,
+    brokers: Option<&str>,
+) -> Result<transport::EventWriter, SinkError> {
+    let redactor =
+        Redactor::new(&config.redaction).map_err(|e| SinkError::Redaction(e.to_string()))?;
+    let kafka = match kafka::KafkaLink::from_config(config, brokers) {
+        Some(link) => Some(kafka::Shipper::start(link, identity.clone())?),
+        None => None,
+    };
+    transport::EventWriter::open(
+        config.sink.events_file.as_ref().map(PathBuf::from),
+        kafka,
+        redactor,
+    )
+}
+
+/// Reads the engine's decisions from Kafka into `session` when a broker is named and
+/// `[sink.decision_keys]` can verify them; `applied` runs after each one applied.
+pub fn decision_subscriber(
+    config: &Config,
+    brokers: Option<&str>,
+    session: &Arc<Mutex<Session>>,
+    applied: impl Fn() + Send + 'static,
+) -> Result<Option<kafka::DecisionSubscriber>, SinkError> {
+    let Some(link) = kafka::KafkaLink::from_config(config, brokers) else {
+        return Ok(None);
+    };
+    if config.sink.decision_keys.is_empty() {
+        return Ok(None);
+    }
+    let agent_id = match session.lock() {
+        Ok(s) => s.identity().agent_id.clone(),
+        Err(_) => return Err(SinkError::Task("the session lock is poisoned".into())),
+    };
+    kafka::DecisionSubscriber::start(&link, agent_id, session.clone(), applied).map(Some)
 }
 
 /// A session for `server` with the checks of `config`.

@@ -23,15 +23,16 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
-use toolgate_detectors::secrets::Redactor;
 use toolgate_protocol::Timestamp;
 use toolgate_protocol::config::Config;
 
 use crate::SinkError;
 use crate::decisions::Rejected;
 use crate::jsonrpc::Message;
+use crate::kafka::DecisionSubscriber;
 use crate::session::{Report, Session};
 use crate::transport::EventWriter;
 
@@ -55,16 +56,28 @@ pub enum Verdict {
 
 /// One agent's session with one MCP server.
 pub struct Sink {
-    session: Session,
+    session: Arc<Mutex<Session>>,
+    decisions: Option<DecisionSubscriber>,
     events: EventWriter,
     pins_file: Option<PathBuf>,
     next_id: u64,
 }
 
 impl Sink {
-    /// A session with `server`, with the checks, identity and event file of `config`
-    /// (pins from `[detectors.definitions] pins_file` if it exists).
+    /// A session with `server`, with the checks, identity and event transports of
+    /// `config` (pins from `[detectors.definitions] pins_file` if it exists). With
+    /// `[kafka] brokers` set, events go to Kafka and, when `[sink.decision_keys]` is
+    /// set, the engine's decisions are read and applied as they come.
     pub fn new(config: &Config, server: &str) -> Result<Sink, SinkError> {
+        Sink::with_brokers(config, server, None)
+    }
+
+    /// [`Sink::new`] with `brokers` instead of `[kafka] brokers`.
+    pub fn with_brokers(
+        config: &Config,
+        server: &str,
+        brokers: Option<&str>,
+    ) -> Result<Sink, SinkError> {
         let pins_file = crate::pins_file(config);
         let pins = match &pins_file {
             Some(p) if p.exists() => {
@@ -76,14 +89,12 @@ impl Sink {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let session = crate::session(config, server, pins.as_deref(), millis)?;
-        let redactor =
-            Redactor::new(&config.redaction).map_err(|e| SinkError::Redaction(e.to_string()))?;
-        let events = EventWriter::open(
-            config.sink.events_file.as_ref().map(PathBuf::from),
-            redactor,
-        )?;
+        let events = crate::event_writer(config, session.identity(), brokers)?;
+        let session = Arc::new(Mutex::new(session));
+        let decisions = crate::decision_subscriber(config, brokers, &session, || {})?;
         Ok(Sink {
             session,
+            decisions,
             events,
             pins_file,
             next_id: 0,
@@ -96,7 +107,7 @@ impl Sink {
         let id = self.id();
         let mut report = Report::default();
         let now = Timestamp::now();
-        self.session.client_message(
+        self.session()?.client_message(
             &Message::Request {
                 id: id.clone(),
                 method: "tools/list".into(),
@@ -105,7 +116,7 @@ impl Sink {
             now,
             &mut report,
         );
-        self.session.server_message(
+        self.session()?.server_message(
             &Message::Response {
                 id,
                 result: Some(result.clone()),
@@ -132,7 +143,7 @@ impl Sink {
         params.insert("name".into(), json!(tool));
         params.insert("arguments".into(), Value::Object(arguments.clone()));
         let mut report = Report::default();
-        let refusal = self.session.client_message(
+        let refusal = self.session()?.client_message(
             &Message::Request {
                 id,
                 method: "tools/call".into(),
@@ -161,7 +172,7 @@ impl Sink {
             return Ok(());
         };
         let mut report = Report::default();
-        self.session.server_message(
+        self.session()?.server_message(
             &Message::Response {
                 id: json!(id),
                 result: Some(result.clone()),
@@ -177,7 +188,25 @@ impl Sink {
     /// decision that does not verify, is for another agent or has expired is refused
     /// with the reason, and changes nothing.
     pub fn apply_decision(&mut self, bytes: &[u8]) -> Result<String, Rejected> {
-        self.session.apply_decision(bytes, Timestamp::now())
+        match self.session.lock() {
+            Ok(mut s) => s.apply_decision(bytes, Timestamp::now()),
+            Err(p) => p.into_inner().apply_decision(bytes, Timestamp::now()),
+        }
+    }
+
+    /// Stops reading decisions, writes what is buffered and lets the Kafka shipper
+    /// deliver what it can within `[sink] flush_timeout_ms` (the rest stays spooled).
+    pub fn close(mut self) -> Result<crate::transport::Written, SinkError> {
+        if let Some(mut d) = self.decisions.take() {
+            d.close();
+        }
+        self.events.finish()
+    }
+
+    fn session(&self) -> Result<MutexGuard<'_, Session>, SinkError> {
+        self.session
+            .lock()
+            .map_err(|_| SinkError::Task("the session lock is poisoned".into()))
     }
 
     /// Hands buffered events to the file (also done when the sink is dropped).

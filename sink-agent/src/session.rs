@@ -145,6 +145,11 @@ impl Session {
         }
     }
 
+    /// Who this session reports as.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// Applies one signed decision from the engine (its JSON bytes); returns its id.
     pub fn apply_decision(&mut self, bytes: &[u8], now: Timestamp) -> Result<String, Rejected> {
         self.checks

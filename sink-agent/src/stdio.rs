@@ -50,7 +50,7 @@ struct Counters {
 /// counters. Pins are saved to `pins_file` whenever a listing was checked.
 pub fn run(
     command: &[OsString],
-    session: Session,
+    session: Arc<Mutex<Session>>,
     events: EventWriter,
     pins_file: Option<PathBuf>,
     max_message_bytes: usize,
@@ -83,7 +83,6 @@ pub fn run(
     };
     forward_signals(forwarded, child.id());
 
-    let session = Arc::new(Mutex::new(session));
     let counters = Arc::new(Counters::default());
     let reports = Arc::new(Mutex::new(events));
     let events = Events {
@@ -192,10 +191,7 @@ pub fn run(
     let _ = flusher.join();
     // The agent's side may still be blocked reading stdin; it ends with the process.
     let written = match reports.lock() {
-        Ok(mut w) => {
-            w.flush()?;
-            w.written()
-        }
+        Ok(mut w) => w.finish()?,
         Err(_) => Written::default(),
     };
     let totals = Totals {

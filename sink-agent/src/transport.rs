@@ -1,8 +1,9 @@
-//! Where events go. For now the JSONL file transport (air-gapped use): one event per
-//! line, appended by the proxy thread that saw the message, right after the message
-//! itself was forwarded, and flushed every [`FLUSH_INTERVAL`]. That is while the peer is busy answering, so the work
-//! overlaps with a wait the agent has anyway; validation, redaction and encoding happen
-//! here, not before the forward.
+//! Where events go: Kafka through the spool ([`crate::kafka::Shipper`]), a JSONL file
+//! (the air-gapped transport), or both. Each event is validated, redacted and encoded
+//! by the proxy thread that saw the message, right after the message itself was
+//! forwarded, while the peer is busy answering, so the work overlaps with a wait the
+//! agent has anyway. The file is flushed every [`FLUSH_INTERVAL`]; the shipper takes
+//! events through a channel and never makes the proxy wait.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use toolgate_detectors::secrets::Redactor;
 
 use crate::SinkError;
+use crate::kafka::{Shipped, Shipper};
 
 /// How often buffered events are handed to the file.
 pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -23,12 +25,15 @@ pub struct Written {
     pub events: u64,
     /// Events the protocol rejected (not written; the messages themselves passed).
     pub invalid: u64,
+    /// What the Kafka shipper did, when events go to Kafka.
+    pub shipped: Option<Shipped>,
 }
 
 /// Writes the events of a session's reports.
 pub struct EventWriter {
     path: Option<PathBuf>,
     file: Option<BufWriter<File>>,
+    kafka: Option<Shipper>,
     redactor: Redactor,
     written: Written,
     /// Events are buffered and not yet handed to the file.
@@ -36,9 +41,13 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// Events appended to `path` after `redactor`; `None` discards them (the checks
-    /// still run).
-    pub fn open(path: Option<PathBuf>, redactor: Redactor) -> Result<Self, SinkError> {
+    /// Events appended to `path` and handed to `kafka`, after `redactor`; with neither
+    /// they are discarded (the checks still run).
+    pub fn open(
+        path: Option<PathBuf>,
+        kafka: Option<Shipper>,
+        redactor: Redactor,
+    ) -> Result<Self, SinkError> {
         let file = match &path {
             Some(p) => {
                 let fail = |e| SinkError::Events(p.clone(), e);
@@ -57,15 +66,21 @@ impl EventWriter {
         Ok(EventWriter {
             path,
             file,
+            kafka,
             redactor,
             written: Written::default(),
             dirty: false,
         })
     }
 
-    /// What was written so far.
-    pub fn written(&self) -> Written {
-        self.written
+    /// Flushes the file, lets the shipper deliver what it can within its flush timeout,
+    /// and says what was written.
+    pub fn finish(&mut self) -> Result<Written, SinkError> {
+        self.flush()?;
+        if let Some(mut shipper) = self.kafka.take() {
+            self.written.shipped = Some(shipper.close()?);
+        }
+        Ok(self.written)
     }
 
     /// Hands buffered events to the file. The proxy calls it every
@@ -97,10 +112,14 @@ impl EventWriter {
             match finish_event(value, &self.redactor) {
                 Some(event) => {
                     self.written.events += 1;
+                    let json = event.to_json();
                     if let Some(f) = self.file.as_mut() {
-                        f.write_all(event.to_json().as_bytes()).map_err(fail)?;
+                        f.write_all(json.as_bytes()).map_err(fail)?;
                         f.write_all(b"\n").map_err(fail)?;
                         self.dirty = true;
+                    }
+                    if let Some(k) = &self.kafka {
+                        k.send(&event.agent_id, json.into_bytes());
                     }
                 }
                 None => self.written.invalid += 1,

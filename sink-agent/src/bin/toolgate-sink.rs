@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -27,6 +28,10 @@ enum Command {
         /// The server's name, as in `[servers]` and in events.
         #[arg(long)]
         server: String,
+        /// Kafka bootstrap servers (`host:port,…`), instead of `[kafka] brokers`. With
+        /// neither, events go only to `[sink] events_file`.
+        #[arg(long)]
+        brokers: Option<String>,
         /// The server command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
@@ -38,6 +43,7 @@ fn main() -> Result<()> {
     let Command::Stdio {
         config,
         server,
+        brokers,
         command,
     } = cli.command;
     let config = match &config {
@@ -55,12 +61,10 @@ fn main() -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let session = toolgate_sink::session(&config, &server, pins.as_deref(), millis)?;
-    let redactor = toolgate_detectors::secrets::Redactor::new(&config.redaction)
-        .context("invalid [redaction]")?;
-    let events = toolgate_sink::transport::EventWriter::open(
-        config.sink.events_file.as_ref().map(PathBuf::from),
-        redactor,
-    )?;
+    let brokers = brokers.as_deref();
+    let events = toolgate_sink::event_writer(&config, session.identity(), brokers)?;
+    let session = Arc::new(Mutex::new(session));
+    let mut decisions = toolgate_sink::decision_subscriber(&config, brokers, &session, || {})?;
     let (code, totals) = toolgate_sink::stdio::run(
         &command,
         session,
@@ -68,6 +72,23 @@ fn main() -> Result<()> {
         pins_file,
         config.sink.max_message_bytes,
     )?;
+    if let Some(d) = decisions.as_mut() {
+        let d = d.close();
+        if d.ignored > 0 {
+            eprintln!(
+                "toolgate-sink: {} decisions applied, {} ignored",
+                d.applied, d.ignored
+            );
+        }
+    }
+    if let Some(k) = totals.written.shipped
+        && (k.dropped + k.rejected + k.pending > 0)
+    {
+        eprintln!(
+            "toolgate-sink: kafka: {} events delivered, {} left in the spool for the next start, {} dropped (spool full), {} refused by the broker",
+            k.delivered, k.pending, k.dropped, k.rejected
+        );
+    }
     let t = &totals;
     if t.not_json + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
         > 0

@@ -1,0 +1,323 @@
+//! The sink's Kafka link against librdkafka's mock cluster (the real Kafka protocol
+//! over loopback): events keyed and ordered by agent, an outage and a restart that lose
+//! nothing, a full spool that is counted and reported, and signed decisions read from
+//! the agent's own partition.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use toolgate_protocol::config::Config;
+use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
+use toolgate_protocol::partition::{PARTITIONER, partition_for};
+use toolgate_protocol::{Event, Timestamp};
+use toolgate_sink::library::{Sink, Verdict};
+
+const EVENTS: &str = "toolgate.events";
+const PARTITIONS: i32 = 4;
+
+fn config(dir: &Path, agent: &str, flush_timeout_ms: u64, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[sink]
+agent_id = "{agent}"
+spool_dir = "{}"
+flush_timeout_ms = {flush_timeout_ms}
+{extra}
+"#,
+        dir.join("spool").display()
+    );
+    let path = dir.join(format!("toolgate-{agent}.toml"));
+    std::fs::write(&path, text).expect("config");
+    Config::load(&path).expect("valid config")
+}
+
+fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for topic in [EVENTS, "toolgate.findings", "toolgate.decisions"] {
+        cluster
+            .create_topic(topic, PARTITIONS, 1)
+            .expect("create topic");
+    }
+    cluster
+}
+
+/// Every message of `topic`, per partition in offset order.
+fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<(i32, String, Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push((
+                m.partition(),
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"),
+            )),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if out.len() >= expected => break,
+            None => {}
+        }
+    }
+    out
+}
+
+/// Lists one tool, then makes `calls` calls with results.
+fn traffic(sink: &mut Sink, calls: usize, tag: &str) {
+    let tools = json!({"tools": [{"name": "search", "description": "Search tickets",
+        "inputSchema": {"type": "object"}}]});
+    sink.tools_listed(tools.as_object().unwrap())
+        .expect("listing");
+    for i in 0..calls {
+        let args = json!({"query": format!("{tag} {i}")});
+        match sink.before_call("search", args.as_object().unwrap()).expect("call") {
+            Verdict::Forward { call_id } => {
+                let result = json!({"content": [{"type": "text", "text": format!("hit {i}")}]});
+                sink.after_result(&call_id, result.as_object().unwrap())
+                    .expect("result");
+            }
+            Verdict::Refuse { result, .. } => panic!("refused: {result}"),
+        }
+    }
+}
+
+/// The calls' query arguments, in the order the topic holds them.
+fn queries(messages: &[(i32, String, Value)]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|(_, _, v)| v["kind"] == "tool_call")
+        .map(|(_, _, v)| v["arguments"]["query"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn events_reach_kafka_keyed_by_agent_in_order_on_the_agents_partition() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), "agent-k1", 10_000, "");
+    let mut sink = Sink::with_brokers(&config, "crm", Some(&brokers)).expect("sink");
+    traffic(&mut sink, 50, "q");
+    let written = sink.close().expect("close");
+    let shipped = written.shipped.expect("kafka transport");
+    assert_eq!(
+        (shipped.delivered, shipped.pending, shipped.dropped),
+        (101, 0, 0)
+    );
+
+    let messages = read_all(&brokers, EVENTS, 101);
+    assert_eq!(messages.len(), 101);
+    let partition = partition_for(b"agent-k1", PARTITIONS);
+    for (p, key, value) in &messages {
+        assert_eq!((p, key.as_str()), (&partition, "agent-k1"));
+        let bytes = serde_json::to_vec(value).unwrap();
+        Event::decode(&bytes).expect("a valid toolgate.event.v1");
+    }
+    assert_eq!(messages[0].2["kind"], "tool_list");
+    let expected: Vec<String> = (0..50).map(|i| format!("q {i}")).collect();
+    assert_eq!(queries(&messages), expected);
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|(_, _, v)| v["event_id"].as_str().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "in the order the sink saw them");
+}
+
+#[test]
+fn a_broker_outage_and_a_sink_restart_lose_nothing() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The broker goes down mid-stream for 30 s; the first sink stops while it is down,
+    // and the second starts once it is back.
+    let first_config = config(dir.path(), "agent-k2", 500, "");
+    let mut sink = Sink::with_brokers(&first_config, "crm", Some(&brokers)).expect("sink");
+    traffic(&mut sink, 10, "before");
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.broker_down(1).expect("down");
+    traffic(&mut sink, 20, "during");
+    let first = sink.close().expect("close").shipped.expect("kafka");
+    assert!(
+        first.pending >= 40,
+        "the outage's events wait in the spool: {first:?}"
+    );
+
+    // A new sink on the same spool replays them before its own, once the broker is back.
+    let second_config = config(dir.path(), "agent-k2", 15_000, "");
+    std::thread::sleep(Duration::from_secs(30));
+    cluster.broker_up(1).expect("up");
+    let mut sink = Sink::with_brokers(&second_config, "crm", Some(&brokers)).expect("sink");
+    traffic(&mut sink, 10, "after");
+    let second = sink.close().expect("close").shipped.expect("kafka");
+    assert_eq!((second.pending, second.dropped), (0, 0), "{second:?}");
+
+    let messages = read_all(&brokers, EVENTS, 84);
+    let mut expected: Vec<String> = (0..10).map(|i| format!("before {i}")).collect();
+    expected.extend((0..20).map(|i| format!("during {i}")));
+    expected.extend((0..10).map(|i| format!("after {i}")));
+    // At least once: a record in flight when the first sink stopped may come twice;
+    // none is missing, and the first occurrences keep the order.
+    let mut seen = std::collections::BTreeSet::new();
+    let first_occurrences: Vec<String> = queries(&messages)
+        .into_iter()
+        .filter(|q| seen.insert(q.clone()))
+        .collect();
+    assert_eq!(first_occurrences, expected);
+}
+
+#[test]
+fn a_full_spool_drops_counts_and_reports_once_the_broker_is_back() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        "agent-k3",
+        15_000,
+        "spool_max_bytes = 1048576",
+    );
+    cluster.broker_down(1).expect("down");
+    let mut sink = Sink::with_brokers(&config, "crm", Some(&brokers)).expect("sink");
+    // About 400 bytes an event: 6,000 events are more than 1 MiB.
+    traffic(&mut sink, 3000, "flood");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.broker_up(1).expect("up");
+    let shipped = sink.close().expect("close").shipped.expect("kafka");
+    assert!(shipped.dropped > 0, "{shipped:?}");
+    assert_eq!(shipped.drop_reports, 1, "{shipped:?}");
+    assert_eq!(shipped.pending, 0, "{shipped:?}");
+    assert_eq!(shipped.delivered + shipped.dropped, 6001, "{shipped:?}");
+
+    let findings = read_all(&brokers, "toolgate.findings", 1);
+    assert_eq!(findings.len(), 1);
+    let (_, key, finding) = &findings[0];
+    assert_eq!(key, "agent-k3");
+    assert_eq!(finding["rule_id"], "sink-events-dropped");
+    assert_eq!(finding["count"], shipped.dropped);
+    let bytes = serde_json::to_vec(finding).unwrap();
+    toolgate_protocol::Finding::decode(&bytes, 1 << 20).expect("a valid toolgate.finding.v1");
+}
+
+#[test]
+fn signed_decisions_for_this_agent_are_applied_and_forged_ones_ignored() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = DecisionSigner::from_seed("engine-1", [9; 32]);
+    let forger = DecisionSigner::from_seed("engine-1", [10; 32]);
+    let config = config(
+        dir.path(),
+        "agent-k4",
+        10_000,
+        &format!(
+            "\n[sink.decision_keys]\nengine-1 = \"{}\"\n",
+            engine.public_key_base64()
+        ),
+    );
+    let mut sink = Sink::with_brokers(&config, "mail", Some(&brokers)).expect("sink");
+    traffic(&mut sink, 1, "warm-up");
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("partitioner", PARTITIONER)
+        .create()
+        .expect("producer");
+    let block = |agent: &str, id: &str, signer: &DecisionSigner| {
+        let mut d = Decision {
+            schema: Default::default(),
+            decision_id: id.into(),
+            time: Timestamp::now(),
+            expires_at: None,
+            action: DecisionAction::Block,
+            scope: Scope {
+                agent_id: agent.into(),
+                session_id: None,
+                server: Some("mail".into()),
+                tool: Some("search".into()),
+                call_id: None,
+            },
+            reason: "exfiltration to an external address".into(),
+            finding_ids: vec!["f1".into()],
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        signer.sign(&mut d);
+        serde_json::to_vec(&d).unwrap()
+    };
+    // A forged block for this agent and a genuine one for another agent come first;
+    // neither may change anything.
+    let mut partitions = BTreeMap::new();
+    for (agent, id, signer) in [
+        ("agent-k4", "forged", &forger),
+        ("agent-other", "someone-else", &engine),
+    ] {
+        let bytes = block(agent, id, signer);
+        producer
+            .send(
+                BaseRecord::to("toolgate.decisions")
+                    .key(agent)
+                    .payload(&bytes),
+            )
+            .expect("send");
+        partitions.insert(agent, partition_for(agent.as_bytes(), PARTITIONS));
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    std::thread::sleep(Duration::from_millis(1500));
+    traffic(&mut sink, 1, "still allowed");
+
+    let bytes = block("agent-k4", "genuine", &engine);
+    producer
+        .send(
+            BaseRecord::to("toolgate.decisions")
+                .key("agent-k4")
+                .payload(&bytes),
+        )
+        .expect("send");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let args = json!({"query": "payroll"});
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        match sink
+            .before_call("search", args.as_object().unwrap())
+            .expect("call")
+        {
+            Verdict::Refuse { result, .. } => break result,
+            Verdict::Forward { .. } if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Verdict::Forward { .. } => panic!("the signed block was never applied"),
+        }
+    };
+    assert_eq!(refused["isError"], true);
+    let text = refused["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("exfiltration to an external address"), "{text}");
+    sink.close().expect("close");
+
+    // The engine's producer and the sink agree on where an agent's decisions live.
+    let decisions = read_all(&brokers, "toolgate.decisions", 3);
+    for (partition, key, _) in &decisions {
+        assert_eq!(*partition, partition_for(key.as_bytes(), PARTITIONS), "{key}");
+    }
+    assert_eq!(partitions.len(), 2);
+}
