@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         server: "srv".into(),
         trust_domain: None,
     };
-    let checks = toolgate_sink::checks(&config, None, "a").expect("checks");
+    let checks = toolgate_sink::checks(&config, None, "a", false).expect("checks");
     let mut session = Session::new(identity, checks, "e".into());
     let redactor = Redactor::disabled();
 

@@ -135,6 +135,47 @@ pub struct SinkConfig {
     /// milliseconds; the rest stays in the spool for the next start.
     #[serde(default = "default_sink_flush_timeout_ms")]
     pub flush_timeout_ms: u64,
+    /// Tool classes whose calls wait for the engine's verdict before they are
+    /// forwarded (`[[sink.hold]]`); the first class that matches a call applies.
+    #[serde(default)]
+    pub hold: Vec<HoldClass>,
+}
+
+/// A class of tools (egress: send, post, pay, share, write outside) whose calls are
+/// held until the engine answers for that call, so data leaving is stopped before it
+/// leaves.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldClass {
+    /// The class's name, in the `sink_action` rule of held calls (`hold.NAME`).
+    pub name: String,
+    /// Tool-name globs (`*`, `?`) of the class.
+    pub tools: Vec<String>,
+    /// Server-name globs; empty means every server.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Longest wait for the verdict, in milliseconds.
+    #[serde(default = "default_hold_timeout_ms")]
+    pub hold_timeout_ms: u64,
+    /// Without a verdict in time, or with no engine to ask: `fail_closed` refuses the
+    /// call, `fail_open` forwards it.
+    #[serde(default)]
+    pub fail_mode: FailMode,
+}
+
+/// What a held call does when the engine does not answer in time.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Forward the call.
+    FailOpen,
+    /// Refuse the call.
+    #[default]
+    FailClosed,
+}
+
+fn default_hold_timeout_ms() -> u64 {
+    2_000
 }
 
 impl Default for SinkConfig {
@@ -150,6 +191,7 @@ impl Default for SinkConfig {
             spool_dir: default_sink_spool_dir(),
             spool_max_bytes: default_sink_spool_max_bytes(),
             flush_timeout_ms: default_sink_flush_timeout_ms(),
+            hold: Vec::new(),
         }
     }
 }
@@ -735,6 +777,21 @@ impl Config {
                 "sink.spool_max_bytes".into(),
                 format!("{} is below the 1 MiB minimum", self.sink.spool_max_bytes),
             ));
+        }
+        for (i, class) in self.sink.hold.iter().enumerate() {
+            let field = |f: &str| format!("sink.hold[{i}].{f}");
+            if class.name.is_empty() {
+                return Err(invalid(field("name"), "is empty".into()));
+            }
+            if class.tools.is_empty() {
+                return Err(invalid(field("tools"), "names no tool".into()));
+            }
+            if !(1..=60_000).contains(&class.hold_timeout_ms) {
+                return Err(invalid(
+                    field("hold_timeout_ms"),
+                    format!("{} is not between 1 and 60000", class.hold_timeout_ms),
+                ));
+            }
         }
         if self.sink.spool_dir.is_empty() {
             return Err(invalid("sink.spool_dir".into(), "is empty".into()));

@@ -3,8 +3,10 @@
 //! its memory at idle and under 5,000 calls/s.
 //!
 //! The MCP server is this binary re-executed as an echo server (`ECHO_SERVER=1`), so
-//! the server's own time is as small and steady as it gets. Events are written to a
-//! JSONL file (the transport that exists today), and the policy check runs on every call.
+//! the server's own time is as small and steady as it gets. The sink runs twice: events
+//! to a JSONL file, and events to Kafka (librdkafka's mock cluster on loopback, started
+//! here) through the spool; the policy check runs on every call. Start-up and memory
+//! are measured with the Kafka producer active.
 //!
 //! `cargo bench -p toolgate-sink --bench stdio_proxy` (`CALLS=N` for another count).
 
@@ -41,6 +43,23 @@ fn main() {
         ),
     )
     .expect("config");
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("toolgate.events", 1, 1)
+        .expect("topic");
+    let kafka_config = dir.path().join("toolgate-kafka.toml");
+    std::fs::write(
+        &kafka_config,
+        format!(
+            "[sink]\nagent_id = \"bench\"\nspool_dir = \"{}\"\n\n\
+             [kafka]\nbrokers = [\"{}\"]\n\n\
+             [detectors.policy]\n[[detectors.policy.rules]]\nid = \"no-deletes\"\n\
+             tools = [\"delete_*\"]\neffect = \"deny\"\n",
+            dir.path().join("spool").display(),
+            cluster.bootstrap_servers()
+        ),
+    )
+    .expect("config");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("stdio proxy benchmark: {calls} sequential tools/call round trips, {cores} cores");
 
@@ -50,14 +69,16 @@ fn main() {
         Peer::start(None),
         Peer::start_relay(),
         Peer::start(Some(&config)),
+        Peer::start(Some(&kafka_config)),
     ];
-    let [direct, relayed, proxied] = latencies(&mut peers, calls);
+    let [direct, relayed, to_file, proxied] = latencies(&mut peers, calls);
     println!("\n| round trip | p50 | p90 | p99 | p99.9 |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for (name, l) in [
         ("direct", &direct),
         ("through a bare byte relay (no parsing)", &relayed),
-        ("through toolgate-sink", &proxied),
+        ("through toolgate-sink, events to a JSONL file", &to_file),
+        ("through toolgate-sink, events to Kafka", &proxied),
     ] {
         println!(
             "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
@@ -68,14 +89,21 @@ fn main() {
         );
     }
     println!(
-        "| added (difference of percentiles) | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+        "| added, JSONL file (difference of percentiles) | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+        pct(&to_file, 50.0) - pct(&direct, 50.0),
+        pct(&to_file, 90.0) - pct(&direct, 90.0),
+        pct(&to_file, 99.0) - pct(&direct, 99.0),
+        pct(&to_file, 99.9) - pct(&direct, 99.9)
+    );
+    println!(
+        "| added, Kafka (difference of percentiles) | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
         pct(&proxied, 50.0) - pct(&direct, 50.0),
         pct(&proxied, 90.0) - pct(&direct, 90.0),
         pct(&proxied, 99.0) - pct(&direct, 99.0),
         pct(&proxied, 99.9) - pct(&direct, 99.9)
     );
     println!(
-        "| added by the sink's own work (sink minus relay) | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+        "| added by the sink's own work, Kafka (sink minus relay) | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
         pct(&proxied, 50.0) - pct(&relayed, 50.0),
         pct(&proxied, 90.0) - pct(&relayed, 90.0),
         pct(&proxied, 99.0) - pct(&relayed, 99.0),
@@ -97,10 +125,10 @@ fn main() {
     println!(
         "\nstart-up to the first answered call (median of 20): direct {:.1} ms, through the sink {:.1} ms",
         startup(None),
-        startup(Some(&config))
+        startup(Some(&kafka_config))
     );
 
-    let mut peer = Peer::start(Some(&config));
+    let mut peer = Peer::start(Some(&kafka_config));
     peer.call(0, "echo");
     std::thread::sleep(Duration::from_millis(200));
     let idle = rss_kib(peer.child.id());

@@ -100,6 +100,27 @@ impl Decisions {
             .max_by_key(|d| (d.scope.specificity(), d.time))
     }
 
+    /// The engine's verdict on one held call: a decision naming that `call_id` (and
+    /// matching the rest of the call), the latest if several.
+    pub fn verdict_for_call(
+        &self,
+        session_id: &str,
+        server: &str,
+        tool: &str,
+        call_id: &str,
+        now: Timestamp,
+    ) -> Option<&Decision> {
+        self.lookup(session_id, server, tool, Some(call_id), now)
+            .filter(|d| d.scope.call_id.as_deref() == Some(call_id))
+    }
+
+    /// Forgets verdicts on `call_id`: a new call that reuses a JSON-RPC id must not
+    /// inherit the verdict on an earlier one.
+    pub fn forget_call(&mut self, call_id: &str) {
+        self.held
+            .retain(|d| d.scope.call_id.as_deref() != Some(call_id));
+    }
+
     /// None kept (expired ones are dropped as new ones arrive).
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()

@@ -243,9 +243,17 @@ struct ShipperContext {
 
 impl ClientContext for ShipperContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if !all_down || !self.down.swap(true, Ordering::Relaxed) {
-            eprintln!("toolgate-sink: kafka: {error}: {reason}");
+        let unreachable = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::Resolve
+            )
+        );
+        // An outage is said once, not at every reconnection attempt.
+        if !unreachable || !self.down.swap(true, Ordering::Relaxed) {
+            eprintln!("toolgate-sink: kafka: {reason}; events are spooled until it is back");
         }
     }
 }

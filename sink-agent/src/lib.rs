@@ -26,17 +26,18 @@ pub mod session;
 pub mod spool;
 pub mod stdio;
 pub mod transport;
+pub mod verdicts;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use toolgate_detectors::policy::{self, PolicySettings};
+use toolgate_detectors::policy::{self, GlobSet, PolicySettings};
 use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{BuildError, definitions};
 use toolgate_protocol::config::Config;
 
 use decisions::Decisions;
-use session::{Checks, Identity, SecretsMode, Session};
+use session::{Checks, HoldRule, Identity, SecretsMode, Session};
 use toolgate_protocol::decision::DecisionVerifier;
 
 /// What can stop the sink.
@@ -84,7 +85,13 @@ pub enum SinkError {
 }
 
 /// The checks `config` asks for, for `agent_id`, with the pins from `pins` if given.
-pub fn checks(config: &Config, pins: Option<&[u8]>, agent_id: &str) -> Result<Checks, SinkError> {
+/// `engine_link` says whether there is an engine to ask for verdicts on held calls.
+pub fn checks(
+    config: &Config,
+    pins: Option<&[u8]>,
+    agent_id: &str,
+    engine_link: bool,
+) -> Result<Checks, SinkError> {
     let policy = match config.detectors.get(policy::NAME) {
         Some(table) => {
             let settings: PolicySettings =
@@ -123,6 +130,19 @@ pub fn checks(config: &Config, pins: Option<&[u8]>, agent_id: &str) -> Result<Ch
         secrets,
         redactor,
         decisions: Decisions::new(agent_id.to_string(), verifier, config.sink.max_decisions),
+        holds: config
+            .sink
+            .hold
+            .iter()
+            .map(|h| HoldRule {
+                name: h.name.clone(),
+                tools: GlobSet::new(&h.tools),
+                servers: GlobSet::new(&h.servers),
+                timeout: toolgate_protocol::Duration::from_millis(h.hold_timeout_ms as i64),
+                fail_mode: h.fail_mode,
+            })
+            .collect(),
+        engine_link,
     })
 }
 
@@ -220,16 +240,19 @@ pub fn decision_subscriber(
     kafka::DecisionSubscriber::start(&link, agent_id, session.clone(), applied).map(Some)
 }
 
-/// A session for `server` with the checks of `config`.
+/// A session for `server` with the checks of `config`; `brokers` (from the command
+/// line) or `[kafka] brokers` make a link to the engine.
 pub fn session(
     config: &Config,
     server: &str,
+    brokers: Option<&str>,
     pins: Option<&[u8]>,
     unix_millis: u64,
 ) -> Result<Session, SinkError> {
     let session_id = identity::new_ulid(unix_millis).map_err(SinkError::Random)?;
     let prefix = session_id.clone();
     let identity = identity(config, server, session_id);
-    let checks = checks(config, pins, &identity.agent_id)?;
+    let engine_link = kafka::KafkaLink::from_config(config, brokers).is_some();
+    let checks = checks(config, pins, &identity.agent_id, engine_link)?;
     Ok(Session::new(identity, checks, prefix))
 }

@@ -33,7 +33,8 @@ use crate::SinkError;
 use crate::decisions::Rejected;
 use crate::jsonrpc::Message;
 use crate::kafka::DecisionSubscriber;
-use crate::session::{Report, Session};
+use crate::session::{Disposition, Outbound, Report, Session};
+use crate::verdicts::VerdictSignal;
 use crate::transport::EventWriter;
 
 /// What to do with a call.
@@ -58,6 +59,7 @@ pub enum Verdict {
 pub struct Sink {
     session: Arc<Mutex<Session>>,
     decisions: Option<DecisionSubscriber>,
+    signal: VerdictSignal,
     events: EventWriter,
     pins_file: Option<PathBuf>,
     next_id: u64,
@@ -88,13 +90,17 @@ impl Sink {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let session = crate::session(config, server, pins.as_deref(), millis)?;
+        let session = crate::session(config, server, brokers, pins.as_deref(), millis)?;
         let events = crate::event_writer(config, session.identity(), brokers)?;
         let session = Arc::new(Mutex::new(session));
-        let decisions = crate::decision_subscriber(config, brokers, &session, || {})?;
+        let signal = VerdictSignal::default();
+        let wake = signal.clone();
+        let decisions =
+            crate::decision_subscriber(config, brokers, &session, move || wake.notify())?;
         Ok(Sink {
             session,
             decisions,
+            signal,
             events,
             pins_file,
             next_id: 0,
@@ -114,6 +120,7 @@ impl Sink {
                 params: None,
             },
             now,
+            false,
             &mut report,
         );
         self.session()?.server_message(
@@ -143,23 +150,56 @@ impl Sink {
         params.insert("name".into(), json!(tool));
         params.insert("arguments".into(), Value::Object(arguments.clone()));
         let mut report = Report::default();
-        let refusal = self.session()?.client_message(
+        let disposition = self.session()?.client_message(
             &Message::Request {
                 id,
                 method: "tools/call".into(),
                 params: Some(params),
             },
             Timestamp::now(),
+            false,
             &mut report,
         );
+        // Sent before any wait: the engine answers a held call from this event.
         self.events.write(report)?;
-        Ok(match refusal {
-            None => Verdict::Forward { call_id },
-            Some(mut answer) => Verdict::Refuse {
+        match disposition {
+            Disposition::Forward => Ok(Verdict::Forward { call_id }),
+            Disposition::Answer(mut answer) => Ok(Verdict::Refuse {
                 call_id,
                 result: answer["result"].take(),
-            },
-        })
+            }),
+            Disposition::Hold(spec) => {
+                self.session()?.hold(spec, Vec::new());
+                self.await_verdict(call_id)
+            }
+        }
+    }
+
+    /// Waits for the engine's verdict on the one held call (or its deadline).
+    fn await_verdict(&mut self, call_id: String) -> Result<Verdict, SinkError> {
+        loop {
+            let seen = self.signal.generation();
+            let mut out = Vec::new();
+            let deadline = {
+                let mut session = self.session()?;
+                session.resolve_holds(Timestamp::now(), &mut out);
+                session.next_hold_deadline()
+            };
+            match out.pop() {
+                Some(Outbound::ToServer(_)) => return Ok(Verdict::Forward { call_id }),
+                Some(Outbound::ToClient(line)) => {
+                    let mut answer: Value = serde_json::from_slice(&line).unwrap_or_default();
+                    return Ok(Verdict::Refuse {
+                        call_id,
+                        result: answer["result"].take(),
+                    });
+                }
+                None => {}
+            }
+            let left = deadline.map_or(0, |d| d.unix_nanos() - Timestamp::now().unix_nanos());
+            let left = std::time::Duration::from_nanos(left.clamp(1_000_000, i64::MAX) as u64);
+            self.signal.wait(seen, left);
+        }
     }
 
     /// Reports the result of a call that [`Sink::before_call`] let through.

@@ -11,11 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
 use toolgate_detectors::definitions;
-use toolgate_detectors::policy::{CallView, Mode, Policy, Problem};
+use toolgate_detectors::policy::{CallView, GlobSet, Mode, Policy, Problem};
 use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
 use toolgate_protocol::event::{SinkAction, SinkActionKind};
-use toolgate_protocol::{Event, FindingAction, Timestamp};
+use toolgate_protocol::config::FailMode;
+use toolgate_protocol::{Duration, Event, FindingAction, Timestamp};
 
 use crate::decisions::{Decisions, Rejected};
 use crate::jsonrpc::{self, Id, Message, Parsed};
@@ -51,6 +52,65 @@ pub struct Checks {
     /// Applied to listings before the definitions detector sees them (the engine sees
     /// them redacted too, so fingerprints agree).
     pub redactor: Redactor,
+    /// Tool classes whose calls wait for the engine's verdict (`[[sink.hold]]`).
+    pub holds: Vec<HoldRule>,
+    /// Whether there is an engine to ask (a Kafka link); without one, a held class's
+    /// fail mode applies at once.
+    pub engine_link: bool,
+}
+
+/// One `[[sink.hold]]` class, compiled.
+#[derive(Debug, Clone)]
+pub struct HoldRule {
+    /// The class's name.
+    pub name: String,
+    /// Its tools.
+    pub tools: GlobSet,
+    /// Its servers (empty: all).
+    pub servers: GlobSet,
+    /// Longest wait for the verdict.
+    pub timeout: Duration,
+    /// What happens without a verdict.
+    pub fail_mode: FailMode,
+}
+
+/// Calls waiting for a verdict at once, at most; past it a call of a held class gets
+/// its fail mode at once.
+pub const MAX_HOLDS: usize = 1_024;
+
+/// A `tools/call` waiting for the engine's verdict.
+struct HeldCall {
+    key: Id,
+    id: Value,
+    call_id: String,
+    tool: String,
+    line: Vec<u8>,
+    class: String,
+    deadline: Timestamp,
+    timeout: Duration,
+    fail_mode: FailMode,
+}
+
+/// What becomes of one message from the agent.
+pub(crate) enum Disposition {
+    /// Forward it.
+    Forward,
+    /// Answer the agent with this instead.
+    Answer(Value),
+    /// Keep it until the engine's verdict (a `tools/call` of a held class).
+    Hold(HeldCallSpec),
+}
+
+/// A call to hold, as [`Session::client_message`] found it.
+pub(crate) struct HeldCallSpec {
+    key: Id,
+    id: Value,
+    call_id: String,
+    tool: String,
+    class: String,
+    deadline: Timestamp,
+    timeout: Duration,
+    fail_mode: FailMode,
 }
 
 /// `[sink] secrets`.
@@ -119,6 +179,8 @@ pub struct Session {
     batches: Vec<BatchMerge>,
     /// Tools whose served definition is not the pinned one, with the reason.
     held: BTreeMap<String, String>,
+    /// Calls waiting for the engine's verdict, oldest first.
+    holds: Vec<HeldCall>,
     next_event: u64,
     event_prefix: String,
 }
@@ -140,6 +202,7 @@ impl Session {
             next_pending: 0,
             batches: Vec::new(),
             held: BTreeMap::new(),
+            holds: Vec::new(),
             next_event: 0,
             event_prefix,
         }
@@ -170,17 +233,27 @@ impl Session {
             return;
         };
         match parsed {
-            Parsed::Single(message) => match self.client_message(&message, now, report) {
-                None => out.push(Outbound::ToServer(line.to_vec())),
-                Some(refusal) => out.push(Outbound::ToClient(encode(&refusal))),
-            },
+            Parsed::Single(message) => {
+                if let Message::Notification { method } = &message
+                    && method == "notifications/cancelled"
+                    && !self.holds.is_empty()
+                {
+                    self.cancel_hold(line);
+                }
+                match self.client_message(&message, now, false, report) {
+                    Disposition::Forward => out.push(Outbound::ToServer(line.to_vec())),
+                    Disposition::Answer(refusal) => out.push(Outbound::ToClient(encode(&refusal))),
+                    Disposition::Hold(spec) => self.hold(spec, line.to_vec()),
+                }
+            }
             Parsed::Batch(items) => {
                 let mut kept = Vec::with_capacity(items.len());
                 let mut refusals = Vec::new();
                 for (value, message) in items {
-                    match self.client_message(&message, now, report) {
-                        None => kept.push((value, message)),
-                        Some(refusal) => refusals.push(refusal),
+                    match self.client_message(&message, now, true, report) {
+                        Disposition::Answer(refusal) => refusals.push(refusal),
+                        // A batched call never waits (see `client_message`).
+                        Disposition::Forward | Disposition::Hold(_) => kept.push((value, message)),
                     }
                 }
                 if refusals.is_empty() {
@@ -258,13 +331,15 @@ impl Session {
         }
     }
 
-    /// Handles one message from the agent; `Some(answer)` when the call is refused.
+    /// Handles one message from the agent. A call inside a batch (`in_batch`) never
+    /// waits for a verdict: its class's fail mode applies at once.
     pub(crate) fn client_message(
         &mut self,
         message: &Message,
         now: Timestamp,
+        in_batch: bool,
         report: &mut Report,
-    ) -> Option<Value> {
+    ) -> Disposition {
         let (id, method, params) = match message {
             Message::Request { id, method, params } => (id, method, params),
             // A tools/call the proxy cannot track (no usable id) would reach the server
@@ -274,19 +349,21 @@ impl Session {
                 if method == "tools/call" =>
             {
                 report.malformed_calls += 1;
-                return Some(jsonrpc::error(
+                return Disposition::Answer(jsonrpc::error(
                     &Value::Null,
                     -32600,
                     "toolgate refused a tools/call without a string or number id",
                 ));
             }
-            _ => return None,
+            _ => return Disposition::Forward,
         };
-        let key = Id::of(id)?;
+        let Some(key) = Id::of(id) else {
+            return Disposition::Forward;
+        };
         match method.as_str() {
             "tools/list" => {
                 self.track(key, Pending::List);
-                None
+                Disposition::Forward
             }
             "tools/call" => {
                 let params = params.clone().unwrap_or_default();
@@ -301,8 +378,43 @@ impl Session {
                     .cloned()
                     .unwrap_or_default();
                 let call_id = key.as_str().trim_matches('"').to_string();
-                let verdict = self.judge(&tool, &call_id, &arguments, now);
-                let refused = verdict.action != SinkActionKind::Allowed;
+                let mut verdict = self.judge(&tool, &call_id, &arguments, now);
+                let mut hold = None;
+                if verdict.action == SinkActionKind::Allowed
+                    && let Some(rule) = self.hold_rule(&tool)
+                {
+                    let rule_id = Some(format!("hold.{}", rule.name));
+                    let why = if in_batch {
+                        "a batched call cannot wait for the engine's verdict"
+                    } else if !self.checks.engine_link {
+                        "there is no engine to ask for a verdict"
+                    } else if self.holds.len() >= MAX_HOLDS {
+                        "too many calls are waiting for verdicts"
+                    } else {
+                        ""
+                    };
+                    verdict = match (why.is_empty(), rule.fail_mode) {
+                        (true, _) => {
+                            hold = Some((rule.name.clone(), rule.timeout, rule.fail_mode));
+                            Verdict {
+                                action: SinkActionKind::Held,
+                                rule: rule_id,
+                                reason: Some("waiting for the engine's verdict".into()),
+                            }
+                        }
+                        (false, FailMode::FailClosed) => Verdict {
+                            action: SinkActionKind::Blocked,
+                            rule: rule_id,
+                            reason: Some(format!("{why} (fail_closed)")),
+                        },
+                        (false, FailMode::FailOpen) => Verdict {
+                            action: SinkActionKind::Allowed,
+                            rule: rule_id,
+                            reason: Some(format!("{why} (fail_open)")),
+                        },
+                    };
+                }
+                let refused = verdict.action != SinkActionKind::Allowed && hold.is_none();
                 let text = refused.then(|| {
                     format!(
                         "toolgate refused this call to {tool:?} on {:?}: {} (rule {})",
@@ -311,7 +423,7 @@ impl Session {
                         verdict.rule.as_deref().unwrap_or("-")
                     )
                 });
-                let body = json!({
+                let mut body = json!({
                     "kind": "tool_call",
                     "server": self.identity.server,
                     "call_id": call_id,
@@ -323,16 +435,147 @@ impl Session {
                         reason: verdict.reason,
                     },
                 });
+                if hold.is_some() {
+                    body["await_verdict"] = json!(true);
+                }
                 self.emit(body, now, report);
-                match text {
-                    Some(text) => Some(jsonrpc::refusal(id, &text)),
+                if let Some(text) = text {
+                    return Disposition::Answer(jsonrpc::refusal(id, &text));
+                }
+                match hold {
+                    Some((class, timeout, fail_mode)) => {
+                        self.checks.decisions.forget_call(&call_id);
+                        Disposition::Hold(HeldCallSpec {
+                            key,
+                            id: id.clone(),
+                            call_id,
+                            tool,
+                            class,
+                            deadline: now.saturating_add(timeout),
+                            timeout,
+                            fail_mode,
+                        })
+                    }
                     None => {
                         self.track(key, Pending::Call { call_id, tool });
-                        None
+                        Disposition::Forward
                     }
                 }
             }
-            _ => None,
+            _ => Disposition::Forward,
+        }
+    }
+
+    /// The first hold class that covers `tool` on this session's server.
+    fn hold_rule(&self, tool: &str) -> Option<&HoldRule> {
+        self.checks.holds.iter().find(|h| {
+            h.tools.matches(Some(tool)) && h.servers.matches(Some(&self.identity.server))
+        })
+    }
+
+    /// Settles the held calls that can be settled at `now`: the engine's verdict on the
+    /// call (or a block covering it) decides; past the deadline, the class's fail mode.
+    /// Forwarded calls go to `out` for the server, refusals for the agent.
+    pub fn resolve_holds(&mut self, now: Timestamp, out: &mut Vec<Outbound>) {
+        let mut i = 0;
+        while i < self.holds.len() {
+            let h = &self.holds[i];
+            let id = &self.identity;
+            let decisions = &self.checks.decisions;
+            let verdict = decisions
+                .verdict_for_call(&id.session_id, &id.server, &h.tool, &h.call_id, now)
+                .or_else(|| {
+                    decisions
+                        .lookup(&id.session_id, &id.server, &h.tool, None, now)
+                        .filter(|d| d.action != DecisionAction::Allow)
+                });
+            let outcome: Option<Result<(), String>> = match verdict {
+                Some(d) => Some(match d.action {
+                    DecisionAction::Allow => Ok(()),
+                    DecisionAction::Block => Err(format!(
+                        "{} (rule decision.{})",
+                        d.reason, d.decision_id
+                    )),
+                    DecisionAction::RequireApproval => Err(format!(
+                        "needs a person's approval: {} (rule decision.{})",
+                        d.reason, d.decision_id
+                    )),
+                }),
+                None if now >= h.deadline => Some(match h.fail_mode {
+                    FailMode::FailOpen => Ok(()),
+                    FailMode::FailClosed => Err(format!(
+                        "the engine gave no verdict within {} ms (rule hold.{}, fail_closed)",
+                        h.timeout.as_nanos() / 1_000_000,
+                        h.class
+                    )),
+                }),
+                None => None,
+            };
+            let Some(outcome) = outcome else {
+                i += 1;
+                continue;
+            };
+            let h = self.holds.remove(i);
+            match outcome {
+                Ok(()) => {
+                    out.push(Outbound::ToServer(h.line));
+                    self.track(
+                        h.key,
+                        Pending::Call {
+                            call_id: h.call_id,
+                            tool: h.tool,
+                        },
+                    );
+                }
+                Err(reason) => {
+                    let text = format!(
+                        "toolgate refused this call to {:?} on {:?}: {reason}",
+                        h.tool, self.identity.server
+                    );
+                    out.push(Outbound::ToClient(encode(&jsonrpc::refusal(&h.id, &text))));
+                }
+            }
+        }
+    }
+
+    /// Keeps a call (its line as the agent sent it) until [`Session::resolve_holds`]
+    /// settles it.
+    pub(crate) fn hold(&mut self, spec: HeldCallSpec, line: Vec<u8>) {
+        self.holds.push(HeldCall {
+            key: spec.key,
+            id: spec.id,
+            call_id: spec.call_id,
+            tool: spec.tool,
+            line,
+            class: spec.class,
+            deadline: spec.deadline,
+            timeout: spec.timeout,
+            fail_mode: spec.fail_mode,
+        });
+    }
+
+    /// The earliest deadline of a held call.
+    pub fn next_hold_deadline(&self) -> Option<Timestamp> {
+        self.holds.iter().map(|h| h.deadline).min()
+    }
+
+    /// Calls waiting for a verdict.
+    pub fn holding(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// The agent gave up on a request (`notifications/cancelled`): a held call it names
+    /// is dropped, never to reach the server.
+    fn cancel_hold(&mut self, line: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(line) else {
+            return;
+        };
+        if let Some(key) = value
+            .get("params")
+            .and_then(|p| p.get("requestId"))
+            .and_then(Id::of)
+        {
+            self.holds.retain(|h| h.key != key);
         }
     }
 
@@ -616,7 +859,7 @@ mod tests {
         };
         Session::new(
             identity,
-            crate::checks(&config, None, "a1").expect("checks"),
+            crate::checks(&config, None, "a1", true).expect("checks"),
             "ev".into(),
         )
     }
@@ -847,4 +1090,187 @@ mode = "monitor"
         let event = event.to_json();
         assert!(!event.contains("AKIAIOSFODNN7EXAMPLE"), "{event}");
     }
+
+    const HOLD: &str = r#"
+[sink.decision_keys]
+engine-1 = "KEY"
+
+[[sink.hold]]
+name = "egress"
+tools = ["send_*"]
+hold_timeout_ms = 500
+fail_mode = "fail_closed"
+
+[[sink.hold]]
+name = "uploads"
+tools = ["upload_*"]
+hold_timeout_ms = 500
+fail_mode = "fail_open"
+"#;
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_unix_nanos(ms * 1_000_000)
+    }
+
+    fn held_session() -> (Session, toolgate_protocol::decision::DecisionSigner) {
+        let signer = toolgate_protocol::decision::DecisionSigner::from_seed("engine-1", [5; 32]);
+        (
+            session(&HOLD.replace("KEY", &signer.public_key_base64())),
+            signer,
+        )
+    }
+
+    fn verdict(
+        signer: &toolgate_protocol::decision::DecisionSigner,
+        call_id: &str,
+        action: DecisionAction,
+    ) -> Vec<u8> {
+        use toolgate_protocol::decision::{Decision, DecisionSchema, Scope};
+        let mut d = Decision {
+            schema: DecisionSchema::V1,
+            decision_id: format!("verdict-{call_id}"),
+            time: at(0),
+            expires_at: Some(at(60_000)),
+            action,
+            scope: Scope {
+                agent_id: "a1".into(),
+                session_id: Some("s1".into()),
+                server: Some("crm".into()),
+                tool: Some("send_email".into()),
+                call_id: Some(call_id.into()),
+            },
+            reason: "the recipient came from an untrusted web page".into(),
+            finding_ids: vec![],
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        signer.sign(&mut d);
+        serde_json::to_vec(&d).unwrap()
+    }
+
+    fn call(id: u32, tool: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"to":"x@y.z"}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
+        let (mut s, signer) = held_session();
+        let line = call(7, "send_email");
+        let (out, report) = client(&mut s, &line);
+        assert!(out.is_empty(), "held, not forwarded: {out:?}");
+        assert_eq!(report.events[0]["await_verdict"], true);
+        assert_eq!(report.events[0]["sink_action"]["action"], "held");
+        assert_eq!(report.events[0]["sink_action"]["rule"], "hold.egress");
+        assert_eq!(s.next_hold_deadline(), Some(at(500)));
+
+        // Other messages are not held behind it.
+        let (out, _) = client(&mut s, r#"{"jsonrpc":"2.0","id":8,"method":"ping"}"#);
+        assert_eq!(out.len(), 1);
+
+        let mut out = Vec::new();
+        s.resolve_holds(at(100), &mut out);
+        assert!(out.is_empty(), "no verdict yet");
+        s.apply_decision(&verdict(&signer, "7", DecisionAction::Allow), at(120))
+            .expect("verdict");
+        s.resolve_holds(at(120), &mut out);
+        assert_eq!(out, [Outbound::ToServer(line.into_bytes())]);
+        assert_eq!(s.holding(), 0);
+        // Its result is reported like any other.
+        let (_, report) = server(
+            &mut s,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#,
+        );
+        assert_eq!(report.events[0]["kind"], "tool_result");
+    }
+
+    #[test]
+    fn a_block_verdict_refuses_the_held_call_with_the_engines_reason() {
+        let (mut s, signer) = held_session();
+        client(&mut s, &call(9, "send_email"));
+        s.apply_decision(&verdict(&signer, "9", DecisionAction::Block), at(50))
+            .expect("verdict");
+        let mut out = Vec::new();
+        s.resolve_holds(at(50), &mut out);
+        let answer = to_client(&out);
+        assert_eq!(answer["id"], 9);
+        assert_eq!(answer["result"]["isError"], true);
+        let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("untrusted web page"), "{text}");
+        assert!(text.contains("decision.verdict-9"), "{text}");
+    }
+
+    #[test]
+    fn without_a_verdict_in_time_the_fail_mode_decides() {
+        let (mut s, _) = held_session();
+        let upload = call(2, "upload_file");
+        client(&mut s, &call(1, "send_email"));
+        client(&mut s, &upload);
+        let mut out = Vec::new();
+        s.resolve_holds(at(499), &mut out);
+        assert!(out.is_empty());
+        s.resolve_holds(at(500), &mut out);
+        assert_eq!(out.len(), 2);
+        let closed = out
+            .iter()
+            .find_map(|o| match o {
+                Outbound::ToClient(l) => Some(serde_json::from_slice::<Value>(l).unwrap()),
+                _ => None,
+            })
+            .expect("the fail_closed call is refused");
+        let text = closed["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("no verdict within 500 ms"), "{text}");
+        assert!(out.contains(&Outbound::ToServer(upload.into_bytes())), "fail_open forwards");
+    }
+
+    #[test]
+    fn a_stale_verdict_for_a_reused_id_does_not_release_a_new_call() {
+        let (mut s, signer) = held_session();
+        s.apply_decision(&verdict(&signer, "4", DecisionAction::Allow), at(0))
+            .expect("verdict");
+        client(&mut s, &call(4, "send_email"));
+        let mut out = Vec::new();
+        s.resolve_holds(at(10), &mut out);
+        assert!(out.is_empty(), "an allow from before the call must not count");
+    }
+
+    #[test]
+    fn a_cancelled_held_call_never_reaches_the_server() {
+        let (mut s, _) = held_session();
+        client(&mut s, &call(5, "send_email"));
+        let cancel =
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#;
+        let (out, _) = client(&mut s, cancel);
+        assert_eq!(out, [Outbound::ToServer(cancel.as_bytes().to_vec())]);
+        assert_eq!(s.holding(), 0);
+    }
+
+    #[test]
+    fn batched_or_engineless_egress_calls_get_the_fail_mode_at_once() {
+        let (mut s, _) = held_session();
+        let batch = format!("[{},{}]", call(1, "send_email"), call(2, "upload_file"));
+        let (out, report) = client(&mut s, &batch);
+        assert_eq!(s.holding(), 0);
+        // The upload (fail_open) goes on; the send (fail_closed) is refused.
+        assert!(matches!(&out[0], Outbound::ToServer(l) if !String::from_utf8_lossy(l).contains("send_email")));
+        assert_eq!(report.events[0]["sink_action"]["action"], "blocked");
+        assert_eq!(report.events[1]["sink_action"]["action"], "allowed");
+        assert_eq!(report.events[1]["sink_action"]["rule"], "hold.uploads");
+
+        let key = toolgate_protocol::decision::DecisionSigner::from_seed("engine-1", [5; 32])
+            .public_key_base64();
+        let config = Config::from_toml(&HOLD.replace("KEY", &key), "t").expect("config");
+        let identity = s.identity().clone();
+        let mut offline = Session::new(
+            identity,
+            crate::checks(&config, None, "a1", false).expect("checks"),
+            "ev".into(),
+        );
+        let (out, report) = client(&mut offline, &call(3, "send_email"));
+        let text = to_client(&out)["result"]["content"][0]["text"].clone();
+        assert!(text.as_str().unwrap().contains("no engine to ask"), "{text}");
+        assert_eq!(report.events[0]["sink_action"]["action"], "blocked");
+    }
+
 }

@@ -22,6 +22,7 @@ use crate::framing::{Frame, LineFramer};
 use crate::jsonrpc;
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{EventWriter, FLUSH_INTERVAL, Written};
+use crate::verdicts::VerdictSignal;
 
 /// Counters of one run, printed by the binary at exit.
 #[derive(Debug, Default, Clone, Copy)]
@@ -48,9 +49,14 @@ struct Counters {
 
 /// Runs `command` behind the proxy until it exits; returns its exit code and the
 /// counters. Pins are saved to `pins_file` whenever a listing was checked.
+///
+/// Calls held for the engine's verdict wait in the session, not in a thread: the
+/// agent's later messages go on, and a `verdicts` thread forwards or refuses each held
+/// call when `signal` says a decision arrived, or at its deadline.
 pub fn run(
     command: &[OsString],
     session: Arc<Mutex<Session>>,
+    signal: VerdictSignal,
     events: EventWriter,
     pins_file: Option<PathBuf>,
     max_message_bytes: usize,
@@ -77,13 +83,14 @@ pub fn run(
             command: program.to_string_lossy().into_owned(),
             source: e,
         })?;
-    let (Some(mut child_in), Some(mut child_out)) = (child.stdin.take(), child.stdout.take())
-    else {
+    let (Some(child_in), Some(mut child_out)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(SinkError::NoCommand);
     };
+    let server_in = SharedServer(Arc::new(Mutex::new(Some(child_in))));
     forward_signals(forwarded, child.id());
 
     let counters = Arc::new(Counters::default());
+    let done = Arc::new(AtomicBool::new(false));
     let reports = Arc::new(Mutex::new(events));
     let events = Events {
         writer: reports.clone(),
@@ -91,10 +98,9 @@ pub fn run(
         failed: Arc::new(AtomicBool::new(false)),
         pins_file,
     };
-    let done = Arc::new(AtomicBool::new(false));
-
     {
         let (session, counters, sink) = (session.clone(), counters.clone(), events.clone());
+        let (mut server_in, signal) = (server_in.clone(), signal.clone());
         std::thread::Builder::new()
             .name("from-agent".into())
             .spawn(move || {
@@ -104,8 +110,15 @@ pub fn run(
                     max_message_bytes,
                     |frame, out, report| match frame {
                         Frame::Message(line) => {
-                            if let Ok(mut s) = session.lock() {
-                                s.from_client(&line, Timestamp::now(), out, report);
+                            let holding = match session.lock() {
+                                Ok(mut s) => {
+                                    s.from_client(&line, Timestamp::now(), out, report);
+                                    s.holding()
+                                }
+                                Err(_) => 0,
+                            };
+                            if holding > 0 {
+                                signal.notify();
                             }
                         }
                         Frame::Oversized { last: true, .. } => {
@@ -121,15 +134,28 @@ pub fn run(
                         }
                         Frame::Oversized { .. } => {}
                     },
-                    &mut child_in,
+                    &mut server_in,
                     &counters,
                     &sink,
                 );
-                // Closing the server's stdin is how the agent's EOF reaches it.
-                drop(child_in);
+                // Held calls are settled (by their deadline at the latest) before the
+                // agent's EOF reaches the server: closing its stdin is how it does.
+                while session.lock().is_ok_and(|s| s.holding() > 0) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                server_in.close();
             })
             .map_err(|e| SinkError::Task(e.to_string()))?;
     }
+
+    let verdicts = {
+        let (session, signal, done) = (session.clone(), signal.clone(), done.clone());
+        let mut server_in = server_in.clone();
+        std::thread::Builder::new()
+            .name("verdicts".into())
+            .spawn(move || settle_held_calls(&session, &signal, &mut server_in, &done))
+            .map_err(|e| SinkError::Task(e.to_string()))?
+    };
 
     let from_server = {
         let (session, counters, sink) = (session.clone(), counters.clone(), events.clone());
@@ -188,7 +214,9 @@ pub fn run(
     let _ = from_server.join();
     let status = child.wait().map_err(SinkError::Wait)?;
     done.store(true, Ordering::Relaxed);
+    signal.notify();
     let _ = flusher.join();
+    let _ = verdicts.join();
     // The agent's side may still be blocked reading stdin; it ends with the process.
     let written = match reports.lock() {
         Ok(mut w) => w.finish()?,
@@ -264,6 +292,78 @@ fn pump(
         }
         if n == 0 {
             return;
+        }
+    }
+}
+
+/// Forwards or refuses held calls as verdicts arrive or deadlines pass, until `done`.
+fn settle_held_calls(
+    session: &Mutex<Session>,
+    signal: &VerdictSignal,
+    server: &mut SharedServer,
+    done: &AtomicBool,
+) {
+    let idle = std::time::Duration::from_millis(100);
+    while !done.load(Ordering::Relaxed) {
+        let seen = signal.generation();
+        let mut out = Vec::new();
+        let deadline = match session.lock() {
+            Ok(mut s) => {
+                s.resolve_holds(Timestamp::now(), &mut out);
+                s.next_hold_deadline()
+            }
+            Err(_) => return,
+        };
+        for o in out {
+            let _ = match o {
+                Outbound::ToServer(mut line) => {
+                    line.push(b'\n');
+                    server.write_all(&line)
+                }
+                Outbound::ToClient(mut line) => {
+                    line.push(b'\n');
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&line).and_then(|()| stdout.flush())
+                }
+            };
+        }
+        let wait = deadline.map_or(idle, |d| {
+            let left = d.unix_nanos() - Timestamp::now().unix_nanos();
+            std::time::Duration::from_nanos(left.clamp(0, idle.as_nanos() as i64) as u64)
+        });
+        signal.wait(seen, wait);
+    }
+}
+
+/// The server's stdin, written by the agent's thread and by the verdicts thread: one
+/// `write` is one whole line under the lock, so lines never interleave.
+#[derive(Clone)]
+struct SharedServer(Arc<Mutex<Option<std::process::ChildStdin>>>);
+
+impl SharedServer {
+    fn close(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.take();
+        }
+    }
+}
+
+impl Write for SharedServer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("server stdin lock poisoned"))?;
+        match guard.as_mut() {
+            Some(stdin) => stdin.write_all(buf).map(|()| buf.len()),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.lock() {
+            Ok(mut g) => g.as_mut().map_or(Ok(()), |s| s.flush()),
+            Err(_) => Ok(()),
         }
     }
 }

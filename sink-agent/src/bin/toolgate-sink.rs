@@ -60,14 +60,18 @@ fn main() -> Result<()> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let session = toolgate_sink::session(&config, &server, pins.as_deref(), millis)?;
     let brokers = brokers.as_deref();
+    let session = toolgate_sink::session(&config, &server, brokers, pins.as_deref(), millis)?;
     let events = toolgate_sink::event_writer(&config, session.identity(), brokers)?;
     let session = Arc::new(Mutex::new(session));
-    let mut decisions = toolgate_sink::decision_subscriber(&config, brokers, &session, || {})?;
+    let signal = toolgate_sink::verdicts::VerdictSignal::default();
+    let wake = signal.clone();
+    let mut decisions =
+        toolgate_sink::decision_subscriber(&config, brokers, &session, move || wake.notify())?;
     let (code, totals) = toolgate_sink::stdio::run(
         &command,
         session,
+        signal,
         events,
         pins_file,
         config.sink.max_message_bytes,
