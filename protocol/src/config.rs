@@ -135,6 +135,13 @@ pub struct SinkConfig {
     /// milliseconds; the rest stays in the spool for the next start.
     #[serde(default = "default_sink_flush_timeout_ms")]
     pub flush_timeout_ms: u64,
+    /// Longest wait of one fetch for decisions, in milliseconds. Kafka answers as soon
+    /// as a decision arrives; a broker that answers only when the wait is over
+    /// (librdkafka's mock cluster, the embedded default) adds up to this much to every
+    /// verdict on a held call. Lower is faster there, higher is fewer requests to
+    /// the brokers from an idle fleet.
+    #[serde(default = "default_sink_decision_fetch_wait_ms")]
+    pub decision_fetch_wait_ms: u64,
     /// Tool classes whose calls wait for the engine's verdict before they are
     /// forwarded (`[[sink.hold]]`); the first class that matches a call applies.
     #[serde(default)]
@@ -191,9 +198,14 @@ impl Default for SinkConfig {
             spool_dir: default_sink_spool_dir(),
             spool_max_bytes: default_sink_spool_max_bytes(),
             flush_timeout_ms: default_sink_flush_timeout_ms(),
+            decision_fetch_wait_ms: default_sink_decision_fetch_wait_ms(),
             hold: Vec::new(),
         }
     }
+}
+
+fn default_sink_decision_fetch_wait_ms() -> u64 {
+    20
 }
 
 fn default_sink_spool_dir() -> String {
@@ -776,6 +788,15 @@ impl Config {
             return Err(invalid(
                 "sink.spool_max_bytes".into(),
                 format!("{} is below the 1 MiB minimum", self.sink.spool_max_bytes),
+            ));
+        }
+        if !(1..=10_000).contains(&self.sink.decision_fetch_wait_ms) {
+            return Err(invalid(
+                "sink.decision_fetch_wait_ms".into(),
+                format!(
+                    "{} is not between 1 and 10000",
+                    self.sink.decision_fetch_wait_ms
+                ),
             ));
         }
         for (i, class) in self.sink.hold.iter().enumerate() {

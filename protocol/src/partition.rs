@@ -62,7 +62,12 @@ mod tests {
             ),
             (b"abc", 479_470_107),
         ] {
-            assert_eq!(murmur2(key) as i32, expected, "{}", String::from_utf8_lossy(key));
+            assert_eq!(
+                murmur2(key) as i32,
+                expected,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 

@@ -65,6 +65,8 @@ pub struct KafkaLink {
     pub flush_timeout: Duration,
     /// Largest event produced (`[sink] max_message_bytes` plus room for the envelope).
     pub max_message_bytes: usize,
+    /// `[sink] decision_fetch_wait_ms`.
+    pub decision_fetch_wait_ms: u64,
 }
 
 impl KafkaLink {
@@ -86,6 +88,7 @@ impl KafkaLink {
             spool_max_bytes: config.sink.spool_max_bytes,
             flush_timeout: Duration::from_millis(config.sink.flush_timeout_ms),
             max_message_bytes: config.sink.max_message_bytes + 64 * 1024,
+            decision_fetch_wait_ms: config.sink.decision_fetch_wait_ms,
         })
     }
 
@@ -262,7 +265,10 @@ impl ProducerContext for ShipperContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let error = result.as_ref().err().and_then(|(e, _)| e.rdkafka_error_code());
+        let error = result
+            .as_ref()
+            .err()
+            .and_then(|(e, _)| e.rdkafka_error_code());
         let error = match (result, error) {
             (Err(_), None) => Some(RDKafkaErrorCode::Fail),
             (_, e) => e,
@@ -362,7 +368,7 @@ impl ShipLoop {
             return Ok(());
         }
         while self.in_flight < WINDOW {
-            let Some(record) = self.spool.next()? else {
+            let Some(record) = self.spool.read_next()? else {
                 break;
             };
             if self.done.contains(&record.seq) {
@@ -485,7 +491,10 @@ impl ShipLoop {
 pub fn dropped_finding(identity: &Identity, dropped: u64, spool_max_bytes: u64) -> Finding {
     const RULE: &str = "sink-events-dropped";
     let now = Timestamp::now();
-    let group = format!("{}/{}/{}", identity.agent_id, identity.session_id, identity.server);
+    let group = format!(
+        "{}/{}/{}",
+        identity.agent_id, identity.session_id, identity.server
+    );
     Finding {
         schema: Default::default(),
         finding_id: finding_id(DetectorKind::Volume, RULE, &group, now),
@@ -546,7 +555,9 @@ impl DecisionSubscriber {
         config
             .set("group.id", "toolgate-sink")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // A verdict sits on the path of a held call (see the config field).
+            .set("fetch.wait.max.ms", link.decision_fetch_wait_ms.to_string());
         for (k, v) in &link.properties {
             config.set(k, v);
         }
@@ -641,7 +652,9 @@ fn read_decisions(
             Err(crate::decisions::Rejected::OtherAgent { .. }) => counts.other_agents += 1,
             Err(e) => {
                 counts.ignored += 1;
-                eprintln!("toolgate-sink: ignored the decision at {topic}/{partition}@{offset}: {e}");
+                eprintln!(
+                    "toolgate-sink: ignored the decision at {topic}/{partition}@{offset}: {e}"
+                );
             }
         }
     }

@@ -34,8 +34,8 @@ use crate::decisions::Rejected;
 use crate::jsonrpc::Message;
 use crate::kafka::DecisionSubscriber;
 use crate::session::{Disposition, Outbound, Report, Session};
-use crate::verdicts::VerdictSignal;
 use crate::transport::EventWriter;
+use crate::verdicts::VerdictSignal;
 
 /// What to do with a call.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,8 +14,8 @@ use toolgate_detectors::definitions;
 use toolgate_detectors::policy::{CallView, GlobSet, Mode, Policy, Problem};
 use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
-use toolgate_protocol::event::{SinkAction, SinkActionKind};
 use toolgate_protocol::config::FailMode;
+use toolgate_protocol::event::{SinkAction, SinkActionKind};
 use toolgate_protocol::{Duration, Event, FindingAction, Timestamp};
 
 use crate::decisions::{Decisions, Rejected};
@@ -468,9 +468,10 @@ impl Session {
 
     /// The first hold class that covers `tool` on this session's server.
     fn hold_rule(&self, tool: &str) -> Option<&HoldRule> {
-        self.checks.holds.iter().find(|h| {
-            h.tools.matches(Some(tool)) && h.servers.matches(Some(&self.identity.server))
-        })
+        self.checks
+            .holds
+            .iter()
+            .find(|h| h.tools.matches(Some(tool)) && h.servers.matches(Some(&self.identity.server)))
     }
 
     /// Settles the held calls that can be settled at `now`: the engine's verdict on the
@@ -492,10 +493,9 @@ impl Session {
             let outcome: Option<Result<(), String>> = match verdict {
                 Some(d) => Some(match d.action {
                     DecisionAction::Allow => Ok(()),
-                    DecisionAction::Block => Err(format!(
-                        "{} (rule decision.{})",
-                        d.reason, d.decision_id
-                    )),
+                    DecisionAction::Block => {
+                        Err(format!("{} (rule decision.{})", d.reason, d.decision_id))
+                    }
                     DecisionAction::RequireApproval => Err(format!(
                         "needs a person's approval: {} (rule decision.{})",
                         d.reason, d.decision_id
@@ -1221,7 +1221,10 @@ fail_mode = "fail_open"
             .expect("the fail_closed call is refused");
         let text = closed["result"]["content"][0]["text"].as_str().unwrap();
         assert!(text.contains("no verdict within 500 ms"), "{text}");
-        assert!(out.contains(&Outbound::ToServer(upload.into_bytes())), "fail_open forwards");
+        assert!(
+            out.contains(&Outbound::ToServer(upload.into_bytes())),
+            "fail_open forwards"
+        );
     }
 
     #[test]
@@ -1232,7 +1235,10 @@ fail_mode = "fail_open"
         client(&mut s, &call(4, "send_email"));
         let mut out = Vec::new();
         s.resolve_holds(at(10), &mut out);
-        assert!(out.is_empty(), "an allow from before the call must not count");
+        assert!(
+            out.is_empty(),
+            "an allow from before the call must not count"
+        );
     }
 
     #[test]
@@ -1253,7 +1259,9 @@ fail_mode = "fail_open"
         let (out, report) = client(&mut s, &batch);
         assert_eq!(s.holding(), 0);
         // The upload (fail_open) goes on; the send (fail_closed) is refused.
-        assert!(matches!(&out[0], Outbound::ToServer(l) if !String::from_utf8_lossy(l).contains("send_email")));
+        assert!(
+            matches!(&out[0], Outbound::ToServer(l) if !String::from_utf8_lossy(l).contains("send_email"))
+        );
         assert_eq!(report.events[0]["sink_action"]["action"], "blocked");
         assert_eq!(report.events[1]["sink_action"]["action"], "allowed");
         assert_eq!(report.events[1]["sink_action"]["rule"], "hold.uploads");
@@ -1269,8 +1277,10 @@ fail_mode = "fail_open"
         );
         let (out, report) = client(&mut offline, &call(3, "send_email"));
         let text = to_client(&out)["result"]["content"][0]["text"].clone();
-        assert!(text.as_str().unwrap().contains("no engine to ask"), "{text}");
+        assert!(
+            text.as_str().unwrap().contains("no engine to ask"),
+            "{text}"
+        );
         assert_eq!(report.events[0]["sink_action"]["action"], "blocked");
     }
-
 }

@@ -189,7 +189,11 @@ impl Spool {
             self.dropped += 1;
             return Ok(false);
         }
-        if self.segments.back().is_some_and(|s| s.bytes >= self.segment_bytes) {
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.bytes >= self.segment_bytes)
+        {
             self.roll()?;
         }
         let mut crc = crc32fast::Hasher::new();
@@ -221,7 +225,7 @@ impl Spool {
 
     /// The next record not yet read, in order; `None` when the reader is at the end of
     /// what was flushed.
-    pub fn next(&mut self) -> Result<Option<Record>, SpoolError> {
+    pub fn read_next(&mut self) -> Result<Option<Record>, SpoolError> {
         loop {
             if self.reader.is_none() {
                 self.reader = Some(self.reader_at(self.acked)?);
@@ -540,7 +544,7 @@ mod tests {
 
     fn drain(spool: &mut Spool) -> Vec<(u64, String)> {
         let mut out = Vec::new();
-        while let Some(r) = spool.next().unwrap() {
+        while let Some(r) = spool.read_next().unwrap() {
             out.push((r.seq, String::from_utf8(r.value).unwrap()));
         }
         out

