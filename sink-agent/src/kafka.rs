@@ -33,7 +33,8 @@ use toolgate_protocol::partition::{PARTITIONER, partition_for};
 use toolgate_protocol::{DetectorKind, Finding, FindingAction, Severity, Timestamp};
 
 use crate::SinkError;
-use crate::session::{Identity, Session};
+use crate::decisions::Rejected;
+use crate::session::Identity;
 use crate::spool::{Spool, SpoolError};
 
 /// Records produced and not yet acknowledged, at most.
@@ -543,13 +544,12 @@ pub struct DecisionSubscriber {
 
 impl DecisionSubscriber {
     /// Starts reading the partition of the decisions topic that holds `agent_id`, from
-    /// its beginning (decisions carry their own expiry), and applying what verifies.
-    /// `applied` is called after each decision taken into the session.
+    /// its beginning (decisions carry their own expiry), and handing each decision's
+    /// bytes to `apply`, which verifies and keeps it (see [`Session::apply_decision`]).
     pub fn start(
         link: &KafkaLink,
         agent_id: String,
-        session: Arc<Mutex<Session>>,
-        applied: impl Fn() + Send + 'static,
+        apply: impl FnMut(&[u8]) -> Result<String, Rejected> + Send + 'static,
     ) -> Result<DecisionSubscriber, SinkError> {
         let mut config = link.client_config();
         config
@@ -570,9 +570,7 @@ impl DecisionSubscriber {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("kafka-decisions".into())
-                .spawn(move || {
-                    read_decisions(&consumer, &topic, &agent_id, &session, &stop, &applied)
-                })
+                .spawn(move || read_decisions(&consumer, &topic, &agent_id, &stop, apply))
                 .map_err(|e| SinkError::Task(e.to_string()))?
         };
         Ok(DecisionSubscriber {
@@ -601,9 +599,8 @@ fn read_decisions(
     consumer: &BaseConsumer,
     topic: &str,
     agent_id: &str,
-    session: &Mutex<Session>,
     stop: &AtomicBool,
-    applied: &dyn Fn(),
+    mut apply: impl FnMut(&[u8]) -> Result<String, Rejected>,
 ) -> DecisionCounts {
     let mut counts = DecisionCounts::default();
     // The topic may not exist before the engine's first decision.
@@ -639,17 +636,12 @@ fn read_decisions(
             Some(Ok(m)) => m,
         };
         let offset = message.offset();
-        let outcome = match session.lock() {
-            Ok(mut s) => s.apply_decision(message.payload().unwrap_or_default(), Timestamp::now()),
-            Err(_) => return counts,
-        };
-        match outcome {
+        match apply(message.payload().unwrap_or_default()) {
             Ok(id) => {
                 counts.applied += 1;
                 eprintln!("toolgate-sink: applied decision {id}");
-                applied();
             }
-            Err(crate::decisions::Rejected::OtherAgent { .. }) => counts.other_agents += 1,
+            Err(Rejected::OtherAgent { .. }) => counts.other_agents += 1,
             Err(e) => {
                 counts.ignored += 1;
                 eprintln!(

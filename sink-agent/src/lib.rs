@@ -18,6 +18,7 @@
 
 pub mod decisions;
 pub mod framing;
+pub mod http;
 pub mod identity;
 pub mod jsonrpc;
 pub mod kafka;
@@ -220,12 +221,39 @@ pub fn event_writer(
 }
 
 /// Reads the engine's decisions from Kafka into `session` when a broker is named and
-/// `[sink.decision_keys]` can verify them; `applied` runs after each one applied.
+/// `[sink.decision_keys]` can verify them; `signal` is woken after each one applied.
 pub fn decision_subscriber(
     config: &Config,
     brokers: Option<&str>,
     session: &Arc<Mutex<Session>>,
-    applied: impl Fn() + Send + 'static,
+    signal: verdicts::VerdictSignal,
+) -> Result<Option<kafka::DecisionSubscriber>, SinkError> {
+    let agent_id = match session.lock() {
+        Ok(s) => s.identity().agent_id.clone(),
+        Err(_) => return Err(SinkError::Task("the session lock is poisoned".into())),
+    };
+    let session = session.clone();
+    decisions_from_kafka(config, brokers, agent_id, move |bytes| {
+        let applied = match session.lock() {
+            Ok(mut s) => s.apply_decision(bytes, toolgate_protocol::Timestamp::now()),
+            Err(p) => p
+                .into_inner()
+                .apply_decision(bytes, toolgate_protocol::Timestamp::now()),
+        };
+        if applied.is_ok() {
+            signal.notify();
+        }
+        applied
+    })
+}
+
+/// The decision subscriber for `agent_id` with its own `apply`, when a broker is named
+/// and `[sink.decision_keys]` can verify decisions.
+pub fn decisions_from_kafka(
+    config: &Config,
+    brokers: Option<&str>,
+    agent_id: String,
+    apply: impl FnMut(&[u8]) -> Result<String, decisions::Rejected> + Send + 'static,
 ) -> Result<Option<kafka::DecisionSubscriber>, SinkError> {
     let Some(link) = kafka::KafkaLink::from_config(config, brokers) else {
         return Ok(None);
@@ -233,11 +261,7 @@ pub fn decision_subscriber(
     if config.sink.decision_keys.is_empty() {
         return Ok(None);
     }
-    let agent_id = match session.lock() {
-        Ok(s) => s.identity().agent_id.clone(),
-        Err(_) => return Err(SinkError::Task("the session lock is poisoned".into())),
-    };
-    kafka::DecisionSubscriber::start(&link, agent_id, session.clone(), applied).map(Some)
+    kafka::DecisionSubscriber::start(&link, agent_id, apply).map(Some)
 }
 
 /// A session for `server` with the checks of `config`; `brokers` (from the command

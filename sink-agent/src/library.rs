@@ -94,9 +94,7 @@ impl Sink {
         let events = crate::event_writer(config, session.identity(), brokers)?;
         let session = Arc::new(Mutex::new(session));
         let signal = VerdictSignal::default();
-        let wake = signal.clone();
-        let decisions =
-            crate::decision_subscriber(config, brokers, &session, move || wake.notify())?;
+        let decisions = crate::decision_subscriber(config, brokers, &session, signal.clone())?;
         Ok(Sink {
             session,
             decisions,

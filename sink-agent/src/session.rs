@@ -181,6 +181,9 @@ pub struct Session {
     held: BTreeMap<String, String>,
     /// Calls waiting for the engine's verdict, oldest first.
     holds: Vec<HeldCall>,
+    /// Refusals inside a batch are answered at once instead of merged into the
+    /// server's batch response (over HTTP, where that response may be a stream).
+    answer_batch_refusals_at_once: bool,
     next_event: u64,
     event_prefix: String,
 }
@@ -203,9 +206,16 @@ impl Session {
             batches: Vec::new(),
             held: BTreeMap::new(),
             holds: Vec::new(),
+            answer_batch_refusals_at_once: false,
             next_event: 0,
             event_prefix,
         }
+    }
+
+    /// Answers refusals inside a batch at once, as their own array, instead of merging
+    /// them into the server's batch response.
+    pub fn answer_batch_refusals_at_once(&mut self) {
+        self.answer_batch_refusals_at_once = true;
     }
 
     /// Who this session reports as.
@@ -271,7 +281,7 @@ impl Session {
                     let values: Vec<Value> = kept.into_iter().map(|(v, _)| v).collect();
                     out.push(Outbound::ToServer(encode(&Value::Array(values))));
                 }
-                if forwarded.is_empty() {
+                if forwarded.is_empty() || self.answer_batch_refusals_at_once {
                     out.push(Outbound::ToClient(encode(&Value::Array(refusals))));
                 } else {
                     if self.batches.len() >= MAX_PENDING_BATCHES {
@@ -480,62 +490,78 @@ impl Session {
     pub fn resolve_holds(&mut self, now: Timestamp, out: &mut Vec<Outbound>) {
         let mut i = 0;
         while i < self.holds.len() {
-            let h = &self.holds[i];
-            let id = &self.identity;
-            let decisions = &self.checks.decisions;
-            let verdict = decisions
-                .verdict_for_call(&id.session_id, &id.server, &h.tool, &h.call_id, now)
-                .or_else(|| {
-                    decisions
-                        .lookup(&id.session_id, &id.server, &h.tool, None, now)
-                        .filter(|d| d.action != DecisionAction::Allow)
-                });
-            let outcome: Option<Result<(), String>> = match verdict {
-                Some(d) => Some(match d.action {
-                    DecisionAction::Allow => Ok(()),
-                    DecisionAction::Block => {
-                        Err(format!("{} (rule decision.{})", d.reason, d.decision_id))
-                    }
-                    DecisionAction::RequireApproval => Err(format!(
-                        "needs a person's approval: {} (rule decision.{})",
-                        d.reason, d.decision_id
-                    )),
-                }),
-                None if now >= h.deadline => Some(match h.fail_mode {
-                    FailMode::FailOpen => Ok(()),
-                    FailMode::FailClosed => Err(format!(
-                        "the engine gave no verdict within {} ms (rule hold.{}, fail_closed)",
-                        h.timeout.as_nanos() / 1_000_000,
-                        h.class
-                    )),
-                }),
-                None => None,
-            };
-            let Some(outcome) = outcome else {
-                i += 1;
-                continue;
-            };
-            let h = self.holds.remove(i);
-            match outcome {
-                Ok(()) => {
-                    out.push(Outbound::ToServer(h.line));
-                    self.track(
-                        h.key,
-                        Pending::Call {
-                            call_id: h.call_id,
-                            tool: h.tool,
-                        },
-                    );
-                }
-                Err(reason) => {
-                    let text = format!(
-                        "toolgate refused this call to {:?} on {:?}: {reason}",
-                        h.tool, self.identity.server
-                    );
-                    out.push(Outbound::ToClient(encode(&jsonrpc::refusal(&h.id, &text))));
-                }
+            match self.settle(i, now) {
+                Some(o) => out.push(o),
+                None => i += 1,
             }
         }
+    }
+
+    /// [`Session::resolve_holds`] for the one held call with JSON-RPC id `key`:
+    /// `None` while it still waits (or if no such call is held).
+    pub fn resolve_hold(&mut self, key: &Id, now: Timestamp) -> Option<Outbound> {
+        let i = self.holds.iter().position(|h| &h.key == key)?;
+        self.settle(i, now)
+    }
+
+    /// Whether the call with JSON-RPC id `key` is held.
+    pub fn is_held(&self, key: &Id) -> bool {
+        self.holds.iter().any(|h| &h.key == key)
+    }
+
+    /// Settles held call `i` if its verdict is in or its deadline has passed.
+    fn settle(&mut self, i: usize, now: Timestamp) -> Option<Outbound> {
+        let h = &self.holds[i];
+        let id = &self.identity;
+        let decisions = &self.checks.decisions;
+        let verdict = decisions
+            .verdict_for_call(&id.session_id, &id.server, &h.tool, &h.call_id, now)
+            .or_else(|| {
+                decisions
+                    .lookup(&id.session_id, &id.server, &h.tool, None, now)
+                    .filter(|d| d.action != DecisionAction::Allow)
+            });
+        let outcome: Result<(), String> = match verdict {
+            Some(d) => match d.action {
+                DecisionAction::Allow => Ok(()),
+                DecisionAction::Block => {
+                    Err(format!("{} (rule decision.{})", d.reason, d.decision_id))
+                }
+                DecisionAction::RequireApproval => Err(format!(
+                    "needs a person's approval: {} (rule decision.{})",
+                    d.reason, d.decision_id
+                )),
+            },
+            None if now >= h.deadline => match h.fail_mode {
+                FailMode::FailOpen => Ok(()),
+                FailMode::FailClosed => Err(format!(
+                    "the engine gave no verdict within {} ms (rule hold.{}, fail_closed)",
+                    h.timeout.as_nanos() / 1_000_000,
+                    h.class
+                )),
+            },
+            None => return None,
+        };
+        let h = self.holds.remove(i);
+        Some(match outcome {
+            Ok(()) => {
+                self.track(
+                    h.key,
+                    Pending::Call {
+                        call_id: h.call_id,
+                        tool: h.tool,
+                    },
+                );
+                Outbound::ToServer(h.line)
+            }
+            Err(reason) => {
+                let text = format!(
+                    "toolgate refused this call to {:?} on {:?}: {reason}",
+                    h.tool, self.identity.server
+                );
+                Outbound::ToClient(encode(&jsonrpc::refusal(&h.id, &text)))
+            }
+        })
     }
 
     /// Keeps a call (its line as the agent sent it) until [`Session::resolve_holds`]

@@ -21,7 +21,7 @@ use crate::SinkError;
 use crate::framing::{Frame, LineFramer};
 use crate::jsonrpc;
 use crate::session::{Outbound, Report, Session};
-use crate::transport::{EventWriter, FLUSH_INTERVAL, Written};
+use crate::transport::{EventWriter, ReportWriter, Written};
 use crate::verdicts::VerdictSignal;
 
 /// Counters of one run, printed by the binary at exit.
@@ -91,13 +91,7 @@ pub fn run(
 
     let counters = Arc::new(Counters::default());
     let done = Arc::new(AtomicBool::new(false));
-    let reports = Arc::new(Mutex::new(events));
-    let events = Events {
-        writer: reports.clone(),
-        // The first event that cannot be written stops the event stream, not the proxy.
-        failed: Arc::new(AtomicBool::new(false)),
-        pins_file,
-    };
+    let events = ReportWriter::new(events, pins_file);
     {
         let (session, counters, sink) = (session.clone(), counters.clone(), events.clone());
         let (mut server_in, signal) = (server_in.clone(), signal.clone());
@@ -194,22 +188,7 @@ pub fn run(
             .map_err(|e| SinkError::Task(e.to_string()))?
     };
 
-    let flusher = {
-        let (writer, done) = (reports.clone(), done.clone());
-        std::thread::Builder::new()
-            .name("events-flush".into())
-            .spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(FLUSH_INTERVAL);
-                    if let Ok(mut w) = writer.lock()
-                        && let Err(e) = w.flush()
-                    {
-                        eprintln!("toolgate-sink: {e}");
-                    }
-                }
-            })
-            .map_err(|e| SinkError::Task(e.to_string()))?
-    };
+    let flusher = events.start_flusher(done.clone())?;
 
     let _ = from_server.join();
     let status = child.wait().map_err(SinkError::Wait)?;
@@ -218,10 +197,7 @@ pub fn run(
     let _ = flusher.join();
     let _ = verdicts.join();
     // The agent's side may still be blocked reading stdin; it ends with the process.
-    let written = match reports.lock() {
-        Ok(mut w) => w.finish()?,
-        Err(_) => Written::default(),
-    };
+    let written = events.finish()?;
     let totals = Totals {
         not_json: counters.not_json.load(Ordering::Relaxed),
         malformed_calls: counters.malformed_calls.load(Ordering::Relaxed),
@@ -244,7 +220,7 @@ fn pump(
     mut handle: impl FnMut(Frame, &mut Vec<Outbound>, &mut Report),
     server: &mut impl Write,
     counters: &Counters,
-    events: &Events,
+    events: &ReportWriter,
 ) {
     let mut framer = LineFramer::new(max_message_bytes);
     let mut buf = vec![0u8; 64 * 1024];
@@ -364,33 +340,6 @@ impl Write for SharedServer {
         match self.0.lock() {
             Ok(mut g) => g.as_mut().map_or(Ok(()), |s| s.flush()),
             Err(_) => Ok(()),
-        }
-    }
-}
-
-/// The event writer shared by both directions; it runs after the message was forwarded.
-#[derive(Clone)]
-struct Events {
-    writer: Arc<Mutex<EventWriter>>,
-    failed: Arc<AtomicBool>,
-    pins_file: Option<PathBuf>,
-}
-
-impl Events {
-    fn write(&self, mut report: Report) {
-        if let (Some(path), Some(pins)) = (&self.pins_file, report.pins.take())
-            && let Err(e) = crate::save_pins(path, &pins)
-        {
-            eprintln!("toolgate-sink: {e}");
-        }
-        if self.failed.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Ok(mut w) = self.writer.lock()
-            && let Err(e) = w.write(report)
-            && !self.failed.swap(true, Ordering::Relaxed)
-        {
-            eprintln!("toolgate-sink: {e}; no more events are written in this session");
         }
     }
 }

@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use toolgate_detectors::secrets::Redactor;
 
@@ -126,5 +128,72 @@ impl EventWriter {
             }
         }
         Ok(())
+    }
+}
+
+/// The event writer shared by the proxy's threads, with the pins file: reports are
+/// written after the message they came from was forwarded.
+#[derive(Clone)]
+pub(crate) struct ReportWriter {
+    writer: Arc<Mutex<EventWriter>>,
+    /// The first event that cannot be written stops the event stream, not the proxy.
+    failed: Arc<AtomicBool>,
+    pins_file: Option<PathBuf>,
+}
+
+impl ReportWriter {
+    pub(crate) fn new(writer: EventWriter, pins_file: Option<PathBuf>) -> Self {
+        ReportWriter {
+            writer: Arc::new(Mutex::new(writer)),
+            failed: Arc::new(AtomicBool::new(false)),
+            pins_file,
+        }
+    }
+
+    /// Saves the pins a report carries and writes its events.
+    pub(crate) fn write(&self, mut report: Report) {
+        if let (Some(path), Some(pins)) = (&self.pins_file, report.pins.take())
+            && let Err(e) = crate::save_pins(path, &pins)
+        {
+            eprintln!("toolgate-sink: {e}");
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut w) = self.writer.lock()
+            && let Err(e) = w.write(report)
+            && !self.failed.swap(true, Ordering::Relaxed)
+        {
+            eprintln!("toolgate-sink: {e}; no more events are written in this session");
+        }
+    }
+
+    /// Flushes the file every [`FLUSH_INTERVAL`] until `done`.
+    pub(crate) fn start_flusher(
+        &self,
+        done: Arc<AtomicBool>,
+    ) -> Result<std::thread::JoinHandle<()>, SinkError> {
+        let writer = self.writer.clone();
+        std::thread::Builder::new()
+            .name("events-flush".into())
+            .spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    if let Ok(mut w) = writer.lock()
+                        && let Err(e) = w.flush()
+                    {
+                        eprintln!("toolgate-sink: {e}");
+                    }
+                }
+            })
+            .map_err(|e| SinkError::Task(e.to_string()))
+    }
+
+    /// [`EventWriter::finish`].
+    pub(crate) fn finish(&self) -> Result<Written, SinkError> {
+        match self.writer.lock() {
+            Ok(mut w) => w.finish(),
+            Err(_) => Ok(Written::default()),
+        }
     }
 }

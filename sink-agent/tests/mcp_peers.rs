@@ -233,3 +233,151 @@ fn server_filesystem_write_is_refused_by_policy_and_reads_pass() {
     assert_eq!(write["sink_action"]["action"], "blocked");
     assert_eq!(write["sink_action"]["rule"], "policy.read-only-files");
 }
+
+/// A free loopback port (bound, read and released; the OS does not hand it out again
+/// at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Kills a child process when dropped, so a failing test leaves no server behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn drive_url(kind: &str, root: &Path, url: &str) -> Value {
+    let out = Command::new(python())
+        .arg(peers_dir().join("drive.py"))
+        .args([kind, &root.display().to_string(), "--url", url])
+        .output()
+        .expect("drive.py");
+    assert!(
+        out.status.success(),
+        "drive.py {kind} {url} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("drive.py prints JSON")
+}
+
+#[test]
+fn server_everything_over_streamable_http_behaves_the_same_through_the_proxy() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, events_file) = config(
+        dir.path(),
+        r#"
+[detectors.policy]
+[[detectors.policy.rules]]
+id = "no-images"
+tools = ["get-tiny-image"]
+effect = "deny"
+reason = "images are not for this agent"
+"#,
+    );
+    let server_port = free_port();
+    let _server = Reaped(
+        Command::new("node")
+            .arg(servers().join("server-everything/dist/index.js"))
+            .arg("streamableHttp")
+            .env("PORT", server_port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server-everything"),
+    );
+    wait_for_port(server_port);
+    let upstream = format!("http://127.0.0.1:{server_port}/mcp");
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["http", "--config"])
+        .arg(&config)
+        .args([
+            "--server",
+            "everything",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+        ])
+        .arg(&upstream)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink http");
+    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the listening line");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let sink = Reaped(sink);
+
+    let mut direct = drive_url("everything", dir.path(), &upstream);
+    let mut proxied = drive_url("everything", dir.path(), &format!("http://{address}/mcp"));
+    // The one call the policy refuses is answered by the proxy, with its reason.
+    let refused = proxied["image"].take();
+    assert_eq!(refused["isError"], true, "{refused}");
+    let text = refused["content"][0]["text"].as_str().unwrap_or("");
+    assert!(text.contains("images are not for this agent"), "{text}");
+    assert!(direct["image"]["content"].to_string().contains("image"));
+    direct["image"].take();
+    assert_eq!(
+        proxied, direct,
+        "apart from the refusal, the client saw the same through the proxy"
+    );
+    assert!(direct["progress_notifications"].as_u64().unwrap_or(0) > 0);
+    let sampled = direct["sampling"].to_string();
+    assert!(sampled.contains("sampled by the test client"), "{sampled}");
+
+    // SIGTERM: the proxy stops taking requests and writes out its events.
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(sink.0.id() as i32, libc::SIGTERM);
+    }
+    let mut sink = sink;
+    let status = sink.0.wait().expect("exit");
+    assert!(status.success(), "{status:?}");
+
+    let events = events(&events_file);
+    let calls: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tool_call").collect();
+    let results = events.iter().filter(|e| e["kind"] == "tool_result").count();
+    assert!(events.iter().any(|e| e["kind"] == "tool_list"));
+    let forwarded = calls
+        .iter()
+        .filter(|e| e["sink_action"]["action"] == "allowed")
+        .count();
+    assert_eq!(forwarded, results, "every forwarded call has its result");
+    assert!(calls.len() >= 5, "{calls:?}");
+    let echo = calls
+        .iter()
+        .find(|e| e["tool"] == "echo")
+        .expect("echo call");
+    assert_eq!(echo["arguments"]["message"], "hello through the proxy");
+    let image = calls
+        .iter()
+        .find(|e| e["tool"] == "get-tiny-image")
+        .expect("image call");
+    assert_eq!(image["sink_action"]["action"], "blocked");
+    for e in &events {
+        toolgate_protocol::Event::from_value(e.clone()).expect("valid event");
+    }
+}

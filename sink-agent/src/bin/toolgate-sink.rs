@@ -36,40 +36,160 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+    /// Reverse-proxy a remote MCP server over streamable HTTP:
+    /// `toolgate-sink http --server crm --listen 127.0.0.1:8931 --upstream https://crm.internal/mcp`.
+    Http {
+        /// toolgate.toml, as for `stdio`.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The server's name, as in `[servers]` and in events.
+        #[arg(long)]
+        server: String,
+        /// Where the agent connects (`host:port`; port 0 picks a free one, printed).
+        #[arg(long)]
+        listen: String,
+        /// The MCP server's endpoint (`http://…` or `https://…`).
+        #[arg(long)]
+        upstream: String,
+        /// Kafka bootstrap servers, instead of `[kafka] brokers`.
+        #[arg(long)]
+        brokers: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let Command::Stdio {
-        config,
-        server,
-        brokers,
-        command,
-    } = cli.command;
+    match Cli::parse().command {
+        Command::Stdio {
+            config,
+            server,
+            brokers,
+            command,
+        } => stdio(config, &server, brokers.as_deref(), &command),
+        Command::Http {
+            config,
+            server,
+            listen,
+            upstream,
+            brokers,
+        } => http(config, &server, &listen, upstream, brokers.as_deref()),
+    }
+}
+
+fn load(config: Option<PathBuf>) -> Result<(Config, Option<PathBuf>)> {
     let config = match &config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     let pins_file = toolgate_sink::pins_file(&config);
-    let pins = match &pins_file {
+    Ok((config, pins_file))
+}
+
+fn read_pins(pins_file: Option<&PathBuf>) -> Result<Option<Vec<u8>>> {
+    Ok(match pins_file {
         Some(p) if p.exists() => Some(
             std::fs::read(p).with_context(|| format!("cannot read pins file {}", p.display()))?,
         ),
         _ => None,
-    };
-    let millis = std::time::SystemTime::now()
+    })
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let brokers = brokers.as_deref();
-    let session = toolgate_sink::session(&config, &server, brokers, pins.as_deref(), millis)?;
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn http(
+    config: Option<PathBuf>,
+    server: &str,
+    listen: &str,
+    upstream: String,
+    brokers: Option<&str>,
+) -> Result<()> {
+    let stop = toolgate_sink::http::stop_on_signals()?;
+    let (config, pins_file) = load(config)?;
+    let first = toolgate_sink::session(
+        &config,
+        server,
+        brokers,
+        read_pins(pins_file.as_ref())?.as_deref(),
+        unix_millis(),
+    )?;
+    let agent_id = first.identity().agent_id.clone();
+    let events = toolgate_sink::event_writer(&config, first.identity(), brokers)?;
+    let factory = {
+        let (config, server) = (config.clone(), server.to_string());
+        let (brokers, pins_file) = (brokers.map(str::to_string), pins_file.clone());
+        Box::new(move || {
+            let pins = match &pins_file {
+                Some(p) if p.exists() => std::fs::read(p).ok(),
+                _ => None,
+            };
+            toolgate_sink::session(
+                &config,
+                &server,
+                brokers.as_deref(),
+                pins.as_deref(),
+                unix_millis(),
+            )
+        })
+    };
+    let proxy = toolgate_sink::http::HttpProxy::new(
+        upstream.clone(),
+        factory,
+        events,
+        pins_file,
+        config.sink.max_message_bytes,
+        config.sink.max_decisions,
+    );
+    let listener = tiny_http::Server::http(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    eprintln!(
+        "toolgate-sink: listening on http://{} for {upstream}",
+        listener.server_addr()
+    );
+    let mut decisions = {
+        let proxy = proxy.clone();
+        toolgate_sink::decisions_from_kafka(&config, brokers, agent_id, move |bytes| {
+            proxy.apply_decision(bytes)
+        })?
+    };
+    let written = proxy.serve(listener, &stop)?;
+    if let Some(d) = decisions.as_mut() {
+        d.close();
+    }
+    report_shipped(&written);
+    Ok(())
+}
+
+fn report_shipped(written: &toolgate_sink::transport::Written) {
+    if let Some(k) = written.shipped
+        && (k.dropped + k.rejected + k.pending > 0)
+    {
+        eprintln!(
+            "toolgate-sink: kafka: {} events delivered, {} left in the spool for the next start, {} dropped (spool full), {} refused by the broker",
+            k.delivered, k.pending, k.dropped, k.rejected
+        );
+    }
+}
+
+fn stdio(
+    config: Option<PathBuf>,
+    server: &str,
+    brokers: Option<&str>,
+    command: &[OsString],
+) -> Result<()> {
+    let (config, pins_file) = load(config)?;
+    let pins = read_pins(pins_file.as_ref())?;
+    let millis = unix_millis();
+    let session = toolgate_sink::session(&config, server, brokers, pins.as_deref(), millis)?;
     let events = toolgate_sink::event_writer(&config, session.identity(), brokers)?;
     let session = Arc::new(Mutex::new(session));
     let signal = toolgate_sink::verdicts::VerdictSignal::default();
-    let wake = signal.clone();
     let mut decisions =
-        toolgate_sink::decision_subscriber(&config, brokers, &session, move || wake.notify())?;
+        toolgate_sink::decision_subscriber(&config, brokers, &session, signal.clone())?;
     let (code, totals) = toolgate_sink::stdio::run(
-        &command,
+        command,
         session,
         signal,
         events,
@@ -85,14 +205,7 @@ fn main() -> Result<()> {
             );
         }
     }
-    if let Some(k) = totals.written.shipped
-        && (k.dropped + k.rejected + k.pending > 0)
-    {
-        eprintln!(
-            "toolgate-sink: kafka: {} events delivered, {} left in the spool for the next start, {} dropped (spool full), {} refused by the broker",
-            k.delivered, k.pending, k.dropped, k.rejected
-        );
-    }
+    report_shipped(&totals.written);
     let t = &totals;
     if t.not_json + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
         > 0

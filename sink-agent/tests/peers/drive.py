@@ -2,7 +2,9 @@
 as one JSON object, so a test can compare a run through toolgate-sink with a direct one.
 
 usage: drive.py everything|filesystem DIR -- COMMAND ARGS...
-DIR is the filesystem server's root (ignored for everything).
+       drive.py everything|filesystem DIR --url http://HOST:PORT/mcp
+DIR is the filesystem server's root (ignored for everything). With --url the server is
+reached over streamable HTTP instead of started over stdio.
 """
 import asyncio
 import json
@@ -10,6 +12,7 @@ import sys
 
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 
 async def elicitation(context, params):
@@ -78,10 +81,9 @@ async def filesystem(session, out, root):
 
 async def main():
     kind, root = sys.argv[1], sys.argv[2]
-    command = sys.argv[sys.argv.index("--") + 1:]
-    params = StdioServerParameters(command=command[0], args=command[1:])
     out = {}
-    async with stdio_client(params) as (read, write):
+
+    async def run(read, write):
         async with ClientSession(read, write, sampling_callback=sampling,
                                  elicitation_callback=elicitation,
                                  list_roots_callback=list_roots) as session:
@@ -91,6 +93,16 @@ async def main():
                 await everything(session, out)
             else:
                 await filesystem(session, out, root)
+
+    if "--url" in sys.argv:
+        url = sys.argv[sys.argv.index("--url") + 1]
+        async with streamable_http_client(url) as (read, write, _):
+            await run(read, write)
+    else:
+        command = sys.argv[sys.argv.index("--") + 1:]
+        params = StdioServerParameters(command=command[0], args=command[1:])
+        async with stdio_client(params) as (read, write):
+            await run(read, write)
     print(json.dumps(out, sort_keys=True))
 
 

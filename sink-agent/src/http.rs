@@ -1,0 +1,724 @@
+//! The streamable-HTTP proxy, the other I/O edge around [`Session`]: a reverse proxy in
+//! front of one remote MCP server (`toolgate-sink http --listen … --upstream …`).
+//!
+//! Blocking I/O, a thread per request, as the stdio proxy: a POST's JSON-RPC body goes
+//! through the session (checks, events), then upstream unchanged; the answer comes
+//! back unchanged too, whether a JSON body or an SSE stream (each event is inspected as
+//! it passes and written on at once, so progress notifications and the server's own
+//! requests keep streaming). GET (the server's stream) and DELETE (end of session) pass
+//! through, inspected the same way. Headers pass except hop-by-hop ones and
+//! `Accept-Encoding` (the proxy must read what it inspects).
+//!
+//! One [`Session`] per `Mcp-Session-Id`, so JSON-RPC ids of different sessions never
+//! meet; requests without one share a session. A refused call is answered here with
+//! HTTP 200 and a JSON-RPC result (`isError: true`); a held call keeps its request
+//! open until the verdict.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use toolgate_protocol::Timestamp;
+
+use crate::SinkError;
+use crate::decisions::Rejected;
+use crate::jsonrpc::{self, Id};
+use crate::session::{Outbound, Report, Session};
+use crate::transport::{ReportWriter, Written};
+use crate::verdicts::VerdictSignal;
+
+/// Sessions kept at once; past it the least recently created is forgotten (its
+/// messages still pass, its pending calls lose their result events).
+const MAX_SESSIONS: usize = 1_024;
+
+/// Request headers not passed upstream: hop-by-hop, framing the proxy redoes, and
+/// compression it could not inspect through.
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "accept-encoding",
+];
+
+/// Response headers not passed back (the proxy frames the body itself).
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "trailer",
+    "upgrade",
+];
+
+/// Counters of one run, printed at exit.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Requests handled.
+    pub requests: AtomicU64,
+    /// Request bodies over the limit, refused.
+    pub refused_oversized: AtomicU64,
+    /// Upstream failures answered with 502.
+    pub upstream_errors: AtomicU64,
+}
+
+/// Makes the session for a new MCP session.
+pub type SessionFactory = Box<dyn Fn() -> Result<Session, SinkError> + Send + Sync>;
+
+/// The proxy's shared state.
+pub struct HttpProxy {
+    upstream: String,
+    client: ureq::Agent,
+    max_message_bytes: usize,
+    new_session: SessionFactory,
+    sessions: Mutex<Sessions>,
+    /// Every decision that verified, so a session made later starts with them.
+    decisions: Mutex<VecDeque<Vec<u8>>>,
+    max_decisions: usize,
+    events: ReportWriter,
+    signal: VerdictSignal,
+    counters: HttpCounters,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Arc<Mutex<Session>>>,
+    order: VecDeque<String>,
+}
+
+impl HttpProxy {
+    /// A proxy to `upstream` (an `http://` or `https://` MCP endpoint).
+    pub fn new(
+        upstream: String,
+        new_session: SessionFactory,
+        events: crate::transport::EventWriter,
+        pins_file: Option<std::path::PathBuf>,
+        max_message_bytes: usize,
+        max_decisions: usize,
+    ) -> Arc<HttpProxy> {
+        let client: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(None)
+            .build()
+            .into();
+        Arc::new(HttpProxy {
+            upstream,
+            client,
+            max_message_bytes,
+            new_session,
+            sessions: Mutex::new(Sessions::default()),
+            decisions: Mutex::new(VecDeque::new()),
+            max_decisions: max_decisions.max(1),
+            events: ReportWriter::new(events, pins_file),
+            signal: VerdictSignal::default(),
+            counters: HttpCounters::default(),
+        })
+    }
+
+    /// Applies a decision to every session and keeps it for sessions made later.
+    pub fn apply_decision(&self, bytes: &[u8]) -> Result<String, Rejected> {
+        let sessions: Vec<Arc<Mutex<Session>>> = match self.sessions.lock() {
+            Ok(s) => s.by_id.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        // Verified once on a scratch session, so it is kept even with no session yet.
+        let verdict = (self.new_session)()
+            .map_err(|e| Rejected::Malformed(e.to_string()))
+            .and_then(|mut s| s.apply_decision(bytes, Timestamp::now()));
+        if verdict.is_ok() {
+            for s in sessions {
+                if let Ok(mut s) = s.lock() {
+                    let _ = s.apply_decision(bytes, Timestamp::now());
+                }
+            }
+            if let Ok(mut kept) = self.decisions.lock() {
+                if kept.len() >= self.max_decisions {
+                    kept.pop_front();
+                }
+                kept.push_back(bytes.to_vec());
+            }
+            self.signal.notify();
+        }
+        verdict
+    }
+
+    /// Serves on `listen` until `stop`; returns what was written.
+    pub fn serve(
+        self: &Arc<Self>,
+        server: tiny_http::Server,
+        stop: &AtomicBool,
+    ) -> Result<Written, SinkError> {
+        let done = Arc::new(AtomicBool::new(false));
+        let flusher = self.events.start_flusher(done.clone())?;
+        while !stop.load(Ordering::Relaxed) {
+            let request = match server.recv_timeout(Duration::from_millis(100)) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => {
+                    eprintln!("toolgate-sink: accepting a request: {e}");
+                    continue;
+                }
+            };
+            let proxy = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("http-request".into())
+                .spawn(move || proxy.handle(request));
+            if let Err(e) = spawned {
+                eprintln!("toolgate-sink: cannot start a request thread: {e}");
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        let _ = flusher.join();
+        self.events.finish()
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &HttpCounters {
+        &self.counters
+    }
+
+    fn handle(&self, mut request: tiny_http::Request) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let method = request.method().as_str().to_ascii_uppercase();
+        let session_header = header(&request, "mcp-session-id");
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .filter(|h| {
+                let name = h.field.as_str().as_str().to_ascii_lowercase();
+                !DROPPED_REQUEST_HEADERS.contains(&name.as_str())
+            })
+            .map(|h| (h.field.to_string(), h.value.to_string()))
+            .collect();
+        let url = self.upstream_url(request.url());
+        match method.as_str() {
+            "POST" => {
+                let mut body = Vec::new();
+                let limit = self.max_message_bytes as u64 + 1;
+                if request
+                    .as_reader()
+                    .take(limit)
+                    .read_to_end(&mut body)
+                    .is_err()
+                {
+                    return respond(request, 400, "text/plain", b"unreadable body".to_vec());
+                }
+                if body.len() > self.max_message_bytes {
+                    self.counters
+                        .refused_oversized
+                        .fetch_add(1, Ordering::Relaxed);
+                    let answer = jsonrpc::error(
+                        &Value::Null,
+                        -32600,
+                        &format!(
+                            "toolgate refused a message larger than {} bytes",
+                            self.max_message_bytes
+                        ),
+                    );
+                    return respond_json(request, 413, answer.to_string().into_bytes());
+                }
+                // Each initialize starts a session of its own, named by the server's
+                // answer; other requests without an id share one.
+                let fresh = session_header.is_none() && is_initialize(&body);
+                let Some(session) = self.session(session_header.as_deref(), fresh) else {
+                    return respond(request, 500, "text/plain", b"no session".to_vec());
+                };
+                self.post(request, &url, headers, body, &session);
+            }
+            "GET" | "DELETE" => {
+                let Some(session) = self.session(session_header.as_deref(), false) else {
+                    return respond(request, 500, "text/plain", b"no session".to_vec());
+                };
+                let builder = if method == "GET" {
+                    self.client.get(&url)
+                } else {
+                    self.client.delete(&url)
+                };
+                let mut builder = builder;
+                for (k, v) in &headers {
+                    builder = builder.header(k, v);
+                }
+                match builder.call() {
+                    Ok(response) => {
+                        if method == "DELETE"
+                            && response.status().is_success()
+                            && let (Some(id), Ok(mut s)) = (&session_header, self.sessions.lock())
+                        {
+                            s.by_id.remove(id);
+                            s.order.retain(|o| o != id);
+                        }
+                        self.relay(request, response, &session, Vec::new());
+                    }
+                    Err(e) => self.upstream_failed(request, &e.to_string()),
+                }
+            }
+            _ => respond(request, 405, "text/plain", b"method not allowed".to_vec()),
+        }
+    }
+
+    fn post(
+        &self,
+        request: tiny_http::Request,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        session: &Arc<Mutex<Session>>,
+    ) {
+        let (mut out, mut report) = (Vec::new(), Report::default());
+        let held = {
+            let Ok(mut s) = session.lock() else {
+                return respond(request, 500, "text/plain", b"session lost".to_vec());
+            };
+            s.from_client(&body, Timestamp::now(), &mut out, &mut report);
+            // A held call leaves nothing to send; which one it was is in the body.
+            if out.is_empty() {
+                serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(Id::of))
+                    .filter(|id| s.is_held(id))
+            } else {
+                None
+            }
+        };
+        // Sent before any wait: the engine answers a held call from this event.
+        self.events.write(report);
+        if let Some(id) = held {
+            self.signal.notify();
+            match self.await_verdict(session, &id) {
+                Some(o) => out.push(o),
+                None => return respond(request, 500, "text/plain", b"session lost".to_vec()),
+            }
+        }
+        let mut forward = None;
+        let mut answers = Vec::new();
+        for o in out {
+            match o {
+                Outbound::ToServer(line) => forward = Some(line),
+                Outbound::ToClient(line) => answers.push(line),
+            }
+        }
+        let Some(forward) = forward else {
+            // Refused (or a malformed call): answered here, nothing reaches upstream.
+            let body = answers.into_iter().next().unwrap_or_default();
+            return respond_json(request, 200, body);
+        };
+        let mut builder = self.client.post(url);
+        for (k, v) in &headers {
+            builder = builder.header(k, v);
+        }
+        match builder.send(&forward[..]) {
+            Ok(response) => {
+                if let Some(id) = response
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    self.remember(id, session);
+                }
+                self.relay(request, response, session, answers);
+            }
+            Err(e) => self.upstream_failed(request, &e.to_string()),
+        }
+    }
+
+    /// Waits for the verdict on held call `id`, or its deadline.
+    fn await_verdict(&self, session: &Arc<Mutex<Session>>, id: &Id) -> Option<Outbound> {
+        loop {
+            let seen = self.signal.generation();
+            let deadline = {
+                let mut s = session.lock().ok()?;
+                if let Some(o) = s.resolve_hold(id, Timestamp::now()) {
+                    return Some(o);
+                }
+                if !s.is_held(id) {
+                    return None;
+                }
+                s.next_hold_deadline()
+            };
+            let left = deadline.map_or(0, |d| d.unix_nanos() - Timestamp::now().unix_nanos());
+            let left = Duration::from_nanos(left.clamp(1_000_000, 100_000_000) as u64);
+            self.signal.wait(seen, left);
+        }
+    }
+
+    /// Passes the upstream's answer back: JSON bodies whole, SSE event by event, both
+    /// inspected on the way. `refusals` (batch members refused here) are added: into a
+    /// JSON batch answer, or as events ahead of a stream.
+    fn relay(
+        &self,
+        request: tiny_http::Request,
+        response: ureq::http::Response<ureq::Body>,
+        session: &Arc<Mutex<Session>>,
+        refusals: Vec<Vec<u8>>,
+    ) {
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .filter(|(k, _)| !DROPPED_RESPONSE_HEADERS.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let is_stream = headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
+        let mut upstream = response.into_body().into_reader();
+        if is_stream {
+            let mut writer = request.into_writer();
+            let _ = self.stream(
+                &mut writer,
+                status,
+                &headers,
+                &mut upstream,
+                session,
+                refusals,
+            );
+            return;
+        }
+        let mut body = Vec::new();
+        let limit = self.max_message_bytes as u64;
+        if upstream
+            .by_ref()
+            .take(limit)
+            .read_to_end(&mut body)
+            .is_err()
+        {
+            return self.upstream_failed(request, "the answer broke off");
+        }
+        if body.len() as u64 == limit {
+            // Larger than the limit: passed through whole and uninspected.
+            let mut writer = request.into_writer();
+            let _ = write_head(&mut writer, status, &headers, true).and_then(|()| {
+                write_chunk(&mut writer, &body)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = upstream.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    write_chunk(&mut writer, &buf[..n])?;
+                }
+                writer.write_all(b"0\r\n\r\n")?;
+                writer.flush()
+            });
+            return;
+        }
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            body
+        } else {
+            let (mut out, mut report) = (Vec::new(), Report::default());
+            if let Ok(mut s) = session.lock() {
+                s.from_server(&body, Timestamp::now(), &mut out, &mut report);
+            }
+            self.events.write(report);
+            let answered = match out.pop() {
+                Some(Outbound::ToClient(line)) => line,
+                _ => body,
+            };
+            merge_refusals(answered, refusals)
+        };
+        let mut response = tiny_http::Response::from_data(body).with_status_code(status);
+        for (k, v) in &headers {
+            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                response.add_header(h);
+            }
+        }
+        let _ = request.respond(response);
+    }
+
+    /// Relays an SSE stream event by event, flushing each at once.
+    fn stream(
+        &self,
+        writer: &mut dyn Write,
+        status: u16,
+        headers: &[(String, String)],
+        upstream: &mut dyn Read,
+        session: &Arc<Mutex<Session>>,
+        refusals: Vec<Vec<u8>>,
+    ) -> std::io::Result<()> {
+        write_head(writer, status, headers, true)?;
+        for refusal in refusals {
+            let mut event = b"event: message\ndata: ".to_vec();
+            event.extend_from_slice(&refusal);
+            event.extend_from_slice(b"\n\n");
+            write_chunk(writer, &event)?;
+        }
+        let mut upstream = BufReader::with_capacity(64 * 1024, upstream);
+        let mut event = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = upstream.read_until(b'\n', &mut line)?;
+            let blank = line == b"\n" || line == b"\r\n";
+            if n > 0 && !blank {
+                event.extend_from_slice(&line);
+                if event.len() <= self.max_message_bytes {
+                    continue;
+                }
+                // Too large to inspect: what came so far goes on as it is.
+                write_chunk(writer, &event)?;
+                event.clear();
+                continue;
+            }
+            if !event.is_empty() {
+                if n > 0 {
+                    event.extend_from_slice(&line);
+                }
+                let passed = self.inspect_event(&event, session);
+                write_chunk(writer, &passed)?;
+                event.clear();
+            } else if n > 0 {
+                write_chunk(writer, &line)?;
+            }
+            if n == 0 {
+                writer.write_all(b"0\r\n\r\n")?;
+                return writer.flush();
+            }
+        }
+    }
+
+    /// Runs one SSE event's data through the session; the event's own bytes go on
+    /// unless the session changed the message.
+    fn inspect_event(&self, event: &[u8], session: &Arc<Mutex<Session>>) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut other = Vec::new();
+        for line in event.split_inclusive(|&b| b == b'\n') {
+            let bare = line.strip_suffix(b"\n").unwrap_or(line);
+            let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+            if let Some(rest) = bare.strip_prefix(b"data:") {
+                if !data.is_empty() {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+            } else if !bare.is_empty() {
+                other.extend_from_slice(bare);
+                other.push(b'\n');
+            }
+        }
+        if data.is_empty() {
+            return event.to_vec();
+        }
+        let (mut out, mut report) = (Vec::new(), Report::default());
+        if let Ok(mut s) = session.lock() {
+            s.from_server(&data, Timestamp::now(), &mut out, &mut report);
+        }
+        self.events.write(report);
+        match out.pop() {
+            Some(Outbound::ToClient(line)) if line != data => {
+                let mut rebuilt = other;
+                rebuilt.extend_from_slice(b"data: ");
+                rebuilt.extend_from_slice(&line);
+                rebuilt.extend_from_slice(b"\n\n");
+                rebuilt
+            }
+            _ => event.to_vec(),
+        }
+    }
+
+    fn upstream_failed(&self, request: tiny_http::Request, why: &str) {
+        self.counters
+            .upstream_errors
+            .fetch_add(1, Ordering::Relaxed);
+        eprintln!("toolgate-sink: upstream {}: {why}", self.upstream);
+        respond(
+            request,
+            502,
+            "text/plain",
+            format!("toolgate-sink: the upstream MCP server failed: {why}").into_bytes(),
+        );
+    }
+
+    fn upstream_url(&self, path_and_query: &str) -> String {
+        // The upstream is one endpoint; a query string the client added goes along.
+        match path_and_query.split_once('?') {
+            Some((_, query)) if !query.is_empty() => {
+                let sep = if self.upstream.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                format!("{}{sep}{query}", self.upstream)
+            }
+            _ => self.upstream.clone(),
+        }
+    }
+
+    /// The session of `mcp_session_id` (requests without one share the session kept
+    /// under ""), or a new one when there is none yet or `fresh` asks for it.
+    fn session(&self, mcp_session_id: Option<&str>, fresh: bool) -> Option<Arc<Mutex<Session>>> {
+        let key = mcp_session_id.unwrap_or("");
+        if !fresh
+            && let Ok(s) = self.sessions.lock()
+            && let Some(found) = s.by_id.get(key)
+        {
+            return Some(found.clone());
+        }
+        let mut session = match (self.new_session)() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("toolgate-sink: cannot start a session: {e}");
+                return None;
+            }
+        };
+        session.answer_batch_refusals_at_once();
+        if let Ok(kept) = self.decisions.lock() {
+            for d in kept.iter() {
+                let _ = session.apply_decision(d, Timestamp::now());
+            }
+        }
+        let session = Arc::new(Mutex::new(session));
+        if !fresh {
+            self.remember(key, &session);
+        }
+        Some(session)
+    }
+
+    fn remember(&self, id: &str, session: &Arc<Mutex<Session>>) {
+        let Ok(mut s) = self.sessions.lock() else {
+            return;
+        };
+        if s.by_id.contains_key(id) {
+            return;
+        }
+        if s.by_id.len() >= MAX_SESSIONS
+            && let Some(oldest) = s.order.pop_front()
+        {
+            s.by_id.remove(&oldest);
+        }
+        s.by_id.insert(id.to_string(), session.clone());
+        s.order.push_back(id.to_string());
+    }
+}
+
+/// A flag raised by SIGINT, SIGTERM or SIGHUP (blocked in every thread started after
+/// this call and taken by a `sigwait` thread), so the server stops between requests and
+/// the event transports finish.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>, SinkError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let raised = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut number = 0;
+            // SAFETY: sigwait on a valid set.
+            if unsafe { libc::sigwait(&set, &mut number) } == 0 {
+                raised.store(true, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| SinkError::Task(e.to_string()))?;
+    Ok(stop)
+}
+
+fn is_initialize(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("method").and_then(Value::as_str) == Some("initialize"))
+}
+
+fn header(request: &tiny_http::Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.to_string())
+}
+
+fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
+    let mut response = tiny_http::Response::from_data(body).with_status_code(status);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
+        response.add_header(h);
+    }
+    let _ = request.respond(response);
+}
+
+fn respond_json(request: tiny_http::Request, status: u16, body: Vec<u8>) {
+    respond(request, status, "application/json", body);
+}
+
+/// Refusals of batch members go into the server's batch answer.
+fn merge_refusals(answer: Vec<u8>, refusals: Vec<Vec<u8>>) -> Vec<u8> {
+    if refusals.is_empty() {
+        return answer;
+    }
+    let mut items: Vec<Value> = match serde_json::from_slice(&answer) {
+        Ok(Value::Array(items)) => items,
+        Ok(other) => vec![other],
+        Err(_) => Vec::new(),
+    };
+    for r in refusals {
+        match serde_json::from_slice(&r) {
+            Ok(Value::Array(more)) => items.extend(more),
+            Ok(one) => items.push(one),
+            Err(_) => {}
+        }
+    }
+    serde_json::to_vec(&Value::Array(items)).unwrap_or(answer)
+}
+
+fn write_head(
+    w: &mut dyn Write,
+    status: u16,
+    headers: &[(String, String)],
+    chunked: bool,
+) -> std::io::Result<()> {
+    let reason = ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    write!(w, "HTTP/1.1 {status} {reason}\r\n")?;
+    for (k, v) in headers {
+        write!(w, "{k}: {v}\r\n")?;
+    }
+    if chunked {
+        w.write_all(b"Transfer-Encoding: chunked\r\n")?;
+    }
+    // A stream ends the connection's use; the client opens another for what follows.
+    w.write_all(b"Connection: close\r\n\r\n")?;
+    w.flush()
+}
+
+fn write_chunk(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    write!(w, "{:x}\r\n", bytes.len())?;
+    w.write_all(bytes)?;
+    w.write_all(b"\r\n")?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_join_a_batch_answer_or_make_one() {
+        let merged = merge_refusals(
+            br#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#.to_vec(),
+            vec![br#"[{"jsonrpc":"2.0","id":2,"result":{"isError":true}}]"#.to_vec()],
+        );
+        let v: Value = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(v.as_array().map(Vec::len), Some(2));
+        let untouched = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec();
+        assert_eq!(merge_refusals(untouched.clone(), vec![]), untouched);
+    }
+}
