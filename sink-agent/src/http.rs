@@ -108,7 +108,9 @@ impl HttpProxy {
         let client: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            // Tool calls and streams may run for long; only connecting is bounded.
             .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .into();
         Arc::new(HttpProxy {

@@ -659,3 +659,102 @@ fn the_stdio_proxy_holds_an_egress_call_without_holding_up_the_session() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(answering.join().expect("engine"), 2);
 }
+
+#[test]
+fn the_http_proxy_holds_an_egress_call_until_the_verdict() {
+    use std::io::BufRead;
+    let cluster = cluster();
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = DecisionSigner::from_seed("engine-1", [13; 32]);
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sink]\nagent_id = \"agent-k8\"\nspool_dir = \"{}\"\n\n[sink.decision_keys]\nengine-1 = \"{}\"\n\n[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\nhold_timeout_ms = 10000\n",
+            dir.path().join("spool").display(),
+            engine.public_key_base64()
+        ),
+    )
+    .expect("config");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering = verdict_engine(brokers.clone(), engine, stop.clone());
+
+    // The upstream: answers every call with the tool's name; counts what reached it.
+    let upstream = tiny_http::Server::http("127.0.0.1:0").expect("upstream");
+    let port = upstream.server_addr().to_ip().expect("ip").port();
+    let reached = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let (reached, stop) = (reached.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(Some(mut request)) = upstream.recv_timeout(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let mut body = String::new();
+                let _ = request.as_reader().read_to_string(&mut body);
+                let call: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let to = call["params"]["arguments"]["to"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                reached.lock().unwrap().push(to);
+                let answer = json!({"jsonrpc": "2.0", "id": call["id"], "result": {"content": [{"type": "text", "text": "sent"}]}});
+                let _ = request.respond(tiny_http::Response::from_string(answer.to_string()));
+            }
+        });
+    }
+
+    let mut sink = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["http", "--config"])
+        .arg(&config)
+        .args([
+            "--brokers",
+            &brokers,
+            "--server",
+            "mail",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--upstream", &format!("http://127.0.0.1:{port}/mcp")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink http");
+    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("listening line");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next());
+    let url = format!("http://{}/mcp", address.expect("address"));
+
+    let post = |id: u32, to: &str| -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "send_email", "arguments": {"to": to}}});
+        let mut response = ureq::post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .expect("request");
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("JSON")
+    };
+    let allowed = post(1, "cfo@example.com");
+    assert_eq!(allowed["result"]["content"][0]["text"], "sent", "{allowed}");
+    let refused = post(2, "drop@attacker.test");
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    let text = refused["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("outside the organisation"), "{text}");
+    assert_eq!(
+        *reached.lock().unwrap(),
+        ["cfo@example.com"],
+        "the refused call never reached the server"
+    );
+
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(sink.id() as i32, libc::SIGTERM);
+    }
+    assert!(sink.wait().expect("exit").success());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(answering.join().expect("engine"), 2);
+}
