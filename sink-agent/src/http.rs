@@ -491,21 +491,7 @@ impl HttpProxy {
     /// Runs one SSE event's data through the session; the event's own bytes go on
     /// unless the session changed the message.
     fn inspect_event(&self, event: &[u8], session: &Arc<Mutex<Session>>) -> Vec<u8> {
-        let mut data = Vec::new();
-        let mut other = Vec::new();
-        for line in event.split_inclusive(|&b| b == b'\n') {
-            let bare = line.strip_suffix(b"\n").unwrap_or(line);
-            let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
-            if let Some(rest) = bare.strip_prefix(b"data:") {
-                if !data.is_empty() {
-                    data.push(b'\n');
-                }
-                data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
-            } else if !bare.is_empty() {
-                other.extend_from_slice(bare);
-                other.push(b'\n');
-            }
-        }
+        let (data, other) = sse_fields(event);
         if data.is_empty() {
             return event.to_vec();
         }
@@ -599,6 +585,30 @@ impl HttpProxy {
         s.by_id.insert(id.to_string(), session.clone());
         s.order.push_back(id.to_string());
     }
+}
+
+/// One SSE event split into its data (the `data:` lines joined with newlines, as the
+/// SSE spec reads them) and its other lines (`id:`, `event:`, `retry:`, comments), each
+/// ending in a newline.
+pub fn sse_fields(event: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut other = Vec::new();
+    let mut first = true;
+    for line in event.split_inclusive(|&b| b == b'\n') {
+        let bare = line.strip_suffix(b"\n").unwrap_or(line);
+        let bare = bare.strip_suffix(b"\r").unwrap_or(bare);
+        if let Some(rest) = bare.strip_prefix(b"data:") {
+            if !first {
+                data.push(b'\n');
+            }
+            first = false;
+            data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
+        } else if !bare.is_empty() {
+            other.extend_from_slice(bare);
+            other.push(b'\n');
+        }
+    }
+    (data, other)
 }
 
 /// A flag raised by SIGINT, SIGTERM or SIGHUP (blocked in every thread started after
@@ -711,6 +721,15 @@ fn write_chunk(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sse_fields_follow_the_event_stream_rules() {
+        let (data, other) = sse_fields(b"event: message\r\nid: 4\ndata: {\"a\":\ndata:1}\n\n");
+        assert_eq!(data, b"{\"a\":\n1}");
+        assert_eq!(other, b"event: message\nid: 4\n");
+        let (data, _) = sse_fields(b": keep-alive\n\n");
+        assert!(data.is_empty());
+    }
 
     #[test]
     fn refusals_join_a_batch_answer_or_make_one() {
