@@ -12,8 +12,8 @@ fi
 archive=../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz
 events=target/notebook-events.jsonl.gz
 history=target/notebook-history
-cargo run --release --quiet -- import agentdojo --input "$archive" --output "$events"
+cargo run --quiet -- import agentdojo --input "$archive" --output "$events"
 rm -rf "$history"
-cargo run --release --quiet -- analyze --input "$events" --history "$history" --output /dev/null
+cargo run --quiet -- analyze --input "$events" --history "$history" --output /dev/null
 TOOLGATE_HISTORY="$PWD/$history" \
     "$venv/bin/python" notebooks/execute.py target/notebooks-executed notebooks/*.ipynb

@@ -616,16 +616,7 @@ pub fn sse_fields(event: &[u8]) -> (Vec<u8>, Vec<u8>) {
 /// the event transports finish.
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>, SinkError> {
     let stop = Arc::new(AtomicBool::new(false));
-    // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let set = crate::block_termination_signals();
     let raised = stop.clone();
     std::thread::Builder::new()
         .name("signals".into())

@@ -264,6 +264,21 @@ pub fn decisions_from_kafka(
     kafka::DecisionSubscriber::start(&link, agent_id, apply).map(Some)
 }
 
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it starts later,
+/// for one thread to take them with `sigwait`; returns the set.
+pub(crate) fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
 /// A session for `server` with the checks of `config`; `brokers` (from the command
 /// line) or `[kafka] brokers` make a link to the engine.
 pub fn session(

@@ -64,7 +64,7 @@ pub fn run(
     let (program, args) = command.split_first().ok_or(SinkError::NoCommand)?;
     // Blocked before the spawn, so a signal that comes early waits for the forwarder
     // instead of killing the proxy and orphaning the server; unblocked in the child.
-    let forwarded = block_forwarded_signals();
+    let forwarded = crate::block_termination_signals();
     let mut command = Command::new(program);
     // SAFETY: the hook only calls pthread_sigmask, which is async-signal-safe.
     unsafe {
@@ -341,20 +341,6 @@ impl Write for SharedServer {
             Ok(mut g) => g.as_mut().map_or(Ok(()), |s| s.flush()),
             Err(_) => Ok(()),
         }
-    }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it starts later.
-fn block_forwarded_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
     }
 }
 

@@ -3,8 +3,9 @@
 //! refused member, an SSE answer passed byte for byte, oversized bodies, session ids,
 //! and an upstream that is gone.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{Reaped, start_http_sink};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -59,49 +60,14 @@ fn stub(stop: Arc<AtomicBool>) -> (u16, std::thread::JoinHandle<()>) {
     (port, handle)
 }
 
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `toolgate-sink http` in front of `upstream`; returns the URL it serves.
 fn start_sink(upstream: &str, config: Option<&std::path::Path>) -> (String, Reaped) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"));
-    command.arg("http");
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
+    let config = config.map(|c| c.display().to_string());
+    let mut args = vec!["--server", "stub", "--upstream", upstream];
+    if let Some(c) = &config {
+        args.extend(["--config", c.as_str()]);
     }
-    let mut sink = command
-        .args([
-            "--server",
-            "stub",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("toolgate-sink http");
-    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("listening line");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next());
-    let url = format!("http://{}/mcp", address.expect("address"));
-    // What the proxy says later goes to the test's output.
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            eprintln!("{line}");
-        }
-    });
-    (url, Reaped(sink))
+    start_http_sink(&args)
 }
 
 fn post(url: &str, body: &str) -> (u16, String, String) {
@@ -204,12 +170,7 @@ reason = "deleting is not allowed for agents"
 
     stop.store(true, Ordering::Relaxed);
     upstream.join().expect("stub");
-    // SAFETY: kill(2) on the child we spawned.
-    unsafe {
-        libc::kill(sink.0.id() as i32, libc::SIGTERM);
-    }
-    let mut sink = sink;
-    assert!(sink.0.wait().expect("exit").success());
+    assert!(sink.terminate().success());
     let written: Vec<Value> = std::fs::read_to_string(&events)
         .expect("events")
         .lines()

@@ -1,192 +1,49 @@
 //! The sink's Kafka link against librdkafka's mock cluster (the real Kafka protocol
-//! over loopback): events keyed and ordered by agent, an outage and a restart that lose
-//! nothing, a full spool that is counted and reported, and signed decisions read from
-//! the agent's own partition.
+//! over loopback): the shared scenarios (events keyed and ordered by agent, an outage
+//! and a restart that lose nothing, signed decisions from the agent's own partition),
+//! plus what only a mock can stage cheaply: a full spool, a `kill -9` while the broker
+//! is down, and held calls answered by a stand-in engine.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use common::*;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::DefaultProducerContext;
 use serde_json::{Value, json};
-use toolgate_protocol::config::Config;
-use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
-use toolgate_protocol::partition::{PARTITIONER, partition_for};
-use toolgate_protocol::{Event, Timestamp};
+use toolgate_protocol::decision::DecisionSigner;
 use toolgate_sink::library::{Sink, Verdict};
 
-const EVENTS: &str = "toolgate.events";
-const PARTITIONS: i32 = 4;
+/// The mock cluster, one broker, with the toolgate topics.
+struct Mock(MockCluster<'static, DefaultProducerContext>);
 
-fn config(dir: &Path, agent: &str, flush_timeout_ms: u64, extra: &str) -> Config {
-    let text = format!(
-        r#"
-[sink]
-agent_id = "{agent}"
-spool_dir = "{}"
-flush_timeout_ms = {flush_timeout_ms}
-{extra}
-"#,
-        dir.join("spool").display()
-    );
-    let path = dir.join(format!("toolgate-{agent}.toml"));
-    std::fs::write(&path, text).expect("config");
-    Config::load(&path).expect("valid config")
-}
-
-fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for topic in [EVENTS, "toolgate.findings", "toolgate.decisions"] {
-        cluster
-            .create_topic(topic, PARTITIONS, 1)
-            .expect("create topic");
+impl Broker for Mock {
+    fn bootstrap(&self) -> String {
+        self.0.bootstrap_servers()
     }
-    cluster
-}
-
-/// Every message of `topic`, per partition in offset order.
-fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<(i32, String, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
+    fn down(&self) {
+        self.0.broker_down(1).expect("down");
     }
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push((
-                m.partition(),
-                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"),
-            )),
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None if out.len() >= expected => break,
-            None => {}
-        }
+    fn up(&self) {
+        self.0.broker_up(1).expect("up");
     }
-    out
-}
-
-/// Lists one tool, then makes `calls` calls with results.
-fn traffic(sink: &mut Sink, calls: usize, tag: &str) {
-    let tools = json!({"tools": [{"name": "search", "description": "Search tickets",
-        "inputSchema": {"type": "object"}}]});
-    sink.tools_listed(tools.as_object().unwrap())
-        .expect("listing");
-    for i in 0..calls {
-        let args = json!({"query": format!("{tag} {i}")});
-        match sink
-            .before_call("search", args.as_object().unwrap())
-            .expect("call")
-        {
-            Verdict::Forward { call_id } => {
-                let result = json!({"content": [{"type": "text", "text": format!("hit {i}")}]});
-                sink.after_result(&call_id, result.as_object().unwrap())
-                    .expect("result");
-            }
-            Verdict::Refuse { result, .. } => panic!("refused: {result}"),
-        }
-    }
-}
-
-/// The calls' query arguments, in the order the topic holds them.
-fn queries(messages: &[(i32, String, Value)]) -> Vec<String> {
-    messages
-        .iter()
-        .filter(|(_, _, v)| v["kind"] == "tool_call")
-        .map(|(_, _, v)| v["arguments"]["query"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 #[test]
 fn events_reach_kafka_keyed_by_agent_in_order_on_the_agents_partition() {
-    let cluster = cluster();
-    let brokers = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), "agent-k1", 10_000, "");
-    let mut sink = Sink::with_brokers(&config, "crm", Some(&brokers)).expect("sink");
-    traffic(&mut sink, 50, "q");
-    let written = sink.close().expect("close");
-    let shipped = written.shipped.expect("kafka transport");
-    assert_eq!(
-        (shipped.delivered, shipped.pending, shipped.dropped),
-        (101, 0, 0)
-    );
-
-    let messages = read_all(&brokers, EVENTS, 101);
-    assert_eq!(messages.len(), 101);
-    let partition = partition_for(b"agent-k1", PARTITIONS);
-    for (p, key, value) in &messages {
-        assert_eq!((p, key.as_str()), (&partition, "agent-k1"));
-        let bytes = serde_json::to_vec(value).unwrap();
-        Event::decode(&bytes).expect("a valid toolgate.event.v1");
-    }
-    assert_eq!(messages[0].2["kind"], "tool_list");
-    let expected: Vec<String> = (0..50).map(|i| format!("q {i}")).collect();
-    assert_eq!(queries(&messages), expected);
-    let ids: Vec<&str> = messages
-        .iter()
-        .map(|(_, _, v)| v["event_id"].as_str().unwrap())
-        .collect();
-    let mut sorted = ids.clone();
-    sorted.sort_unstable();
-    assert_eq!(ids, sorted, "in the order the sink saw them");
+    events_reach_kafka_keyed_by_agent_in_order(&Mock(cluster()));
 }
 
 #[test]
 fn a_broker_outage_and_a_sink_restart_lose_nothing() {
-    let cluster = cluster();
-    let brokers = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().expect("tempdir");
+    an_outage_and_a_restart_lose_nothing(&Mock(cluster()));
+}
 
-    // The broker goes down mid-stream for 30 s; the first sink stops while it is down,
-    // and the second starts once it is back.
-    let first_config = config(dir.path(), "agent-k2", 500, "");
-    let mut sink = Sink::with_brokers(&first_config, "crm", Some(&brokers)).expect("sink");
-    traffic(&mut sink, 10, "before");
-    std::thread::sleep(Duration::from_millis(500));
-    cluster.broker_down(1).expect("down");
-    traffic(&mut sink, 20, "during");
-    let first = sink.close().expect("close").shipped.expect("kafka");
-    assert!(
-        first.pending >= 40,
-        "the outage's events wait in the spool: {first:?}"
-    );
-
-    // A new sink on the same spool replays them before its own, once the broker is back.
-    let second_config = config(dir.path(), "agent-k2", 15_000, "");
-    std::thread::sleep(Duration::from_secs(30));
-    cluster.broker_up(1).expect("up");
-    let mut sink = Sink::with_brokers(&second_config, "crm", Some(&brokers)).expect("sink");
-    traffic(&mut sink, 10, "after");
-    let second = sink.close().expect("close").shipped.expect("kafka");
-    assert_eq!((second.pending, second.dropped), (0, 0), "{second:?}");
-
-    let messages = read_all(&brokers, EVENTS, 84);
-    let mut expected: Vec<String> = (0..10).map(|i| format!("before {i}")).collect();
-    expected.extend((0..20).map(|i| format!("during {i}")));
-    expected.extend((0..10).map(|i| format!("after {i}")));
-    // At least once: a record in flight when the first sink stopped may come twice;
-    // none is missing, and the first occurrences keep the order.
-    let mut seen = std::collections::BTreeSet::new();
-    let first_occurrences: Vec<String> = queries(&messages)
-        .into_iter()
-        .filter(|q| seen.insert(q.clone()))
-        .collect();
-    assert_eq!(first_occurrences, expected);
+#[test]
+fn signed_decisions_for_this_agent_are_applied_and_forged_ones_ignored() {
+    signed_decisions_are_applied_and_forged_ones_ignored(&Mock(cluster()));
 }
 
 #[test]
@@ -215,116 +72,6 @@ fn a_full_spool_drops_counts_and_reports_once_the_broker_is_back() {
     assert_eq!(finding["count"], shipped.dropped);
     let bytes = serde_json::to_vec(finding).unwrap();
     toolgate_protocol::Finding::decode(&bytes, 1 << 20).expect("a valid toolgate.finding.v1");
-}
-
-#[test]
-fn signed_decisions_for_this_agent_are_applied_and_forged_ones_ignored() {
-    let cluster = cluster();
-    let brokers = cluster.bootstrap_servers();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = DecisionSigner::from_seed("engine-1", [9; 32]);
-    let forger = DecisionSigner::from_seed("engine-1", [10; 32]);
-    let config = config(
-        dir.path(),
-        "agent-k4",
-        10_000,
-        &format!(
-            "\n[sink.decision_keys]\nengine-1 = \"{}\"\n",
-            engine.public_key_base64()
-        ),
-    );
-    let mut sink = Sink::with_brokers(&config, "mail", Some(&brokers)).expect("sink");
-    traffic(&mut sink, 1, "warm-up");
-
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("partitioner", PARTITIONER)
-        .create()
-        .expect("producer");
-    let block = |agent: &str, id: &str, signer: &DecisionSigner| {
-        let mut d = Decision {
-            schema: Default::default(),
-            decision_id: id.into(),
-            time: Timestamp::now(),
-            expires_at: None,
-            action: DecisionAction::Block,
-            scope: Scope {
-                agent_id: agent.into(),
-                session_id: None,
-                server: Some("mail".into()),
-                tool: Some("search".into()),
-                call_id: None,
-            },
-            reason: "exfiltration to an external address".into(),
-            finding_ids: vec!["f1".into()],
-            key_id: String::new(),
-            signature: String::new(),
-        };
-        signer.sign(&mut d);
-        serde_json::to_vec(&d).unwrap()
-    };
-    // A forged block for this agent and a genuine one for another agent come first;
-    // neither may change anything.
-    let mut partitions = BTreeMap::new();
-    for (agent, id, signer) in [
-        ("agent-k4", "forged", &forger),
-        ("agent-other", "someone-else", &engine),
-    ] {
-        let bytes = block(agent, id, signer);
-        producer
-            .send(
-                BaseRecord::to("toolgate.decisions")
-                    .key(agent)
-                    .payload(&bytes),
-            )
-            .expect("send");
-        partitions.insert(agent, partition_for(agent.as_bytes(), PARTITIONS));
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
-    std::thread::sleep(Duration::from_millis(1500));
-    traffic(&mut sink, 1, "still allowed");
-
-    let bytes = block("agent-k4", "genuine", &engine);
-    producer
-        .send(
-            BaseRecord::to("toolgate.decisions")
-                .key("agent-k4")
-                .payload(&bytes),
-        )
-        .expect("send");
-    producer.flush(Duration::from_secs(10)).expect("flush");
-    let args = json!({"query": "payroll"});
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let refused = loop {
-        match sink
-            .before_call("search", args.as_object().unwrap())
-            .expect("call")
-        {
-            Verdict::Refuse { result, .. } => break result,
-            Verdict::Forward { .. } if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Verdict::Forward { .. } => panic!("the signed block was never applied"),
-        }
-    };
-    assert_eq!(refused["isError"], true);
-    let text = refused["content"][0]["text"].as_str().unwrap();
-    assert!(
-        text.contains("exfiltration to an external address"),
-        "{text}"
-    );
-    sink.close().expect("close");
-
-    // The engine's producer and the sink agree on where an agent's decisions live.
-    let decisions = read_all(&brokers, "toolgate.decisions", 3);
-    for (partition, key, _) in &decisions {
-        assert_eq!(
-            *partition,
-            partition_for(key.as_bytes(), PARTITIONS),
-            "{key}"
-        );
-    }
-    assert_eq!(partitions.len(), 2);
 }
 
 /// The proxy as a user runs it, sending to the mock cluster.
@@ -429,88 +176,14 @@ fn a_proxy_killed_while_the_broker_is_down_loses_nothing_after_a_restart() {
     assert!(results >= 25, "{results} results");
 }
 
-/// A stand-in for the engine's verdict path: reads `toolgate.events` and answers every
-/// call with `await_verdict` and `to` in its arguments: allowed for addresses at
-/// example.com, blocked otherwise. Calls to `post_*` are never answered.
-fn verdict_engine(
-    brokers: String,
-    signer: DecisionSigner,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", "engine-stand-in")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10")
-            .set("fetch.error.backoff.ms", "1")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(EVENTS, p, Offset::Beginning)
-                .expect("partition");
-        }
-        consumer.assign(&tpl).expect("assign");
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("partitioner", PARTITIONER)
-            .set("linger.ms", "0")
-            .create()
-            .expect("producer");
-        let mut answered = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            producer.poll(Duration::ZERO);
-            let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) else {
-                continue;
-            };
-            let event: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
-            if event["await_verdict"] != true
-                || event["tool"].as_str().unwrap().starts_with("post_")
-            {
-                continue;
-            }
-            let to = event["arguments"]["to"].as_str().unwrap_or("");
-            let agent = event["agent_id"].as_str().unwrap().to_string();
-            let mut d = Decision {
-                schema: Default::default(),
-                decision_id: format!("verdict-{}", event["event_id"].as_str().unwrap()),
-                time: Timestamp::now(),
-                expires_at: None,
-                action: if to.ends_with("@example.com") {
-                    DecisionAction::Allow
-                } else {
-                    DecisionAction::Block
-                },
-                scope: Scope {
-                    agent_id: agent.clone(),
-                    session_id: event["session_id"].as_str().map(str::to_string),
-                    server: event["server"].as_str().map(str::to_string),
-                    tool: event["tool"].as_str().map(str::to_string),
-                    call_id: event["call_id"].as_str().map(str::to_string),
-                },
-                reason: format!("{to} is outside the organisation"),
-                finding_ids: vec![],
-                key_id: String::new(),
-                signature: String::new(),
-            };
-            signer.sign(&mut d);
-            let bytes = serde_json::to_vec(&d).unwrap();
-            producer
-                .send(
-                    BaseRecord::to("toolgate.decisions")
-                        .key(&agent)
-                        .payload(&bytes),
-                )
-                .expect("send");
-            // Not flush(): rust-rdkafka's flush waits in steps of 100 ms.
-            while producer.in_flight_count() > 0 {
-                producer.poll(Duration::from_millis(1));
-            }
-            answered += 1;
-        }
-        answered
-    })
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for topic in [EVENTS, "toolgate.findings", "toolgate.decisions"] {
+        cluster
+            .create_topic(topic, PARTITIONS, 1)
+            .expect("create topic");
+    }
+    cluster
 }
 
 const HOLDS: &str = r#"
@@ -588,16 +261,7 @@ fn the_stdio_proxy_holds_an_egress_call_without_holding_up_the_session() {
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = DecisionSigner::from_seed("engine-1", [12; 32]);
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sink]\nagent_id = \"agent-k7\"\nspool_dir = \"{}\"\n\n[sink.decision_keys]\nengine-1 = \"{}\"\n\n[[sink.hold]]\nname = \"egress\"\ntools = [\"echo\"]\nhold_timeout_ms = 10000\n",
-            dir.path().join("spool").display(),
-            engine.public_key_base64()
-        ),
-    )
-    .expect("config");
+    let config = hold_config(dir.path(), "agent-k7", "echo", &engine);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answering = verdict_engine(brokers.clone(), engine, stop.clone());
     let fixture = concat!(
@@ -662,21 +326,11 @@ fn the_stdio_proxy_holds_an_egress_call_without_holding_up_the_session() {
 
 #[test]
 fn the_http_proxy_holds_an_egress_call_until_the_verdict() {
-    use std::io::BufRead;
     let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = DecisionSigner::from_seed("engine-1", [13; 32]);
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[sink]\nagent_id = \"agent-k8\"\nspool_dir = \"{}\"\n\n[sink.decision_keys]\nengine-1 = \"{}\"\n\n[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\nhold_timeout_ms = 10000\n",
-            dir.path().join("spool").display(),
-            engine.public_key_base64()
-        ),
-    )
-    .expect("config");
+    let config = hold_config(dir.path(), "agent-k8", "send_*", &engine);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answering = verdict_engine(brokers.clone(), engine, stop.clone());
 
@@ -705,29 +359,18 @@ fn the_http_proxy_holds_an_egress_call_until_the_verdict() {
         });
     }
 
-    let mut sink = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
-        .args(["http", "--config"])
-        .arg(&config)
-        .args([
-            "--brokers",
-            &brokers,
-            "--server",
-            "mail",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--upstream", &format!("http://127.0.0.1:{port}/mcp")])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("toolgate-sink http");
-    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("listening line");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next());
-    let url = format!("http://{}/mcp", address.expect("address"));
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let config = config.display().to_string();
+    let (url, sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--brokers",
+        &brokers,
+        "--server",
+        "mail",
+        "--upstream",
+        &upstream,
+    ]);
 
     let post = |id: u32, to: &str| -> Value {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -750,11 +393,7 @@ fn the_http_proxy_holds_an_egress_call_until_the_verdict() {
         "the refused call never reached the server"
     );
 
-    // SAFETY: kill(2) on the child we spawned.
-    unsafe {
-        libc::kill(sink.id() as i32, libc::SIGTERM);
-    }
-    assert!(sink.wait().expect("exit").success());
+    assert!(sink.terminate().success());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(answering.join().expect("engine"), 2);
 }

@@ -4,10 +4,13 @@
 //! Each scenario runs once directly and once through `toolgate-sink`; the client must
 //! see the same thing both times, except where the sink was told to refuse.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use common::{Reaped, start_http_sink};
 use serde_json::Value;
 
 fn target_dir() -> PathBuf {
@@ -243,14 +246,32 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Kills a child process when dropped, so a failing test leaves no server behind.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// server-everything over streamable HTTP and `toolgate-sink http` in front of it,
+/// with `config`: the server's URL, the proxy's, and both processes.
+fn everything_over_http(config: &Path) -> (String, String, Reaped, Reaped) {
+    let server_port = free_port();
+    let server = Reaped(
+        Command::new("node")
+            .arg(servers().join("server-everything/dist/index.js"))
+            .arg("streamableHttp")
+            .env("PORT", server_port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server-everything"),
+    );
+    wait_for_port(server_port);
+    let upstream = format!("http://127.0.0.1:{server_port}/mcp");
+    let config = config.display().to_string();
+    let (url, sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--server",
+        "everything",
+        "--upstream",
+        &upstream,
+    ]);
+    (upstream, url, server, sink)
 }
 
 fn wait_for_port(port: u16) {
@@ -280,7 +301,6 @@ fn drive_url(kind: &str, root: &Path, url: &str) -> Value {
 
 #[test]
 fn server_everything_over_streamable_http_behaves_the_same_through_the_proxy() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, events_file) = config(
         dir.path(),
@@ -293,46 +313,10 @@ effect = "deny"
 reason = "images are not for this agent"
 "#,
     );
-    let server_port = free_port();
-    let _server = Reaped(
-        Command::new("node")
-            .arg(servers().join("server-everything/dist/index.js"))
-            .arg("streamableHttp")
-            .env("PORT", server_port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("server-everything"),
-    );
-    wait_for_port(server_port);
-    let upstream = format!("http://127.0.0.1:{server_port}/mcp");
-    let mut sink = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
-        .args(["http", "--config"])
-        .arg(&config)
-        .args([
-            "--server",
-            "everything",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-        ])
-        .arg(&upstream)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("toolgate-sink http");
-    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let sink = Reaped(sink);
+    let (upstream, proxy_url, _server, sink) = everything_over_http(&config);
 
     let mut direct = drive_url("everything", dir.path(), &upstream);
-    let mut proxied = drive_url("everything", dir.path(), &format!("http://{address}/mcp"));
+    let mut proxied = drive_url("everything", dir.path(), &proxy_url);
     // The one call the policy refuses is answered by the proxy, with its reason.
     let refused = proxied["image"].take();
     assert_eq!(refused["isError"], true, "{refused}");
@@ -349,12 +333,7 @@ reason = "images are not for this agent"
     assert!(sampled.contains("sampled by the test client"), "{sampled}");
 
     // SIGTERM: the proxy stops taking requests and writes out its events.
-    // SAFETY: kill(2) on the child we spawned.
-    unsafe {
-        libc::kill(sink.0.id() as i32, libc::SIGTERM);
-    }
-    let mut sink = sink;
-    let status = sink.0.wait().expect("exit");
+    let status = sink.terminate();
     assert!(status.success(), "{status:?}");
 
     let events = events(&events_file);
@@ -408,49 +387,12 @@ fn conformance(url: &str, dir: &Path) -> String {
 /// either way; what matters here is that the proxy changes none of them.)
 #[test]
 fn the_conformance_suite_sees_the_same_server_through_the_proxy() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, events_file) = config(dir.path(), "");
-    let server_port = free_port();
-    let _server = Reaped(
-        Command::new("node")
-            .arg(servers().join("server-everything/dist/index.js"))
-            .arg("streamableHttp")
-            .env("PORT", server_port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("server-everything"),
-    );
-    wait_for_port(server_port);
-    let upstream = format!("http://127.0.0.1:{server_port}/mcp");
-    let mut sink = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
-        .args(["http", "--config"])
-        .arg(&config)
-        .args([
-            "--server",
-            "everything",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-        ])
-        .arg(&upstream)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("toolgate-sink http");
-    let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let _sink = Reaped(sink);
+    let (upstream, proxy_url, _server, sink) = everything_over_http(&config);
 
     let direct = conformance(&upstream, dir.path());
-    let proxied = conformance(&format!("http://{address}/mcp"), dir.path());
+    let proxied = conformance(&proxy_url, dir.path());
     assert_eq!(
         proxied, direct,
         "the suite saw a different server through the proxy"
@@ -460,7 +402,7 @@ fn the_conformance_suite_sees_the_same_server_through_the_proxy() {
         passed >= 10,
         "too little of the suite passes to mean anything:\n{direct}"
     );
-    drop(_sink);
+    assert!(sink.terminate().success());
     let events = std::fs::read_to_string(&events_file).unwrap_or_default();
     assert!(events.contains("\"tool_call\""), "the proxied run was seen");
 }

@@ -1,0 +1,199 @@
+//! The shared Kafka scenarios against a real Kafka-compatible broker: tansu (see
+//! "Real parts in tests" in DESIGN.md), installed by `tests/tools/ensure-tansu.sh` and
+//! started here on loopback, one broker per test. The broker advertises the address of
+//! a TCP forwarder run by the test, so every client connection goes through it and an
+//! outage is staged by cutting the forwarder while the broker keeps what it holds.
+//!
+//! Without tansu installed the tests say so and pass, unless `TOOLGATE_REQUIRE_TANSU`
+//! is set (CI sets it, after installing tansu).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn tansu_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("TOOLGATE_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/tansu/bin/tansu")
+        });
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("TOOLGATE_REQUIRE_TANSU").is_none(),
+        "tansu is required but not at {}; run tests/tools/ensure-tansu.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipped: tansu is not installed at {} (tests/tools/ensure-tansu.sh installs it)",
+        path.display()
+    );
+    None
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Passes TCP connections from one port to another until cut.
+struct Forwarder {
+    down: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Forwarder {
+    fn start(listener: TcpListener, target: u16) -> Forwarder {
+        let down = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let (is_down, conns) = (down.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if is_down.load(Ordering::Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                    conns.lock().unwrap().extend([c, s]);
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 64 * 1024];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Forwarder { down, live }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::Relaxed);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A tansu broker with the toolgate topics, behind a forwarder.
+struct Tansu {
+    child: Child,
+    forwarder: Forwarder,
+    advertised: u16,
+}
+
+impl Tansu {
+    fn start(binary: &PathBuf) -> Tansu {
+        let listen = free_port();
+        let advertised = TcpListener::bind("127.0.0.1:0").expect("forwarder port");
+        let advertised_port = advertised.local_addr().expect("addr").port();
+        let child = Command::new(binary)
+            .args(["broker", "--listener-url"])
+            .arg(format!("tcp://127.0.0.1:{listen}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://127.0.0.1:{advertised_port}"))
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu broker");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", listen)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for topic in [EVENTS, "toolgate.findings", "toolgate.decisions"] {
+            let status = Command::new(binary)
+                .args(["topic", "create", topic, "--partitions"])
+                .arg(PARTITIONS.to_string())
+                .arg("--broker")
+                .arg(format!("tcp://127.0.0.1:{listen}"))
+                .stdout(Stdio::null())
+                .status()
+                .expect("tansu topic create");
+            assert!(status.success(), "creating {topic}");
+        }
+        Tansu {
+            child,
+            forwarder: Forwarder::start(advertised, listen),
+            advertised: advertised_port,
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker for Tansu {
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.advertised)
+    }
+    fn down(&self) {
+        self.forwarder.cut();
+    }
+    fn up(&self) {
+        self.forwarder.restore();
+    }
+}
+
+#[test]
+fn tansu_events_reach_kafka_keyed_by_agent_in_order() {
+    if let Some(binary) = tansu_binary() {
+        events_reach_kafka_keyed_by_agent_in_order(&Tansu::start(&binary));
+    }
+}
+
+#[test]
+fn tansu_a_30_second_outage_and_a_sink_restart_lose_nothing() {
+    if let Some(binary) = tansu_binary() {
+        an_outage_and_a_restart_lose_nothing(&Tansu::start(&binary));
+    }
+}
+
+#[test]
+fn tansu_signed_decisions_are_applied_and_forged_ones_ignored() {
+    if let Some(binary) = tansu_binary() {
+        signed_decisions_are_applied_and_forged_ones_ignored(&Tansu::start(&binary));
+    }
+}
