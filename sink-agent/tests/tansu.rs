@@ -197,3 +197,10 @@ fn tansu_signed_decisions_are_applied_and_forged_ones_ignored() {
         signed_decisions_are_applied_and_forged_ones_ignored(&Tansu::start(&binary));
     }
 }
+
+#[test]
+fn tansu_a_proxy_killed_while_the_broker_is_down_loses_nothing_after_a_restart() {
+    if let Some(binary) = tansu_binary() {
+        a_killed_proxy_loses_nothing_after_a_restart(&Tansu::start(&binary));
+    }
+}

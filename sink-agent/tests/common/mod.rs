@@ -446,3 +446,104 @@ pub fn hold_config(
     .expect("config");
     path
 }
+
+/// The stdio proxy as a user runs it, in front of our rug-pull fixture, sending to
+/// `brokers`.
+pub fn stdio_proxy(dir: &Path, brokers: &str) -> std::process::Child {
+    let config = dir.join("proxy.toml");
+    let text = format!(
+        "[sink]\nagent_id = \"agent-k5\"\nspool_dir = \"{}\"\n",
+        dir.join("spool").display()
+    );
+    std::fs::write(&config, text).expect("config");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rug_pull_server.py"
+    );
+    std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .args(["stdio", "--config"])
+        .arg(&config)
+        .args([
+            "--brokers",
+            brokers,
+            "--server",
+            "files",
+            "--",
+            "python3",
+            fixture,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("toolgate-sink")
+}
+
+/// Sends each line and reads one answer per line.
+pub fn converse(child: &mut std::process::Child, lines: &[String]) {
+    use std::io::{BufRead, Write};
+    let stdin = child.stdin.as_mut().expect("stdin");
+    let mut stdout = std::io::BufReader::new(child.stdout.as_mut().expect("stdout"));
+    for line in lines {
+        writeln!(stdin, "{line}").expect("write");
+        stdin.flush().expect("flush");
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).expect("read");
+        assert!(answer.contains("\"result\""), "{answer}");
+    }
+}
+
+pub fn echo_calls(tag: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": format!("{tag}-{i}"), "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": format!("{tag} {i}")}}})
+            .to_string()
+        })
+        .collect()
+}
+
+pub fn a_killed_proxy_loses_nothing_after_a_restart(broker: &dyn Broker) {
+    let brokers = broker.bootstrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    broker.down();
+
+    let mut first = stdio_proxy(dir.path(), &brokers);
+    converse(&mut first, &echo_calls("killed", 20));
+    // The events are spooled right after each answer; give the shipper a moment to
+    // write them, then kill the proxy without a chance to flush anything.
+    let segment = dir.path().join("spool/files/00000000000000000000.seg");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&segment).map_or(0, |m| m.len()) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+
+    broker.up();
+    let mut second = stdio_proxy(dir.path(), &brokers);
+    converse(&mut second, &echo_calls("restarted", 5));
+    drop(second.stdin.take());
+    let status = second.wait().expect("exit");
+    assert_eq!(status.code(), Some(3), "the fixture's own exit code");
+
+    let messages = read_all(&brokers, EVENTS, 50);
+    let texts: Vec<String> = messages
+        .iter()
+        .filter(|(_, _, v)| v["kind"] == "tool_call")
+        .map(|(_, _, v)| v["arguments"]["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let first_occurrences: Vec<String> = texts
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("killed {i}")).collect();
+    expected.extend((0..5).map(|i| format!("restarted {i}")));
+    assert_eq!(first_occurrences, expected);
+    let results = messages
+        .iter()
+        .filter(|(_, _, v)| v["kind"] == "tool_result")
+        .count();
+    assert!(results >= 25, "{results} results");
+}
