@@ -153,6 +153,44 @@ fn main() {
         peak as f64 / 1024.0,
         rate
     );
+    in_process(&kafka_config, calls);
+}
+
+/// The same checks and events in-process (`library::Sink`, Kafka producer active): what
+/// an agent written in Rust pays per call, with no process or pipe in between.
+fn in_process(config: &Path, calls: usize) {
+    use toolgate_sink::library::{Sink, Verdict};
+    let config = toolgate_protocol::config::Config::load(config).expect("config");
+    let mut sink = Sink::new(&config, "bench").expect("sink");
+    let tools = serde_json::json!({"tools": [{"name": "echo", "description": "Echo",
+        "inputSchema": {"type": "object"}}]});
+    sink.tools_listed(tools.as_object().expect("object"))
+        .expect("listing");
+    let arguments = serde_json::json!({"text": "hello"});
+    let result = serde_json::json!({"content": [{"type": "text", "text": "hello"}]});
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls + 2_000 {
+        let started = Instant::now();
+        let verdict = sink
+            .before_call("echo", arguments.as_object().expect("object"))
+            .expect("call");
+        let Verdict::Forward { call_id } = verdict else {
+            panic!("refused: {verdict:?}")
+        };
+        sink.after_result(&call_id, result.as_object().expect("object"))
+            .expect("result");
+        if i >= 2_000 {
+            times.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "in-process (library::Sink, before_call + after_result, Kafka producer active): p50 {:.1} µs, p99 {:.1} µs",
+        pct(&times, 50.0),
+        pct(&times, 99.0)
+    );
+    let shipped = sink.close().expect("close").shipped.expect("kafka");
+    assert_eq!(shipped.dropped, 0, "{shipped:?}");
 }
 
 struct Peer {

@@ -10,7 +10,12 @@
 //! `Accept-Encoding` (the proxy must read what it inspects).
 //!
 //! One [`Session`] per `Mcp-Session-Id`, so JSON-RPC ids of different sessions never
-//! meet; requests without one share a session. A refused call is answered here with
+//! meet; requests without one share a session.
+//!
+//! Listening on loopback, the proxy refuses (403) a `Host` or `Origin` that is not a
+//! loopback name: a web page cannot reach it through DNS rebinding, whatever the
+//! upstream checks (the proxy rewrites `Host` for the upstream, so the upstream's own
+//! check could not see the agent's). A refused call is answered here with
 //! HTTP 200 and a JSON-RPC result (`isError: true`); a held call keeps its request
 //! open until the verdict.
 
@@ -69,6 +74,8 @@ pub struct HttpCounters {
     pub refused_oversized: AtomicU64,
     /// Upstream failures answered with 502.
     pub upstream_errors: AtomicU64,
+    /// Requests refused for a `Host` or `Origin` that is not loopback.
+    pub refused_hosts: AtomicU64,
 }
 
 /// Makes the session for a new MCP session.
@@ -87,6 +94,9 @@ pub struct HttpProxy {
     events: ReportWriter,
     signal: VerdictSignal,
     counters: HttpCounters,
+    /// Only loopback `Host` and `Origin` values are served (the listener is on
+    /// loopback).
+    loopback_only: AtomicBool,
 }
 
 #[derive(Default)]
@@ -124,6 +134,7 @@ impl HttpProxy {
             events: ReportWriter::new(events, pins_file),
             signal: VerdictSignal::default(),
             counters: HttpCounters::default(),
+            loopback_only: AtomicBool::new(false),
         })
     }
 
@@ -160,6 +171,11 @@ impl HttpProxy {
         server: tiny_http::Server,
         stop: &AtomicBool,
     ) -> Result<Written, SinkError> {
+        let on_loopback = server
+            .server_addr()
+            .to_ip()
+            .is_some_and(|a| a.ip().is_loopback());
+        self.loopback_only.store(on_loopback, Ordering::Relaxed);
         let done = Arc::new(AtomicBool::new(false));
         let flusher = self.events.start_flusher(done.clone())?;
         while !stop.load(Ordering::Relaxed) {
@@ -192,6 +208,17 @@ impl HttpProxy {
     fn handle(&self, mut request: tiny_http::Request) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let method = request.method().as_str().to_ascii_uppercase();
+        if self.loopback_only.load(Ordering::Relaxed) {
+            for name in ["host", "origin"] {
+                if let Some(value) = header(&request, name)
+                    && !names_loopback(&value)
+                {
+                    self.counters.refused_hosts.fetch_add(1, Ordering::Relaxed);
+                    let body = format!("toolgate-sink: {name} {value:?} is not a loopback name");
+                    return respond(request, 403, "text/plain", body.into_bytes());
+                }
+            }
+        }
         let session_header = header(&request, "mcp-session-id");
         let headers: Vec<(String, String)> = request
             .headers()
@@ -631,6 +658,22 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>, SinkError> {
     Ok(stop)
 }
 
+/// Whether a `Host` (`name[:port]`) or `Origin` (`scheme://name[:port]`) names this
+/// machine's loopback: `localhost`, `127.0.0.0/8` or `[::1]`.
+pub fn names_loopback(value: &str) -> bool {
+    let authority = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn is_initialize(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)
         .ok()
@@ -720,6 +763,30 @@ mod tests {
         assert_eq!(other, b"event: message\nid: 4\n");
         let (data, _) = sse_fields(b": keep-alive\n\n");
         assert!(data.is_empty());
+    }
+
+    #[test]
+    fn only_loopback_names_pass_on_a_loopback_listener() {
+        for ok in [
+            "localhost:8931",
+            "127.0.0.1:8931",
+            "127.0.0.1",
+            "[::1]:80",
+            "http://localhost:3000",
+            "http://127.0.0.1:8931/",
+        ] {
+            assert!(names_loopback(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8931",
+            "http://evil.example",
+            "10.0.0.1:8931",
+            "localhost.evil.example",
+            "null",
+            "",
+        ] {
+            assert!(!names_loopback(bad), "{bad}");
+        }
     }
 
     #[test]

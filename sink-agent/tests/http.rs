@@ -211,6 +211,36 @@ reason = "deleting is not allowed for agents"
 }
 
 #[test]
+fn a_web_page_cannot_reach_the_loopback_proxy_through_dns_rebinding() {
+    let (url, _sink) = start_sink("http://127.0.0.1:9/mcp", None);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    for (name, value) in [
+        ("Origin", "http://evil.example"),
+        ("Host", "evil.example:80"),
+    ] {
+        let response = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header(name, value)
+            .send(ping)
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 403, "{name}: {value}");
+    }
+    // A local origin is served (and, the upstream being down, answered with 502).
+    let response = agent
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("Origin", "http://localhost:3000")
+        .send(ping)
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 502);
+}
+
+#[test]
 fn an_unreachable_upstream_is_a_502_and_the_proxy_stays_up() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
