@@ -166,26 +166,7 @@ fn the_stdio_proxy_holds_an_egress_call_without_holding_up_the_session() {
     let config = hold_config(dir.path(), "agent-k7", "echo", &engine);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answering = verdict_engine(brokers.clone(), engine, stop.clone());
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rug_pull_server.py"
-    );
-    let mut proxy = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
-        .args(["stdio", "--config"])
-        .arg(&config)
-        .args([
-            "--brokers",
-            &brokers,
-            "--server",
-            "files",
-            "--",
-            "python3",
-            fixture,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("toolgate-sink");
+    let mut proxy = stdio_proxy_with(&config, &brokers);
     let mut stdin = proxy.stdin.take().expect("stdin");
     let mut stdout = std::io::BufReader::new(proxy.stdout.take().expect("stdout"));
     let call = |id: u32, to: &str| {

@@ -456,13 +456,18 @@ pub fn stdio_proxy(dir: &Path, brokers: &str) -> std::process::Child {
         dir.join("spool").display()
     );
     std::fs::write(&config, text).expect("config");
+    stdio_proxy_with(&config, brokers)
+}
+
+/// The stdio proxy in front of our rug-pull fixture with `config`, sending to `brokers`.
+pub fn stdio_proxy_with(config: &Path, brokers: &str) -> std::process::Child {
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/rug_pull_server.py"
     );
     std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
         .args(["stdio", "--config"])
-        .arg(&config)
+        .arg(config)
         .args([
             "--brokers",
             brokers,
