@@ -87,6 +87,9 @@ pub struct HttpProxy {
     client: ureq::Agent,
     max_message_bytes: usize,
     new_session: SessionFactory,
+    /// Verifies each decision once, made once: the partition carries other agents'
+    /// decisions too, and a session per decision would redo the config's work each time.
+    verifier: Mutex<Session>,
     sessions: Mutex<Sessions>,
     /// Every decision that verified, so a session made later starts with them.
     decisions: Mutex<VecDeque<Vec<u8>>>,
@@ -114,7 +117,8 @@ impl HttpProxy {
         pins_file: Option<std::path::PathBuf>,
         max_message_bytes: usize,
         max_decisions: usize,
-    ) -> Arc<HttpProxy> {
+    ) -> Result<Arc<HttpProxy>, SinkError> {
+        let verifier = Mutex::new(new_session()?);
         let client: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -123,11 +127,12 @@ impl HttpProxy {
             .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .into();
-        Arc::new(HttpProxy {
+        Ok(Arc::new(HttpProxy {
             upstream,
             client,
             max_message_bytes,
             new_session,
+            verifier,
             sessions: Mutex::new(Sessions::default()),
             decisions: Mutex::new(VecDeque::new()),
             max_decisions: max_decisions.max(1),
@@ -135,7 +140,7 @@ impl HttpProxy {
             signal: VerdictSignal::default(),
             counters: HttpCounters::default(),
             loopback_only: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Applies a decision to every session and keeps it for sessions made later.
@@ -144,10 +149,11 @@ impl HttpProxy {
             Ok(s) => s.by_id.values().cloned().collect(),
             Err(_) => Vec::new(),
         };
-        // Verified once on a scratch session, so it is kept even with no session yet.
-        let verdict = (self.new_session)()
-            .map_err(|e| Rejected::Malformed(e.to_string()))
-            .and_then(|mut s| s.apply_decision(bytes, Timestamp::now()));
+        // Verified once, so it is kept even while no session exists yet.
+        let verdict = match self.verifier.lock() {
+            Ok(mut v) => v.apply_decision(bytes, Timestamp::now()),
+            Err(p) => p.into_inner().apply_decision(bytes, Timestamp::now()),
+        };
         if verdict.is_ok() {
             for s in sessions {
                 if let Ok(mut s) = s.lock() {

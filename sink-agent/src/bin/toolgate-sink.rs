@@ -141,7 +141,7 @@ fn http(
         pins_file,
         config.sink.max_message_bytes,
         config.sink.max_decisions,
-    );
+    )?;
     let listener = tiny_http::Server::http(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     eprintln!(
