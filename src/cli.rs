@@ -21,6 +21,8 @@ pub enum Command {
     /// Convert a public benchmark's recorded traces into toolgate events.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Run the streaming engine: events from Kafka, findings and signed decisions back.
+    Run(RunArgs),
     /// Run the detectors over recorded events and write findings.
     Analyze(AnalyzeArgs),
     /// Score detection per session against the ground-truth labels events carry.
@@ -242,6 +244,33 @@ pub struct AgentdojoArgs {
     /// `[redaction]` says (for copies that are shared or kept).
     #[arg(long)]
     pub redact: bool,
+}
+
+/// `toolgate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// toolgate.toml; built-in defaults if absent.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap brokers (`host:port,…`); overrides `[kafka] brokers`. Without
+    /// either, an embedded broker starts on 127.0.0.1 and its address is printed.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Checkpoints and the signing key go here; overrides `[engine] data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// The Parquet history; overrides `[history] location`.
+    #[arg(long)]
+    pub history: Option<String>,
+    /// Keep no history.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
+    /// Worker threads; the machine's cores by default.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Partitions per topic of the embedded broker.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
 }
 
 /// `toolgate analyze`.

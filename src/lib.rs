@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod commands;
 pub mod detector_files;
+pub mod engine;
 pub mod event_time;
 pub mod outputs;
 pub mod process;

@@ -4,6 +4,8 @@
 //!   accepted), each line decoded or turned into a [`Rejected`] record;
 //! - [`dead_letter`]: where rejected input goes, with its error and original bytes, so
 //!   nothing that failed to decode is lost or skipped silently;
+//! - [`kafka`]: the engine's consumer group member on the events topic, decoding each
+//!   record or handing it back for the dead-letter topic, with rebalance hooks;
 //! - [`agentdojo`]: the importer for recorded AgentDojo runs;
 //! - [`corpora`]: importers for MCP-SafetyBench and InjecAgent samples.
 //!
@@ -13,6 +15,7 @@ pub mod agentdojo;
 pub mod corpora;
 pub mod dead_letter;
 pub mod jsonl;
+pub mod kafka;
 pub mod sigma;
 
 pub use dead_letter::{DeadLetterWriter, RejectCounts, Rejected};
@@ -29,6 +32,14 @@ pub enum IngestError {
         path: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The Kafka client failed.
+    #[error("kafka: {what}: {message}")]
+    Kafka {
+        /// What was being done.
+        what: String,
+        /// The client's message.
+        message: String,
     },
     /// An input path names nothing readable as events.
     #[error("{path}: {message}")]

@@ -86,6 +86,70 @@ pub struct Config {
     /// The per-agent sink (`toolgate-sink`): identity, where its events go, local checks.
     #[serde(default)]
     pub sink: SinkConfig,
+    /// The streaming engine (`toolgate run`): its data directory, checkpoints, decisions.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// `[engine]`: what `toolgate run` needs beyond `[kafka]`, `[history]` and `[outputs]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Where the engine keeps checkpoints and its signing key. Engines of one consumer
+    /// group must share it (a network file system) for state to follow a partition
+    /// when it moves to another engine.
+    #[serde(default = "default_engine_data_dir")]
+    pub data_dir: String,
+    /// How often detector state and offsets are checkpointed together (and the history
+    /// committed); offsets are committed to Kafka only then.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+    /// The Ed25519 seed (32 bytes, base64) decisions are signed with. Created with
+    /// mode 0600 on first start if missing; relative paths are under `data_dir`.
+    #[serde(default = "default_signing_key_file")]
+    pub signing_key_file: String,
+    /// The `key_id` decisions carry; sinks look the public key up by it.
+    #[serde(default = "default_key_id")]
+    pub key_id: String,
+    /// How long a block decision made from a finding stays in force at the sinks.
+    #[serde(default = "default_decision_ttl")]
+    pub decision_ttl: Duration,
+    /// A partition with no events for this long (wall clock) lets its event time run
+    /// on with the clock, so windows of quiet agents still close.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: default_engine_data_dir(),
+            checkpoint_interval: default_checkpoint_interval(),
+            signing_key_file: default_signing_key_file(),
+            key_id: default_key_id(),
+            decision_ttl: default_decision_ttl(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_engine_data_dir() -> String {
+    "toolgate-data".into()
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_signing_key_file() -> String {
+    "decision-signing.key".into()
+}
+fn default_key_id() -> String {
+    "engine-1".into()
+}
+fn default_decision_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[sink]`: what `toolgate-sink` needs beyond the shared sections (`[servers]` for
@@ -783,6 +847,27 @@ impl Config {
                 "sink.max_decisions".into(),
                 "must be at least 1".into(),
             ));
+        }
+        for (key, value) in [
+            (
+                "engine.checkpoint_interval",
+                self.engine.checkpoint_interval,
+            ),
+            ("engine.decision_ttl", self.engine.decision_ttl),
+            ("engine.idle_timeout", self.engine.idle_timeout),
+        ] {
+            if value == Duration::ZERO {
+                return Err(invalid(key.into(), "must be longer than 0".into()));
+            }
+        }
+        for (key, value) in [
+            ("engine.data_dir", &self.engine.data_dir),
+            ("engine.signing_key_file", &self.engine.signing_key_file),
+            ("engine.key_id", &self.engine.key_id),
+        ] {
+            if value.is_empty() {
+                return Err(invalid(key.into(), "is empty".into()));
+            }
         }
         if self.sink.spool_max_bytes < 1 << 20 {
             return Err(invalid(

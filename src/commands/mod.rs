@@ -6,6 +6,7 @@ pub mod eval;
 pub mod history;
 pub mod import;
 pub mod rules;
+pub mod run;
 pub mod sql;
 pub mod train;
 

@@ -75,6 +75,11 @@ impl<W: Write> FindingWriter<W> {
         self.written
     }
 
+    /// The writer underneath, to flush or sync it.
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// The writer, back.
     pub fn into_inner(self) -> W {
         self.out

@@ -1,0 +1,301 @@
+//! The engine's Kafka source: one member of a consumer group on the events topic.
+//!
+//! Each record is decoded here, as the JSONL source does it: an [`Event`], or a
+//! [`KafkaRejected`] carrying the error, the original bytes and where they came from,
+//! for the dead-letter topic. Offsets are never committed automatically; the caller
+//! commits what it has finished with [`GroupConsumer::commit`].
+//!
+//! Rebalances go through a [`PartitionOwner`]: before partitions are given up it
+//! finishes their work and commits, and before new ones are fetched it says where
+//! each starts (its checkpoint's offset), so state and position move together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use toolgate_protocol::{DecodeError, Event};
+
+use crate::IngestError;
+
+/// A dead letter keeps at most this much of the original record, so it stays under
+/// the default message size limit of every broker (1 MiB) with its headers.
+pub const DEAD_LETTER_MAX_BYTES: usize = 512 * 1024;
+
+/// Commits, synchronously, the next offset to read of each partition given.
+pub type Commit<'a> = &'a dyn Fn(&[(i32, i64)]) -> Result<(), IngestError>;
+
+/// The engine side of a rebalance. Both calls run inside [`GroupConsumer::poll`], on
+/// the polling thread.
+pub trait PartitionOwner: Send + Sync {
+    /// `partitions` are now this member's. Returns, in the same order, where each
+    /// starts: `Some(offset)` (from a checkpoint), or `None` for the group's committed
+    /// offset (else the earliest).
+    fn assigned(&self, partitions: &[i32]) -> Vec<Option<i64>>;
+
+    /// `partitions` are being taken away: another member may start on them as soon as
+    /// this returns, so their work must be finished, checkpointed and committed
+    /// (through `commit`) before it does.
+    fn revoked(&self, partitions: &[i32], commit: Commit<'_>);
+}
+
+/// Where a consumer connects and what it reads.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Bootstrap brokers, `host:port,…`.
+    pub brokers: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// The events topic.
+    pub topic: String,
+    /// Extra librdkafka properties, applied last (they override the defaults here).
+    pub properties: Vec<(String, String)>,
+    /// Records over this size are rejected as too large.
+    pub max_event_bytes: usize,
+}
+
+/// A record that did not decode, with everything the dead-letter topic keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaRejected {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, if it had one.
+    pub key: Option<Vec<u8>>,
+    /// Why it was rejected.
+    pub error: DecodeError,
+    /// The original bytes, up to [`DEAD_LETTER_MAX_BYTES`] (see `raw_len`).
+    pub raw: Vec<u8>,
+    /// The original length in bytes.
+    pub raw_len: usize,
+}
+
+impl KafkaRejected {
+    /// The headers a dead-letter record carries: the error and the source position.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![
+            ("toolgate.error", self.error.to_string()),
+            ("toolgate.error.kind", self.error.kind().to_string()),
+            ("toolgate.source.topic", self.topic.clone()),
+            ("toolgate.source.partition", self.partition.to_string()),
+            ("toolgate.source.offset", self.offset.to_string()),
+            ("toolgate.source.bytes", self.raw_len.to_string()),
+        ];
+        if let Some(field) = self.error.field() {
+            h.push(("toolgate.error.field", field.to_string()));
+        }
+        if self.raw.len() < self.raw_len {
+            h.push(("toolgate.source.truncated", "true".to_string()));
+        }
+        h
+    }
+}
+
+/// One polled record.
+#[derive(Debug)]
+pub enum Polled {
+    /// A decoded event.
+    Event {
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// The event.
+        event: Box<Event>,
+    },
+    /// A record that did not decode.
+    Rejected(Box<KafkaRejected>),
+}
+
+impl Polled {
+    /// The record's partition and offset.
+    pub fn position(&self) -> (i32, i64) {
+        match self {
+            Polled::Event {
+                partition, offset, ..
+            } => (*partition, *offset),
+            Polled::Rejected(r) => (r.partition, r.offset),
+        }
+    }
+}
+
+struct GroupContext {
+    owner: Arc<dyn PartitionOwner>,
+    topic: String,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let starts = self.owner.assigned(&partitions);
+                for (p, start) in partitions.iter().zip(starts) {
+                    if let Some(offset) = start {
+                        let _ = tpl.set_partition_offset(&self.topic, *p, Offset::Offset(offset));
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            _ => {
+                let commit =
+                    |offsets: &[(i32, i64)]| commit_offsets(consumer, &self.topic, offsets);
+                self.owner.revoked(&partitions, &commit);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            eprintln!("toolgate: rebalance of {}: {e}", self.topic);
+        }
+    }
+}
+
+fn commit_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Result<(), IngestError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*next))
+            .map_err(|e| kafka_error("committing offsets", e))?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| kafka_error("committing offsets", e))
+}
+
+fn kafka_error(what: &str, e: KafkaError) -> IngestError {
+    IngestError::Kafka {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// A consumer group member on the events topic.
+pub struct GroupConsumer {
+    consumer: BaseConsumer<GroupContext>,
+    topic: String,
+    max_event_bytes: usize,
+}
+
+impl GroupConsumer {
+    /// Joins the group and subscribes; partitions arrive through `owner` during
+    /// [`GroupConsumer::poll`].
+    pub fn join(
+        settings: &GroupSettings,
+        owner: Arc<dyn PartitionOwner>,
+    ) -> Result<Self, IngestError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // A fetch waits at most this long for data; it bounds how stale a quiet
+            // partition's newest record can be (verdicts wait on it).
+            .set("fetch.wait.max.ms", "10");
+        for (k, v) in &settings.properties {
+            config.set(k, v);
+        }
+        let context = GroupContext {
+            owner,
+            topic: settings.topic.clone(),
+        };
+        let consumer: BaseConsumer<GroupContext> = config
+            .create_with_context(context)
+            .map_err(|e| kafka_error("creating the consumer", e))?;
+        consumer
+            .subscribe(&[&settings.topic])
+            .map_err(|e| kafka_error("subscribing", e))?;
+        Ok(GroupConsumer {
+            consumer,
+            topic: settings.topic.clone(),
+            max_event_bytes: settings.max_event_bytes,
+        })
+    }
+
+    /// The next record, decoded, or `None` if none came within `timeout`. Rebalance
+    /// callbacks run in here. Errors are the client's (a broker down, a failed
+    /// fetch); the consumer keeps going after them.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<Polled>, IngestError> {
+        let message = match self.consumer.poll(timeout) {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(kafka_error("polling", e)),
+            Some(Ok(m)) => m,
+        };
+        let partition = message.partition();
+        let offset = message.offset();
+        let payload = message.payload().unwrap_or_default();
+        Ok(Some(
+            match Event::decode_with_limit(payload, self.max_event_bytes) {
+                Ok(event) => Polled::Event {
+                    partition,
+                    offset,
+                    event: Box::new(event),
+                },
+                Err(error) => Polled::Rejected(Box::new(KafkaRejected {
+                    topic: message.topic().to_string(),
+                    partition,
+                    offset,
+                    key: message.key().map(<[u8]>::to_vec),
+                    error,
+                    raw: payload[..payload.len().min(DEAD_LETTER_MAX_BYTES)].to_vec(),
+                    raw_len: payload.len(),
+                })),
+            },
+        ))
+    }
+
+    /// Commits, synchronously, the next offset to read of each partition.
+    pub fn commit(&self, offsets: &[(i32, i64)]) -> Result<(), IngestError> {
+        commit_offsets(&self.consumer, &self.topic, offsets)
+    }
+
+    /// The partitions this member holds now.
+    pub fn assignment(&self) -> Result<Vec<i32>, IngestError> {
+        let tpl = self
+            .consumer
+            .assignment()
+            .map_err(|e| kafka_error("reading the assignment", e))?;
+        Ok(tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect())
+    }
+}

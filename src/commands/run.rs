@@ -1,0 +1,89 @@
+//! `toolgate run`: the streaming engine, against the brokers given or an embedded one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+
+use super::load_config;
+use crate::cli::RunArgs;
+use crate::engine::embedded::EmbeddedBroker;
+use crate::engine::{EngineOptions, run as run_engine};
+
+/// Runs until SIGINT or SIGTERM, then checkpoints and prints a summary.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let mut config = load_config(args.config.as_deref())?;
+    if let Some(dir) = &args.data_dir {
+        config.engine.data_dir = dir.clone();
+    }
+    if let Some(h) = &args.history {
+        config.history.location = h.clone();
+    }
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| (!config.kafka.brokers.is_empty()).then(|| config.kafka.brokers.join(",")));
+    let embedded = match &brokers {
+        Some(_) => None,
+        None => {
+            let broker = EmbeddedBroker::start(&config.kafka.topics, args.partitions)?;
+            eprintln!(
+                "toolgate: embedded broker on {} (sinks: --brokers {})",
+                broker.bootstrap(),
+                broker.bootstrap()
+            );
+            Some(broker)
+        }
+    };
+    let brokers = brokers
+        .or_else(|| embedded.as_ref().map(|b| b.bootstrap().to_string()))
+        .context("no brokers")?;
+    let stop = stop_on_signals()?;
+    let report = run_engine(
+        &config,
+        EngineOptions {
+            brokers,
+            workers: workers(args.workers),
+            history: !args.no_history,
+            watcher: None,
+        },
+        &stop,
+    )?;
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    drop(embedded);
+    Ok(())
+}
+
+/// The worker count: as asked, else one per core.
+pub fn workers(asked: Option<usize>) -> usize {
+    asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// A flag raised by SIGINT or SIGTERM.
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let raised = Arc::clone(&stop);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("starting the signal listener")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("toolgate: stopping: checkpointing and leaving the group");
+                raised.store(true, Ordering::Relaxed);
+            });
+        })
+        .context("starting the signal listener")?;
+    Ok(stop)
+}

@@ -1,0 +1,463 @@
+//! The streaming engine behind `toolgate run`: a consumer group member on the events
+//! topic, per-partition workers running the detectors, findings and signed decisions
+//! back to Kafka, dead letters, checkpoints, and the history and output writers.
+//!
+//! Detection is the detectors crate's; decoding is the ingest crate's. This module is
+//! the runtime around them, and its guarantee is at-least-once: a partition's offsets
+//! are committed only after its detector state was checkpointed with them and every
+//! finding, decision and dead letter they caused was acknowledged by the broker and
+//! written by the writers. A restart or a rebalance resumes from the checkpoint;
+//! findings and decisions replayed after it carry the same ids (and decisions the same
+//! bytes), so consumers deduplicate them.
+
+pub mod checkpoint;
+pub mod decisions;
+pub mod embedded;
+pub mod outbox;
+pub mod worker;
+pub mod writers;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use toolgate_analytics::history::HistoryWriter;
+use toolgate_detectors::{EmitPolicy, build_pipeline};
+use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner};
+use toolgate_protocol::Finding;
+use toolgate_protocol::config::{Config, TopicsConfig};
+use toolgate_protocol::decision::Decision;
+
+use checkpoint::{Checkpoint, CheckpointStore};
+use decisions::{DecisionMaker, load_or_create_signer};
+use outbox::Outbox;
+use worker::Work;
+use writers::{Row, Watcher, Writers};
+
+/// How long a checkpoint waits for the broker to acknowledge what it must cover.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the engine runs, beyond the config file.
+pub struct EngineOptions {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// Worker threads (partitions are spread over them).
+    pub workers: usize,
+    /// Keep the Parquet history (`[history]`).
+    pub history: bool,
+    /// Sees every row the writers write (the demo prints findings and blocks).
+    pub watcher: Option<Watcher>,
+}
+
+/// Counters, for the summary and for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events decoded.
+    pub events: AtomicU64,
+    /// Records that failed to decode (dead-lettered).
+    pub rejected: AtomicU64,
+    /// Events older than their partition's watermark.
+    pub late: AtomicU64,
+    /// Findings emitted (first and final emissions both count).
+    pub findings: AtomicU64,
+    /// Decisions sent, verdicts included.
+    pub decisions: AtomicU64,
+    /// Verdicts on held calls.
+    pub verdicts: AtomicU64,
+    /// Records of partitions no longer held, left to their new owner.
+    pub unowned: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints: AtomicU64,
+    /// Checkpoints that failed (offsets stayed uncommitted).
+    pub checkpoint_failures: AtomicU64,
+    /// Rebalances (revocations and assignments) served.
+    pub rebalances: AtomicU64,
+}
+
+impl Counters {
+    fn inc(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Serialize)]
+pub struct EngineReport {
+    /// Events decoded.
+    pub events: u64,
+    /// Records dead-lettered, by cause.
+    pub rejected_by_kind: BTreeMap<String, u64>,
+    /// Late events.
+    pub late: u64,
+    /// Findings by detector.
+    pub findings_by_detector: BTreeMap<String, u64>,
+    /// Decisions sent.
+    pub decisions: u64,
+    /// Verdicts on held calls.
+    pub verdicts: u64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// Checkpoints that failed.
+    pub checkpoint_failures: u64,
+    /// Records the broker refused for good (kept in the data directory).
+    pub undeliverable: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// What every worker shares.
+pub struct Shared {
+    config: Config,
+    topics: TopicsConfig,
+    outbox: Outbox,
+    decisions: DecisionMaker,
+    writer: SyncSender<Row>,
+    keep_events: bool,
+    checkpoints: CheckpointStore,
+    pins: Option<Vec<u8>>,
+    counters: Counters,
+    rejected_by_kind: Mutex<BTreeMap<String, u64>>,
+    findings_by_detector: Mutex<BTreeMap<String, u64>>,
+}
+
+fn lock_log(counts: &Mutex<BTreeMap<String, u64>>, key: &str) {
+    if let Ok(mut m) = counts.lock() {
+        *m.entry(key.to_string()).or_default() += 1;
+    }
+}
+
+impl Shared {
+    /// Findings to the findings topic and the writers; blocking ones also become
+    /// decisions.
+    fn emit(&self, findings: &[Finding]) {
+        for f in findings {
+            self.counters.inc(&self.counters.findings);
+            lock_log(&self.findings_by_detector, f.detector.as_str());
+            self.outbox.send(
+                &self.topics.findings,
+                f.agent_id.as_bytes(),
+                f.to_json().as_bytes(),
+                None,
+            );
+            if let Some(d) = self.decisions.for_finding(f) {
+                self.send_decision(d);
+            }
+            self.write(Row::Finding(Box::new(f.clone())));
+        }
+    }
+
+    fn send_decision(&self, decision: Decision) {
+        self.counters.inc(&self.counters.decisions);
+        let payload = serde_json::to_vec(&decision).unwrap_or_default();
+        self.outbox.send(
+            &self.topics.decisions,
+            decision.scope.agent_id.as_bytes(),
+            &payload,
+            None,
+        );
+        self.write(Row::Decision(Box::new(decision)));
+    }
+
+    fn write(&self, row: Row) {
+        // The writer thread only stops at shutdown or after reporting its error.
+        let _ = self.writer.send(row);
+    }
+}
+
+/// Hands partitions to workers and takes checkpoints across them.
+struct Coordinator {
+    shared: Arc<Shared>,
+    workers: Vec<SyncSender<Work>>,
+}
+
+impl Coordinator {
+    fn worker_of(&self, partition: i32) -> usize {
+        usize::try_from(partition).unwrap_or(0) % self.workers.len()
+    }
+
+    /// Snapshots the partitions (all when `None`), waits until everything they
+    /// caused is acknowledged and written, saves the checkpoints, and returns the
+    /// offsets that may now be committed.
+    fn checkpoint(&self, partitions: Option<&[i32]>, release: bool) -> Result<Vec<(i32, i64)>> {
+        let mut answers = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            let mine = partitions.map(|ps| {
+                ps.iter()
+                    .copied()
+                    .filter(|p| self.worker_of(*p) == i)
+                    .collect::<Vec<_>>()
+            });
+            if mine.as_ref().is_some_and(Vec::is_empty) {
+                continue;
+            }
+            let (reply, answer) = sync_channel(1);
+            w.send(Work::Snapshot {
+                partitions: mine,
+                release,
+                reply,
+            })
+            .map_err(|_| anyhow!("worker {i} stopped"))?;
+            answers.push(answer);
+        }
+        let mut checkpoints: Vec<(i32, Checkpoint)> = Vec::new();
+        for a in answers {
+            let got = a.recv().map_err(|_| anyhow!("a worker stopped"))?;
+            checkpoints.extend(got.map_err(|e| anyhow!(e))?);
+        }
+        self.shared.outbox.settle(SETTLE_TIMEOUT)?;
+        writers::flush(&self.shared.writer)?;
+        for (p, c) in &checkpoints {
+            self.shared.checkpoints.save(*p, c)?;
+        }
+        Ok(checkpoints
+            .into_iter()
+            .map(|(p, c)| (p, c.next_offset))
+            .collect())
+    }
+}
+
+impl PartitionOwner for Coordinator {
+    fn assigned(&self, partitions: &[i32]) -> Vec<Option<i64>> {
+        self.shared.counters.inc(&self.shared.counters.rebalances);
+        let mut starts = BTreeMap::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            let mine: Vec<i32> = partitions
+                .iter()
+                .copied()
+                .filter(|p| self.worker_of(*p) == i)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let (reply, answer) = sync_channel(1);
+            if w.send(Work::Assign {
+                partitions: mine.clone(),
+                reply,
+            })
+            .is_ok()
+                && let Ok(got) = answer.recv()
+            {
+                starts.extend(mine.into_iter().zip(got));
+            }
+        }
+        let starts: Vec<Option<i64>> = partitions
+            .iter()
+            .map(|p| starts.get(p).copied().flatten())
+            .collect();
+        eprintln!(
+            "toolgate: assigned partitions {partitions:?} (from checkpoints: {:?})",
+            starts
+        );
+        starts
+    }
+
+    fn revoked(&self, partitions: &[i32], commit: Commit<'_>) {
+        self.shared.counters.inc(&self.shared.counters.rebalances);
+        match self.checkpoint(Some(partitions), true) {
+            Ok(offsets) => {
+                if let Err(e) = commit(&offsets) {
+                    eprintln!("toolgate: revoking {partitions:?}: {e}");
+                }
+                self.shared.counters.inc(&self.shared.counters.checkpoints);
+            }
+            Err(e) => {
+                self.shared
+                    .counters
+                    .inc(&self.shared.counters.checkpoint_failures);
+                eprintln!(
+                    "toolgate: revoking {partitions:?}: checkpoint failed ({e:#}); their next owner replays from the previous checkpoint"
+                );
+            }
+        }
+        eprintln!("toolgate: revoked partitions {partitions:?}");
+    }
+}
+
+/// Reads the pins file the config names, if it exists.
+fn read_pins(config: &Config) -> Result<Option<Vec<u8>>> {
+    match crate::replay::pins_file(config, None) {
+        Some(path) if path.exists() => std::fs::read(&path)
+            .map(Some)
+            .with_context(|| format!("cannot read pins file {}", path.display())),
+        _ => Ok(None),
+    }
+}
+
+/// The engine's data directory and the paths under it.
+pub fn data_path(config: &Config, relative: &str) -> PathBuf {
+    let p = Path::new(relative);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        Path::new(&config.engine.data_dir).join(p)
+    }
+}
+
+/// Runs until `stop` is set; then checkpoints, commits and returns what it did.
+pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result<EngineReport> {
+    let started = Instant::now();
+    if options.workers == 0 {
+        bail!("at least one worker is needed");
+    }
+    let mut config = config.clone();
+    config.redaction.hash_key = crate::replay::redaction_key(&config)?;
+    build_pipeline(&config, EmitPolicy::FirstAndFinal).context("building the detectors")?;
+    let data_dir = PathBuf::from(&config.engine.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let signer = load_or_create_signer(
+        &data_path(&config, &config.engine.signing_key_file),
+        &config.engine.key_id,
+    )?;
+    let decisions = DecisionMaker::new(signer, config.engine.decision_ttl);
+    let (key_id, public_key) = decisions.public_key();
+    eprintln!(
+        "toolgate: decisions are signed with key {key_id:?}; sinks trust it with [sink.decision_keys] {key_id} = \"{public_key}\""
+    );
+    let history = if options.history {
+        let redactor = crate::commands::import::redactor(&config, config.redaction.enabled)?;
+        Some(
+            HistoryWriter::open(&config.history, redactor)
+                .with_context(|| format!("opening history {}", config.history.location))?,
+        )
+    } else {
+        None
+    };
+    let writers = Writers::start(history, &config.outputs, options.watcher)?;
+    let properties: Vec<(String, String)> = config
+        .kafka
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let outbox = Outbox::new(
+        &options.brokers,
+        &properties,
+        data_dir.join("undeliverable.jsonl"),
+    )?;
+    let shared = Arc::new(Shared {
+        topics: config.kafka.topics.clone(),
+        outbox,
+        decisions,
+        writer: writers.sender()?,
+        keep_events: writers.wants_events(),
+        checkpoints: CheckpointStore::new(
+            &data_dir,
+            &config.kafka.group_id,
+            &config.kafka.topics.events,
+        ),
+        pins: read_pins(&config)?,
+        counters: Counters::default(),
+        rejected_by_kind: Mutex::default(),
+        findings_by_detector: Mutex::default(),
+        config,
+    });
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..options.workers {
+        let (tx, rx) = sync_channel(1024);
+        let s = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || worker::run(s, rx))
+                .context("starting a worker")?,
+        );
+        senders.push(tx);
+    }
+    let coordinator = Arc::new(Coordinator {
+        shared: Arc::clone(&shared),
+        workers: senders,
+    });
+    let settings = GroupSettings {
+        brokers: options.brokers.clone(),
+        group_id: shared.config.kafka.group_id.clone(),
+        topic: shared.topics.events.clone(),
+        properties: properties.clone(),
+        max_event_bytes: shared.config.limits.max_event_bytes,
+    };
+    let consumer = GroupConsumer::join(&settings, coordinator.clone())?;
+    let interval = Duration::from_nanos(
+        u64::try_from(shared.config.engine.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX),
+    );
+    let mut next_checkpoint = Instant::now() + interval;
+    let mut poll_errors = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Ok(Some(record)) => {
+                let w = coordinator.worker_of(record.position().0);
+                coordinator.workers[w]
+                    .send(Work::Record(record))
+                    .map_err(|_| anyhow!("worker {w} stopped"))?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                poll_errors += 1;
+                // A broker outage repeats the same error; say it now and then.
+                if poll_errors.is_power_of_two() {
+                    eprintln!("toolgate: {e} ({poll_errors} so far)");
+                }
+            }
+        }
+        if Instant::now() >= next_checkpoint {
+            checkpoint_and_commit(&coordinator, &consumer);
+            next_checkpoint = Instant::now() + interval;
+        }
+    }
+    checkpoint_and_commit(&coordinator, &consumer);
+    // Leaving the group revokes what is left (a last checkpoint of nothing new).
+    drop(consumer);
+    let coordinator = Arc::into_inner(coordinator)
+        .ok_or_else(|| anyhow!("the consumer still holds the coordinator"))?;
+    let Coordinator {
+        workers,
+        shared: held,
+    } = coordinator;
+    drop((workers, held));
+    for t in threads {
+        t.join().map_err(|_| anyhow!("a worker panicked"))?;
+    }
+    let shared = Arc::into_inner(shared).ok_or_else(|| anyhow!("a worker still runs"))?;
+    shared.outbox.settle(SETTLE_TIMEOUT)?;
+    drop(shared.writer);
+    let history = writers.close()?;
+    if let Some(h) = history {
+        eprintln!(
+            "toolgate: history: {} rows in {} files under {}",
+            h.rows_published, h.files_published, shared.config.history.location
+        );
+    }
+    let c = &shared.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Ok(EngineReport {
+        events: get(&c.events),
+        rejected_by_kind: shared.rejected_by_kind.into_inner().unwrap_or_default(),
+        late: get(&c.late),
+        findings_by_detector: shared.findings_by_detector.into_inner().unwrap_or_default(),
+        decisions: get(&c.decisions),
+        verdicts: get(&c.verdicts),
+        checkpoints: get(&c.checkpoints),
+        checkpoint_failures: get(&c.checkpoint_failures),
+        undeliverable: shared.outbox.undeliverable(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn checkpoint_and_commit(coordinator: &Coordinator, consumer: &GroupConsumer) {
+    let counters = &coordinator.shared.counters;
+    let done = coordinator
+        .checkpoint(None, false)
+        .and_then(|offsets| consumer.commit(&offsets).map_err(anyhow::Error::from));
+    match done {
+        Ok(()) => counters.inc(&counters.checkpoints),
+        Err(e) => {
+            counters.inc(&counters.checkpoint_failures);
+            eprintln!("toolgate: checkpoint: {e:#}; offsets stay uncommitted until the next one");
+        }
+    }
+}

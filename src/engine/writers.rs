@@ -1,0 +1,194 @@
+//! The engine's writers off the hot path: the Parquet history and the `[[outputs]]`
+//! files, on one thread fed through a bounded channel (a slow disk slows the workers
+//! down rather than growing memory). [`Writers::flush`] is the barrier a checkpoint
+//! waits on: every row sent before it is durable when it returns.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow};
+use toolgate_analytics::history::{HistoryStats, HistoryWriter};
+use toolgate_protocol::config::OutputConfig;
+use toolgate_protocol::decision::Decision;
+use toolgate_protocol::{Event, Finding};
+
+use crate::outputs::FindingWriter;
+
+/// What the writers receive.
+pub enum Row {
+    /// An event, for the history.
+    Event(Box<Event>),
+    /// A finding, for the history and the outputs.
+    Finding(Box<Finding>),
+    /// A decision, for the history.
+    Decision(Box<Decision>),
+    /// Make everything before this durable, then answer.
+    Flush(SyncSender<Result<(), String>>),
+}
+
+/// Sees every finding and decision as it is written (the demo prints them).
+pub type Watcher = Box<dyn FnMut(&Row) + Send>;
+
+/// The writer thread's handle.
+pub struct Writers {
+    tx: Option<SyncSender<Row>>,
+    thread: Option<JoinHandle<Result<Option<HistoryStats>>>>,
+    wants_events: bool,
+}
+
+impl Writers {
+    /// Opens the outputs and starts the thread; `history` is `None` to keep none.
+    pub fn start(
+        history: Option<HistoryWriter>,
+        outputs: &[OutputConfig],
+        watcher: Option<Watcher>,
+    ) -> Result<Self> {
+        let mut files = Vec::new();
+        for o in outputs {
+            let OutputConfig::File { format, path } = o;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open output {path}"))?;
+            files.push(FindingWriter::new(
+                path.clone(),
+                *format,
+                BufWriter::new(file),
+            ));
+        }
+        let wants_events = history.is_some();
+        let (tx, rx) = sync_channel(8192);
+        let thread = std::thread::Builder::new()
+            .name("writers".into())
+            .spawn(move || write_loop(rx, history, files, watcher))
+            .context("starting the writer thread")?;
+        Ok(Writers {
+            tx: Some(tx),
+            thread: Some(thread),
+            wants_events,
+        })
+    }
+
+    /// A sender for the workers.
+    pub fn sender(&self) -> Result<SyncSender<Row>> {
+        self.tx
+            .clone()
+            .ok_or_else(|| anyhow!("the writers are closed"))
+    }
+
+    /// Whether events are kept (the history is on); otherwise only findings and
+    /// decisions need sending.
+    pub fn wants_events(&self) -> bool {
+        self.wants_events
+    }
+
+    /// Waits until every row sent so far is durable.
+    pub fn flush(&self) -> Result<()> {
+        flush(
+            self.tx
+                .as_ref()
+                .ok_or_else(|| anyhow!("the writers are closed"))?,
+        )
+    }
+
+    /// Flushes, stops the thread and returns the history's counters.
+    pub fn close(mut self) -> Result<Option<HistoryStats>> {
+        drop(self.tx.take());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(anyhow!("the writer thread panicked")),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Sends a flush through `tx` and waits for its answer.
+pub fn flush(tx: &SyncSender<Row>) -> Result<()> {
+    let (reply, answer) = sync_channel(1);
+    tx.send(Row::Flush(reply))
+        .map_err(|_| anyhow!("the writer thread stopped"))?;
+    answer
+        .recv()
+        .map_err(|_| anyhow!("the writer thread stopped"))?
+        .map_err(|e| anyhow!(e))
+}
+
+fn write_loop(
+    rx: Receiver<Row>,
+    mut history: Option<HistoryWriter>,
+    mut files: Vec<FindingWriter<BufWriter<std::fs::File>>>,
+    mut watcher: Option<Watcher>,
+) -> Result<Option<HistoryStats>> {
+    // After an error the thread keeps draining (so senders never block for ever) and
+    // reports the error at the next flush and at close.
+    let mut failed: Option<String> = None;
+    for row in rx {
+        if let Some(w) = watcher.as_mut() {
+            w(&row);
+        }
+        let result = match &row {
+            Row::Event(e) => history
+                .as_mut()
+                .map_or(Ok(()), |h| h.append_event(e).context("writing the history")),
+            Row::Finding(f) => {
+                let mut r = history.as_mut().map_or(Ok(()), |h| {
+                    h.append_finding(f).context("writing the history")
+                });
+                for w in &mut files {
+                    if r.is_ok() {
+                        r = w
+                            .write(f)
+                            .with_context(|| format!("writing findings to {}", w.name()));
+                    }
+                }
+                r
+            }
+            Row::Decision(d) => history.as_mut().map_or(Ok(()), |h| {
+                h.append_decision(d).context("writing the history")
+            }),
+            Row::Flush(reply) => {
+                let mut r = history
+                    .as_mut()
+                    .map_or(Ok(()), |h| h.commit().context("committing the history"));
+                for w in &mut files {
+                    if r.is_ok() {
+                        let name = w.name().to_string();
+                        r = flush_file(w).with_context(|| format!("writing findings to {name}"));
+                    }
+                }
+                let answer = match (&failed, r) {
+                    (Some(e), _) => Err(e.clone()),
+                    (None, Err(e)) => Err(format!("{e:#}")),
+                    (None, Ok(())) => Ok(()),
+                };
+                let _ = reply.send(answer);
+                continue;
+            }
+        };
+        if let Err(e) = result
+            && failed.is_none()
+        {
+            eprintln!("toolgate: {e:#}");
+            failed = Some(format!("{e:#}"));
+        }
+    }
+    if let Some(e) = failed {
+        return Err(anyhow!(e));
+    }
+    for w in &mut files {
+        let name = w.name().to_string();
+        flush_file(w).with_context(|| format!("writing findings to {name}"))?;
+    }
+    history
+        .map(|h| h.close_all().context("closing the history"))
+        .transpose()
+}
+
+fn flush_file(w: &mut FindingWriter<BufWriter<std::fs::File>>) -> std::io::Result<()> {
+    let out = w.out_mut();
+    out.flush()?;
+    out.get_ref().sync_data()
+}

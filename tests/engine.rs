@@ -1,0 +1,297 @@
+//! The streaming engine end to end on librdkafka's mock cluster (the real Kafka
+//! protocol over loopback): events in; findings, signed decisions and dead letters
+//! out; checkpoints that a restart resumes from without loss.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use toolgate::engine::embedded::EmbeddedBroker;
+use toolgate::engine::{EngineOptions, EngineReport, run};
+use toolgate_protocol::config::{Config, TopicsConfig};
+use toolgate_protocol::decision::{Decision, DecisionAction, DecisionVerifier};
+use toolgate_protocol::partition::{PARTITIONER, partition_for};
+
+const PARTITIONS: i32 = 4;
+
+/// One consumed record.
+struct Record {
+    partition: i32,
+    key: String,
+    payload: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+fn produce(brokers: &str, records: &[(String, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", PARTITIONER)
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer");
+    for (key, payload) in records {
+        producer
+            .send(BaseRecord::to("toolgate.events").key(key).payload(payload))
+            .expect("queue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// Every record of `topic` now (waits until `expected` arrived, or 20 s).
+fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Record {
+                partition: m.partition(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if out.len() >= expected => break,
+            None => {}
+        }
+    }
+    out
+}
+
+fn config(dir: &Path) -> Config {
+    let text = format!(
+        r#"
+[engine]
+data_dir = "{data}"
+checkpoint_interval = "200ms"
+
+[history]
+location = "{data}/history"
+
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"#,
+        data = dir.join("data").display()
+    );
+    Config::from_toml(&text, "test").expect("config")
+}
+
+/// The engine on its own thread until the returned flag is raised.
+fn start(config: &Config, brokers: &str) -> (Arc<AtomicBool>, JoinHandle<EngineReport>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let config = config.clone();
+    let brokers = brokers.to_string();
+    let handle = std::thread::spawn(move || {
+        run(
+            &config,
+            EngineOptions {
+                brokers,
+                workers: 2,
+                history: true,
+                watcher: None,
+            },
+            &flag,
+        )
+        .expect("engine run")
+    });
+    (stop, handle)
+}
+
+fn stop(engine: (Arc<AtomicBool>, JoinHandle<EngineReport>)) -> EngineReport {
+    engine.0.store(true, Ordering::Relaxed);
+    engine.1.join().expect("engine thread")
+}
+
+/// The shipped sample (one AgentDojo run with an injected exfiltration), keyed by
+/// agent; `tag` makes the ids of a second copy distinct.
+fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
+    let text = std::fs::read_to_string(common::repo().join("examples/agentdojo-sample.jsonl"))
+        .expect("sample");
+    text.lines()
+        .map(|line| {
+            let mut v: Value = serde_json::from_str(line).expect("sample line");
+            for field in ["event_id", "agent_id", "session_id", "call_id"] {
+                if let Some(s) = v[field].as_str() {
+                    v[field] = Value::String(format!("{s}{tag}"));
+                }
+            }
+            let key = v["agent_id"].as_str().expect("agent_id").to_string();
+            (key, serde_json::to_vec(&v).expect("encode"))
+        })
+        .collect()
+}
+
+fn verifier(config: &Config) -> DecisionVerifier {
+    let seed = std::fs::read_to_string(
+        Path::new(&config.engine.data_dir).join(&config.engine.signing_key_file),
+    )
+    .expect("signing key written by the engine");
+    let signer = toolgate_protocol::decision::DecisionSigner::from_seed_base64(
+        &config.engine.key_id,
+        seed.trim(),
+    )
+    .expect("a valid key");
+    let mut v = DecisionVerifier::default();
+    v.add_key(&config.engine.key_id, &signer.public_key_base64())
+        .expect("key");
+    v
+}
+
+fn finding_ids(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            r.json()["finding_id"]
+                .as_str()
+                .expect("finding_id")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The findings `toolgate analyze` makes of the same events, by id.
+fn offline_finding_ids(dir: &Path, events: &[(String, Vec<u8>)]) -> BTreeSet<String> {
+    let input = dir.join("offline.jsonl");
+    let mut text = Vec::new();
+    for (_, e) in events {
+        text.extend_from_slice(e);
+        text.push(b'\n');
+    }
+    std::fs::write(&input, text).expect("write");
+    let mut ids = BTreeSet::new();
+    toolgate::replay::replay(
+        &Config::default(),
+        input.to_str().expect("utf-8"),
+        &dir.join("offline.dlq"),
+        None,
+        |_| Ok(()),
+        |f| {
+            ids.insert(f.finding_id.clone());
+            Ok(())
+        },
+    )
+    .expect("offline replay");
+    ids
+}
+
+#[test]
+fn events_become_findings_signed_decisions_and_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let mut events = sample("");
+    let garbage: Vec<(String, Vec<u8>)> = vec![
+        ("bad-1".into(), b"\xff\xfe not json".to_vec()),
+        (
+            "bad-2".into(),
+            br#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"x"}"#.to_vec(),
+        ),
+        ("bad-3".into(), vec![b' '; 2 << 20]),
+    ];
+    events.extend(garbage.iter().cloned());
+    produce(&brokers, &events);
+
+    let engine = start(&config, &brokers);
+    let expected = offline_finding_ids(dir.path(), &events[..events.len() - 3]);
+    assert!(!expected.is_empty());
+    let findings = read_all(&brokers, "toolgate.findings", expected.len());
+    let dlq = read_all(&brokers, "toolgate.dlq", 3);
+    let decisions = read_all(&brokers, "toolgate.decisions", 1);
+    let report = stop(engine);
+
+    assert_eq!(report.events, 54);
+    assert_eq!(
+        finding_ids(&findings),
+        expected,
+        "the same findings as the offline replay of the same events"
+    );
+    for f in &findings {
+        let agent = f.json()["agent_id"].as_str().expect("agent_id").to_string();
+        assert_eq!(
+            (f.key.as_str(), f.partition),
+            (agent.as_str(), partition_for(agent.as_bytes(), PARTITIONS)),
+            "keyed and partitioned by agent"
+        );
+    }
+
+    assert_eq!(dlq.len(), 3, "every malformed record is dead-lettered");
+    assert_eq!(report.rejected_by_kind.values().sum::<u64>(), 3);
+    let by_key: BTreeMap<&str, &Record> = dlq.iter().map(|r| (r.key.as_str(), r)).collect();
+    assert_eq!(by_key["bad-1"].payload, garbage[0].1, "original bytes kept");
+    assert_eq!(
+        by_key["bad-1"].headers["toolgate.error.kind"],
+        "invalid_json"
+    );
+    assert_eq!(
+        by_key["bad-2"].headers["toolgate.error.kind"],
+        "missing_field"
+    );
+    assert!(by_key["bad-2"].headers.contains_key("toolgate.error.field"));
+    assert_eq!(by_key["bad-3"].headers["toolgate.error.kind"], "too_large");
+    assert_eq!(by_key["bad-3"].headers["toolgate.source.truncated"], "true");
+    for r in &dlq {
+        assert_eq!(r.headers["toolgate.source.topic"], "toolgate.events");
+        assert!(r.headers["toolgate.source.offset"].parse::<i64>().is_ok());
+    }
+
+    let verifier = verifier(&config);
+    let blocks: Vec<Decision> = decisions
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).expect("a decision"))
+        .collect();
+    assert!(!blocks.is_empty(), "the blocking finding became a decision");
+    for (d, r) in blocks.iter().zip(&decisions) {
+        verifier.verify(d).expect("signed with the engine's key");
+        assert_eq!(d.action, DecisionAction::Block);
+        assert_eq!(r.key, d.scope.agent_id);
+        assert_eq!(
+            r.partition,
+            partition_for(r.key.as_bytes(), PARTITIONS),
+            "where the agent's sink reads"
+        );
+        assert!(d.finding_ids.iter().all(|id| expected.contains(id)));
+    }
+}
