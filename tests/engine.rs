@@ -4,217 +4,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use common::kafka::*;
 use serde_json::Value;
 use toolgate::engine::embedded::EmbeddedBroker;
-use toolgate::engine::{EngineOptions, EngineReport, run};
-use toolgate_protocol::config::{Config, TopicsConfig};
-use toolgate_protocol::decision::{Decision, DecisionAction, DecisionVerifier};
-use toolgate_protocol::partition::{PARTITIONER, partition_for};
-
-const PARTITIONS: i32 = 4;
-
-/// One consumed record.
-struct Record {
-    partition: i32,
-    key: String,
-    payload: Vec<u8>,
-    headers: BTreeMap<String, String>,
-}
-
-impl Record {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).expect("JSON payload")
-    }
-}
-
-fn produce(brokers: &str, records: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("partitioner", PARTITIONER)
-        .set("message.max.bytes", "10000000")
-        .create()
-        .expect("producer");
-    for (key, payload) in records {
-        producer
-            .send(BaseRecord::to("toolgate.events").key(key).payload(payload))
-            .expect("queue");
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
-}
-
-/// Every record of `topic` now (waits until `expected` arrived, or 20 s).
-fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push(Record {
-                partition: m.partition(),
-                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                payload: m.payload().unwrap_or_default().to_vec(),
-                headers: m
-                    .headers()
-                    .map(|hs| {
-                        hs.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None if out.len() >= expected => break,
-            None => {}
-        }
-    }
-    out
-}
-
-fn config(dir: &Path) -> Config {
-    let text = format!(
-        r#"
-[engine]
-data_dir = "{data}"
-checkpoint_interval = "200ms"
-
-[history]
-location = "{data}/history"
-
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"#,
-        data = dir.join("data").display()
-    );
-    Config::from_toml(&text, "test").expect("config")
-}
-
-/// The engine on its own thread until the returned flag is raised.
-fn start(config: &Config, brokers: &str) -> (Arc<AtomicBool>, JoinHandle<EngineReport>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let config = config.clone();
-    let brokers = brokers.to_string();
-    let handle = std::thread::spawn(move || {
-        run(
-            &config,
-            EngineOptions {
-                brokers,
-                workers: 2,
-                history: true,
-                watcher: None,
-            },
-            &flag,
-        )
-        .expect("engine run")
-    });
-    (stop, handle)
-}
-
-fn stop(engine: (Arc<AtomicBool>, JoinHandle<EngineReport>)) -> EngineReport {
-    engine.0.store(true, Ordering::Relaxed);
-    engine.1.join().expect("engine thread")
-}
-
-/// The shipped sample (one AgentDojo run with an injected exfiltration), keyed by
-/// agent; `tag` makes the ids of a second copy distinct.
-fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
-    let text = std::fs::read_to_string(common::repo().join("examples/agentdojo-sample.jsonl"))
-        .expect("sample");
-    text.lines()
-        .map(|line| {
-            let mut v: Value = serde_json::from_str(line).expect("sample line");
-            for field in ["event_id", "agent_id", "session_id", "call_id"] {
-                if let Some(s) = v[field].as_str() {
-                    v[field] = Value::String(format!("{s}{tag}"));
-                }
-            }
-            let key = v["agent_id"].as_str().expect("agent_id").to_string();
-            (key, serde_json::to_vec(&v).expect("encode"))
-        })
-        .collect()
-}
-
-fn verifier(config: &Config) -> DecisionVerifier {
-    let seed = std::fs::read_to_string(
-        Path::new(&config.engine.data_dir).join(&config.engine.signing_key_file),
-    )
-    .expect("signing key written by the engine");
-    let signer = toolgate_protocol::decision::DecisionSigner::from_seed_base64(
-        &config.engine.key_id,
-        seed.trim(),
-    )
-    .expect("a valid key");
-    let mut v = DecisionVerifier::default();
-    v.add_key(&config.engine.key_id, &signer.public_key_base64())
-        .expect("key");
-    v
-}
-
-fn finding_ids(records: &[Record]) -> BTreeSet<String> {
-    records
-        .iter()
-        .map(|r| {
-            r.json()["finding_id"]
-                .as_str()
-                .expect("finding_id")
-                .to_string()
-        })
-        .collect()
-}
-
-/// The findings `toolgate analyze` makes of the same events, by id.
-fn offline_finding_ids(dir: &Path, events: &[(String, Vec<u8>)]) -> BTreeSet<String> {
-    let input = dir.join("offline.jsonl");
-    let mut text = Vec::new();
-    for (_, e) in events {
-        text.extend_from_slice(e);
-        text.push(b'\n');
-    }
-    std::fs::write(&input, text).expect("write");
-    let mut ids = BTreeSet::new();
-    toolgate::replay::replay(
-        &Config::default(),
-        input.to_str().expect("utf-8"),
-        &dir.join("offline.dlq"),
-        None,
-        |_| Ok(()),
-        |f| {
-            ids.insert(f.finding_id.clone());
-            Ok(())
-        },
-    )
-    .expect("offline replay");
-    ids
-}
+use toolgate_protocol::config::TopicsConfig;
+use toolgate_protocol::decision::{Decision, DecisionAction};
+use toolgate_protocol::partition::partition_for;
 
 #[test]
 fn events_become_findings_signed_decisions_and_dead_letters() {
@@ -294,4 +91,92 @@ fn events_become_findings_signed_decisions_and_dead_letters() {
         );
         assert!(d.finding_ids.iter().all(|id| expected.contains(id)));
     }
+}
+
+#[test]
+fn a_restart_resumes_from_the_checkpoint_without_loss_or_repeats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let first = sample("-a");
+    let second = sample("-b");
+    let first_ids = offline_finding_ids(dir.path(), &first);
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    let all_ids = offline_finding_ids(dir.path(), &all);
+
+    produce(&brokers, &first);
+    let engine = start(&config, &brokers);
+    await_findings(&brokers, &first_ids);
+    let one = stop(engine);
+    assert_eq!(one.events, 54);
+    assert!(one.checkpoints >= 1 && one.checkpoint_failures == 0);
+
+    produce(&brokers, &second);
+    let engine = start(&config, &brokers);
+    let findings = await_findings(&brokers, &all_ids);
+    let two = stop(engine);
+    assert_eq!(
+        two.events, 54,
+        "the restart read only what the first run had not checkpointed"
+    );
+    assert_eq!(
+        finding_ids(&findings),
+        all_ids,
+        "two runs with a restart between find what one replay of everything finds"
+    );
+}
+
+#[test]
+fn held_calls_get_a_verdict_block_when_a_finding_points_at_them_allow_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    // The sample's exfiltration call (a provenance block) and every other call, held.
+    let mut events = sample("");
+    let mut held = BTreeMap::new();
+    for (_, bytes) in &mut events {
+        let mut v: Value = serde_json::from_slice(bytes).expect("event");
+        if v["kind"] == "tool_call" {
+            v["await_verdict"] = Value::Bool(true);
+            held.insert(
+                v["call_id"].as_str().expect("call_id").to_string(),
+                v["agent_id"].as_str().expect("agent_id").to_string(),
+            );
+            *bytes = serde_json::to_vec(&v).expect("encode");
+        }
+    }
+    let exfiltration = "call_UIxyFTg4BR87BCmnbk2A5cts";
+    assert!(held.contains_key(exfiltration));
+    produce(&brokers, &events);
+    let engine = start(&config, &brokers);
+    let records = read_all(&brokers, "toolgate.decisions", held.len() + 1);
+    stop(engine);
+
+    let verifier = verifier(&config);
+    let mut verdicts = BTreeMap::new();
+    for r in &records {
+        let d: Decision = serde_json::from_slice(&r.payload).expect("decision");
+        verifier.verify(&d).expect("signed");
+        if let Some(call) = &d.scope.call_id {
+            assert_eq!(held[call], d.scope.agent_id);
+            verdicts.insert(call.clone(), d.action);
+        }
+    }
+    assert_eq!(verdicts.len(), held.len(), "every held call is answered");
+    for (call, action) in &verdicts {
+        let want = if call == exfiltration {
+            DecisionAction::Block
+        } else {
+            DecisionAction::Allow
+        };
+        assert_eq!(*action, want, "{call}");
+    }
+}
+
+#[test]
+fn two_engines_share_the_group_and_a_kill_9_loses_nothing() {
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    two_engines_one_killed_lose_nothing(broker.bootstrap());
 }

@@ -116,23 +116,33 @@ impl DecisionMaker {
 }
 
 /// The engine's signing key: read from `path`, or made and written there (mode 0600)
-/// when the file does not exist yet.
+/// when the file does not exist yet. Engines of one group sharing a data directory may
+/// start together: the key is published whole and without replacing one already there,
+/// so they all end up with the same key.
 pub fn load_or_create_signer(path: &Path, key_id: &str) -> Result<DecisionSigner> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => DecisionSigner::from_seed_base64(key_id, text.trim())
-            .with_context(|| format!("signing key {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            getrandom_seed(&mut seed)?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            write_private(path, B64.encode(seed).as_bytes())?;
-            Ok(DecisionSigner::from_seed(key_id, seed))
+    if !path.exists() {
+        let mut seed = [0u8; 32];
+        getrandom_seed(&mut seed)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read signing key {}", path.display())),
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        write_private(&tmp, B64.encode(seed).as_bytes())?;
+        let published = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match published {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", path.display()));
+            }
+        }
     }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read signing key {}", path.display()))?;
+    DecisionSigner::from_seed_base64(key_id, text.trim())
+        .with_context(|| format!("signing key {}", path.display()))
 }
 
 fn getrandom_seed(seed: &mut [u8; 32]) -> Result<()> {
@@ -147,7 +157,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create signing key {}", path.display()))?;

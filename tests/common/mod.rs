@@ -83,3 +83,4 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     std::fs::write(&stamp, wanted).expect("venv stamp");
     python
 }
+pub mod kafka;

@@ -1,0 +1,373 @@
+//! The engine's Kafka tests share these: producing events, reading topics back,
+//! the engine's test config, the sample traffic and the scenarios that run against
+//! both librdkafka's mock cluster and a real Kafka-compatible broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use toolgate::engine::{EngineOptions, EngineReport, run};
+use toolgate_protocol::Timestamp;
+use toolgate_protocol::config::Config;
+use toolgate_protocol::decision::DecisionVerifier;
+use toolgate_protocol::partition::PARTITIONER;
+
+pub use super::repo;
+
+pub const PARTITIONS: i32 = 4;
+
+/// One consumed record.
+pub struct Record {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+pub fn produce(brokers: &str, records: &[(String, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", PARTITIONER)
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer");
+    for (key, payload) in records {
+        producer
+            .send(BaseRecord::to("toolgate.events").key(key).payload(payload))
+            .expect("queue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// Every record of `topic` now (waits until `expected` arrived, or 20 s).
+pub fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Record {
+                partition: m.partition(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if out.len() >= expected => break,
+            None => {}
+        }
+    }
+    out
+}
+
+pub fn config(dir: &Path) -> Config {
+    let text = format!(
+        r#"
+[engine]
+data_dir = "{data}"
+checkpoint_interval = "200ms"
+
+[history]
+location = "{data}/history"
+
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"#,
+        data = dir.join("data").display()
+    );
+    let path = dir.join("toolgate.toml");
+    std::fs::write(&path, &text).expect("write config");
+    Config::from_toml(&text, "test").expect("config")
+}
+
+/// The engine on its own thread until the returned flag is raised.
+pub fn start(config: &Config, brokers: &str) -> (Arc<AtomicBool>, JoinHandle<EngineReport>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let config = config.clone();
+    let brokers = brokers.to_string();
+    let handle = std::thread::spawn(move || {
+        run(
+            &config,
+            EngineOptions {
+                brokers,
+                workers: 2,
+                history: true,
+                watcher: None,
+            },
+            &flag,
+        )
+        .expect("engine run")
+    });
+    (stop, handle)
+}
+
+pub fn stop(engine: (Arc<AtomicBool>, JoinHandle<EngineReport>)) -> EngineReport {
+    engine.0.store(true, Ordering::Relaxed);
+    engine.1.join().expect("engine thread")
+}
+
+/// The shipped sample (one AgentDojo run with an injected exfiltration), keyed by
+/// agent; `tag` makes the ids of a second copy distinct.
+pub fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
+    let text =
+        std::fs::read_to_string(repo().join("examples/agentdojo-sample.jsonl")).expect("sample");
+    text.lines()
+        .map(|line| {
+            let mut v: Value = serde_json::from_str(line).expect("sample line");
+            for field in ["event_id", "agent_id", "session_id", "call_id"] {
+                if let Some(s) = v[field].as_str() {
+                    v[field] = Value::String(format!("{s}{tag}"));
+                }
+            }
+            let key = v["agent_id"].as_str().expect("agent_id").to_string();
+            (key, serde_json::to_vec(&v).expect("encode"))
+        })
+        .collect()
+}
+
+/// The events `days` days later, with their times.
+pub fn shifted(events: &[(String, Vec<u8>)], days: i64) -> Vec<(Timestamp, String, Vec<u8>)> {
+    events
+        .iter()
+        .map(|(key, bytes)| {
+            let mut v: Value = serde_json::from_slice(bytes).expect("event");
+            let time = Timestamp::parse(v["time"].as_str().expect("time"))
+                .expect("RFC 3339")
+                .saturating_add(toolgate_protocol::Duration::from_secs(days * 86_400));
+            v["time"] = Value::String(time.to_string());
+            (time, key.clone(), serde_json::to_vec(&v).expect("encode"))
+        })
+        .collect()
+}
+
+/// A verifier trusting the key the engine made under its data directory.
+pub fn verifier(config: &Config) -> DecisionVerifier {
+    let seed = std::fs::read_to_string(
+        Path::new(&config.engine.data_dir).join(&config.engine.signing_key_file),
+    )
+    .expect("signing key written by the engine");
+    let signer = toolgate_protocol::decision::DecisionSigner::from_seed_base64(
+        &config.engine.key_id,
+        seed.trim(),
+    )
+    .expect("a valid key");
+    let mut v = DecisionVerifier::default();
+    v.add_key(&config.engine.key_id, &signer.public_key_base64())
+        .expect("key");
+    v
+}
+
+pub fn finding_ids(records: &[Record]) -> BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            r.json()["finding_id"]
+                .as_str()
+                .expect("finding_id")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The findings `toolgate analyze` makes of the same events, by id.
+pub fn offline_finding_ids(dir: &Path, events: &[(String, Vec<u8>)]) -> BTreeSet<String> {
+    let input = dir.join("offline.jsonl");
+    let mut text = Vec::new();
+    for (_, e) in events {
+        text.extend_from_slice(e);
+        text.push(b'\n');
+    }
+    std::fs::write(&input, text).expect("write");
+    let mut ids = BTreeSet::new();
+    toolgate::replay::replay(
+        &Config::default(),
+        input.to_str().expect("utf-8"),
+        &dir.join("offline.dlq"),
+        None,
+        |_| Ok(()),
+        |f| {
+            ids.insert(f.finding_id.clone());
+            Ok(())
+        },
+    )
+    .expect("offline replay");
+    ids
+}
+
+/// Waits until the findings topic holds every id in `expected`.
+pub fn await_findings(brokers: &str, expected: &BTreeSet<String>) -> Vec<Record> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let findings = read_all(brokers, "toolgate.findings", expected.len());
+        if finding_ids(&findings).is_superset(expected) || Instant::now() > deadline {
+            return findings;
+        }
+    }
+}
+
+/// `toolgate run` as its own process, against `brokers`, with the config `config`
+/// wrote under `dir`; its stderr goes to `dir/<name>.log`.
+pub struct EngineProcess {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl EngineProcess {
+    pub fn spawn(dir: &Path, brokers: &str, name: &str) -> EngineProcess {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args([
+                "run",
+                "--no-history",
+                "--workers",
+                "1",
+                "--brokers",
+                brokers,
+                "--config",
+            ])
+            .arg(dir.join("toolgate.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("toolgate run");
+        EngineProcess { child, log }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `text`.
+    pub fn await_log(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?} in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no checkpoint, no leaving the group.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        let log = self.log();
+        assert!(exit.success(), "toolgate run failed: {log}");
+        log
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two engines share the group; one is killed with SIGKILL mid-stream. The other takes
+/// its partitions over from their last checkpoints: every finding one offline replay
+/// of all the events makes arrives, and no other.
+pub fn two_engines_one_killed_lose_nothing(brokers: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    config(dir.path());
+    // Each copy 30 days after the one before (the sample spans 23) and every batch in
+    // time order, so that the order the partitions hold is the order an offline replay
+    // sorts the events into.
+    let batches: Vec<Vec<(String, Vec<u8>)>> = (0..3)
+        .map(|b| {
+            let mut batch: Vec<(Timestamp, String, Vec<u8>)> = (0..8)
+                .flat_map(|i| shifted(&sample(&format!("-{b}-{i}")), (b * 8 + i) * 30))
+                .collect();
+            batch.sort_by_key(|(t, _, _)| *t);
+            batch.into_iter().map(|(_, k, e)| (k, e)).collect()
+        })
+        .collect();
+    let all: Vec<_> = batches.iter().flatten().cloned().collect();
+    let expected = offline_finding_ids(dir.path(), &all);
+
+    produce(brokers, &batches[0]);
+    let a = EngineProcess::spawn(dir.path(), brokers, "engine-a");
+    a.await_log("assigned partitions", Duration::from_secs(30));
+    let b = EngineProcess::spawn(dir.path(), brokers, "engine-b");
+    // The group rebalances: the first engine gives partitions up, the second gets some.
+    a.await_log("revoked partitions", Duration::from_secs(30));
+    b.await_log("assigned partitions", Duration::from_secs(30));
+    produce(brokers, &batches[1]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a_log = a.log();
+    a.kill_9();
+    produce(brokers, &batches[2]);
+    let findings = await_findings(brokers, &expected);
+    let log = b.terminate();
+    let ids = finding_ids(&findings);
+    let extra: Vec<Value> = findings
+        .iter()
+        .map(Record::json)
+        .filter(|f| !expected.contains(f["finding_id"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        extra,
+        Vec::<Value>::new(),
+        "no finding beyond what one replay of everything makes:\n{a_log}\n{log}"
+    );
+    assert_eq!(
+        expected.difference(&ids).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "every finding arrived:\n{log}"
+    );
+    assert!(
+        log.contains("from checkpoints: [Some"),
+        "the survivor resumed a partition from a checkpoint:\n{log}"
+    );
+}
