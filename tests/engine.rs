@@ -11,86 +11,11 @@ use serde_json::Value;
 use toolgate::engine::embedded::EmbeddedBroker;
 use toolgate_protocol::config::TopicsConfig;
 use toolgate_protocol::decision::{Decision, DecisionAction};
-use toolgate_protocol::partition::partition_for;
 
 #[test]
 fn events_become_findings_signed_decisions_and_dead_letters() {
-    let dir = tempfile::tempdir().expect("tempdir");
     let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
-    let brokers = broker.bootstrap().to_string();
-    let config = config(dir.path());
-    let mut events = sample("");
-    let garbage: Vec<(String, Vec<u8>)> = vec![
-        ("bad-1".into(), b"\xff\xfe not json".to_vec()),
-        (
-            "bad-2".into(),
-            br#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"x"}"#.to_vec(),
-        ),
-        ("bad-3".into(), vec![b' '; 2 << 20]),
-    ];
-    events.extend(garbage.iter().cloned());
-    produce(&brokers, &events);
-
-    let engine = start(&config, &brokers);
-    let expected = offline_finding_ids(dir.path(), &events[..events.len() - 3]);
-    assert!(!expected.is_empty());
-    let findings = read_all(&brokers, "toolgate.findings", expected.len());
-    let dlq = read_all(&brokers, "toolgate.dlq", 3);
-    let decisions = read_all(&brokers, "toolgate.decisions", 1);
-    let report = stop(engine);
-
-    assert_eq!(report.events, 54);
-    assert_eq!(
-        finding_ids(&findings),
-        expected,
-        "the same findings as the offline replay of the same events"
-    );
-    for f in &findings {
-        let agent = f.json()["agent_id"].as_str().expect("agent_id").to_string();
-        assert_eq!(
-            (f.key.as_str(), f.partition),
-            (agent.as_str(), partition_for(agent.as_bytes(), PARTITIONS)),
-            "keyed and partitioned by agent"
-        );
-    }
-
-    assert_eq!(dlq.len(), 3, "every malformed record is dead-lettered");
-    assert_eq!(report.rejected_by_kind.values().sum::<u64>(), 3);
-    let by_key: BTreeMap<&str, &Record> = dlq.iter().map(|r| (r.key.as_str(), r)).collect();
-    assert_eq!(by_key["bad-1"].payload, garbage[0].1, "original bytes kept");
-    assert_eq!(
-        by_key["bad-1"].headers["toolgate.error.kind"],
-        "invalid_json"
-    );
-    assert_eq!(
-        by_key["bad-2"].headers["toolgate.error.kind"],
-        "missing_field"
-    );
-    assert!(by_key["bad-2"].headers.contains_key("toolgate.error.field"));
-    assert_eq!(by_key["bad-3"].headers["toolgate.error.kind"], "too_large");
-    assert_eq!(by_key["bad-3"].headers["toolgate.source.truncated"], "true");
-    for r in &dlq {
-        assert_eq!(r.headers["toolgate.source.topic"], "toolgate.events");
-        assert!(r.headers["toolgate.source.offset"].parse::<i64>().is_ok());
-    }
-
-    let verifier = verifier(&config);
-    let blocks: Vec<Decision> = decisions
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).expect("a decision"))
-        .collect();
-    assert!(!blocks.is_empty(), "the blocking finding became a decision");
-    for (d, r) in blocks.iter().zip(&decisions) {
-        verifier.verify(d).expect("signed with the engine's key");
-        assert_eq!(d.action, DecisionAction::Block);
-        assert_eq!(r.key, d.scope.agent_id);
-        assert_eq!(
-            r.partition,
-            partition_for(r.key.as_bytes(), PARTITIONS),
-            "where the agent's sink reads"
-        );
-        assert!(d.finding_ids.iter().all(|id| expected.contains(id)));
-    }
+    events_become_findings_decisions_and_dead_letters(broker.bootstrap());
 }
 
 #[test]

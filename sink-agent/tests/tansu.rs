@@ -1,51 +1,20 @@
 //! The shared Kafka scenarios against a real Kafka-compatible broker: tansu (see
-//! "Real parts in tests" in DESIGN.md), installed by `tests/tools/ensure-tansu.sh` and
-//! started here on loopback, one broker per test. The broker advertises the address of
+//! `tests/support/tansu.rs`), one broker per test. The broker advertises the address of
 //! a TCP forwarder run by the test, so every client connection goes through it and an
 //! outage is staged by cutting the forwarder while the broker keeps what it holds.
-//!
-//! Without tansu installed the tests say so and pass, unless `TOOLGATE_REQUIRE_TANSU`
-//! is set (CI sets it, after installing tansu).
 
 mod common;
+#[path = "../../tests/support/tansu.rs"]
+mod tansu_support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::*;
-
-fn tansu_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("TOOLGATE_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/tansu/bin/tansu")
-        });
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("TOOLGATE_REQUIRE_TANSU").is_none(),
-        "tansu is required but not at {}; run tests/tools/ensure-tansu.sh",
-        path.display()
-    );
-    eprintln!(
-        "skipped: tansu is not installed at {} (tests/tools/ensure-tansu.sh installs it)",
-        path.display()
-    );
-    None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use tansu_support::{TansuProcess, free_port, tansu_binary};
 
 /// Passes TCP connections from one port to another until cut.
 struct Forwarder {
@@ -114,54 +83,28 @@ impl Forwarder {
 
 /// A tansu broker with the toolgate topics, behind a forwarder.
 struct Tansu {
-    child: Child,
+    _broker: TansuProcess,
     forwarder: Forwarder,
     advertised: u16,
 }
 
 impl Tansu {
-    fn start(binary: &PathBuf) -> Tansu {
+    fn start(binary: &Path) -> Tansu {
         let listen = free_port();
         let advertised = TcpListener::bind("127.0.0.1:0").expect("forwarder port");
         let advertised_port = advertised.local_addr().expect("addr").port();
-        let child = Command::new(binary)
-            .args(["broker", "--listener-url"])
-            .arg(format!("tcp://127.0.0.1:{listen}"))
-            .arg("--advertised-listener-url")
-            .arg(format!("tcp://127.0.0.1:{advertised_port}"))
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu broker");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", listen)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for topic in [EVENTS, "toolgate.findings", "toolgate.decisions"] {
-            let status = Command::new(binary)
-                .args(["topic", "create", topic, "--partitions"])
-                .arg(PARTITIONS.to_string())
-                .arg("--broker")
-                .arg(format!("tcp://127.0.0.1:{listen}"))
-                .stdout(Stdio::null())
-                .status()
-                .expect("tansu topic create");
-            assert!(status.success(), "creating {topic}");
-        }
+        let broker = TansuProcess::start(
+            binary,
+            listen,
+            advertised_port,
+            &[EVENTS, "toolgate.findings", "toolgate.decisions"],
+            PARTITIONS,
+        );
         Tansu {
-            child,
+            _broker: broker,
             forwarder: Forwarder::start(advertised, listen),
             advertised: advertised_port,
         }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
