@@ -183,8 +183,45 @@ fn push(out: &mut Vec<Atom>, start: usize, atom: Atom) {
     }
 }
 
+/// A value a sink redacted in `hash` mode (`[iban:hmac-sha256:1f2e…]`, brackets
+/// already split off): still one value of its kind, equal wherever the original was,
+/// so flows and destinations are followed through redaction.
+fn hashed(token: &str) -> Option<Atom> {
+    let (kind, rest) = token.split_once(':')?;
+    let (scheme, digest) = rest.split_once(':')?;
+    if !matches!(scheme, "sha256" | "hmac-sha256")
+        || digest.len() < 16
+        || !digest.bytes().all(|c| c.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    let kind = match kind {
+        "email" => AtomKind::Email,
+        "phone" => AtomKind::Phone,
+        "iban" => AtomKind::Iban,
+        "card_number" => AtomKind::Number,
+        "aws_access_key"
+        | "google_api_key"
+        | "github_token"
+        | "slack_token"
+        | "api_key"
+        | "private_key"
+        | "jwt"
+        | "bearer_token"
+        | "credential_assignment" => AtomKind::Token,
+        _ => return None,
+    };
+    Some(Atom {
+        kind,
+        value: token.to_ascii_lowercase(),
+    })
+}
+
 /// The canonical atom a whole value is, if it is one.
 pub fn classify(token: &str) -> Option<Atom> {
+    if let Some(a) = hashed(token) {
+        return Some(a);
+    }
     let b = token.as_bytes();
     let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
     let addressy = b
@@ -356,6 +393,30 @@ mod tests {
         let mut out = Vec::new();
         extract(text, &mut out);
         out.into_iter().map(|a| (a.kind, a.value)).collect()
+    }
+
+    #[test]
+    fn values_a_sink_hashed_are_atoms_of_their_kind() {
+        let found = atoms(
+            "Pay [iban:hmac-sha256:0a1b2c3d4e5f6a7b] now, cc [email:sha256:00112233445566ff].",
+        );
+        assert_eq!(
+            found,
+            [
+                (
+                    AtomKind::Iban,
+                    "iban:hmac-sha256:0a1b2c3d4e5f6a7b".to_string()
+                ),
+                (AtomKind::Email, "email:sha256:00112233445566ff".to_string()),
+            ]
+        );
+        assert_eq!(classify("iban:md5:0a1b2c3d4e5f6a7b"), None);
+        assert_eq!(classify("iban:sha256:xyz"), None);
+        assert_eq!(
+            classify("[REDACTED:iban]"),
+            None,
+            "a dropped value is no value"
+        );
     }
 
     #[test]
