@@ -23,6 +23,8 @@ pub enum Command {
     Import(ImportCommand),
     /// Run the streaming engine: events from Kafka, findings and signed decisions back.
     Run(RunArgs),
+    /// Embedded broker, engine and a simulated fleet with scripted attacks, for a minute.
+    Demo(DemoArgs),
     /// Run the detectors over recorded events and write findings.
     Analyze(AnalyzeArgs),
     /// Score detection per session against the ground-truth labels events carry.
@@ -271,6 +273,27 @@ pub struct RunArgs {
     /// Partitions per topic of the embedded broker.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+}
+
+/// `toolgate demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Start from this toolgate.toml instead of the built-in `examples/demo.toml`.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Where the run's checkpoints, key, spools and history go; cleared first, so it
+    /// must be a directory an earlier demo made, or new.
+    #[arg(long, default_value = "toolgate-data/demo")]
+    pub data_dir: PathBuf,
+    /// Agents in the fleet; the first five each run one scripted attack.
+    #[arg(long, default_value_t = 8)]
+    pub agents: usize,
+    /// How long the fleet runs.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Engine worker threads; the machine's cores by default.
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 /// `toolgate analyze`.

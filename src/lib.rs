@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod demo;
 pub mod detector_files;
 pub mod engine;
 pub mod event_time;

@@ -9,6 +9,7 @@ fn main() -> anyhow::Result<()> {
         Command::Import(ImportCommand::Safetybench(args)) => commands::import::safetybench(args),
         Command::Import(ImportCommand::Injecagent(args)) => commands::import::injecagent(args),
         Command::Run(args) => commands::run::run(args),
+        Command::Demo(args) => commands::demo::run(args),
         Command::Analyze(args) => commands::analyze::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Definitions(cmd) => commands::definitions::run(cmd),

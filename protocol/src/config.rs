@@ -611,7 +611,7 @@ fn default_max_event_ids() -> usize {
 }
 
 /// Kafka connection and topics.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers (`host:port`); empty means the embedded broker.
@@ -626,6 +626,17 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties (e.g. `security.protocol`), passed through as given.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: Vec::new(),
+            group_id: default_group_id(),
+            topics: TopicsConfig::default(),
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 fn default_group_id() -> String {
@@ -861,6 +872,7 @@ impl Config {
             }
         }
         for (key, value) in [
+            ("kafka.group_id", &self.kafka.group_id),
             ("engine.data_dir", &self.engine.data_dir),
             ("engine.signing_key_file", &self.engine.signing_key_file),
             ("engine.key_id", &self.engine.key_id),
@@ -955,6 +967,23 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    /// The demo's config had no `[kafka]` table and got an empty group id, which
+    /// librdkafka turns into a consumer without a group.
+    #[test]
+    fn a_missing_section_gets_the_same_defaults_as_an_empty_one() {
+        let missing = Config::from_toml("", "t.toml").unwrap();
+        let empty = Config::from_toml("[kafka]\n[engine]\n", "t.toml").unwrap();
+        assert_eq!(missing.kafka.group_id, "toolgate-engine");
+        assert_eq!(missing.kafka.group_id, empty.kafka.group_id);
+        assert_eq!(missing.engine.data_dir, empty.engine.data_dir);
+        assert_eq!(
+            missing.engine.checkpoint_interval,
+            empty.engine.checkpoint_interval
+        );
+        let err = Config::from_toml("[kafka]\ngroup_id = \"\"\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("kafka.group_id"), "{err}");
+    }
     use super::*;
 
     fn err(text: &str) -> String {

@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod definitions;
+pub mod demo;
 pub mod eval;
 pub mod history;
 pub mod import;

@@ -46,6 +46,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             workers: workers(args.workers),
             history: !args.no_history,
             watcher: None,
+            counters: Default::default(),
         },
         &stop,
     )?;

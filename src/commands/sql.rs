@@ -13,6 +13,7 @@ use rustyline::{Editor, Helper};
 use toolgate_analytics::pgwire::{Access, serve as serve_pgwire};
 use toolgate_analytics::sql::format::{OutputFormat, render};
 use toolgate_analytics::sql::{self, SqlError};
+use toolgate_protocol::config::HistoryConfig;
 
 use super::Output;
 use super::history::history_config;
@@ -49,6 +50,21 @@ pub fn run(args: &SqlArgs) -> Result<()> {
             }
             None => shell(&ctx, args.format).await,
         }
+    })
+}
+
+/// Prints each titled query's result as a table (the demo's summary).
+pub fn print_queries(history: &HistoryConfig, queries: &[(&str, &str)]) -> Result<()> {
+    runtime()?.block_on(async {
+        let ctx = sql::open(history)
+            .await
+            .with_context(|| format!("opening history {}", history.location))?;
+        let mut out = Output::open("-")?;
+        for (title, query) in queries {
+            writeln!(out, "\n{title}:").context("writing the result")?;
+            execute(&ctx, query, OutputFormat::Table, &mut out).await?;
+        }
+        out.finish().context("writing the result")
     })
 }
 

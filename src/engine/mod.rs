@@ -52,6 +52,8 @@ pub struct EngineOptions {
     pub history: bool,
     /// Sees every row the writers write (the demo prints findings and blocks).
     pub watcher: Option<Watcher>,
+    /// Where the engine counts, readable while it runs.
+    pub counters: Arc<Counters>,
 }
 
 /// Counters, for the summary and for metrics.
@@ -82,6 +84,11 @@ pub struct Counters {
 impl Counters {
     fn inc(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A counter's value now.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
     }
 }
 
@@ -120,7 +127,7 @@ pub struct Shared {
     keep_events: bool,
     checkpoints: CheckpointStore,
     pins: Option<Vec<u8>>,
-    counters: Counters,
+    counters: Arc<Counters>,
     rejected_by_kind: Mutex<BTreeMap<String, u64>>,
     findings_by_detector: Mutex<BTreeMap<String, u64>>,
 }
@@ -352,7 +359,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             &config.kafka.topics.events,
         ),
         pins: read_pins(&config)?,
-        counters: Counters::default(),
+        counters: options.counters,
         rejected_by_kind: Mutex::default(),
         findings_by_detector: Mutex::default(),
         config,
@@ -433,7 +440,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         );
     }
     let c = &shared.counters;
-    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let get = Counters::get;
     Ok(EngineReport {
         events: get(&c.events),
         rejected_by_kind: shared.rejected_by_kind.into_inner().unwrap_or_default(),

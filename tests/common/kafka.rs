@@ -134,6 +134,7 @@ pub fn start(config: &Config, brokers: &str) -> (Arc<AtomicBool>, JoinHandle<Eng
                 workers: 2,
                 history: true,
                 watcher: None,
+                counters: Default::default(),
             },
             &flag,
         )
