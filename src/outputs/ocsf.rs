@@ -1,4 +1,5 @@
-//! OCSF 1.3 Detection Finding (category 2 Findings, class 2004).
+//! OCSF 1.4 Detection Finding (category 2 Findings, class 2004), with the
+//! `security_control` profile (`is_alert`, and for a block the action and disposition).
 
 use serde_json::{Value, json};
 use toolgate_protocol::{Finding, FindingAction, Severity};
@@ -6,7 +7,7 @@ use toolgate_protocol::{Finding, FindingAction, Severity};
 use super::PRODUCT_VERSION;
 
 /// The OCSF schema version these records follow.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub const OCSF_VERSION: &str = "1.4.0";
 
 const CLASS_UID: u32 = 2004;
 const ACTIVITY_CREATE: u32 = 1;
@@ -92,6 +93,7 @@ pub fn detection_finding(f: &Finding) -> Value {
             "version": OCSF_VERSION,
             "uid": f.finding_id,
             "log_name": "toolgate.findings",
+            "profiles": ["security_control"],
             "product": {"name": "toolgate", "vendor_name": "toolgate", "version": PRODUCT_VERSION},
         },
         "finding_info": {
@@ -133,7 +135,6 @@ pub fn detection_finding(f: &Finding) -> Value {
         record["action"] = json!("Denied");
         record["disposition_id"] = json!(2);
         record["disposition"] = json!("Blocked");
-        record["metadata"]["profiles"] = json!(["security_control"]);
     }
     record
 }
@@ -168,6 +169,10 @@ mod tests {
         assert_eq!(o["resources"][1]["uid"], "web/post");
         assert_eq!(o["evidences"][0]["data"]["containment"], 0.97);
         assert!(o.get("disposition_id").is_none());
+        assert_eq!(
+            o["metadata"]["profiles"][0], "security_control",
+            "is_alert is its"
+        );
     }
 
     #[test]
