@@ -273,6 +273,10 @@ pub struct RunArgs {
     /// Partitions per topic of the embedded broker.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
+    /// Serve `/metrics` (Prometheus) and `/healthz` here, e.g. `127.0.0.1:9464`;
+    /// overrides `[engine] metrics_listen`.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 /// `toolgate demo`.

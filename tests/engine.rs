@@ -105,3 +105,79 @@ fn two_engines_share_the_group_and_a_kill_9_loses_nothing() {
     let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
     two_engines_one_killed_lose_nothing(broker.bootstrap());
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+#[test]
+fn metrics_and_health_are_served_and_parse_as_prometheus_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let mut config = config(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    config.engine.metrics_listen = Some(addr.clone());
+    let mut events = sample("");
+    events.push(("bad".into(), b"not json".to_vec()));
+    produce(&brokers, &events);
+    let expected = offline_finding_ids(dir.path(), &events[..events.len() - 1]);
+    let engine = start(&config, &brokers);
+    await_findings(&brokers, &expected);
+    // The statistics that carry the lag come every 5 s.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (status, health) = http_get(&addr, "/healthz");
+    assert_eq!((status, health.as_str()), (200, "ok\n"));
+    let (status, text) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(http_get(&addr, "/nothing").0, 404);
+    stop(engine);
+
+    let python = common::python_venv("test-venv-prometheus", "requirements-prometheus.txt");
+    let mut child = std::process::Command::new(python)
+        .arg(common::repo().join("tests/python/parse_prometheus.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("write");
+    let parsed = child.wait_with_output().expect("parse");
+    let samples = String::from_utf8_lossy(&parsed.stdout).into_owned();
+    assert!(
+        parsed.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    for line in [
+        "counter toolgate_engine_events_total {} 54",
+        "counter toolgate_engine_dead_letters_total {} 1",
+        "counter toolgate_engine_dead_letters_by_kind_total {kind=invalid_json} 1",
+        "counter toolgate_engine_findings_by_detector_total {detector=provenance}",
+        "gauge toolgate_engine_consumer_lag {partition=",
+        "histogram toolgate_engine_processing_latency_seconds_count {} 54",
+        "gauge toolgate_provenance_index_agents {partition=",
+    ] {
+        assert!(samples.contains(line), "no {line:?} in:\n{samples}");
+    }
+}

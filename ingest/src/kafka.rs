@@ -16,6 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use toolgate_protocol::{DecodeError, Event};
@@ -41,6 +42,9 @@ pub trait PartitionOwner: Send + Sync {
     /// this returns, so their work must be finished, checkpointed and committed
     /// (through `commit`) before it does.
     fn revoked(&self, partitions: &[i32], commit: Commit<'_>);
+
+    /// The client's latest count of records not yet read, per held partition.
+    fn lag(&self, _lags: &[(i32, i64)]) {}
 }
 
 /// Where a consumer connects and what it reads.
@@ -131,7 +135,22 @@ struct GroupContext {
     topic: String,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        // librdkafka reports -1 for partitions it does not consume and for its own
+        // internal partition (-1).
+        let lags: Vec<(i32, i64)> = topic
+            .partitions
+            .iter()
+            .filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0)
+            .map(|(p, s)| (*p, s.consumer_lag))
+            .collect();
+        self.owner.lag(&lags);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(
@@ -228,7 +247,9 @@ impl GroupConsumer {
             .set("auto.offset.reset", "earliest")
             // A fetch waits at most this long for data; it bounds how stale a quiet
             // partition's newest record can be (verdicts wait on it).
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // Lag per partition comes with the client's statistics.
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &settings.properties {
             config.set(k, v);
         }

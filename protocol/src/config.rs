@@ -118,6 +118,10 @@ pub struct EngineConfig {
     /// on with the clock, so windows of quiet agents still close.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Duration,
+    /// Where `/metrics` (Prometheus) and `/healthz` are served, e.g. `127.0.0.1:9464`;
+    /// not served when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -129,6 +133,7 @@ impl Default for EngineConfig {
             key_id: default_key_id(),
             decision_ttl: default_decision_ttl(),
             idle_timeout: default_idle_timeout(),
+            metrics_listen: None,
         }
     }
 }

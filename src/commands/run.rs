@@ -16,6 +16,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if let Some(dir) = &args.data_dir {
         config.engine.data_dir = dir.clone();
     }
+    if let Some(listen) = &args.metrics_listen {
+        config.engine.metrics_listen = Some(listen.clone());
+    }
     if let Some(h) = &args.history {
         config.history.location = h.clone();
     }

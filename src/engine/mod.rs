@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod decisions;
 pub mod embedded;
+pub mod metrics;
 pub mod outbox;
 pub mod worker;
 pub mod writers;
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use metrics::Gauges;
 use serde::Serialize;
 use toolgate_analytics::history::HistoryWriter;
 use toolgate_detectors::{EmitPolicy, build_pipeline};
@@ -128,14 +130,7 @@ pub struct Shared {
     checkpoints: CheckpointStore,
     pins: Option<Vec<u8>>,
     counters: Arc<Counters>,
-    rejected_by_kind: Mutex<BTreeMap<String, u64>>,
-    findings_by_detector: Mutex<BTreeMap<String, u64>>,
-}
-
-fn lock_log(counts: &Mutex<BTreeMap<String, u64>>, key: &str) {
-    if let Ok(mut m) = counts.lock() {
-        *m.entry(key.to_string()).or_default() += 1;
-    }
+    gauges: Arc<Gauges>,
 }
 
 impl Shared {
@@ -144,7 +139,7 @@ impl Shared {
     fn emit(&self, findings: &[Finding]) {
         for f in findings {
             self.counters.inc(&self.counters.findings);
-            lock_log(&self.findings_by_detector, f.detector.as_str());
+            metrics::count(&self.gauges.findings_by_detector, f.detector.as_str());
             self.outbox.send(
                 &self.topics.findings,
                 f.agent_id.as_bytes(),
@@ -171,6 +166,7 @@ impl Shared {
     }
 
     fn write(&self, row: Row) {
+        self.gauges.writer_queue.fetch_add(1, Ordering::Relaxed);
         // The writer thread only stops at shutdown or after reporting its error.
         let _ = self.writer.send(row);
     }
@@ -217,7 +213,13 @@ impl Coordinator {
             checkpoints.extend(got.map_err(|e| anyhow!(e))?);
         }
         self.shared.outbox.settle(SETTLE_TIMEOUT)?;
-        writers::flush(&self.shared.writer)?;
+        if let Err(e) = writers::flush(&self.shared.writer) {
+            self.shared
+                .gauges
+                .writer_failed
+                .store(true, Ordering::Relaxed);
+            return Err(e);
+        }
         for (p, c) in &checkpoints {
             self.shared.checkpoints.save(*p, c)?;
         }
@@ -229,6 +231,13 @@ impl Coordinator {
 }
 
 impl PartitionOwner for Coordinator {
+    fn lag(&self, lags: &[(i32, i64)]) {
+        if let Ok(mut lag) = self.shared.gauges.lag.lock() {
+            lag.clear();
+            lag.extend(lags.iter().copied());
+        }
+    }
+
     fn assigned(&self, partitions: &[i32]) -> Vec<Option<i64>> {
         self.shared.counters.inc(&self.shared.counters.rebalances);
         let mut starts = BTreeMap::new();
@@ -335,7 +344,13 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     } else {
         None
     };
-    let writers = Writers::start(history, &config.outputs, options.watcher)?;
+    let gauges = Arc::new(Gauges::default());
+    let writers = Writers::start(
+        history,
+        &config.outputs,
+        options.watcher,
+        Arc::clone(&gauges),
+    )?;
     let properties: Vec<(String, String)> = config
         .kafka
         .properties
@@ -360,8 +375,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         ),
         pins: read_pins(&config)?,
         counters: options.counters,
-        rejected_by_kind: Mutex::default(),
-        findings_by_detector: Mutex::default(),
+        gauges,
         config,
     });
     let mut senders = Vec::new();
@@ -389,15 +403,31 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         max_event_bytes: shared.config.limits.max_event_bytes,
     };
     let consumer = GroupConsumer::join(&settings, coordinator.clone())?;
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    if let Some(listen) = &shared.config.engine.metrics_listen {
+        let addr = metrics::serve(
+            listen,
+            started,
+            Arc::clone(&shared.counters),
+            Arc::clone(&shared.gauges),
+            Arc::clone(&metrics_stop),
+        )?;
+        eprintln!("toolgate: metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+    }
     let interval = Duration::from_nanos(
         u64::try_from(shared.config.engine.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX),
     );
     let mut next_checkpoint = Instant::now() + interval;
     let mut poll_errors = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        shared
+            .gauges
+            .heartbeat_ms
+            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         match consumer.poll(Duration::from_millis(50)) {
             Ok(Some(record)) => {
                 let w = coordinator.worker_of(record.position().0);
+                shared.gauges.worker_queue.fetch_add(1, Ordering::Relaxed);
                 coordinator.workers[w]
                     .send(Work::Record(record))
                     .map_err(|_| anyhow!("worker {w} stopped"))?;
@@ -417,6 +447,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         }
     }
     checkpoint_and_commit(&coordinator, &consumer);
+    metrics_stop.store(true, Ordering::Relaxed);
     // Leaving the group revokes what is left (a last checkpoint of nothing new).
     drop(consumer);
     let coordinator = Arc::into_inner(coordinator)
@@ -443,9 +474,9 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     let get = Counters::get;
     Ok(EngineReport {
         events: get(&c.events),
-        rejected_by_kind: shared.rejected_by_kind.into_inner().unwrap_or_default(),
+        rejected_by_kind: take(&shared.gauges.rejected_by_kind),
         late: get(&c.late),
-        findings_by_detector: shared.findings_by_detector.into_inner().unwrap_or_default(),
+        findings_by_detector: take(&shared.gauges.findings_by_detector),
         decisions: get(&c.decisions),
         verdicts: get(&c.verdicts),
         checkpoints: get(&c.checkpoints),
@@ -453,6 +484,10 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         undeliverable: shared.outbox.undeliverable(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+fn take(counts: &Mutex<BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
+    counts.lock().map(|m| m.clone()).unwrap_or_default()
 }
 
 fn checkpoint_and_commit(coordinator: &Coordinator, consumer: &GroupConsumer) {

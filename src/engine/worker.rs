@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration as WallDuration, Instant};
 
@@ -24,7 +25,7 @@ use toolgate_protocol::{Duration, Event, Finding, Timestamp};
 
 use super::checkpoint::Checkpoint;
 use super::writers::Row;
-use super::{Shared, lock_log};
+use super::{Shared, metrics};
 
 /// What a worker is asked to do.
 pub enum Work {
@@ -75,6 +76,7 @@ pub fn run(shared: Arc<Shared>, work: Receiver<Work>) {
         let now = Instant::now();
         if now >= next_tick {
             worker.advance_idle(now);
+            worker.report_state();
             next_tick = now + tick;
         }
     }
@@ -88,6 +90,12 @@ struct Worker {
 
 impl Worker {
     fn handle(&mut self, work: Work) {
+        if matches!(work, Work::Record(_)) {
+            self.shared
+                .gauges
+                .worker_queue
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         match work {
             Work::Record(Polled::Event {
                 partition,
@@ -196,11 +204,15 @@ impl Worker {
             for p in &which {
                 self.partitions.remove(p);
             }
+            if let Ok(mut state) = self.shared.gauges.state.lock() {
+                state.retain(|(p, _), _| !which.contains(p));
+            }
         }
         Ok(out)
     }
 
     fn event(&mut self, partition: i32, offset: i64, event: Event) {
+        let read = Instant::now();
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
         counters.inc(&counters.events);
@@ -226,6 +238,14 @@ impl Worker {
         if let Some(verdict) = shared.decisions.verdict(&event, &self.findings) {
             counters.inc(&counters.verdicts);
             shared.send_decision(verdict);
+            shared.gauges.verdict_latency.observe(read.elapsed());
+        }
+        let age = Timestamp::now().unix_nanos() - event.time.unix_nanos();
+        if let Ok(age) = u64::try_from(age) {
+            shared
+                .gauges
+                .processing_latency
+                .observe(WallDuration::from_nanos(age));
         }
         state
             .pipeline
@@ -241,7 +261,7 @@ impl Worker {
     fn rejected(&mut self, rejected: &KafkaRejected) {
         let shared = &self.shared;
         shared.counters.inc(&shared.counters.rejected);
-        lock_log(&shared.rejected_by_kind, rejected.error.kind());
+        metrics::count(&shared.gauges.rejected_by_kind, rejected.error.kind());
         let headers = rejected.headers();
         shared.outbox.send(
             &shared.topics.dlq,
@@ -252,6 +272,17 @@ impl Worker {
         if let Some(state) = self.partitions.get_mut(&rejected.partition) {
             state.next_offset = Some(rejected.offset + 1);
             state.last_record = Instant::now();
+        }
+    }
+
+    /// The detectors' state gauges of each partition, for metrics.
+    fn report_state(&self) {
+        if let Ok(mut state) = self.shared.gauges.state.lock() {
+            for (p, s) in &self.partitions {
+                for (gauge, value) in s.pipeline.gauges() {
+                    state.insert((*p, gauge.name()), value);
+                }
+            }
         }
     }
 

@@ -5,6 +5,8 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -14,6 +16,7 @@ use toolgate_protocol::config::OutputConfig;
 use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{Event, Finding};
 
+use super::metrics::Gauges;
 use crate::outputs::FindingWriter;
 
 /// What the writers receive.
@@ -44,6 +47,7 @@ impl Writers {
         history: Option<HistoryWriter>,
         outputs: &[OutputConfig],
         watcher: Option<Watcher>,
+        gauges: Arc<Gauges>,
     ) -> Result<Self> {
         let mut files = Vec::new();
         for o in outputs {
@@ -63,7 +67,7 @@ impl Writers {
         let (tx, rx) = sync_channel(8192);
         let thread = std::thread::Builder::new()
             .name("writers".into())
-            .spawn(move || write_loop(rx, history, files, watcher))
+            .spawn(move || write_loop(rx, history, files, watcher, &gauges))
             .context("starting the writer thread")?;
         Ok(Writers {
             tx: Some(tx),
@@ -121,11 +125,15 @@ fn write_loop(
     mut history: Option<HistoryWriter>,
     mut files: Vec<FindingWriter<BufWriter<std::fs::File>>>,
     mut watcher: Option<Watcher>,
+    gauges: &Gauges,
 ) -> Result<Option<HistoryStats>> {
     // After an error the thread keeps draining (so senders never block for ever) and
     // reports the error at the next flush and at close.
     let mut failed: Option<String> = None;
     for row in rx {
+        if !matches!(row, Row::Flush(_)) {
+            gauges.writer_queue.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(w) = watcher.as_mut() {
             w(&row);
         }

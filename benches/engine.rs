@@ -1,0 +1,467 @@
+//! The streaming engine's throughput and latency, side by side in one run, on the
+//! embedded broker (librdkafka's mock cluster, 4 partitions) on this machine:
+//!
+//! - a bare rdkafka consumer loop reading the events (no decoding);
+//! - the engine with no detectors (decode, route to per-partition workers, checkpoint);
+//! - the engine with every default detector, findings, decisions and the history;
+//!
+//! each over two kinds of traffic: copies of the shipped AgentDojo sample (real agent
+//! sessions whose results carry whole documents) and a synthetic fleet of light calls.
+//! Then the round trip a held call waits for: the sink library publishes the call, the
+//! engine finds the exfiltration and signs a verdict, and the sink applies it.
+//!
+//! `cargo bench --bench engine` prints the table; `cargo bench --bench engine -- --soak
+//! 600` instead runs the engine for 600 s at a steady rate and prints its RSS every 30 s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use toolgate::engine::embedded::EmbeddedBroker;
+use toolgate::engine::{Counters, EngineOptions, run};
+use toolgate_protocol::config::{Config, TopicsConfig};
+use toolgate_protocol::partition::PARTITIONER;
+use toolgate_sink::library::{Sink, Verdict};
+
+const PARTITIONS: i32 = 4;
+
+type Records = Vec<(String, Vec<u8>)>;
+
+/// `copies` copies of the AgentDojo sample, each 30 days after the one before (the
+/// sample spans 23), with their own ids.
+fn agentdojo(copies: usize) -> Records {
+    let text = include_str!("../examples/agentdojo-sample.jsonl");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("sample"))
+        .collect();
+    let mut out = Vec::with_capacity(copies * lines.len());
+    for copy in 0..copies {
+        for line in &lines {
+            let mut v = line.clone();
+            for field in ["event_id", "agent_id", "session_id", "call_id"] {
+                if let Some(s) = v[field].as_str() {
+                    v[field] = Value::String(format!("{s}-{copy}"));
+                }
+            }
+            let time = toolgate_protocol::Timestamp::parse(v["time"].as_str().expect("time"))
+                .expect("time")
+                .saturating_add(toolgate_protocol::Duration::from_secs(
+                    copy as i64 * 30 * 86_400,
+                ));
+            v["time"] = Value::String(time.to_string());
+            let key = v["agent_id"].as_str().expect("agent").to_string();
+            out.push((key, serde_json::to_vec(&v).expect("encode")));
+        }
+    }
+    out
+}
+
+/// A fleet of `agents` support agents making light calls (a search, a record read, a
+/// web search, each with its result), `events` in all, 50 ms apart per agent.
+fn fleet(agents: usize, events: usize) -> Records {
+    let start = toolgate_protocol::Timestamp::parse("2026-11-01T00:00:00Z").expect("time");
+    let mut out = Vec::with_capacity(events);
+    let mut turn = 0usize;
+    while out.len() < events {
+        for a in 0..agents {
+            let agent = format!("fleet-{a}");
+            let time = start
+                .saturating_add(toolgate_protocol::Duration::from_millis((turn * 50) as i64))
+                .to_string();
+            let calls = [
+                (
+                    "crm",
+                    "search_customers",
+                    json!({"query": "ACME"}),
+                    "3 customers match: C-1001, C-1017".to_string(),
+                ),
+                (
+                    "crm",
+                    "get_record",
+                    json!({"record_id": format!("C-{}", 1000 + (turn + a) % 40)}),
+                    format!(
+                        "Customer C-{}: Maria Keller, maria.keller{a}@example.org, renewal 2026-03-01.",
+                        1000 + (turn + a) % 40
+                    ),
+                ),
+                (
+                    "web",
+                    "search",
+                    json!({"query": "shipping rates to Berlin"}),
+                    "Top results: a pricing page, a news article.".to_string(),
+                ),
+            ];
+            for (i, (server, tool, arguments, text)) in calls.into_iter().enumerate() {
+                let call_id = format!("{turn}-{i}");
+                let base = json!({"schema": "toolgate.event.v1", "time": time, "agent_id": agent,
+                    "session_id": format!("{agent}-s"), "agent_role": "support-bot",
+                    "server": server, "call_id": call_id, "tool": tool});
+                let mut call = base.clone();
+                call["kind"] = json!("tool_call");
+                call["event_id"] = json!(format!("{agent}-{turn}-{i}-c"));
+                call["arguments"] = arguments;
+                let mut result = base;
+                result["kind"] = json!("tool_result");
+                result["event_id"] = json!(format!("{agent}-{turn}-{i}-r"));
+                result["result"] = json!({"content": [{"type": "text", "text": text}]});
+                for v in [call, result] {
+                    out.push((agent.clone(), serde_json::to_vec(&v).expect("encode")));
+                }
+            }
+        }
+        turn += 1;
+    }
+    out.truncate(events);
+    out
+}
+
+fn produce(brokers: &str, records: &Records) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", PARTITIONER)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "2000000")
+        .create()
+        .expect("producer");
+    for (key, payload) in records {
+        loop {
+            match producer.send(BaseRecord::to("toolgate.events").key(key).payload(payload)) {
+                Ok(()) => break,
+                Err(_) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Events per second of a consumer that only counts what it reads.
+fn bare_consumer(brokers: &str, n: usize) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset("toolgate.events", p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut read = 0usize;
+    let mut bytes = 0usize;
+    let mut started = None;
+    while read < n {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            started.get_or_insert_with(Instant::now);
+            read += 1;
+            bytes += m.payload_len();
+        }
+    }
+    std::hint::black_box(bytes);
+    n as f64 / started.map_or(1e-9, |s| s.elapsed().as_secs_f64())
+}
+
+/// Events per second of the engine from its first event to its `n`th.
+fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config.clone();
+    config.kafka.group_id = group.to_string();
+    config.engine.data_dir = dir.path().join("data").display().to_string();
+    config.history.location = dir.path().join("history").display().to_string();
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (brokers, counters, stop) = (brokers.to_string(), counters.clone(), stop.clone());
+        std::thread::spawn(move || {
+            run(
+                &config,
+                EngineOptions {
+                    brokers,
+                    workers: 2,
+                    history,
+                    watcher: None,
+                    counters,
+                },
+                &stop,
+            )
+            .expect("engine")
+        })
+    };
+    let mut started = None;
+    loop {
+        let seen = Counters::get(&counters.events) as usize;
+        if seen > 0 {
+            started.get_or_insert_with(Instant::now);
+        }
+        if seen >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rate = n as f64 / started.map_or(1e-9, |s| s.elapsed().as_secs_f64());
+    stop.store(true, Ordering::Relaxed);
+    handle.join().expect("engine thread");
+    rate
+}
+
+fn without_detectors() -> Config {
+    let names = toolgate_detectors::registry()
+        .iter()
+        .map(|d| format!("[detectors.{}]\nenabled = false\n", d.name))
+        .collect::<String>();
+    Config::from_toml(&names, "bench").expect("config")
+}
+
+/// Held-call round trips: the sink publishes a transfer to an account it just read
+/// from an untrusted file; the engine's verdict (block) comes back through the broker.
+fn verdict_latency(brokers: &str, calls: usize) -> Vec<Duration> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+[servers.files]
+trust_domain = "untrusted"
+[servers.payments]
+trust_domain = "external"
+[redaction]
+mode = "hash"
+[[sink.hold]]
+name = "payments"
+tools = ["send_money"]
+hold_timeout_ms = 5000
+[sink]
+agent_id = "bench-agent"
+spool_dir = "{spool}"
+decision_fetch_wait_ms = 5
+[engine]
+data_dir = "{data}"
+"#,
+        spool = dir.path().join("spool").display(),
+        data = dir.path().join("data").display()
+    );
+    let mut config = Config::from_toml(&text, "bench").expect("config");
+    config.kafka.group_id = "bench-verdicts".into();
+    let signer = toolgate::engine::decisions::load_or_create_signer(
+        &dir.path().join("data/decision-signing.key"),
+        "engine-1",
+    )
+    .expect("key");
+    config
+        .sink
+        .decision_keys
+        .insert("engine-1".into(), signer.public_key_base64());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (brokers, config, stop) = (brokers.to_string(), config.clone(), stop.clone());
+        std::thread::spawn(move || {
+            run(
+                &config,
+                EngineOptions {
+                    brokers,
+                    workers: 2,
+                    history: false,
+                    watcher: None,
+                    counters: Arc::default(),
+                },
+                &stop,
+            )
+            .expect("engine")
+        })
+    };
+    let mut files = Sink::with_brokers(&config, "files", Some(brokers)).expect("sink");
+    let mut payments = Sink::with_brokers(&config, "payments", Some(brokers)).expect("sink");
+    let mut out = Vec::new();
+    for i in 0..calls + 5 {
+        let iban = iban(i);
+        let read = json!({"path": format!("invoices/{i}.txt")});
+        let Verdict::Forward { call_id } = files
+            .before_call("read_file", read.as_object().expect("object"))
+            .expect("call")
+        else {
+            panic!("read refused");
+        };
+        let result = json!({"content": [{"type": "text",
+            "text": format!("Invoice {i}: please pay 950 EUR to {iban} today.")}]});
+        files
+            .after_result(&call_id, result.as_object().expect("object"))
+            .expect("result");
+        std::thread::sleep(Duration::from_millis(20));
+        let pay = json!({"recipient": iban, "amount": 950});
+        let started = Instant::now();
+        let verdict = payments
+            .before_call("send_money", pay.as_object().expect("object"))
+            .expect("call");
+        let took = started.elapsed();
+        assert!(
+            matches!(verdict, Verdict::Refuse { .. }),
+            "not blocked: {verdict:?}"
+        );
+        // The first calls include the engine joining the group.
+        if i >= 5 {
+            out.push(took);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    handle.join().expect("engine thread");
+    out
+}
+
+/// A valid (mod-97) IBAN per `i`, so each transfer goes to an account of its own.
+fn iban(i: usize) -> String {
+    let bban = format!("BUKB2020{:010}", 1_555_555_555 + i);
+    let digits: String = format!("{bban}GB00")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                c.to_string()
+            } else {
+                (c as u32 - 'A' as u32 + 10).to_string()
+            }
+        })
+        .collect();
+    let rem = digits
+        .bytes()
+        .fold(0u32, |r, d| (r * 10 + u32::from(d - b'0')) % 97);
+    format!("GB{:02}{bban}", 98 - rem)
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The engine for `seconds` at a steady 5,000 events/s of fleet traffic (new agents
+/// keep arriving, so state must expire to stay flat); RSS every 30 s.
+fn soak(seconds: u64) {
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default();
+    config.engine.data_dir = dir.path().join("data").display().to_string();
+    config.history.location = dir.path().join("history").display().to_string();
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (brokers, counters, stop) = (brokers.clone(), counters.clone(), stop.clone());
+        std::thread::spawn(move || {
+            run(
+                &config,
+                EngineOptions {
+                    brokers,
+                    workers: 2,
+                    history: true,
+                    watcher: None,
+                    counters,
+                },
+                &stop,
+            )
+            .expect("engine")
+        })
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("partitioner", PARTITIONER)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let mut next_report = Duration::ZERO;
+    let mut batch = 0usize;
+    println!("seconds,events,rss_mib");
+    while started.elapsed() < Duration::from_secs(seconds) {
+        // 500 events every 100 ms, from agents that change every minute.
+        let generation = started.elapsed().as_secs() / 60;
+        let records = fleet(50, 500);
+        for (key, payload) in &records {
+            let key = format!("{key}-g{generation}");
+            let mut v: Value = serde_json::from_slice(payload).expect("event");
+            v["agent_id"] = json!(key);
+            v["event_id"] = json!(format!("{}-{batch}", v["event_id"].as_str().unwrap_or("")));
+            v["time"] = json!(toolgate_protocol::Timestamp::now().to_string());
+            let bytes = serde_json::to_vec(&v).expect("encode");
+            while producer
+                .send(BaseRecord::to("toolgate.events").key(&key).payload(&bytes))
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(5));
+            }
+        }
+        producer.poll(Duration::ZERO);
+        batch += 1;
+        let due = Duration::from_millis(100 * batch as u64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if started.elapsed() >= next_report {
+            println!(
+                "{},{},{:.1}",
+                started.elapsed().as_secs(),
+                Counters::get(&counters.events),
+                rss_mib()
+            );
+            next_report += Duration::from_secs(30);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    handle.join().expect("engine thread");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--soak") {
+        let seconds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(600);
+        soak(seconds);
+        return;
+    }
+    println!(
+        "| traffic | events | bare consumer (events/s) | engine, no detectors | engine, all default detectors + history |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, records) in [
+        ("AgentDojo sample copies", agentdojo(2_000)),
+        ("synthetic fleet", fleet(1_000, 300_000)),
+    ] {
+        let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+        let brokers = broker.bootstrap().to_string();
+        produce(&brokers, &records);
+        let n = records.len();
+        let bare = bare_consumer(&brokers, n);
+        let none = engine(&brokers, &without_detectors(), "bench-none", n, false);
+        let all = engine(&brokers, &Config::default(), "bench-all", n, true);
+        println!(
+            "| {name} | {n} | {bare:.0} | {none:.0} ({:.0} %) | {all:.0} |",
+            100.0 * none / bare
+        );
+    }
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let mut latencies = verdict_latency(broker.bootstrap(), 200);
+    latencies.sort();
+    println!(
+        "\nheld call → engine verdict applied at the sink ({} calls): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+}

@@ -1,0 +1,278 @@
+//! What the engine measures about itself, named in one place ([`EXPORTED`] and the
+//! detectors' own `StateGauge`s), rendered in the Prometheus text format, and served
+//! with a health check on `[engine] metrics_listen`: `GET /metrics`, `GET /healthz`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+
+use super::Counters;
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0, 30.0,
+];
+
+/// A latency histogram, updated lock-free by the workers.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Gauges and labelled counters the engine sets as it runs.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Findings emitted, by detector.
+    pub findings_by_detector: Mutex<BTreeMap<String, u64>>,
+    /// Records dead-lettered, by cause.
+    pub rejected_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Records not yet read, per partition (from the client's statistics).
+    pub lag: Mutex<BTreeMap<i32, i64>>,
+    /// Detector state per partition, by the detectors' gauge names.
+    pub state: Mutex<BTreeMap<(i32, &'static str), u64>>,
+    /// Rows waiting for the history and output writers.
+    pub writer_queue: AtomicI64,
+    /// Records waiting for the workers.
+    pub worker_queue: AtomicI64,
+    /// Age of each event when processed: wall clock minus its event time.
+    pub processing_latency: Histogram,
+    /// From reading a held call's event to its verdict handed to the producer.
+    pub verdict_latency: Histogram,
+    /// The main loop's last turn, in milliseconds since start-up (for `/healthz`).
+    pub heartbeat_ms: AtomicU64,
+    /// Set once the writers failed; the engine is unhealthy until restarted.
+    pub writer_failed: AtomicBool,
+}
+
+/// An exported counter: its name, its help text, and where it is read.
+pub type Exported = (&'static str, &'static str, fn(&Counters) -> &AtomicU64);
+
+/// Every engine counter.
+pub const EXPORTED: [Exported; 10] = [
+    (
+        "toolgate_engine_events_total",
+        "Events decoded from the events topic.",
+        |c| &c.events,
+    ),
+    (
+        "toolgate_engine_dead_letters_total",
+        "Records that failed to decode, sent to the dead-letter topic.",
+        |c| &c.rejected,
+    ),
+    (
+        "toolgate_engine_late_events_total",
+        "Events older than their partition's watermark (still processed).",
+        |c| &c.late,
+    ),
+    (
+        "toolgate_engine_findings_total",
+        "Findings emitted (first and final emissions).",
+        |c| &c.findings,
+    ),
+    (
+        "toolgate_engine_decisions_total",
+        "Signed decisions sent to the sinks, verdicts included.",
+        |c| &c.decisions,
+    ),
+    (
+        "toolgate_engine_verdicts_total",
+        "Verdicts on held calls.",
+        |c| &c.verdicts,
+    ),
+    (
+        "toolgate_engine_unowned_records_total",
+        "Records of partitions no longer held, left to their new owner.",
+        |c| &c.unowned,
+    ),
+    (
+        "toolgate_engine_checkpoints_total",
+        "Checkpoints written and committed.",
+        |c| &c.checkpoints,
+    ),
+    (
+        "toolgate_engine_checkpoint_failures_total",
+        "Checkpoints that failed; offsets stayed uncommitted.",
+        |c| &c.checkpoint_failures,
+    ),
+    (
+        "toolgate_engine_rebalances_total",
+        "Partition assignments and revocations served.",
+        |c| &c.rebalances,
+    ),
+];
+
+/// The Prometheus text exposition of everything.
+pub fn render(counters: &Counters, gauges: &Gauges) -> String {
+    let mut out = String::new();
+    for (name, help, read) in EXPORTED {
+        let value = Counters::get(read(counters));
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    for (name, help, label, counts) in [
+        (
+            "toolgate_engine_findings_by_detector_total",
+            "Findings emitted, by detector.",
+            "detector",
+            &gauges.findings_by_detector,
+        ),
+        (
+            "toolgate_engine_dead_letters_by_kind_total",
+            "Records dead-lettered, by cause.",
+            "kind",
+            &gauges.rejected_by_kind,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        if let Ok(counts) = counts.lock() {
+            for (key, n) in counts.iter() {
+                let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
+            }
+        }
+    }
+    let name = "toolgate_engine_consumer_lag";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Records of the events topic not yet read, per partition.\n# TYPE {name} gauge"
+    );
+    if let Ok(lag) = gauges.lag.lock() {
+        for (p, n) in lag.iter() {
+            let _ = writeln!(out, "{name}{{partition=\"{p}\"}} {n}");
+        }
+    }
+    if let Ok(state) = gauges.state.lock() {
+        let mut last = "";
+        for ((p, gauge), v) in state.iter() {
+            if *gauge != last {
+                let kind = if gauge.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                let _ = writeln!(out, "# TYPE {gauge} {kind}");
+                last = gauge;
+            }
+            let _ = writeln!(out, "{gauge}{{partition=\"{p}\"}} {v}");
+        }
+    }
+    for (name, help, value) in [
+        (
+            "toolgate_engine_writer_queue",
+            "Rows waiting for the history and output writers.",
+            &gauges.writer_queue,
+        ),
+        (
+            "toolgate_engine_worker_queue",
+            "Records waiting for the workers.",
+            &gauges.worker_queue,
+        ),
+    ] {
+        let v = value.load(Ordering::Relaxed).max(0);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    gauges.processing_latency.render(
+        &mut out,
+        "toolgate_engine_processing_latency_seconds",
+        "Age of each event when processed: wall clock minus its event time.",
+    );
+    gauges.verdict_latency.render(
+        &mut out,
+        "toolgate_engine_verdict_latency_seconds",
+        "From reading a held call's event to its signed verdict handed to the producer.",
+    );
+    out
+}
+
+/// Counts one more under `key`.
+pub fn count(counts: &Mutex<BTreeMap<String, u64>>, key: &str) {
+    if let Ok(mut m) = counts.lock() {
+        *m.entry(key.to_string()).or_default() += 1;
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listen` until `stop`; returns the bound address.
+pub fn serve(
+    listen: &str,
+    started: Instant,
+    counters: Arc<Counters>,
+    gauges: Arc<Gauges>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::net::SocketAddr> {
+    let server = tiny_http::Server::http(listen)
+        .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .context("the metrics listener has no IP address")?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(200)) else {
+                    continue;
+                };
+                let (status, body, kind) = match request.url() {
+                    "/metrics" => (200, render(&counters, &gauges), "text/plain; version=0.0.4"),
+                    "/healthz" => {
+                        let now = started.elapsed().as_millis() as u64;
+                        let beat = gauges.heartbeat_ms.load(Ordering::Relaxed);
+                        if gauges.writer_failed.load(Ordering::Relaxed) {
+                            (503, "writers failed\n".to_string(), "text/plain")
+                        } else if now.saturating_sub(beat) > 10_000 {
+                            (
+                                503,
+                                "the consumer loop is stuck\n".to_string(),
+                                "text/plain",
+                            )
+                        } else {
+                            (200, "ok\n".to_string(), "text/plain")
+                        }
+                    }
+                    _ => (404, "not found\n".to_string(), "text/plain"),
+                };
+                let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+                if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", kind) {
+                    response = response.with_header(header);
+                }
+                let _ = request.respond(response);
+            }
+        })
+        .context("starting the metrics server")?;
+    Ok(addr)
+}
