@@ -1,5 +1,5 @@
 //! The streaming engine's throughput and latency, side by side in one run, on the
-//! embedded broker (librdkafka's mock cluster, 4 partitions) on this machine:
+//! embedded broker (librdkafka's mock cluster, 16 partitions) on this machine:
 //!
 //! - a bare rdkafka consumer loop reading the events (no decoding);
 //! - the engine with no detectors (decode, route to per-partition workers, checkpoint);
@@ -11,7 +11,8 @@
 //! engine finds the exfiltration and signs a verdict, and the sink applies it.
 //!
 //! `cargo bench --bench engine` prints the table; `cargo bench --bench engine -- --soak
-//! 600` instead runs the engine for 600 s at a steady rate and prints its RSS every 30 s.
+//! 600 --brokers HOST:PORT` instead runs the engine for 600 s at a steady rate against
+//! a broker in another process (tansu) and prints its RSS every 30 s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,18 +29,34 @@ use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::partition::PARTITIONER;
 use toolgate_sink::library::{Sink, Verdict};
 
-const PARTITIONS: i32 = 4;
+/// Partitions of the benchmark's topics: the mock cluster keeps 5 MiB of each, so more
+/// partitions hold a longer run.
+const PARTITIONS: i32 = 16;
 
 type Records = Vec<(String, Vec<u8>)>;
 
-/// `copies` copies of the AgentDojo sample, each 30 days after the one before (the
-/// sample spans 23), with their own ids.
+/// `copies` copies of the AgentDojo sample with their own ids, in time order as sinks
+/// would send them. The sample spans 23 days; each copy is squeezed into one minute
+/// (order kept), a minute after the one before, so the history writes a few hourly
+/// files rather than one per hour of 200 × 23 days.
 fn agentdojo(copies: usize) -> Records {
     let text = include_str!("../examples/agentdojo-sample.jsonl");
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("sample"))
         .collect();
+    let times: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            toolgate_protocol::Timestamp::parse(l["time"].as_str().expect("time"))
+                .expect("time")
+                .unix_nanos()
+        })
+        .collect();
+    let first = toolgate_protocol::Timestamp::from_unix_nanos(*times.iter().min().expect("events"));
+    let span = times.iter().max().expect("events") - first.unix_nanos();
+    let span_to_minute = (span / 59_000_000_000).max(1);
+    let base = toolgate_protocol::Timestamp::parse("2026-11-01T00:00:00Z").expect("time");
     let mut out = Vec::with_capacity(copies * lines.len());
     for copy in 0..copies {
         for line in &lines {
@@ -49,17 +66,19 @@ fn agentdojo(copies: usize) -> Records {
                     v[field] = Value::String(format!("{s}-{copy}"));
                 }
             }
-            let time = toolgate_protocol::Timestamp::parse(v["time"].as_str().expect("time"))
-                .expect("time")
-                .saturating_add(toolgate_protocol::Duration::from_secs(
-                    copy as i64 * 30 * 86_400,
-                ));
+            let original = toolgate_protocol::Timestamp::parse(v["time"].as_str().expect("time"))
+                .expect("time");
+            let offset = (original.unix_nanos() - first.unix_nanos()) / span_to_minute;
+            let time = base.saturating_add(toolgate_protocol::Duration::from_nanos(
+                copy as i64 * 60_000_000_000 + offset,
+            ));
             v["time"] = Value::String(time.to_string());
             let key = v["agent_id"].as_str().expect("agent").to_string();
-            out.push((key, serde_json::to_vec(&v).expect("encode")));
+            out.push((time, key, serde_json::to_vec(&v).expect("encode")));
         }
     }
-    out
+    out.sort_by_key(|(time, _, _)| *time);
+    out.into_iter().map(|(_, k, v)| (k, v)).collect()
 }
 
 /// A fleet of `agents` support agents making light calls (a search, a record read, a
@@ -131,12 +150,20 @@ fn produce(brokers: &str, records: &Records) {
         .create()
         .expect("producer");
     for (key, payload) in records {
+        let mut record = BaseRecord::to("toolgate.events").key(key).payload(payload);
         loop {
-            match producer.send(BaseRecord::to("toolgate.events").key(key).payload(payload)) {
+            match producer.send(record) {
                 Ok(()) => break,
-                Err(_) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
                     producer.poll(Duration::from_millis(10));
                 }
+                Err((e, _)) => panic!("producing: {e}"),
             }
         }
     }
@@ -162,10 +189,14 @@ fn bare_consumer(brokers: &str, n: usize) -> f64 {
     let mut bytes = 0usize;
     let mut started = None;
     while read < n {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            started.get_or_insert_with(Instant::now);
-            read += 1;
-            bytes += m.payload_len();
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
+                read += 1;
+                bytes += m.payload_len();
+            }
+            Some(Err(e)) => panic!("bare consumer: {e}"),
+            None => {}
         }
     }
     std::hint::black_box(bytes);
@@ -224,7 +255,9 @@ fn without_detectors() -> Config {
 }
 
 /// Held-call round trips: the sink publishes a transfer to an account it just read
-/// from an untrusted file; the engine's verdict (block) comes back through the broker.
+/// from an untrusted file and holds it; the engine finds the injected destination and
+/// signs a block verdict for the call; the sink reads it from its partition and
+/// refuses the call. Timed from `before_call` to its answer.
 fn verdict_latency(brokers: &str, calls: usize) -> Vec<Duration> {
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
@@ -237,7 +270,7 @@ trust_domain = "external"
 mode = "hash"
 [[sink.hold]]
 name = "payments"
-tools = ["send_money"]
+tools = ["send_money_*"]
 hold_timeout_ms = 5000
 [sink]
 agent_id = "bench-agent"
@@ -297,9 +330,12 @@ data_dir = "{data}"
             .expect("result");
         std::thread::sleep(Duration::from_millis(20));
         let pay = json!({"recipient": iban, "amount": 950});
+        // A tool of its own each time: the block decision that follows the finding
+        // covers its tool for the rest of the session, and the sink would refuse the
+        // next call from that cache without asking the engine.
         let started = Instant::now();
         let verdict = payments
-            .before_call("send_money", pay.as_object().expect("object"))
+            .before_call(&format!("send_money_{i}"), pay.as_object().expect("object"))
             .expect("call");
         let took = started.elapsed();
         assert!(
@@ -347,10 +383,10 @@ fn rss_mib() -> f64 {
 }
 
 /// The engine for `seconds` at a steady 5,000 events/s of fleet traffic (new agents
-/// keep arriving, so state must expire to stay flat); RSS every 30 s.
-fn soak(seconds: u64) {
-    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
-    let brokers = broker.bootstrap().to_string();
+/// keep arriving, so state must expire to stay flat); RSS every 30 s. The broker is
+/// another process (`brokers`), so what it stores is not counted here.
+fn soak(seconds: u64, brokers: &str) {
+    let brokers = brokers.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
     config.engine.data_dir = dir.path().join("data").display().to_string();
@@ -431,26 +467,45 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--soak") {
         let seconds = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(600);
-        soak(seconds);
+        let brokers = args
+            .iter()
+            .position(|a| a == "--brokers")
+            .and_then(|b| args.get(b + 1))
+            .expect("--soak needs --brokers HOST:PORT (a broker in another process)");
+        soak(seconds, brokers);
         return;
     }
     println!(
-        "| traffic | events | bare consumer (events/s) | engine, no detectors | engine, all default detectors + history |"
+        "| traffic | events | bare consumer (events/s) | engine, no detectors | engine, all default detectors | the same + history |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    // TOOLGATE_BENCH_SCALE=10 runs a tenth of the events, for a quick look. The mock
+    // cluster keeps only the newest 5 MiB (or 100,000 batches) of each partition and
+    // finds a fetch's offset by scanning its log, so every run here stays under 5 MiB
+    // a partition: larger backlogs lose their head before a consumer reaches it.
+    let scale: usize = std::env::var("TOOLGATE_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     for (name, records) in [
-        ("AgentDojo sample copies", agentdojo(2_000)),
-        ("synthetic fleet", fleet(1_000, 300_000)),
+        ("AgentDojo sample copies", agentdojo(800 / scale)),
+        ("synthetic fleet", fleet(1_000, 160_000 / scale)),
     ] {
         let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
         let brokers = broker.bootstrap().to_string();
         produce(&brokers, &records);
         let n = records.len();
+        eprintln!("{name}: {n} events produced");
         let bare = bare_consumer(&brokers, n);
+        eprintln!("{name}: bare consumer {bare:.0}/s");
         let none = engine(&brokers, &without_detectors(), "bench-none", n, false);
+        eprintln!("{name}: engine without detectors {none:.0}/s");
         let all = engine(&brokers, &Config::default(), "bench-all", n, true);
+        eprintln!("{name}: engine with all detectors {all:.0}/s");
+        let all_no_history = engine(&brokers, &Config::default(), "bench-all-nh", n, false);
         println!(
-            "| {name} | {n} | {bare:.0} | {none:.0} ({:.0} %) | {all:.0} |",
+            "| {name} | {n} | {bare:.0} | {none:.0} ({:.0} %) | {all_no_history:.0} | {all:.0} |",
             100.0 * none / bare
         );
     }

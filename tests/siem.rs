@@ -1,14 +1,16 @@
 //! The renderings for SIEMs, checked by other people's tools: OCSF Detection Findings
-//! (class 2004) validated by py-ocsf-models, for a finding of every detector the
-//! golden corpora cover.
+//! (class 2004) validated by py-ocsf-models, and CEF over RFC 5424 syslog (TCP and
+//! TLS, octet-counted) received by a real rsyslogd, for the findings of every detector
+//! the golden corpora cover.
 
 mod common;
 
 use std::process::Command;
 
 use common::{python_venv, repo};
-use toolgate::outputs::{FindingFormat, render};
+use toolgate::outputs::{FindingFormat, Output, render};
 use toolgate_protocol::Finding;
+use toolgate_protocol::config::{OutputConfig, SyslogTransport};
 
 /// The findings of every golden corpus case, each replayed with its own config.
 fn corpus_findings() -> Vec<Finding> {
@@ -94,4 +96,215 @@ fn ocsf_detection_findings_validate_against_py_ocsf_models() {
         report.contains("line 2") && report.contains("made_up"),
         "{report}"
     );
+}
+
+/// rsyslogd, or `None` (after saying why) when the test may skip.
+fn rsyslogd() -> Option<std::path::PathBuf> {
+    let found = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TOOLGATE_REQUIRE_RSYSLOG").is_none(),
+            "rsyslogd is required; run tests/tools/ensure-rsyslog.sh"
+        );
+        eprintln!("skipped: rsyslogd is not installed (tests/tools/ensure-rsyslog.sh installs it)");
+    }
+    found
+}
+
+/// A real rsyslogd listening on loopback (plain TCP, or TLS with a certificate made
+/// for the test), writing each message it receives as one line of
+/// `PRI|APP-NAME|MSGID|STRUCTURED-DATA|MSG`.
+struct Rsyslog {
+    child: std::process::Child,
+    port: u16,
+    out: std::path::PathBuf,
+    ca: Option<std::path::PathBuf>,
+}
+
+impl Rsyslog {
+    fn start(binary: &std::path::Path, dir: &std::path::Path, tls: bool) -> Rsyslog {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let out = dir.join("received.log");
+        let mut global = format!("global(workDirectory=\"{}\"", dir.display());
+        let mut input = format!(
+            "module(load=\"imtcp\")\ninput(type=\"imtcp\" port=\"{port}\" ruleset=\"toolgate\")"
+        );
+        let mut ca = None;
+        if tls {
+            // A CA of the test's own, and the collector's certificate signed by it.
+            let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+            let (cert, key, csr) = (
+                dir.join("cert.pem"),
+                dir.join("key.pem"),
+                dir.join("cert.csr"),
+            );
+            let ext = dir.join("ext.cnf");
+            std::fs::write(
+                &ext,
+                "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+            )
+            .expect("ext");
+            let d = |p: &std::path::Path| p.display().to_string();
+            let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+            let steps = [
+                format!(
+                    "req -x509 -days 2 -subj /CN=toolgate-test-CA {ec} -keyout {} -out {}",
+                    d(&ca_key),
+                    d(&ca_cert)
+                ),
+                format!(
+                    "req -new -subj /CN=localhost {ec} -keyout {} -out {}",
+                    d(&key),
+                    d(&csr)
+                ),
+                format!(
+                    "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
+                    d(&csr),
+                    d(&ca_cert),
+                    d(&ca_key),
+                    d(&ext),
+                    d(&cert)
+                ),
+            ];
+            for args in steps {
+                let made = Command::new("openssl")
+                    .args(args.split_whitespace())
+                    .output()
+                    .expect("openssl");
+                assert!(
+                    made.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&made.stderr)
+                );
+            }
+            global += &format!(
+                " DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"{a}\" DefaultNetstreamDriverCertFile=\"{c}\" DefaultNetstreamDriverKeyFile=\"{k}\"",
+                a = ca_cert.display(),
+                c = cert.display(),
+                k = key.display()
+            );
+            input = format!(
+                "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")\ninput(type=\"imtcp\" port=\"{port}\" ruleset=\"toolgate\")"
+            );
+            ca = Some(ca_cert);
+        }
+        let conf = format!(
+            "{global})\n{input}\ntemplate(name=\"fields\" type=\"string\" string=\"%PRI%|%APP-NAME%|%MSGID%|%STRUCTURED-DATA%|%msg%\\n\")\nruleset(name=\"toolgate\") {{ action(type=\"omfile\" file=\"{}\" template=\"fields\") }}\n",
+            out.display()
+        );
+        let conf_path = dir.join("rsyslog.conf");
+        std::fs::write(&conf_path, conf).expect("conf");
+        let child = Command::new(binary)
+            .args(["-n", "-f"])
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rsyslogd");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rsyslogd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Rsyslog {
+            child,
+            port,
+            out,
+            ca,
+        }
+    }
+
+    /// The lines received, once there are `n` (or after 20 s).
+    fn received(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cef_over_syslog_reaches_rsyslog(tls: bool) {
+    let Some(binary) = rsyslogd() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rsyslog = Rsyslog::start(&binary, dir.path(), tls);
+    let findings = corpus_findings();
+    let output = OutputConfig::Syslog {
+        address: format!("127.0.0.1:{}", rsyslog.port),
+        transport: if tls {
+            SyslogTransport::Tls
+        } else {
+            SyslogTransport::Tcp
+        },
+        format: FindingFormat::Cef,
+        ca_file: rsyslog.ca.as_ref().map(|p| p.display().to_string()),
+        server_name: tls.then(|| "localhost".to_string()),
+        facility: 10,
+        app_name: "toolgate".into(),
+        buffer: 1000,
+    };
+    let mut outputs = Output::open_all(&[output], dir.path()).expect("open");
+    let mut syslog = outputs.pop().expect("one output");
+    for f in &findings {
+        syslog.write(f).expect("write");
+    }
+    syslog.close().expect("delivered");
+    let lines = rsyslog.received(findings.len());
+    assert_eq!(lines.len(), findings.len(), "{lines:#?}");
+    for (line, f) in lines.iter().zip(&findings) {
+        let fields: Vec<&str> = line.splitn(5, '|').collect();
+        let pri = 10 * 8 + u32::from(toolgate::outputs::syslog::severity(f.severity));
+        assert_eq!(fields[0], pri.to_string(), "{line}");
+        assert_eq!(fields[1], "toolgate");
+        assert_eq!(fields[2], "finding");
+        assert!(
+            fields[3].contains(&format!("finding_id=\"{}\"", f.finding_id)),
+            "{line}"
+        );
+        assert!(
+            fields[4]
+                .trim_start()
+                .starts_with("CEF:0|toolgate|toolgate|"),
+            "{line}"
+        );
+        assert!(fields[4].contains(&f.finding_id), "{line}");
+    }
+    assert!(
+        !dir.path().join("outputs").exists(),
+        "nothing was dead-lettered"
+    );
+}
+
+#[test]
+fn cef_over_syslog_tcp_reaches_rsyslog_octet_counted() {
+    cef_over_syslog_reaches_rsyslog(false);
+}
+
+#[test]
+fn cef_over_syslog_tls_reaches_rsyslog() {
+    cef_over_syslog_reaches_rsyslog(true);
 }

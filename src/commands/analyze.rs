@@ -1,17 +1,13 @@
 //! `toolgate analyze`: offline replay of recorded events through the detectors.
 
-use std::fs::OpenOptions;
-use std::io::BufWriter;
-
 use anyhow::{Context, Result};
-use toolgate_protocol::config::OutputConfig;
 
 use toolgate_analytics::history::HistoryWriter;
 
 use super::import::redactor;
 use super::{Output, load_config};
 use crate::cli::AnalyzeArgs;
-use crate::outputs::FindingWriter;
+use crate::outputs::{FindingWriter, Output as FindingOutput};
 use crate::replay::{default_dead_letter_path, pins_file, replay};
 
 /// Runs the replay, writing findings to the command line's output and to every
@@ -20,20 +16,10 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
     let config = load_config(args.config.as_deref())?;
     let output = args.output.as_deref().unwrap_or("-");
     let mut main = FindingWriter::new(output, args.format, Output::open(output)?);
-    let mut extra = Vec::new();
-    for o in &config.outputs {
-        let OutputConfig::File { format, path } = o;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open output {path}"))?;
-        extra.push(FindingWriter::new(
-            path.clone(),
-            *format,
-            BufWriter::new(file),
-        ));
-    }
+    let mut extra = FindingOutput::open_all(
+        &config.outputs,
+        std::path::Path::new(&config.engine.data_dir),
+    )?;
     let dead_letter = args
         .dead_letter
         .clone()
@@ -70,8 +56,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             main.write(finding)
                 .with_context(|| format!("writing findings to {}", main.name()))?;
             for w in &mut extra {
-                w.write(finding)
-                    .with_context(|| format!("writing findings to {}", w.name()))?;
+                w.write(finding)?;
             }
             Ok(())
         },
@@ -81,8 +66,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         .with_context(|| format!("writing findings to {output}"))?;
     for w in extra {
         let name = w.name().to_string();
-        std::io::Write::flush(&mut w.into_inner())
-            .with_context(|| format!("writing findings to {name}"))?;
+        w.close().with_context(|| format!("closing {name}"))?;
     }
     if let Some(h) = history.into_inner() {
         let location = format!("{:?}", h.location());

@@ -348,6 +348,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     let writers = Writers::start(
         history,
         &config.outputs,
+        &data_dir,
         options.watcher,
         Arc::clone(&gauges),
     )?;

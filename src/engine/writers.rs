@@ -3,8 +3,7 @@
 //! down rather than growing memory). [`Writers::flush`] is the barrier a checkpoint
 //! waits on: every row sent before it is durable when it returns.
 
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -17,7 +16,7 @@ use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{Event, Finding};
 
 use super::metrics::Gauges;
-use crate::outputs::FindingWriter;
+use crate::outputs::Output;
 
 /// What the writers receive.
 pub enum Row {
@@ -46,23 +45,11 @@ impl Writers {
     pub fn start(
         history: Option<HistoryWriter>,
         outputs: &[OutputConfig],
+        dead_letter_dir: &Path,
         watcher: Option<Watcher>,
         gauges: Arc<Gauges>,
     ) -> Result<Self> {
-        let mut files = Vec::new();
-        for o in outputs {
-            let OutputConfig::File { format, path } = o;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open output {path}"))?;
-            files.push(FindingWriter::new(
-                path.clone(),
-                *format,
-                BufWriter::new(file),
-            ));
-        }
+        let files = Output::open_all(outputs, dead_letter_dir)?;
         let wants_events = history.is_some();
         let (tx, rx) = sync_channel(8192);
         let thread = std::thread::Builder::new()
@@ -123,7 +110,7 @@ pub fn flush(tx: &SyncSender<Row>) -> Result<()> {
 fn write_loop(
     rx: Receiver<Row>,
     mut history: Option<HistoryWriter>,
-    mut files: Vec<FindingWriter<BufWriter<std::fs::File>>>,
+    mut files: Vec<Output>,
     mut watcher: Option<Watcher>,
     gauges: &Gauges,
 ) -> Result<Option<HistoryStats>> {
@@ -147,9 +134,7 @@ fn write_loop(
                 });
                 for w in &mut files {
                     if r.is_ok() {
-                        r = w
-                            .write(f)
-                            .with_context(|| format!("writing findings to {}", w.name()));
+                        r = w.write(f);
                     }
                 }
                 r
@@ -163,8 +148,7 @@ fn write_loop(
                     .map_or(Ok(()), |h| h.commit().context("committing the history"));
                 for w in &mut files {
                     if r.is_ok() {
-                        let name = w.name().to_string();
-                        r = flush_file(w).with_context(|| format!("writing findings to {name}"));
+                        r = w.flush();
                     }
                 }
                 let answer = match (&failed, r) {
@@ -186,17 +170,10 @@ fn write_loop(
     if let Some(e) = failed {
         return Err(anyhow!(e));
     }
-    for w in &mut files {
-        let name = w.name().to_string();
-        flush_file(w).with_context(|| format!("writing findings to {name}"))?;
+    for w in files {
+        w.close()?;
     }
     history
         .map(|h| h.close_all().context("closing the history"))
         .transpose()
-}
-
-fn flush_file(w: &mut FindingWriter<BufWriter<std::fs::File>>) -> std::io::Result<()> {
-    let out = w.out_mut();
-    out.flush()?;
-    out.get_ref().sync_data()
 }

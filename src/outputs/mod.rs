@@ -3,13 +3,21 @@
 //! Each rendering is one line per finding, so every output is a stream of lines.
 
 pub mod cef;
+pub mod deliver;
 pub mod ecs;
 pub mod ocsf;
+pub mod syslog;
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use toolgate_protocol::Finding;
 pub use toolgate_protocol::config::FindingFormat;
+use toolgate_protocol::config::OutputConfig;
+
+use deliver::Delivery;
 
 /// toolgate's version, as SIEM formats report the product version.
 pub const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -83,6 +91,134 @@ impl<W: Write> FindingWriter<W> {
     /// The writer, back.
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+/// One opened `[[outputs]]` entry.
+pub enum Output {
+    /// Appended to a file.
+    File(FindingWriter<BufWriter<File>>),
+    /// Sent to a syslog collector.
+    Syslog {
+        /// The delivery thread.
+        delivery: Delivery,
+        /// How messages are headed.
+        header: syslog::Header,
+        /// The message body.
+        format: FindingFormat,
+        /// For messages.
+        name: String,
+    },
+}
+
+impl Output {
+    /// Opens every output; undeliverable records of network outputs go to files under
+    /// `dead_letter_dir`.
+    pub fn open_all(outputs: &[OutputConfig], dead_letter_dir: &Path) -> Result<Vec<Output>> {
+        let mut opened = Vec::new();
+        for (i, o) in outputs.iter().enumerate() {
+            opened.push(match o {
+                OutputConfig::File { format, path } => {
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("cannot open output {path}"))?;
+                    Output::File(FindingWriter::new(
+                        path.clone(),
+                        *format,
+                        BufWriter::new(file),
+                    ))
+                }
+                OutputConfig::Syslog {
+                    address,
+                    transport,
+                    format,
+                    ca_file,
+                    server_name,
+                    facility,
+                    app_name,
+                    buffer,
+                } => {
+                    let connect = syslog::SyslogConnect::new(
+                        address,
+                        *transport,
+                        ca_file.as_deref(),
+                        server_name.as_deref(),
+                    )
+                    .with_context(|| format!("outputs[{i}]"))?;
+                    let safe: String = address
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '.' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    let dead_letter_file =
+                        dead_letter_dir.join(format!("outputs/{i}-syslog-{safe}.dlq.jsonl"));
+                    Output::Syslog {
+                        name: format!("outputs[{i}] (syslog {address})"),
+                        delivery: Delivery::start(Box::new(connect), *buffer, dead_letter_file)?,
+                        header: syslog::Header {
+                            facility: *facility,
+                            hostname: syslog::hostname(),
+                            app_name: app_name.clone(),
+                        },
+                        format: *format,
+                    }
+                }
+            });
+        }
+        Ok(opened)
+    }
+
+    /// What it is, for messages.
+    pub fn name(&self) -> &str {
+        match self {
+            Output::File(w) => w.name(),
+            Output::Syslog { name, .. } => name,
+        }
+    }
+
+    /// Writes (or queues) one finding.
+    pub fn write(&mut self, finding: &Finding) -> Result<()> {
+        match self {
+            Output::File(w) => w
+                .write(finding)
+                .with_context(|| format!("writing findings to {}", w.name())),
+            Output::Syslog {
+                delivery,
+                header,
+                format,
+                ..
+            } => delivery.send(syslog::frame(header, finding, *format)),
+        }
+    }
+
+    /// Makes everything written so far durable: on disk, delivered, or dead-lettered.
+    pub fn flush(&mut self) -> Result<()> {
+        match self {
+            Output::File(w) => {
+                let name = w.name().to_string();
+                let out = w.out_mut();
+                out.flush()
+                    .and_then(|()| out.get_ref().sync_data())
+                    .with_context(|| format!("writing findings to {name}"))
+            }
+            Output::Syslog { delivery, .. } => delivery.flush(),
+        }
+    }
+
+    /// Flushes and closes.
+    pub fn close(mut self) -> Result<()> {
+        self.flush()?;
+        match self {
+            Output::File(_) => Ok(()),
+            Output::Syslog { delivery, .. } => delivery.close(),
+        }
     }
 }
 
