@@ -203,6 +203,31 @@ fn bare_consumer(brokers: &str, n: usize) -> f64 {
     n as f64 / started.map_or(1e-9, |s| s.elapsed().as_secs_f64())
 }
 
+/// The engine on its own thread with 2 workers, until `stop` is raised.
+fn spawn_engine(
+    config: Config,
+    brokers: &str,
+    history: bool,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<toolgate::engine::EngineReport> {
+    let brokers = brokers.to_string();
+    std::thread::spawn(move || {
+        run(
+            &config,
+            EngineOptions {
+                brokers,
+                workers: 2,
+                history,
+                watcher: None,
+                counters,
+            },
+            &stop,
+        )
+        .expect("engine")
+    })
+}
+
 /// Events per second of the engine from its first event to its `n`th.
 fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -212,23 +237,7 @@ fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) 
     config.history.location = dir.path().join("history").display().to_string();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let handle = {
-        let (brokers, counters, stop) = (brokers.to_string(), counters.clone(), stop.clone());
-        std::thread::spawn(move || {
-            run(
-                &config,
-                EngineOptions {
-                    brokers,
-                    workers: 2,
-                    history,
-                    watcher: None,
-                    counters,
-                },
-                &stop,
-            )
-            .expect("engine")
-        })
-    };
+    let handle = spawn_engine(config, brokers, history, counters.clone(), stop.clone());
     let mut started = None;
     loop {
         let seen = Counters::get(&counters.events) as usize;
@@ -294,23 +303,7 @@ data_dir = "{data}"
         .decision_keys
         .insert("engine-1".into(), signer.public_key_base64());
     let stop = Arc::new(AtomicBool::new(false));
-    let handle = {
-        let (brokers, config, stop) = (brokers.to_string(), config.clone(), stop.clone());
-        std::thread::spawn(move || {
-            run(
-                &config,
-                EngineOptions {
-                    brokers,
-                    workers: 2,
-                    history: false,
-                    watcher: None,
-                    counters: Arc::default(),
-                },
-                &stop,
-            )
-            .expect("engine")
-        })
-    };
+    let handle = spawn_engine(config.clone(), brokers, false, Arc::default(), stop.clone());
     let mut files = Sink::with_brokers(&config, "files", Some(brokers)).expect("sink");
     let mut payments = Sink::with_brokers(&config, "payments", Some(brokers)).expect("sink");
     let mut out = Vec::new();
@@ -393,23 +386,7 @@ fn soak(seconds: u64, brokers: &str) {
     config.history.location = dir.path().join("history").display().to_string();
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let handle = {
-        let (brokers, counters, stop) = (brokers.clone(), counters.clone(), stop.clone());
-        std::thread::spawn(move || {
-            run(
-                &config,
-                EngineOptions {
-                    brokers,
-                    workers: 2,
-                    history: true,
-                    watcher: None,
-                    counters,
-                },
-                &stop,
-            )
-            .expect("engine")
-        })
-    };
+    let handle = spawn_engine(config, &brokers, true, counters.clone(), stop.clone());
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("partitioner", PARTITIONER)
