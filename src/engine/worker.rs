@@ -215,12 +215,12 @@ impl Worker {
         let read = Instant::now();
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
-        counters.inc(&counters.events);
         let Some(state) = self.partitions.get_mut(&partition) else {
             // Not ours (a record fetched before a revocation): its new owner reads it.
             counters.inc(&counters.unowned);
             return;
         };
+        counters.inc(&counters.events);
         let lateness = shared.config.event_time.allowed_lateness;
         if state
             .newest
@@ -260,6 +260,13 @@ impl Worker {
 
     fn rejected(&mut self, rejected: &KafkaRejected) {
         let shared = &self.shared;
+        let Some(state) = self.partitions.get_mut(&rejected.partition) else {
+            // As for events: the partition's new owner dead-letters it.
+            shared.counters.inc(&shared.counters.unowned);
+            return;
+        };
+        state.next_offset = Some(rejected.offset + 1);
+        state.last_record = Instant::now();
         shared.counters.inc(&shared.counters.rejected);
         metrics::count(&shared.gauges.rejected_by_kind, rejected.error.kind());
         let headers = rejected.headers();
@@ -269,10 +276,6 @@ impl Worker {
             &rejected.raw,
             Some(&headers),
         );
-        if let Some(state) = self.partitions.get_mut(&rejected.partition) {
-            state.next_offset = Some(rejected.offset + 1);
-            state.last_record = Instant::now();
-        }
     }
 
     /// The detectors' state gauges of each partition, for metrics.
