@@ -1,10 +1,11 @@
 //! The `toolgate` command and the parts of the engine that are not detection: the
 //! command line, offline replay in event-time order, renderings of findings for SIEMs,
-//! and (with their own issues) the streaming runtime, outputs and the demo fleet.
+//! the streaming engine, the outputs and the demo fleet.
 //!
 //! Detection logic lives in `toolgate-detectors`, wire types in `toolgate-protocol`,
-//! sources in `toolgate-ingest`; this crate wires them to files and, later, Kafka.
+//! sources in `toolgate-ingest`; this crate wires them to files, Kafka and SIEMs.
 
+pub mod barrier;
 pub mod cli;
 pub mod commands;
 pub mod demo;

@@ -1,6 +1,6 @@
 //! The engine's writers off the hot path: the Parquet history and the `[[outputs]]`
 //! files, on one thread fed through a bounded channel (a slow disk slows the workers
-//! down rather than growing memory). [`Writers::flush`] is the barrier a checkpoint
+//! down rather than growing memory). [`flush`] is the barrier a checkpoint
 //! waits on: every row sent before it is durable when it returns.
 
 use std::path::Path;
@@ -27,7 +27,7 @@ pub enum Row {
     /// A decision, for the history.
     Decision(Box<Decision>),
     /// Make everything before this durable, then answer.
-    Flush(SyncSender<Result<(), String>>),
+    Flush(crate::barrier::Reply),
 }
 
 /// Sees every finding and decision as it is written (the demo prints them).
@@ -76,15 +76,6 @@ impl Writers {
         self.wants_events
     }
 
-    /// Waits until every row sent so far is durable.
-    pub fn flush(&self) -> Result<()> {
-        flush(
-            self.tx
-                .as_ref()
-                .ok_or_else(|| anyhow!("the writers are closed"))?,
-        )
-    }
-
     /// Flushes, stops the thread and returns the history's counters.
     pub fn close(mut self) -> Result<Option<HistoryStats>> {
         drop(self.tx.take());
@@ -96,15 +87,9 @@ impl Writers {
     }
 }
 
-/// Sends a flush through `tx` and waits for its answer.
+/// Sends a flush through `tx` and waits until every row sent before is durable.
 pub fn flush(tx: &SyncSender<Row>) -> Result<()> {
-    let (reply, answer) = sync_channel(1);
-    tx.send(Row::Flush(reply))
-        .map_err(|_| anyhow!("the writer thread stopped"))?;
-    answer
-        .recv()
-        .map_err(|_| anyhow!("the writer thread stopped"))?
-        .map_err(|e| anyhow!(e))
+    crate::barrier::flush(tx, Row::Flush, "writer")
 }
 
 fn write_loop(

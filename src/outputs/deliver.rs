@@ -23,7 +23,7 @@ pub trait Connect: Send {
 
 enum Message {
     Record(Vec<u8>),
-    Flush(SyncSender<Result<(), String>>),
+    Flush(crate::barrier::Reply),
 }
 
 /// The sending side.
@@ -108,13 +108,7 @@ impl Delivery {
             .tx
             .as_ref()
             .ok_or_else(|| anyhow!("the output is closed"))?;
-        let (reply, answer) = sync_channel(1);
-        tx.send(Message::Flush(reply))
-            .map_err(|_| anyhow!("the output thread stopped"))?;
-        answer
-            .recv()
-            .map_err(|_| anyhow!("the output thread stopped"))?
-            .map_err(|e| anyhow!(e))
+        crate::barrier::flush(tx, Message::Flush, "output")
     }
 
     /// Flushes and stops the thread.

@@ -84,3 +84,5 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     python
 }
 pub mod kafka;
+#[path = "../support/topics.rs"]
+pub mod topics;

@@ -3,6 +3,9 @@
 //! both run.
 #![allow(dead_code)]
 
+#[path = "../../../tests/support/topics.rs"]
+mod topics;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -51,33 +54,10 @@ flush_timeout_ms = {flush_timeout_ms}
 
 /// Every message of `topic`, per partition in offset order.
 pub fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<(i32, String, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => out.push((
-                m.partition(),
-                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON"),
-            )),
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None if out.len() >= expected => break,
-            None => {}
-        }
-    }
-    out
+    topics::read_all(brokers, topic, PARTITIONS, expected)
+        .iter()
+        .map(|r| (r.partition, r.key.clone(), r.json()))
+        .collect()
 }
 
 /// Lists one tool, then makes `calls` calls with results.

@@ -1,0 +1,71 @@
+//! Reading a topic back from the beginning, for end-to-end tests against any broker.
+//! Shared by the workspace's test crates (`#[path]`-included).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// One consumed record.
+pub struct Record {
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("JSON payload")
+    }
+}
+
+/// Every record of `topic`'s `partitions`, per partition in offset order (waits until
+/// `expected` arrived, or 20 s).
+pub fn read_all(brokers: &str, topic: &str, partitions: i32, expected: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Record {
+                partition: m.partition(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if out.len() >= expected => break,
+            None => {}
+        }
+    }
+    out
+}
