@@ -1,5 +1,6 @@
 //! The renderings for SIEMs, checked by other people's tools: OCSF Detection Findings
-//! (class 2004) validated by py-ocsf-models, and CEF over RFC 5424 syslog (TCP and
+//! (class 2004) validated by py-ocsf-models, OCSF API Activity (class 6003) for tool
+//! calls validated by ocsf-pydantic, and CEF over RFC 5424 syslog (TCP and
 //! TLS, octet-counted) received by a real rsyslogd, for the findings of every detector
 //! the golden corpora cover.
 
@@ -7,45 +8,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{python_venv, repo};
-use toolgate::outputs::{FindingFormat, Output, render};
-use toolgate_protocol::Finding;
+use common::{corpus_findings, python_venv, repo};
+use toolgate::outputs::{FindingFormat, Output, render, render_tool_call};
 use toolgate_protocol::config::{OutputConfig, SyslogTransport};
-
-/// The findings of every golden corpus case, each replayed with its own config.
-fn corpus_findings() -> Vec<Finding> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut out = Vec::new();
-    for detector in std::fs::read_dir(repo().join("corpus")).expect("corpus") {
-        let detector = detector.expect("entry").path();
-        if !detector.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(&detector).expect("corpus dir") {
-            let input = file.expect("entry").path();
-            let name = input.to_string_lossy().into_owned();
-            if !name.ends_with(".jsonl") || name.ends_with(".expected.jsonl") {
-                continue;
-            }
-            let toml = input.with_extension("toml");
-            let config = toolgate::commands::load_config(toml.exists().then_some(toml.as_path()))
-                .expect("config");
-            toolgate::replay::replay(
-                &config,
-                &name,
-                &dir.path().join("dlq.jsonl"),
-                None,
-                |_| Ok(()),
-                |f| {
-                    out.push(f.clone());
-                    Ok(())
-                },
-            )
-            .expect("replay");
-        }
-    }
-    out
-}
 
 fn validate(lines: &[String]) -> (bool, String) {
     let python = python_venv("test-venv-ocsf", "requirements-ocsf.txt");
@@ -94,6 +59,49 @@ fn ocsf_detection_findings_validate_against_py_ocsf_models() {
     );
     assert!(
         report.contains("line 2") && report.contains("made_up"),
+        "{report}"
+    );
+}
+
+#[test]
+fn ocsf_api_activity_of_every_sample_tool_call_validates_against_ocsf_pydantic() {
+    let text =
+        std::fs::read_to_string(repo().join("examples/agentdojo-sample.jsonl")).expect("sample");
+    let events: Vec<toolgate_protocol::Event> = text
+        .lines()
+        .map(|l| toolgate_protocol::Event::decode(l.as_bytes()).expect("event"))
+        .collect();
+    let lines: Vec<String> = events
+        .iter()
+        .filter_map(|e| render_tool_call(e, FindingFormat::Ocsf))
+        .collect();
+    let calls = text.matches("\"kind\":\"tool_call\"").count();
+    assert!(
+        calls > 10 && lines.len() == calls,
+        "{} of {calls}",
+        lines.len()
+    );
+    let (ok, report) = validate(&lines);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(&format!("{n} of {n} valid", n = lines.len())),
+        "{report}"
+    );
+
+    // Missing a required object, and a derived attribute that disagrees.
+    let original: serde_json::Value = serde_json::from_str(&lines[0]).expect("json");
+    let mut no_api = original.clone();
+    no_api.as_object_mut().expect("object").remove("api");
+    let mut wrong_type = original;
+    wrong_type["type_uid"] = serde_json::json!(600301);
+    let (ok, report) = validate(&[no_api.to_string(), wrong_type.to_string()]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("line 1") && report.contains("api"),
+        "{report}"
+    );
+    assert!(
+        report.contains("line 2") && report.contains("type_uid is 600301"),
         "{report}"
     );
 }

@@ -16,16 +16,17 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
     let config = load_config(args.config.as_deref())?;
     let output = args.output.as_deref().unwrap_or("-");
     let mut main = FindingWriter::new(output, args.format, Output::open(output)?);
-    let mut extra = FindingOutput::open_all(
+    let extra = std::cell::RefCell::new(FindingOutput::open_all(
         &config.outputs,
         std::path::Path::new(&config.engine.data_dir),
-    )?;
+    )?);
     let dead_letter = args
         .dead_letter
         .clone()
         .unwrap_or_else(|| default_dead_letter_path(args.output.as_deref()));
     let pins = pins_file(&config, args.pins.as_deref());
-    // Both callbacks write to the history; they never run at the same time.
+    // Both callbacks write to the history and the outputs; they never run at the same
+    // time.
     let history = std::cell::RefCell::new(match &args.history {
         Some(location) => {
             let mut history = config.history.clone();
@@ -47,6 +48,9 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             if let Some(h) = history.borrow_mut().as_mut() {
                 h.append_event(event).context("writing history")?;
             }
+            for w in extra.borrow_mut().iter_mut() {
+                w.write_event(event)?;
+            }
             Ok(())
         },
         |finding| {
@@ -55,7 +59,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             }
             main.write(finding)
                 .with_context(|| format!("writing findings to {}", main.name()))?;
-            for w in &mut extra {
+            for w in extra.borrow_mut().iter_mut() {
                 w.write(finding)?;
             }
             Ok(())
@@ -64,7 +68,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
     main.into_inner()
         .finish()
         .with_context(|| format!("writing findings to {output}"))?;
-    for w in extra {
+    for w in extra.into_inner() {
         let name = w.name().to_string();
         w.close().with_context(|| format!("closing {name}"))?;
     }

@@ -20,7 +20,7 @@ use crate::outputs::Output;
 
 /// What the writers receive.
 pub enum Row {
-    /// An event, for the history.
+    /// An event, for the history and the outputs that take tool calls.
     Event(Box<Event>),
     /// A finding, for the history and the outputs.
     Finding(Box<Finding>),
@@ -50,7 +50,7 @@ impl Writers {
         gauges: Arc<Gauges>,
     ) -> Result<Self> {
         let files = Output::open_all(outputs, dead_letter_dir)?;
-        let wants_events = history.is_some();
+        let wants_events = history.is_some() || files.iter().any(Output::wants_tool_calls);
         let (tx, rx) = sync_channel(8192);
         let thread = std::thread::Builder::new()
             .name("writers".into())
@@ -70,8 +70,8 @@ impl Writers {
             .ok_or_else(|| anyhow!("the writers are closed"))
     }
 
-    /// Whether events are kept (the history is on); otherwise only findings and
-    /// decisions need sending.
+    /// Whether events are kept (the history is on, or an output takes tool calls);
+    /// otherwise only findings and decisions need sending.
     pub fn wants_events(&self) -> bool {
         self.wants_events
     }
@@ -110,9 +110,17 @@ fn write_loop(
             w(&row);
         }
         let result = match &row {
-            Row::Event(e) => history
-                .as_mut()
-                .map_or(Ok(()), |h| h.append_event(e).context("writing the history")),
+            Row::Event(e) => {
+                let mut r = history
+                    .as_mut()
+                    .map_or(Ok(()), |h| h.append_event(e).context("writing the history"));
+                for w in &mut files {
+                    if r.is_ok() {
+                        r = w.write_event(e);
+                    }
+                }
+                r
+            }
             Row::Finding(f) => {
                 let mut r = history.as_mut().map_or(Ok(()), |h| {
                     h.append_finding(f).context("writing the history")

@@ -1,10 +1,12 @@
-//! Delivery to a network output (a SIEM's collector) that may be down: its own thread,
-//! a bounded queue, reconnection with backoff, and a dead-letter file. A record is
-//! either written to the connection or appended to the dead-letter file, never lost:
-//! when the queue is full (the collector is down or slow) new records go straight to
-//! the file, and a flush (the engine's checkpoint) waits until the queue is delivered,
-//! or moves what is left to the file while the collector is unreachable.
+//! Delivery to a network output (a SIEM's collector, a webhook) that may be down: its
+//! own thread, a bounded queue, retries with backoff, and a dead-letter file. A record
+//! is either delivered or appended to the dead-letter file, never lost: when the queue
+//! is full (the collector is down or slow) new records go straight to the file, records
+//! the collector refuses for good go there with its answer, and a flush (the engine's
+//! checkpoint) waits until the queue is delivered, or moves what is left to the file
+//! while the collector is unreachable.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -13,12 +15,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-/// Opens a connection to the collector.
-pub trait Connect: Send {
-    /// A new connection.
-    fn connect(&mut self) -> std::io::Result<Box<dyn Write + Send>>;
-    /// What it connects to, for messages.
+/// Carries records to one collector.
+pub trait Transport: Send {
+    /// Delivers a prefix of `records` (never empty), in order; returns how many.
+    fn send(&mut self, records: &[Vec<u8>]) -> Result<usize, Failure>;
+    /// What it delivers to, for messages.
     fn describe(&self) -> String;
+}
+
+/// Why [`Transport::send`] delivered nothing.
+#[derive(Debug)]
+pub enum Failure {
+    /// Worth retrying later (unreachable, busy, timed out).
+    Retry(String),
+    /// The collector refused the first `count` records for good (a bad request, a
+    /// rejected token): they go to the dead-letter file with `reason`.
+    Refused {
+        /// How many records.
+        count: usize,
+        /// The collector's answer.
+        reason: String,
+    },
 }
 
 enum Message {
@@ -33,7 +50,8 @@ pub struct Delivery {
     dead_letters: DeadLetters,
 }
 
-/// Where undeliverable records go: one JSON line each (`{"record": …}`).
+/// Where undeliverable records go: one JSON line each (`{"record": …}`, with
+/// `"error"` when the collector refused it).
 #[derive(Clone)]
 struct DeadLetters {
     path: PathBuf,
@@ -41,6 +59,10 @@ struct DeadLetters {
 
 impl DeadLetters {
     fn append(&self, records: &[Vec<u8>]) -> std::io::Result<()> {
+        self.append_refused(records, None)
+    }
+
+    fn append_refused(&self, records: &[Vec<u8>], error: Option<&str>) -> std::io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -52,7 +74,10 @@ impl DeadLetters {
             .append(true)
             .open(&self.path)?;
         for r in records {
-            let line = serde_json::json!({"record": String::from_utf8_lossy(r)});
+            let mut line = serde_json::json!({"record": String::from_utf8_lossy(r)});
+            if let Some(e) = error {
+                line["error"] = e.into();
+            }
             writeln!(file, "{line}")?;
         }
         file.sync_data()
@@ -60,10 +85,10 @@ impl DeadLetters {
 }
 
 impl Delivery {
-    /// Starts delivering through `connect`, with at most `buffer` records queued;
+    /// Starts delivering through `transport`, with at most `buffer` records queued;
     /// what cannot be delivered goes to `dead_letter_file`.
     pub fn start(
-        connect: Box<dyn Connect>,
+        transport: Box<dyn Transport>,
         buffer: usize,
         dead_letter_file: PathBuf,
     ) -> Result<Delivery> {
@@ -74,7 +99,7 @@ impl Delivery {
         let spill = dead_letters.clone();
         let thread = std::thread::Builder::new()
             .name("output".into())
-            .spawn(move || deliver(connect, rx, spill))
+            .spawn(move || deliver(transport, rx, spill))
             .context("starting an output thread")?;
         Ok(Delivery {
             tx: Some(tx),
@@ -123,13 +148,15 @@ impl Delivery {
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Refusals are logged at most this often: a rejected token refuses every record.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-fn deliver(mut connect: Box<dyn Connect>, rx: Receiver<Message>, dead_letters: DeadLetters) {
-    let mut conn: Option<Box<dyn Write + Send>> = None;
-    let mut pending: Vec<Vec<u8>> = Vec::new();
+fn deliver(mut transport: Box<dyn Transport>, rx: Receiver<Message>, dead_letters: DeadLetters) {
+    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
     let mut said_down = false;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let message = if pending.is_empty() {
             match rx.recv() {
@@ -141,56 +168,77 @@ fn deliver(mut connect: Box<dyn Connect>, rx: Receiver<Message>, dead_letters: D
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = dead_letters.append(&pending);
+                    let _ = dead_letters.append(pending.make_contiguous());
                     return;
                 }
             }
         };
         let mut flush_reply = None;
         match message {
-            Some(Message::Record(r)) => pending.push(r),
+            Some(Message::Record(r)) => pending.push_back(r),
             Some(Message::Flush(reply)) => flush_reply = Some(reply),
             None => {}
         }
-        // Take whatever else is queued, so one write carries a batch.
+        // Take whatever else is queued, so one send can carry a batch.
         while let Ok(m) = rx.try_recv() {
             match m {
-                Message::Record(r) => pending.push(r),
+                Message::Record(r) => pending.push_back(r),
                 Message::Flush(reply) => {
                     flush_reply = Some(reply);
                     break;
                 }
             }
         }
-        if !pending.is_empty() && (Instant::now() >= next_attempt || flush_reply.is_some()) {
-            match write_all(&mut conn, &mut *connect, &pending) {
-                Ok(()) => {
-                    pending.clear();
-                    backoff = Duration::from_millis(100);
-                    if said_down {
-                        eprintln!("toolgate: {} is reachable again", connect.describe());
-                        said_down = false;
+        if Instant::now() >= next_attempt || flush_reply.is_some() {
+            while !pending.is_empty() {
+                let len = pending.len();
+                match transport.send(pending.make_contiguous()) {
+                    Ok(n) => {
+                        pending.drain(..n.clamp(1, len));
+                        backoff = Duration::from_millis(100);
+                        if said_down {
+                            eprintln!("toolgate: {} is reachable again", transport.describe());
+                            said_down = false;
+                        }
                     }
-                }
-                Err(e) => {
-                    conn = None;
-                    if !said_down {
-                        eprintln!(
-                            "toolgate: {}: {e}; retrying, and spilling to {} when the buffer is full",
-                            connect.describe(),
-                            dead_letters.path.display()
-                        );
-                        said_down = true;
+                    Err(Failure::Refused { count, reason }) => {
+                        let refused: Vec<Vec<u8>> = pending.drain(..count.clamp(1, len)).collect();
+                        if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                            eprintln!(
+                                "toolgate: {} refused {} record(s): {reason}; they are kept in {}",
+                                transport.describe(),
+                                refused.len(),
+                                dead_letters.path.display()
+                            );
+                            last_refusal_log = Some(Instant::now());
+                        }
+                        if let Err(e) = dead_letters.append_refused(&refused, Some(&reason)) {
+                            eprintln!(
+                                "toolgate: cannot write {}: {e}",
+                                dead_letters.path.display()
+                            );
+                        }
                     }
-                    next_attempt = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    Err(Failure::Retry(e)) => {
+                        if !said_down {
+                            eprintln!(
+                                "toolgate: {}: {e}; retrying, and spilling to {} when the buffer is full",
+                                transport.describe(),
+                                dead_letters.path.display()
+                            );
+                            said_down = true;
+                        }
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        break;
+                    }
                 }
             }
         }
         if let Some(reply) = flush_reply {
             // The collector is unreachable: what is pending is kept on disk instead.
             let answer = dead_letters
-                .append(&pending)
+                .append(pending.make_contiguous())
                 .map_err(|e| format!("cannot write {}: {e}", dead_letters.path.display()));
             if answer.is_ok() {
                 pending.clear();
@@ -200,35 +248,80 @@ fn deliver(mut connect: Box<dyn Connect>, rx: Receiver<Message>, dead_letters: D
     }
 }
 
-fn write_all(
-    conn: &mut Option<Box<dyn Write + Send>>,
-    connect: &mut dyn Connect,
-    records: &[Vec<u8>],
-) -> std::io::Result<()> {
-    let stream = match conn {
-        Some(c) => c,
-        None => conn.insert(connect.connect()?),
-    };
-    for r in records {
-        stream.write_all(r)?;
-    }
-    stream.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
     use std::net::TcpListener;
 
-    struct Tcp(String);
+    struct Tcp(String, Option<std::net::TcpStream>);
 
-    impl Connect for Tcp {
-        fn connect(&mut self) -> std::io::Result<Box<dyn Write + Send>> {
-            Ok(Box::new(std::net::TcpStream::connect(&self.0)?))
+    impl Transport for Tcp {
+        fn send(&mut self, records: &[Vec<u8>]) -> Result<usize, Failure> {
+            let retry = |e: std::io::Error| Failure::Retry(e.to_string());
+            let stream = match &mut self.1 {
+                Some(s) => s,
+                None => self
+                    .1
+                    .insert(std::net::TcpStream::connect(&self.0).map_err(retry)?),
+            };
+            for r in records {
+                stream.write_all(r).map_err(retry)?;
+            }
+            Ok(records.len())
         }
         fn describe(&self) -> String {
             self.0.clone()
+        }
+    }
+
+    /// Refuses every record whose text starts with `bad`, two at a time.
+    struct Picky(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Transport for Picky {
+        fn send(&mut self, records: &[Vec<u8>]) -> Result<usize, Failure> {
+            if records[0].starts_with(b"bad") {
+                let count = records
+                    .iter()
+                    .take_while(|r| r.starts_with(b"bad"))
+                    .count()
+                    .min(2);
+                return Err(Failure::Refused {
+                    count,
+                    reason: "HTTP 400: bad".into(),
+                });
+            }
+            self.0
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&records[0]).into_owned());
+            Ok(1)
+        }
+        fn describe(&self) -> String {
+            "picky".into()
+        }
+    }
+
+    #[test]
+    fn refused_records_go_to_the_dead_letter_file_with_the_reason_and_the_rest_are_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = dir.path().join("refused.jsonl");
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let d = Delivery::start(Box::new(Picky(got.clone())), 100, dlq.clone()).unwrap();
+        for r in ["ok1", "bad1", "bad2", "bad3", "ok2"] {
+            d.send(r.as_bytes().to_vec()).unwrap();
+        }
+        d.close().unwrap();
+        assert_eq!(*got.lock().unwrap(), ["ok1", "ok2"]);
+        let kept: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(kept.len(), 3);
+        for (line, want) in kept.iter().zip(["bad1", "bad2", "bad3"]) {
+            assert_eq!(line["record"], want);
+            assert_eq!(line["error"], "HTTP 400: bad");
         }
     }
 
@@ -240,7 +333,7 @@ mod tests {
         let unused = TcpListener::bind("127.0.0.1:0").unwrap();
         let down = unused.local_addr().unwrap().to_string();
         drop(unused);
-        let d = Delivery::start(Box::new(Tcp(down)), 2, dlq.clone()).unwrap();
+        let d = Delivery::start(Box::new(Tcp(down, None)), 2, dlq.clone()).unwrap();
         for i in 0..5 {
             d.send(format!("r{i}\n").into_bytes()).unwrap();
         }
@@ -261,7 +354,8 @@ mod tests {
             s.read_to_string(&mut text).unwrap();
             text
         });
-        let d = Delivery::start(Box::new(Tcp(up)), 100, dir.path().join("none.jsonl")).unwrap();
+        let d =
+            Delivery::start(Box::new(Tcp(up, None)), 100, dir.path().join("none.jsonl")).unwrap();
         for i in 0..50 {
             d.send(format!("m{i};").into_bytes()).unwrap();
         }

@@ -1,21 +1,27 @@
 //! Renderings of findings for people and SIEMs, shared by `toolgate analyze` and the
-//! engine: toolgate's own JSON, OCSF Detection Finding (class 2004), ECS, and CEF.
-//! Each rendering is one line per finding, so every output is a stream of lines.
+//! engine: toolgate's own JSON, OCSF Detection Finding (class 2004), ECS, and CEF; tool
+//! calls as OCSF API Activity (class 6003). Each rendering is one line per record, so
+//! every output is a stream of lines. Outputs are files, or network collectors behind
+//! a [`deliver::Delivery`]: syslog, webhooks, Splunk HEC.
 
 pub mod cef;
 pub mod deliver;
 pub mod ecs;
+pub mod hec;
+pub mod http;
 pub mod ocsf;
+mod roots;
 pub mod syslog;
+pub mod webhook;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use toolgate_protocol::Finding;
 pub use toolgate_protocol::config::FindingFormat;
-use toolgate_protocol::config::OutputConfig;
+use toolgate_protocol::config::{OutputConfig, WebhookBody};
+use toolgate_protocol::{Event, EventKind, Finding};
 
 use deliver::Delivery;
 
@@ -29,6 +35,19 @@ pub fn render(finding: &Finding, format: FindingFormat) -> String {
         FindingFormat::Ocsf => ocsf::detection_finding(finding).to_string(),
         FindingFormat::Ecs => ecs::alert(finding).to_string(),
         FindingFormat::Cef => cef::line(finding),
+    }
+}
+
+/// One tool call rendered in `format` (OCSF API Activity, or the event's own JSON);
+/// `None` for other kinds of events and for formats without a tool-call rendering.
+pub fn render_tool_call(event: &Event, format: FindingFormat) -> Option<String> {
+    if event.kind() != EventKind::ToolCall {
+        return None;
+    }
+    match format {
+        FindingFormat::Jsonl => Some(event.to_json()),
+        FindingFormat::Ocsf => ocsf::api_activity(event).map(|v| v.to_string()),
+        FindingFormat::Ecs | FindingFormat::Cef => None,
     }
 }
 
@@ -97,18 +116,64 @@ impl<W: Write> FindingWriter<W> {
 /// One opened `[[outputs]]` entry.
 pub enum Output {
     /// Appended to a file.
-    File(FindingWriter<BufWriter<File>>),
-    /// Sent to a syslog collector.
-    Syslog {
+    File {
+        /// Renders and writes.
+        writer: FindingWriter<BufWriter<File>>,
+        /// Tool calls are written too.
+        tool_calls: bool,
+    },
+    /// Sent to a collector by a delivery thread.
+    Network {
+        /// For messages.
+        name: String,
         /// The delivery thread.
         delivery: Delivery,
+        /// How records are made.
+        records: NetworkRecords,
+    },
+}
+
+/// How a network output turns findings (and tool calls) into records.
+pub enum NetworkRecords {
+    /// Framed syslog messages.
+    Syslog {
         /// How messages are headed.
         header: syslog::Header,
         /// The message body.
         format: FindingFormat,
-        /// For messages.
-        name: String,
     },
+    /// One request body per finding.
+    Webhook {
+        /// What the body is.
+        body: WebhookBody,
+        /// The rendering, for toolgate bodies.
+        format: FindingFormat,
+    },
+    /// HEC events.
+    Hec {
+        /// The envelope's fixed fields.
+        envelope: hec::Envelope,
+        /// The rendering of each event.
+        format: FindingFormat,
+        /// Tool calls are sent too.
+        tool_calls: bool,
+    },
+}
+
+/// A file-name-safe form of an address or URL.
+fn file_safe(s: &str) -> String {
+    s.split_once("://")
+        .map_or(s, |(_, rest)| rest)
+        .chars()
+        .take(80)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Output {
@@ -117,18 +182,28 @@ impl Output {
     pub fn open_all(outputs: &[OutputConfig], dead_letter_dir: &Path) -> Result<Vec<Output>> {
         let mut opened = Vec::new();
         for (i, o) in outputs.iter().enumerate() {
+            let dead_letter_file = |kind: &str, target: &str| {
+                dead_letter_dir.join(format!(
+                    "outputs/{i}-{kind}-{}.dlq.jsonl",
+                    file_safe(target)
+                ))
+            };
+            let key = format!("outputs[{i}]");
             opened.push(match o {
-                OutputConfig::File { format, path } => {
+                OutputConfig::File {
+                    format,
+                    path,
+                    tool_calls,
+                } => {
                     let file = OpenOptions::new()
                         .create(true)
                         .append(true)
                         .open(path)
                         .with_context(|| format!("cannot open output {path}"))?;
-                    Output::File(FindingWriter::new(
-                        path.clone(),
-                        *format,
-                        BufWriter::new(file),
-                    ))
+                    Output::File {
+                        writer: FindingWriter::new(path.clone(), *format, BufWriter::new(file)),
+                        tool_calls: *tool_calls,
+                    }
                 }
                 OutputConfig::Syslog {
                     address,
@@ -140,34 +215,98 @@ impl Output {
                     app_name,
                     buffer,
                 } => {
-                    let connect = syslog::SyslogConnect::new(
+                    let client = syslog::SyslogClient::new(
                         address,
                         *transport,
                         ca_file.as_deref(),
                         server_name.as_deref(),
                     )
-                    .with_context(|| format!("outputs[{i}]"))?;
-                    let safe: String = address
-                        .chars()
-                        .map(|c| {
-                            if c.is_ascii_alphanumeric() || c == '.' {
-                                c
-                            } else {
-                                '_'
-                            }
-                        })
-                        .collect();
-                    let dead_letter_file =
-                        dead_letter_dir.join(format!("outputs/{i}-syslog-{safe}.dlq.jsonl"));
-                    Output::Syslog {
-                        name: format!("outputs[{i}] (syslog {address})"),
-                        delivery: Delivery::start(Box::new(connect), *buffer, dead_letter_file)?,
-                        header: syslog::Header {
-                            facility: *facility,
-                            hostname: syslog::hostname(),
-                            app_name: app_name.clone(),
+                    .with_context(|| key.clone())?;
+                    Output::Network {
+                        name: format!("{key} (syslog {address})"),
+                        delivery: Delivery::start(
+                            Box::new(client),
+                            *buffer,
+                            dead_letter_file("syslog", address),
+                        )?,
+                        records: NetworkRecords::Syslog {
+                            header: syslog::Header {
+                                facility: *facility,
+                                hostname: syslog::hostname(),
+                                app_name: app_name.clone(),
+                            },
+                            format: *format,
                         },
-                        format: *format,
+                    }
+                }
+                OutputConfig::Webhook {
+                    url,
+                    body,
+                    format,
+                    secret_env,
+                    ca_file,
+                    timeout,
+                    buffer,
+                } => {
+                    let poster =
+                        http::HttpPoster::new(url, ca_file.as_deref(), std_duration(*timeout))
+                            .with_context(|| key.clone())?;
+                    let client = webhook::WebhookClient::new(poster, secret_env.as_deref())
+                        .with_context(|| key.clone())?;
+                    Output::Network {
+                        name: format!("{key} (webhook {url})"),
+                        delivery: Delivery::start(
+                            Box::new(client),
+                            *buffer,
+                            dead_letter_file("webhook", url),
+                        )?,
+                        records: NetworkRecords::Webhook {
+                            body: *body,
+                            format: *format,
+                        },
+                    }
+                }
+                OutputConfig::SplunkHec {
+                    url,
+                    token_env,
+                    format,
+                    tool_calls,
+                    index,
+                    source,
+                    sourcetype,
+                    tool_call_sourcetype,
+                    batch,
+                    ca_file,
+                    timeout,
+                    buffer,
+                } => {
+                    let endpoint = hec::endpoint(url);
+                    let poster = http::HttpPoster::new(
+                        &endpoint,
+                        ca_file.as_deref(),
+                        std_duration(*timeout),
+                    )
+                    .with_context(|| key.clone())?;
+                    let client = hec::HecClient::new(poster, token_env, *batch)
+                        .with_context(|| key.clone())?;
+                    Output::Network {
+                        name: format!("{key} (Splunk HEC {endpoint})"),
+                        delivery: Delivery::start(
+                            Box::new(client),
+                            *buffer,
+                            dead_letter_file("hec", url),
+                        )?,
+                        records: NetworkRecords::Hec {
+                            envelope: hec::Envelope {
+                                host: syslog::hostname(),
+                                source: source.clone(),
+                                sourcetype: sourcetype.clone(),
+                                tool_call_sourcetype: tool_call_sourcetype.clone(),
+                                index: index.clone(),
+                            },
+                            format: *format,
+                            tool_calls: *tool_calls,
+                        },
                     }
                 }
             });
@@ -178,37 +317,89 @@ impl Output {
     /// What it is, for messages.
     pub fn name(&self) -> &str {
         match self {
-            Output::File(w) => w.name(),
-            Output::Syslog { name, .. } => name,
+            Output::File { writer, .. } => writer.name(),
+            Output::Network { name, .. } => name,
+        }
+    }
+
+    /// Whether it takes tool calls as well as findings.
+    pub fn wants_tool_calls(&self) -> bool {
+        match self {
+            Output::File { tool_calls, .. } => *tool_calls,
+            Output::Network {
+                records: NetworkRecords::Hec { tool_calls, .. },
+                ..
+            } => *tool_calls,
+            Output::Network { .. } => false,
         }
     }
 
     /// Writes (or queues) one finding.
     pub fn write(&mut self, finding: &Finding) -> Result<()> {
         match self {
-            Output::File(w) => w
+            Output::File { writer, .. } => writer
                 .write(finding)
-                .with_context(|| format!("writing findings to {}", w.name())),
-            Output::Syslog {
+                .with_context(|| format!("writing findings to {}", writer.name())),
+            Output::Network {
+                delivery, records, ..
+            } => delivery.send(match records {
+                NetworkRecords::Syslog { header, format } => {
+                    syslog::frame(header, finding, *format)
+                }
+                NetworkRecords::Webhook { body, format } => webhook::body(finding, *body, *format),
+                NetworkRecords::Hec {
+                    envelope, format, ..
+                } => envelope.wrap(finding.time, render_json(finding, *format), false),
+            }),
+        }
+    }
+
+    /// Writes (or queues) one event if it is a tool call and this output takes them.
+    pub fn write_event(&mut self, event: &Event) -> Result<()> {
+        if !self.wants_tool_calls() {
+            return Ok(());
+        }
+        match self {
+            Output::File { writer, .. } => {
+                let Some(line) = render_tool_call(event, writer.format) else {
+                    return Ok(());
+                };
+                let name = writer.name().to_string();
+                let out = writer.out_mut();
+                out.write_all(line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .with_context(|| format!("writing tool calls to {name}"))
+            }
+            Output::Network {
                 delivery,
-                header,
-                format,
+                records:
+                    NetworkRecords::Hec {
+                        envelope, format, ..
+                    },
                 ..
-            } => delivery.send(syslog::frame(header, finding, *format)),
+            } => {
+                let Some(line) = render_tool_call(event, *format) else {
+                    return Ok(());
+                };
+                let value: serde_json::Value =
+                    serde_json::from_str(&line).context("a tool-call rendering is JSON")?;
+                delivery.send(envelope.wrap(event.time, value, true))
+            }
+            Output::Network { .. } => Ok(()),
         }
     }
 
     /// Makes everything written so far durable: on disk, delivered, or dead-lettered.
     pub fn flush(&mut self) -> Result<()> {
         match self {
-            Output::File(w) => {
-                let name = w.name().to_string();
-                let out = w.out_mut();
+            Output::File { writer, .. } => {
+                let name = writer.name().to_string();
+                let out = writer.out_mut();
                 out.flush()
                     .and_then(|()| out.get_ref().sync_data())
                     .with_context(|| format!("writing findings to {name}"))
             }
-            Output::Syslog { delivery, .. } => delivery.flush(),
+            Output::Network { delivery, .. } => delivery.flush(),
         }
     }
 
@@ -216,14 +407,31 @@ impl Output {
     pub fn close(mut self) -> Result<()> {
         self.flush()?;
         match self {
-            Output::File(_) => Ok(()),
-            Output::Syslog { delivery, .. } => delivery.close(),
+            Output::File { .. } => Ok(()),
+            Output::Network { delivery, .. } => delivery.close(),
         }
     }
 }
 
+/// A finding as a JSON value in one of the JSON renderings.
+fn render_json(finding: &Finding, format: FindingFormat) -> serde_json::Value {
+    match format {
+        FindingFormat::Ocsf => ocsf::detection_finding(finding),
+        FindingFormat::Ecs => ecs::alert(finding),
+        // Configs refuse CEF for JSON outputs; the finding itself is the fallback.
+        FindingFormat::Jsonl | FindingFormat::Cef => {
+            serde_json::to_value(finding).unwrap_or_default()
+        }
+    }
+}
+
+fn std_duration(d: toolgate_protocol::Duration) -> std::time::Duration {
+    std::time::Duration::from_nanos(u64::try_from(d.as_nanos()).unwrap_or_default())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::{FindingFormat, OutputConfig};
     use serde_json::json;
     use toolgate_protocol::finding::FindingSchema;
     use toolgate_protocol::{DetectorKind, Finding, FindingAction, Severity, Timestamp};
@@ -272,5 +480,51 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .contains("jsonl, ocsf, ecs or cef")
         );
+    }
+
+    #[test]
+    fn a_file_output_takes_tool_calls_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let call = toolgate_protocol::Event::decode(
+            br#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"e1","time":"2025-03-01T10:00:00Z","agent_id":"a","session_id":"s","server":"mail","call_id":"c1","tool":"send","arguments":{"to":"x"}}"#,
+        )
+        .unwrap();
+        let result = toolgate_protocol::Event::decode(
+            br#"{"schema":"toolgate.event.v1","kind":"tool_result","event_id":"e2","time":"2025-03-01T10:00:01Z","agent_id":"a","session_id":"s","server":"mail","call_id":"c1","tool":"send","result":{"content":[]}}"#,
+        )
+        .unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let configs = [
+            (FindingFormat::Ocsf, true, "ocsf-calls"),
+            (FindingFormat::Jsonl, true, "jsonl-calls"),
+            (FindingFormat::Ocsf, false, "findings-only"),
+        ]
+        .map(|(format, tool_calls, name)| OutputConfig::File {
+            format,
+            path: path(name),
+            tool_calls,
+        });
+        for mut out in super::Output::open_all(&configs, dir.path()).unwrap() {
+            out.write_event(&call).unwrap();
+            out.write_event(&result).unwrap();
+            out.write(&sample(FindingAction::Alert)).unwrap();
+            out.close().unwrap();
+        }
+        let lines = |name: &str| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(path(name))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let ocsf = lines("ocsf-calls");
+        assert_eq!(ocsf.len(), 2);
+        assert_eq!(ocsf[0]["class_uid"], 6003);
+        assert_eq!(ocsf[0]["api"]["request"]["uid"], "c1");
+        assert_eq!(ocsf[1]["class_uid"], 2004);
+        let jsonl = lines("jsonl-calls");
+        assert_eq!(jsonl[0]["event_id"], "e1");
+        assert_eq!(jsonl[1]["schema"], "toolgate.finding.v1");
+        assert_eq!(lines("findings-only").len(), 1);
     }
 }

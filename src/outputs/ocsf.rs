@@ -1,8 +1,10 @@
-//! OCSF 1.4 Detection Finding (category 2 Findings, class 2004), with the
-//! `security_control` profile (`is_alert`, and for a block the action and disposition).
+//! OCSF 1.4 records: Detection Finding (category 2 Findings, class 2004) for findings,
+//! with the `security_control` profile (`is_alert`, and for a block the action and
+//! disposition), and API Activity (class 6003) for raw tool calls.
 
 use serde_json::{Value, json};
-use toolgate_protocol::{Finding, FindingAction, Severity};
+use toolgate_protocol::event::{EventBody, SinkActionKind};
+use toolgate_protocol::{Event, Finding, FindingAction, Severity};
 
 use super::PRODUCT_VERSION;
 
@@ -137,6 +139,86 @@ pub fn detection_finding(f: &Finding) -> Value {
         record["disposition"] = json!("Blocked");
     }
     record
+}
+
+const API_ACTIVITY_UID: u32 = 6003;
+const ACTIVITY_OTHER: u32 = 99;
+
+/// A tool call as an OCSF API Activity (category 6 Application Activity, class 6003):
+/// the agent is the actor, the MCP server the destination, `tools/call` the operation.
+/// `None` for events of other kinds.
+pub fn api_activity(e: &Event) -> Option<Value> {
+    let EventBody::ToolCall {
+        server,
+        call_id,
+        tool,
+        arguments,
+    } = &e.body
+    else {
+        return None;
+    };
+    let mut src_endpoint = json!({"uid": e.agent_id});
+    if let Some(host) = &e.host {
+        src_endpoint["hostname"] = json!(host);
+    }
+    let mut actor = json!({
+        "app_uid": e.agent_id,
+        "session": {"uid": e.session_id},
+    });
+    if let Some(role) = &e.agent_role {
+        actor["app_name"] = json!(role);
+    }
+    let mut record = json!({
+        "activity_id": ACTIVITY_OTHER,
+        "activity_name": "Other",
+        "category_uid": 6,
+        "category_name": "Application Activity",
+        "class_uid": API_ACTIVITY_UID,
+        "class_name": "API Activity",
+        "type_uid": API_ACTIVITY_UID * 100 + ACTIVITY_OTHER,
+        "type_name": "API Activity: Other",
+        "severity_id": 1,
+        "severity": "Informational",
+        "time": e.time.unix_millis(),
+        "message": format!("{} called {server}/{tool}", e.agent_id),
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": e.event_id,
+            "log_name": "toolgate.events",
+            "product": {"name": "toolgate", "vendor_name": "toolgate", "version": PRODUCT_VERSION},
+        },
+        "api": {
+            "operation": "tools/call",
+            "service": {"name": server},
+            "request": {"uid": call_id, "data": {"name": tool, "arguments": arguments}},
+        },
+        "actor": actor,
+        "src_endpoint": src_endpoint,
+        "dst_endpoint": {"name": server},
+        "resources": [{"type": "MCP Tool", "name": tool, "uid": format!("{server}/{tool}")}],
+        "unmapped": {
+            "toolgate": {
+                "trust_domain": e.trust_domain,
+                "await_verdict": e.await_verdict,
+                "sink_action": e.sink_action,
+                "labels": e.labels,
+            }
+        },
+    });
+    if let Some(trace_id) = &e.trace_id {
+        record["metadata"]["correlation_uid"] = json!(trace_id);
+    }
+    // What the sink did is the activity's outcome as far as it is known at call time.
+    if let Some(action) = &e.sink_action
+        && action.action == SinkActionKind::Blocked
+    {
+        record["status_id"] = json!(2);
+        record["status"] = json!("Failure");
+        if let Some(reason) = &action.reason {
+            record["status_detail"] = json!(reason);
+        }
+    }
+    Some(record)
 }
 
 #[cfg(test)]

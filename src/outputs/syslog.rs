@@ -11,8 +11,9 @@ use anyhow::{Context, Result, anyhow};
 use toolgate_protocol::config::{FindingFormat, SyslogTransport};
 use toolgate_protocol::{Finding, Severity};
 
-use super::deliver::Connect;
+use super::deliver::{Failure, Transport};
 use super::render;
+use super::roots::trusted_roots;
 
 /// Syslog severity (RFC 5424 table 2) of a finding's severity.
 pub fn severity(s: Severity) -> u8 {
@@ -71,16 +72,18 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Opens connections to a collector.
-pub struct SyslogConnect {
+/// Sends framed messages to a collector over one connection, reconnecting after an
+/// error.
+pub struct SyslogClient {
     address: String,
     tls: Option<(
         Arc<rustls::ClientConfig>,
         rustls::pki_types::ServerName<'static>,
     )>,
+    connection: Option<Box<dyn Write + Send>>,
 }
 
-impl SyslogConnect {
+impl SyslogClient {
     /// For `address` over `transport`; TLS trusts `ca_file` (PEM) or the system roots.
     pub fn new(
         address: &str,
@@ -92,20 +95,13 @@ impl SyslogConnect {
             SyslogTransport::Tcp => None,
             SyslogTransport::Tls => {
                 let mut roots = rustls::RootCertStore::empty();
-                match ca_file {
-                    Some(path) => {
-                        use rustls::pki_types::pem::PemObject;
-                        for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
-                            .with_context(|| format!("cannot read CA file {path}"))?
-                        {
-                            let cert = cert.with_context(|| format!("CA file {path}"))?;
-                            roots.add(cert).with_context(|| format!("CA file {path}"))?;
-                        }
-                    }
-                    None => {
-                        for cert in rustls_native_certs::load_native_certs().certs {
-                            let _ = roots.add(cert);
-                        }
+                let explicit = ca_file.is_some();
+                for cert in trusted_roots(ca_file)? {
+                    // A system store may hold certificates rustls cannot use; a CA
+                    // file the user chose may not.
+                    let added = roots.add(cert);
+                    if explicit {
+                        added.context("CA file")?;
                     }
                 }
                 let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -128,15 +124,14 @@ impl SyslogConnect {
                 Some((Arc::new(config), name))
             }
         };
-        Ok(SyslogConnect {
+        Ok(SyslogClient {
             address: address.to_string(),
             tls,
+            connection: None,
         })
     }
-}
 
-impl Connect for SyslogConnect {
-    fn connect(&mut self) -> std::io::Result<Box<dyn Write + Send>> {
+    fn connect(&self) -> std::io::Result<Box<dyn Write + Send>> {
         let addr = self.address.to_socket_addrs()?.next().ok_or_else(|| {
             std::io::Error::other(format!("{} resolves to nothing", self.address))
         })?;
@@ -156,6 +151,27 @@ impl Connect for SyslogConnect {
                 Ok(Box::new(stream))
             }
         }
+    }
+
+    fn write_all(&mut self, records: &[Vec<u8>]) -> std::io::Result<()> {
+        let stream = match &mut self.connection {
+            Some(c) => c,
+            None => self.connection.insert(self.connect()?),
+        };
+        for r in records {
+            stream.write_all(r)?;
+        }
+        stream.flush()
+    }
+}
+
+impl Transport for SyslogClient {
+    fn send(&mut self, records: &[Vec<u8>]) -> Result<usize, Failure> {
+        self.write_all(records).map_err(|e| {
+            self.connection = None;
+            Failure::Retry(e.to_string())
+        })?;
+        Ok(records.len())
     }
 
     fn describe(&self) -> String {

@@ -83,6 +83,41 @@ pub fn python_venv(name: &str, requirements: &str) -> PathBuf {
     std::fs::write(&stamp, wanted).expect("venv stamp");
     python
 }
+/// The findings of every golden corpus case, each replayed with its own config.
+pub fn corpus_findings() -> Vec<toolgate_protocol::Finding> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut out = Vec::new();
+    for detector in std::fs::read_dir(repo().join("corpus")).expect("corpus") {
+        let detector = detector.expect("entry").path();
+        if !detector.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&detector).expect("corpus dir") {
+            let input = file.expect("entry").path();
+            let name = input.to_string_lossy().into_owned();
+            if !name.ends_with(".jsonl") || name.ends_with(".expected.jsonl") {
+                continue;
+            }
+            let toml = input.with_extension("toml");
+            let config = toolgate::commands::load_config(toml.exists().then_some(toml.as_path()))
+                .expect("config");
+            toolgate::replay::replay(
+                &config,
+                &name,
+                &dir.path().join("dlq.jsonl"),
+                None,
+                |_| Ok(()),
+                |f| {
+                    out.push(f.clone());
+                    Ok(())
+                },
+            )
+            .expect("replay");
+        }
+    }
+    out
+}
+
 pub mod kafka;
 #[path = "../support/topics.rs"]
 pub mod topics;

@@ -1,15 +1,19 @@
-"""Validates OCSF events, one JSON object per line, with py-ocsf-models (Prowler's
-pydantic models of the OCSF schema). Besides the models' own checks (required
-attributes, types, enums), a top-level attribute that neither the class nor a profile
-the event declares defines is an error: pydantic would ignore it silently. Exits 1 if
-any event is invalid."""
+"""Validates OCSF events, one JSON object per line, with other projects' pydantic
+models of the OCSF schema: py-ocsf-models (Prowler's) for Detection Findings (2004),
+ocsf-pydantic (Crowdalert's) for API Activity (6003), which py-ocsf-models does not
+model. Besides the models' own checks (required attributes, types, enums), a top-level
+attribute that neither the class nor a profile the event declares defines is an error
+(pydantic would ignore it silently), and so is a derived attribute (type_uid,
+category_name, type_name) that disagrees with what the model derives. Exits 1 if any
+event is invalid."""
 
 import json
 import sys
 
+from ocsf.events.application.api import APIActivity
 from py_ocsf_models.events.findings.detection_finding import DetectionFinding
 
-CLASSES = {2004: DetectionFinding}
+CLASSES = {2004: DetectionFinding, 6003: APIActivity}
 
 # Attributes a profile adds to a class when an event declares it in metadata.profiles
 # (from the OCSF schema's profiles/*.json); py-ocsf-models has no profile models.
@@ -24,10 +28,18 @@ PROFILES = {
 
 
 def attribute_names(model):
-    names = set()
+    names = set(model.model_computed_fields)
     for name, field in model.model_fields.items():
         names.add(field.alias or name)
     return names
+
+
+def derived_mismatches(model, instance, event):
+    wrong = []
+    for name in model.model_computed_fields:
+        if name in event and getattr(instance, name) != event[name]:
+            wrong.append(f"{name} is {event[name]!r}, the model derives {getattr(instance, name)!r}")
+    return wrong
 
 
 def main(path):
@@ -43,9 +55,14 @@ def main(path):
                 bad += 1
                 continue
             try:
-                model.model_validate(event)
+                instance = model.model_validate(event)
             except Exception as error:  # pydantic.ValidationError, with every problem
                 print(f"line {number}: {error}")
+                bad += 1
+                continue
+            wrong = derived_mismatches(model, instance, event)
+            if wrong:
+                print(f"line {number}: {'; '.join(wrong)}")
                 bad += 1
                 continue
             declared = event.get("metadata", {}).get("profiles", [])

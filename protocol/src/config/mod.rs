@@ -16,6 +16,9 @@ use serde_json::Value;
 use crate::event::DEFAULT_MAX_EVENT_BYTES;
 use crate::time::Duration;
 
+mod outputs;
+pub use outputs::{FindingFormat, OutputConfig, SyslogTransport, WebhookBody};
+
 /// A configuration problem, naming the file and the key.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -690,87 +693,6 @@ fn topic_dlq() -> String {
     "toolgate.dlq".into()
 }
 
-/// One output for findings.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum OutputConfig {
-    /// Findings appended to a file, one record per line.
-    File {
-        /// How each finding is rendered.
-        format: FindingFormat,
-        /// The file; created if missing, appended to otherwise.
-        path: String,
-    },
-    /// Findings sent as RFC 5424 syslog messages over TCP or TLS, framed by octet
-    /// counting (RFC 6587), to a SIEM's collector.
-    Syslog {
-        /// `host:port` of the collector.
-        address: String,
-        /// `tcp` or `tls`.
-        #[serde(default)]
-        transport: SyslogTransport,
-        /// The message body: `cef` by default.
-        #[serde(default = "default_syslog_format")]
-        format: FindingFormat,
-        /// For `tls`: PEM file of the CA certificates to trust; the system's roots
-        /// when absent.
-        #[serde(default)]
-        ca_file: Option<String>,
-        /// For `tls`: the name the collector's certificate must carry; the host of
-        /// `address` when absent.
-        #[serde(default)]
-        server_name: Option<String>,
-        /// Syslog facility number (RFC 5424), 10 (security/authorization) by default.
-        #[serde(default = "default_syslog_facility")]
-        facility: u8,
-        /// APP-NAME of every message.
-        #[serde(default = "default_syslog_app")]
-        app_name: String,
-        /// Findings held in memory while the collector is unreachable; past it they
-        /// go to the output's dead-letter file under the engine's data directory.
-        #[serde(default = "default_output_buffer")]
-        buffer: usize,
-    },
-}
-
-/// How syslog reaches the collector.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SyslogTransport {
-    /// Plain TCP.
-    #[default]
-    Tcp,
-    /// TLS over TCP (RFC 5425).
-    Tls,
-}
-
-fn default_syslog_format() -> FindingFormat {
-    FindingFormat::Cef
-}
-fn default_syslog_facility() -> u8 {
-    10
-}
-fn default_syslog_app() -> String {
-    "toolgate".into()
-}
-fn default_output_buffer() -> usize {
-    10_000
-}
-
-/// A rendering of findings.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FindingFormat {
-    /// `toolgate.finding.v1` JSON.
-    Jsonl,
-    /// OCSF Detection Finding (class 2004) JSON.
-    Ocsf,
-    /// Elastic Common Schema JSON.
-    Ecs,
-    /// ArcSight CEF lines.
-    Cef,
-}
-
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1014,42 +936,7 @@ impl Config {
                 ));
             }
         }
-        for (i, output) in self.outputs.iter().enumerate() {
-            match output {
-                OutputConfig::File { path, .. } if path.is_empty() => {
-                    return Err(invalid(format!("outputs[{i}].path"), "is empty".into()));
-                }
-                OutputConfig::Syslog {
-                    address,
-                    facility,
-                    buffer,
-                    ..
-                } => {
-                    if address
-                        .rsplit_once(':')
-                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-                    {
-                        return Err(invalid(
-                            format!("outputs[{i}].address"),
-                            format!("{address:?} is not host:port"),
-                        ));
-                    }
-                    if *facility > 23 {
-                        return Err(invalid(
-                            format!("outputs[{i}].facility"),
-                            format!("{facility} is not a syslog facility (0 to 23)"),
-                        ));
-                    }
-                    if *buffer == 0 {
-                        return Err(invalid(
-                            format!("outputs[{i}].buffer"),
-                            "must be at least 1".into(),
-                        ));
-                    }
-                }
-                OutputConfig::File { .. } => {}
-            }
-        }
+        outputs::validate(&self.outputs).map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 }
