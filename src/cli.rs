@@ -277,6 +277,10 @@ pub struct RunArgs {
     /// overrides `[engine] metrics_listen`.
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Receive OpenTelemetry traces (OTLP/HTTP, `POST /v1/traces`) here, e.g.
+    /// `127.0.0.1:4318`; overrides `[otlp] listen`.
+    #[arg(long)]
+    pub otlp_listen: Option<String>,
 }
 
 /// `toolgate demo`.

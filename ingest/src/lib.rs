@@ -6,6 +6,8 @@
 //!   nothing that failed to decode is lost or skipped silently;
 //! - [`kafka`]: the engine's consumer group member on the events topic, decoding each
 //!   record or handing it back for the dead-letter topic, with rebalance hooks;
+//! - [`otlp`]: OpenTelemetry traces over OTLP/HTTP, whose GenAI tool spans become
+//!   events;
 //! - [`agentdojo`]: the importer for recorded AgentDojo runs;
 //! - [`corpora`]: importers for MCP-SafetyBench and InjecAgent samples.
 //!
@@ -16,6 +18,7 @@ pub mod corpora;
 pub mod dead_letter;
 pub mod jsonl;
 pub mod kafka;
+pub mod otlp;
 pub mod sigma;
 
 pub use dead_letter::{DeadLetterWriter, RejectCounts, Rejected};

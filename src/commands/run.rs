@@ -19,6 +19,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if let Some(listen) = &args.metrics_listen {
         config.engine.metrics_listen = Some(listen.clone());
     }
+    if let Some(listen) = &args.otlp_listen {
+        config.otlp.listen = Some(listen.clone());
+    }
     if let Some(h) = &args.history {
         config.history.location = h.clone();
     }

@@ -82,7 +82,7 @@ pub struct Gauges {
 pub type Exported = (&'static str, &'static str, fn(&Counters) -> &AtomicU64);
 
 /// Every engine counter.
-pub const EXPORTED: [Exported; 10] = [
+pub const EXPORTED: [Exported; 17] = [
     (
         "toolgate_engine_events_total",
         "Events decoded from the events topic.",
@@ -132,6 +132,41 @@ pub const EXPORTED: [Exported; 10] = [
         "toolgate_engine_rebalances_total",
         "Partition assignments and revocations served.",
         |c| &c.rebalances,
+    ),
+    (
+        "toolgate_otlp_requests_total",
+        "OTLP/HTTP export requests accepted.",
+        |c| &c.otlp.requests,
+    ),
+    (
+        "toolgate_otlp_bad_requests_total",
+        "OTLP/HTTP requests refused (undecodable, too large, wrong path or encoding).",
+        |c| &c.otlp.bad_requests,
+    ),
+    (
+        "toolgate_otlp_publish_failures_total",
+        "OTLP/HTTP requests answered 503 because their events could not be published.",
+        |c| &c.otlp.publish_failures,
+    ),
+    (
+        "toolgate_otlp_spans_total",
+        "Spans received in accepted OTLP requests.",
+        |c| &c.otlp.spans,
+    ),
+    (
+        "toolgate_otlp_tool_spans_total",
+        "GenAI tool spans turned into events.",
+        |c| &c.otlp.tool_spans,
+    ),
+    (
+        "toolgate_otlp_rejected_spans_total",
+        "GenAI tool spans that could not be turned into events.",
+        |c| &c.otlp.rejected_spans,
+    ),
+    (
+        "toolgate_otlp_ignored_spans_total",
+        "Spans that are not tool executions.",
+        |c| &c.otlp.ignored_spans,
     ),
 ];
 

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod decisions;
 pub mod embedded;
 pub mod metrics;
+pub mod otlp;
 pub mod outbox;
 pub mod worker;
 pub mod writers;
@@ -31,6 +32,8 @@ use serde::Serialize;
 use toolgate_analytics::history::HistoryWriter;
 use toolgate_detectors::{EmitPolicy, build_pipeline};
 use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner};
+use toolgate_ingest::otlp::genai::MappingOptions;
+use toolgate_ingest::otlp::receiver::{OtlpReceiver, ReceiverCounters, ReceiverOptions};
 use toolgate_protocol::Finding;
 use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::decision::Decision;
@@ -81,6 +84,8 @@ pub struct Counters {
     pub checkpoint_failures: AtomicU64,
     /// Rebalances (revocations and assignments) served.
     pub rebalances: AtomicU64,
+    /// What the OTLP/HTTP receiver did.
+    pub otlp: Arc<ReceiverCounters>,
 }
 
 impl Counters {
@@ -415,6 +420,34 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         )?;
         eprintln!("toolgate: metrics on http://{addr}/metrics, health on http://{addr}/healthz");
     }
+    let otlp_receiver = match &shared.config.otlp.listen {
+        None => None,
+        Some(listen) => {
+            let otlp = &shared.config.otlp;
+            let publisher = otlp::EventsPublisher::new(
+                &options.brokers,
+                &properties,
+                &shared.topics.events,
+                crate::commands::import::redactor(&shared.config, shared.config.redaction.enabled)?,
+            )?;
+            let receiver = OtlpReceiver::start(
+                ReceiverOptions {
+                    listen: listen.clone(),
+                    max_body_bytes: otlp.max_request_bytes,
+                    mapping: MappingOptions {
+                        default_server: otlp.default_server.clone(),
+                    },
+                },
+                Box::new(publisher),
+                Arc::clone(&shared.counters.otlp),
+            )?;
+            eprintln!(
+                "toolgate: OTLP/HTTP traces on http://{}/v1/traces",
+                receiver.local_addr()
+            );
+            Some(receiver)
+        }
+    };
     let interval = Duration::from_nanos(
         u64::try_from(shared.config.engine.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX),
     );
@@ -447,6 +480,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             next_checkpoint = Instant::now() + interval;
         }
     }
+    drop(otlp_receiver);
     checkpoint_and_commit(&coordinator, &consumer);
     metrics_stop.store(true, Ordering::Relaxed);
     // Leaving the group revokes what is left (a last checkpoint of nothing new).

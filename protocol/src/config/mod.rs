@@ -92,6 +92,44 @@ pub struct Config {
     /// The streaming engine (`toolgate run`): its data directory, checkpoints, decisions.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// The engine's OTLP/HTTP receiver for OpenTelemetry GenAI tool spans.
+    #[serde(default)]
+    pub otlp: OtlpConfig,
+}
+
+/// `[otlp]`: agents instrumented with OpenTelemetry export their spans to the engine,
+/// which turns each GenAI tool execution into events on the events topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// Where `POST /v1/traces` is served, e.g. `127.0.0.1:4318` (OTLP/HTTP's port);
+    /// no receiver when absent.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Request bodies larger than this, after gunzip, are refused (413).
+    #[serde(default = "default_otlp_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// The `server` of a tool span that names none (no `mcp.server.name` or
+    /// `server.address`).
+    #[serde(default = "default_otlp_server")]
+    pub default_server: String,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            listen: None,
+            max_request_bytes: default_otlp_max_request_bytes(),
+            default_server: default_otlp_server(),
+        }
+    }
+}
+
+fn default_otlp_max_request_bytes() -> usize {
+    8 << 20
+}
+fn default_otlp_server() -> String {
+    "otel".into()
 }
 
 /// `[engine]`: what `toolgate run` needs beyond `[kafka]`, `[history]` and `[outputs]`.
@@ -937,6 +975,25 @@ impl Config {
             }
         }
         outputs::validate(&self.outputs).map_err(|(key, message)| invalid(key, message))?;
+        if let Some(listen) = &self.otlp.listen
+            && listen
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(invalid(
+                "otlp.listen".into(),
+                format!("{listen:?} is not host:port"),
+            ));
+        }
+        if self.otlp.max_request_bytes == 0 {
+            return Err(invalid(
+                "otlp.max_request_bytes".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.otlp.default_server.is_empty() {
+            return Err(invalid("otlp.default_server".into(), "is empty".into()));
+        }
         Ok(())
     }
 }
