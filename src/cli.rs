@@ -13,6 +13,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How logs are written to stderr: `text` lines, or `json` lines for a log
+    /// pipeline. `TOOLGATE_LOG` filters them (e.g. `warn,toolgate::engine=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Subcommands.

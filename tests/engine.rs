@@ -181,3 +181,37 @@ fn metrics_and_health_are_served_and_parse_as_prometheus_text() {
         assert!(samples.contains(line), "no {line:?} in:\n{samples}");
     }
 }
+
+#[test]
+fn with_log_format_json_every_log_line_is_a_json_object_with_its_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    config(dir.path());
+    let engine = EngineProcess::spawn_with(
+        dir.path(),
+        broker.bootstrap(),
+        "json",
+        &["--log-format", "json"],
+    );
+    engine.await_log("assigned partitions", std::time::Duration::from_secs(30));
+    let log = engine.terminate();
+    let lines: Vec<Value> = log
+        .lines()
+        // The run's report follows the logs, pretty-printed on stderr.
+        .take_while(|l| *l != "{")
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(l.get(key).is_some(), "no {key}: {l}");
+        }
+    }
+    let assigned = lines
+        .iter()
+        .find(|l| l["message"] == "assigned partitions")
+        .expect("an assignment is logged");
+    assert_eq!(assigned["level"], "INFO");
+    assert!(assigned["partitions"].as_str().is_some(), "{assigned}");
+    assert!(lines.iter().any(|l| l["message"] == "revoked partitions"));
+}

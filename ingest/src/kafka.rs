@@ -194,7 +194,7 @@ impl ConsumerContext for GroupContext {
             }
         };
         if let Err(e) = outcome {
-            eprintln!("toolgate: rebalance of {}: {e}", self.topic);
+            tracing::error!(topic = %self.topic, error = %e, "rebalance");
         }
     }
 }

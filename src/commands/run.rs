@@ -33,10 +33,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Some(_) => None,
         None => {
             let broker = EmbeddedBroker::start(&config.kafka.topics, args.partitions)?;
-            eprintln!(
-                "toolgate: embedded broker on {} (sinks: --brokers {})",
-                broker.bootstrap(),
-                broker.bootstrap()
+            let bootstrap = broker.bootstrap();
+            tracing::info!(
+                bootstrap,
+                "embedded broker on {bootstrap} (sinks: --brokers {bootstrap})"
             );
             Some(broker)
         }
@@ -87,7 +87,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
                 }
-                eprintln!("toolgate: stopping: checkpointing and leaving the group");
+                tracing::info!("stopping: checkpointing and leaving the group");
                 raised.store(true, Ordering::Relaxed);
             });
         })

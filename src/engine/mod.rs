@@ -270,10 +270,7 @@ impl PartitionOwner for Coordinator {
             .iter()
             .map(|p| starts.get(p).copied().flatten())
             .collect();
-        eprintln!(
-            "toolgate: assigned partitions {partitions:?} (from checkpoints: {:?})",
-            starts
-        );
+        tracing::info!(?partitions, from_checkpoints = ?starts, "assigned partitions");
         starts
     }
 
@@ -282,7 +279,7 @@ impl PartitionOwner for Coordinator {
         match self.checkpoint(Some(partitions), true) {
             Ok(offsets) => {
                 if let Err(e) = commit(&offsets) {
-                    eprintln!("toolgate: revoking {partitions:?}: {e}");
+                    tracing::warn!(?partitions, error = %e, "revoking: commit failed");
                 }
                 self.shared.counters.inc(&self.shared.counters.checkpoints);
             }
@@ -290,12 +287,14 @@ impl PartitionOwner for Coordinator {
                 self.shared
                     .counters
                     .inc(&self.shared.counters.checkpoint_failures);
-                eprintln!(
-                    "toolgate: revoking {partitions:?}: checkpoint failed ({e:#}); their next owner replays from the previous checkpoint"
+                tracing::error!(
+                    ?partitions,
+                    error = format!("{e:#}"),
+                    "revoking: checkpoint failed; their next owner replays from the previous checkpoint"
                 );
             }
         }
-        eprintln!("toolgate: revoked partitions {partitions:?}");
+        tracing::info!(?partitions, "revoked partitions");
     }
 }
 
@@ -337,8 +336,10 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     )?;
     let decisions = DecisionMaker::new(signer, config.engine.decision_ttl);
     let (key_id, public_key) = decisions.public_key();
-    eprintln!(
-        "toolgate: decisions are signed with key {key_id:?}; sinks trust it with [sink.decision_keys] {key_id} = \"{public_key}\""
+    tracing::info!(
+        key_id,
+        public_key,
+        "decisions are signed with key {key_id:?}; sinks trust it with [sink.decision_keys] {key_id} = \"{public_key}\""
     );
     let history = if options.history {
         let redactor = crate::commands::import::redactor(&config, config.redaction.enabled)?;
@@ -418,7 +419,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             Arc::clone(&shared.gauges),
             Arc::clone(&metrics_stop),
         )?;
-        eprintln!("toolgate: metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+        tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
     }
     let otlp_receiver = match &shared.config.otlp.listen {
         None => None,
@@ -441,10 +442,8 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
                 Box::new(publisher),
                 Arc::clone(&shared.counters.otlp),
             )?;
-            eprintln!(
-                "toolgate: OTLP/HTTP traces on http://{}/v1/traces",
-                receiver.local_addr()
-            );
+            let addr = receiver.local_addr();
+            tracing::info!(%addr, "OTLP/HTTP traces on http://{addr}/v1/traces");
             Some(receiver)
         }
     };
@@ -471,7 +470,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
                 poll_errors += 1;
                 // A broker outage repeats the same error; say it now and then.
                 if poll_errors.is_power_of_two() {
-                    eprintln!("toolgate: {e} ({poll_errors} so far)");
+                    tracing::warn!(error = %e, poll_errors, "consuming");
                 }
             }
         }
@@ -500,9 +499,11 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     drop(shared.writer);
     let history = writers.close()?;
     if let Some(h) = history {
-        eprintln!(
-            "toolgate: history: {} rows in {} files under {}",
-            h.rows_published, h.files_published, shared.config.history.location
+        tracing::info!(
+            rows = h.rows_published,
+            files = h.files_published,
+            location = %shared.config.history.location,
+            "history written"
         );
     }
     let c = &shared.counters;
@@ -534,7 +535,10 @@ fn checkpoint_and_commit(coordinator: &Coordinator, consumer: &GroupConsumer) {
         Ok(()) => counters.inc(&counters.checkpoints),
         Err(e) => {
             counters.inc(&counters.checkpoint_failures);
-            eprintln!("toolgate: checkpoint: {e:#}; offsets stay uncommitted until the next one");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "checkpoint failed; offsets stay uncommitted until the next one"
+            );
         }
     }
 }

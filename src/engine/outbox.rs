@@ -41,7 +41,7 @@ impl ClientContext for OutboxContext {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
         ) {
-            eprintln!("toolgate: kafka producer: {reason}");
+            tracing::warn!(reason, "kafka producer");
         }
     }
 }
@@ -181,11 +181,11 @@ impl Outbox {
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         for u in &failed {
-            eprintln!(
-                "toolgate: the broker refused a record for {} for good ({}); kept in {}",
-                u.topic,
-                u.error,
-                path.display()
+            tracing::error!(
+                topic = %u.topic,
+                error = %u.error,
+                kept_in = %path.display(),
+                "the broker refused a record for good"
             );
             let line = serde_json::json!({
                 "topic": u.topic,

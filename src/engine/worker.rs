@@ -133,7 +133,7 @@ impl Worker {
             Ok(p) => p,
             Err(e) => {
                 // The config was checked at start-up; this cannot differ per partition.
-                eprintln!("toolgate: building detectors for partition {partition}: {e:#}");
+                tracing::error!(partition, error = format!("{e:#}"), "building detectors");
                 return None;
             }
         };
@@ -149,8 +149,11 @@ impl Worker {
             Ok(c) => c,
             Err(e) => {
                 let aside = store.quarantine(partition);
-                eprintln!(
-                    "toolgate: {e:#}; partition {partition} starts afresh from the committed offset (checkpoint moved aside: {aside:?})"
+                tracing::error!(
+                    partition,
+                    error = format!("{e:#}"),
+                    moved_aside = ?aside,
+                    "unreadable checkpoint; the partition starts afresh from the committed offset"
                 );
                 // A half-restored pipeline is not trusted.
                 if let Ok(p) = self.fresh_pipeline() {

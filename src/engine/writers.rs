@@ -156,7 +156,7 @@ fn write_loop(
         if let Err(e) = result
             && failed.is_none()
         {
-            eprintln!("toolgate: {e:#}");
+            tracing::error!(error = format!("{e:#}"), "writers failed");
             failed = Some(format!("{e:#}"));
         }
     }

@@ -197,34 +197,37 @@ fn deliver(mut transport: Box<dyn Transport>, rx: Receiver<Message>, dead_letter
                         pending.drain(..n.clamp(1, len));
                         backoff = Duration::from_millis(100);
                         if said_down {
-                            eprintln!("toolgate: {} is reachable again", transport.describe());
+                            tracing::info!(output = %transport.describe(), "reachable again");
                             said_down = false;
                         }
                     }
                     Err(Failure::Refused { count, reason }) => {
                         let refused: Vec<Vec<u8>> = pending.drain(..count.clamp(1, len)).collect();
                         if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
-                            eprintln!(
-                                "toolgate: {} refused {} record(s): {reason}; they are kept in {}",
-                                transport.describe(),
-                                refused.len(),
-                                dead_letters.path.display()
+                            tracing::warn!(
+                                output = %transport.describe(),
+                                records = refused.len(),
+                                reason,
+                                kept_in = %dead_letters.path.display(),
+                                "refused records; they are kept in the dead-letter file"
                             );
                             last_refusal_log = Some(Instant::now());
                         }
                         if let Err(e) = dead_letters.append_refused(&refused, Some(&reason)) {
-                            eprintln!(
-                                "toolgate: cannot write {}: {e}",
-                                dead_letters.path.display()
+                            tracing::error!(
+                                file = %dead_letters.path.display(),
+                                error = %e,
+                                "cannot write the dead-letter file"
                             );
                         }
                     }
                     Err(Failure::Retry(e)) => {
                         if !said_down {
-                            eprintln!(
-                                "toolgate: {}: {e}; retrying, and spilling to {} when the buffer is full",
-                                transport.describe(),
-                                dead_letters.path.display()
+                            tracing::warn!(
+                                output = %transport.describe(),
+                                error = %e,
+                                spill_to = %dead_letters.path.display(),
+                                "unreachable; retrying, and spilling to the dead-letter file when the buffer is full"
                             );
                             said_down = true;
                         }

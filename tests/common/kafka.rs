@@ -201,8 +201,14 @@ pub struct EngineProcess {
 
 impl EngineProcess {
     pub fn spawn(dir: &Path, brokers: &str, name: &str) -> EngineProcess {
+        Self::spawn_with(dir, brokers, name, &[])
+    }
+
+    /// [`EngineProcess::spawn`] with global options before `run`.
+    pub fn spawn_with(dir: &Path, brokers: &str, name: &str, global: &[&str]) -> EngineProcess {
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args(global)
             .args([
                 "run",
                 "--no-history",

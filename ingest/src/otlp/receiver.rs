@@ -155,6 +155,13 @@ fn serve(
 ) {
     for mut request in server.incoming_requests() {
         let answer = handle(&mut request, options, publisher.as_mut(), counters);
+        if answer.status != 200 {
+            tracing::debug!(
+                status = answer.status,
+                answer = %String::from_utf8_lossy(&answer.body),
+                "refused an OTLP request"
+            );
+        }
         match answer.status {
             200 => counters.requests.fetch_add(1, Ordering::Relaxed),
             503 => counters.publish_failures.fetch_add(1, Ordering::Relaxed),
@@ -303,7 +310,9 @@ fn handle(
                 )
             })
             .collect();
-        format!("{rejected} tool span(s) rejected: {}", shown.join("; "))
+        let message = format!("{rejected} tool span(s) rejected: {}", shown.join("; "));
+        tracing::warn!(rejected, "{message}");
+        message
     };
     match encoding {
         Encoding::Protobuf => Answer {
