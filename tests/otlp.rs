@@ -2,7 +2,9 @@
 //! the official OpenTelemetry Python SDK (its OTLP/HTTP protobuf exporter) replays the
 //! AgentDojo sample as GenAI `execute_tool` spans; the spans become events on the events
 //! topic and the engine finds the injected payment as it does from a sink's events.
-//! Bad requests get the answers OTLP/HTTP specifies.
+//! Bad requests get the answers OTLP/HTTP specifies. The engine's own metrics, pushed
+//! with the OpenTelemetry SDK, are parsed by the OpenTelemetry project's protobuf
+//! classes.
 
 mod common;
 
@@ -212,4 +214,73 @@ fn the_receiver_answers_bad_requests_as_otlp_http_specifies() {
     let (status, _, _) = post("application/json", &big);
     assert_eq!(status, 413);
     stop(engine);
+}
+
+#[test]
+fn the_engines_metrics_reach_an_otlp_collector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let python = python_venv("test-venv-otel", "requirements-otel.txt");
+    let log = dir.path().join("metrics.jsonl");
+    let mut sink = Command::new(python)
+        .arg(repo().join("tests/python/otlp_metrics_sink.py"))
+        .args(["--log", &log.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("metrics sink");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sink.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("port");
+    let port: u16 = line.trim().parse().expect("the sink prints its port");
+
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let mut config = config(dir.path());
+    config.engine.metrics_otlp_endpoint = Some(format!("http://127.0.0.1:{port}/v1/metrics"));
+    config.engine.metrics_otlp_interval = toolgate_protocol::Duration::from_millis(300);
+    let events = sample("");
+    let expected = offline_finding_ids(dir.path(), &events);
+    produce(&brokers, &events);
+    let engine = start(&config, &brokers);
+    await_findings(&brokers, &expected);
+    stop(engine);
+    let _ = sink.kill();
+    let _ = sink.wait();
+
+    let metrics: Vec<Value> = std::fs::read_to_string(&log)
+        .expect("the sink received metrics")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("line"))
+        .collect();
+    let last = |name: &str| -> &Value {
+        metrics
+            .iter()
+            .rev()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {} metrics", metrics.len()))
+    };
+    let events_total = last("toolgate_engine_events");
+    assert_eq!(events_total["kind"], "sum");
+    assert_eq!(events_total["points"][0]["value"], 54);
+    assert_eq!(events_total["resource"]["service.name"], "toolgate");
+    let by_detector = last("toolgate_engine_findings_by_detector");
+    assert!(
+        by_detector["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .any(|p| p["attributes"]["detector"] == "provenance"),
+        "{by_detector}"
+    );
+    let latency = last("toolgate_engine_processing_latency");
+    assert_eq!(latency["kind"], "histogram");
+    assert_eq!(latency["unit"], "s");
+    assert_eq!(latency["points"][0]["count"], 54);
+    let state = last("toolgate_detector_state");
+    assert!(
+        state["points"].as_array().is_some_and(|p| !p.is_empty()),
+        "{state}"
+    );
 }

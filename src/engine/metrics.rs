@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -13,22 +13,32 @@ use anyhow::{Context, Result, anyhow};
 use super::Counters;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
-const BUCKETS: [f64; 12] = [
+pub const BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0, 30.0,
 ];
 
-/// A latency histogram, updated lock-free by the workers.
+/// A latency histogram, updated lock-free by the workers, and recorded in an
+/// OpenTelemetry histogram too once one is exported.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    otel: OnceLock<opentelemetry::metrics::Histogram<f64>>,
 }
 
 impl Histogram {
+    /// Records every later observation in `histogram` too.
+    pub fn export(&self, histogram: opentelemetry::metrics::Histogram<f64>) {
+        let _ = self.otel.set(histogram);
+    }
+
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
+        if let Some(h) = self.otel.get() {
+            h.record(s, &[]);
+        }
         if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }

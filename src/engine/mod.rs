@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod decisions;
 pub mod embedded;
 pub mod metrics;
+pub mod otel;
 pub mod otlp;
 pub mod outbox;
 pub mod worker;
@@ -421,6 +422,20 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         )?;
         tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
     }
+    let otel_metrics = match &shared.config.engine.metrics_otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let every = shared.config.engine.metrics_otlp_interval;
+            let exporter = otel::OtelMetrics::start(
+                endpoint,
+                Duration::from_nanos(u64::try_from(every.as_nanos()).unwrap_or(u64::MAX)),
+                &shared.counters,
+                &shared.gauges,
+            )?;
+            tracing::info!(endpoint = %endpoint, "metrics pushed with OTLP to {endpoint} every {every}");
+            Some(exporter)
+        }
+    };
     let otlp_receiver = match &shared.config.otlp.listen {
         None => None,
         Some(listen) => {
@@ -482,6 +497,11 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     drop(otlp_receiver);
     checkpoint_and_commit(&coordinator, &consumer);
     metrics_stop.store(true, Ordering::Relaxed);
+    if let Some(exporter) = otel_metrics
+        && let Err(e) = exporter.shutdown()
+    {
+        tracing::warn!(error = format!("{e:#}"), "exporting metrics");
+    }
     // Leaving the group revokes what is left (a last checkpoint of nothing new).
     drop(consumer);
     let coordinator = Arc::into_inner(coordinator)

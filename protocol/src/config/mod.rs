@@ -163,6 +163,13 @@ pub struct EngineConfig {
     /// not served when absent.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Where the same metrics are pushed with OpenTelemetry (OTLP/HTTP protobuf), e.g.
+    /// `http://collector:4318/v1/metrics`; not exported when absent.
+    #[serde(default)]
+    pub metrics_otlp_endpoint: Option<String>,
+    /// How often they are pushed.
+    #[serde(default = "default_metrics_otlp_interval")]
+    pub metrics_otlp_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -175,6 +182,8 @@ impl Default for EngineConfig {
             decision_ttl: default_decision_ttl(),
             idle_timeout: default_idle_timeout(),
             metrics_listen: None,
+            metrics_otlp_endpoint: None,
+            metrics_otlp_interval: default_metrics_otlp_interval(),
         }
     }
 }
@@ -193,6 +202,9 @@ fn default_key_id() -> String {
 }
 fn default_decision_ttl() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_metrics_otlp_interval() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(5)
@@ -975,6 +987,20 @@ impl Config {
             }
         }
         outputs::validate(&self.outputs).map_err(|(key, message)| invalid(key, message))?;
+        if let Some(endpoint) = &self.engine.metrics_otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "engine.metrics_otlp_endpoint".into(),
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if self.engine.metrics_otlp_interval.as_nanos() <= 0 {
+            return Err(invalid(
+                "engine.metrics_otlp_interval".into(),
+                "must be longer than zero".into(),
+            ));
+        }
         if let Some(listen) = &self.otlp.listen
             && listen
                 .rsplit_once(':')
