@@ -1,8 +1,9 @@
 //! The engine's Kafka source: one member of a consumer group on the events topic.
 //!
-//! Each record is decoded here, as the JSONL source does it: an [`Event`], or a
-//! [`KafkaRejected`] carrying the error, the original bytes and where they came from,
-//! for the dead-letter topic. Offsets are never committed automatically; the caller
+//! Records come out as fetched ([`RawRecord`]) and are decoded by whoever owns their
+//! partition, as the JSONL source decodes a line: an [`Event`], or a [`KafkaRejected`]
+//! carrying the error, the original bytes and where they came from, for the
+//! dead-letter topic. Offsets are never committed automatically; the caller
 //! commits what it has finished with [`GroupConsumer::commit`].
 //!
 //! Rebalances go through a [`PartitionOwner`]: before partitions are given up it
@@ -102,7 +103,48 @@ impl KafkaRejected {
     }
 }
 
-/// One polled record.
+/// One record as fetched from the events topic, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, if it had one.
+    pub key: Option<Vec<u8>>,
+    /// Its bytes.
+    pub payload: Vec<u8>,
+}
+
+impl RawRecord {
+    /// Decodes it as the JSONL source decodes a line: an [`Event`], or what the
+    /// dead-letter topic keeps of a record of `topic` that did not decode.
+    pub fn decode(self, topic: &str, max_event_bytes: usize) -> Polled {
+        match Event::decode_with_limit(&self.payload, max_event_bytes) {
+            Ok(event) => Polled::Event {
+                partition: self.partition,
+                offset: self.offset,
+                event: Box::new(event),
+            },
+            Err(error) => {
+                let raw_len = self.payload.len();
+                let mut raw = self.payload;
+                raw.truncate(DEAD_LETTER_MAX_BYTES);
+                Polled::Rejected(Box::new(KafkaRejected {
+                    topic: topic.to_string(),
+                    partition: self.partition,
+                    offset: self.offset,
+                    key: self.key,
+                    error,
+                    raw,
+                    raw_len,
+                }))
+            }
+        }
+    }
+}
+
+/// One decoded record.
 #[derive(Debug)]
 pub enum Polled {
     /// A decoded event.
@@ -270,36 +312,33 @@ impl GroupConsumer {
         })
     }
 
-    /// The next record, decoded, or `None` if none came within `timeout`. Rebalance
-    /// callbacks run in here. Errors are the client's (a broker down, a failed
-    /// fetch); the consumer keeps going after them.
-    pub fn poll(&self, timeout: Duration) -> Result<Option<Polled>, IngestError> {
+    /// The next record, as fetched, or `None` if none came within `timeout`.
+    /// Rebalance callbacks run in here. Errors are the client's (a broker down, a
+    /// failed fetch); the consumer keeps going after them. Decoding is left to the
+    /// caller ([`RawRecord::decode`]), so it can run on the thread that owns the
+    /// record's partition.
+    pub fn poll(&self, timeout: Duration) -> Result<Option<RawRecord>, IngestError> {
         let message = match self.consumer.poll(timeout) {
             None => return Ok(None),
             Some(Err(e)) => return Err(kafka_error("polling", e)),
             Some(Ok(m)) => m,
         };
-        let partition = message.partition();
-        let offset = message.offset();
-        let payload = message.payload().unwrap_or_default();
-        Ok(Some(
-            match Event::decode_with_limit(payload, self.max_event_bytes) {
-                Ok(event) => Polled::Event {
-                    partition,
-                    offset,
-                    event: Box::new(event),
-                },
-                Err(error) => Polled::Rejected(Box::new(KafkaRejected {
-                    topic: message.topic().to_string(),
-                    partition,
-                    offset,
-                    key: message.key().map(<[u8]>::to_vec),
-                    error,
-                    raw: payload[..payload.len().min(DEAD_LETTER_MAX_BYTES)].to_vec(),
-                    raw_len: payload.len(),
-                })),
-            },
-        ))
+        Ok(Some(RawRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        }))
+    }
+
+    /// The topic it consumes.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Records over this size are rejected as too large.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
     }
 
     /// Commits, synchronously, the next offset to read of each partition.

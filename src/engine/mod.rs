@@ -32,7 +32,7 @@ use metrics::Gauges;
 use serde::Serialize;
 use toolgate_analytics::history::HistoryWriter;
 use toolgate_detectors::{EmitPolicy, build_pipeline};
-use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner};
+use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner, RawRecord};
 use toolgate_ingest::otlp::genai::MappingOptions;
 use toolgate_ingest::otlp::receiver::{OtlpReceiver, ReceiverCounters, ReceiverOptions};
 use toolgate_protocol::Finding;
@@ -182,17 +182,68 @@ impl Shared {
 struct Coordinator {
     shared: Arc<Shared>,
     workers: Vec<SyncSender<Work>>,
+    /// Records fetched but not yet handed to their worker, per worker: they travel in
+    /// batches, and every batch goes out before a snapshot or an assignment does.
+    pending: Mutex<Vec<Vec<RawRecord>>>,
 }
+
+/// Records handed to a worker at once, at most.
+const BATCH: usize = 256;
 
 impl Coordinator {
     fn worker_of(&self, partition: i32) -> usize {
         usize::try_from(partition).unwrap_or(0) % self.workers.len()
     }
 
+    /// Queues a record for its partition's worker; a full batch is sent.
+    fn dispatch(&self, record: RawRecord) -> Result<()> {
+        let w = self.worker_of(record.partition);
+        let full = {
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| anyhow!("the dispatch queue is poisoned"))?;
+            pending[w].push(record);
+            (pending[w].len() >= BATCH).then(|| std::mem::take(&mut pending[w]))
+        };
+        match full {
+            Some(batch) => self.send(w, batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends every queued record to its worker.
+    fn flush_pending(&self) -> Result<()> {
+        let batches: Vec<Vec<RawRecord>> = {
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| anyhow!("the dispatch queue is poisoned"))?;
+            pending.iter_mut().map(std::mem::take).collect()
+        };
+        for (w, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                self.send(w, batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, w: usize, batch: Vec<RawRecord>) -> Result<()> {
+        self.shared
+            .gauges
+            .worker_queue
+            .fetch_add(batch.len() as i64, Ordering::Relaxed);
+        self.workers[w]
+            .send(Work::Records(batch))
+            .map_err(|_| anyhow!("worker {w} stopped"))
+    }
+
     /// Snapshots the partitions (all when `None`), waits until everything they
     /// caused is acknowledged and written, saves the checkpoints, and returns the
     /// offsets that may now be committed.
     fn checkpoint(&self, partitions: Option<&[i32]>, release: bool) -> Result<Vec<(i32, i64)>> {
+        self.flush_pending()?;
         let mut answers = Vec::new();
         for (i, w) in self.workers.iter().enumerate() {
             let mine = partitions.map(|ps| {
@@ -246,6 +297,9 @@ impl PartitionOwner for Coordinator {
 
     fn assigned(&self, partitions: &[i32]) -> Vec<Option<i64>> {
         self.shared.counters.inc(&self.shared.counters.rebalances);
+        if let Err(e) = self.flush_pending() {
+            tracing::error!(error = format!("{e:#}"), "assigning");
+        }
         let mut starts = BTreeMap::new();
         for (i, w) in self.workers.iter().enumerate() {
             let mine: Vec<i32> = partitions
@@ -401,6 +455,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     }
     let coordinator = Arc::new(Coordinator {
         shared: Arc::clone(&shared),
+        pending: Mutex::new(vec![Vec::new(); senders.len()]),
         workers: senders,
     });
     let settings = GroupSettings {
@@ -472,23 +527,33 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             .gauges
             .heartbeat_ms
             .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        match consumer.poll(Duration::from_millis(50)) {
-            Ok(Some(record)) => {
-                let w = coordinator.worker_of(record.position().0);
-                shared.gauges.worker_queue.fetch_add(1, Ordering::Relaxed);
-                coordinator.workers[w]
-                    .send(Work::Record(record))
-                    .map_err(|_| anyhow!("worker {w} stopped"))?;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                poll_errors += 1;
-                // A broker outage repeats the same error; say it now and then.
-                if poll_errors.is_power_of_two() {
-                    tracing::warn!(error = %e, poll_errors, "consuming");
+        // Whatever is fetched already is taken in one go and handed over in batches;
+        // the batches leave as soon as nothing more is waiting, so a held call's
+        // record never waits for a batch to fill.
+        let mut polled = consumer.poll(Duration::from_millis(50));
+        let mut taken = 0;
+        loop {
+            match polled {
+                Ok(Some(record)) => {
+                    coordinator.dispatch(record)?;
+                    taken += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    poll_errors += 1;
+                    // A broker outage repeats the same error; say it now and then.
+                    if poll_errors.is_power_of_two() {
+                        tracing::warn!(error = %e, poll_errors, "consuming");
+                    }
+                    break;
                 }
             }
+            if taken >= BATCH * coordinator.workers.len() {
+                break;
+            }
+            polled = consumer.poll(Duration::ZERO);
         }
+        coordinator.flush_pending()?;
         if Instant::now() >= next_checkpoint {
             checkpoint_and_commit(&coordinator, &consumer);
             next_checkpoint = Instant::now() + interval;
@@ -509,6 +574,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     let Coordinator {
         workers,
         shared: held,
+        pending: _,
     } = coordinator;
     drop((workers, held));
     for t in threads {

@@ -9,8 +9,10 @@
 //! for `idle_timeout` lets its event time follow the wall clock, so windows of quiet
 //! agents close and other partitions never wait for it.
 //!
-//! Work arrives through one channel, so a checkpoint or a revocation is handled after
-//! every record dispatched before it.
+//! Records arrive undecoded, in batches, and are decoded here, so decoding runs on
+//! every worker at once rather than on the consumer's thread. Work arrives through one
+//! channel, so a checkpoint or a revocation is handled after every record dispatched
+//! before it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use std::time::{Duration as WallDuration, Instant};
 
 use anyhow::{Context, Result};
 use toolgate_detectors::{EmitPolicy, Pipeline, build_pipeline, definitions};
-use toolgate_ingest::kafka::{KafkaRejected, Polled};
+use toolgate_ingest::kafka::{KafkaRejected, Polled, RawRecord};
 use toolgate_protocol::{Duration, Event, Finding, Timestamp};
 
 use super::checkpoint::Checkpoint;
@@ -29,8 +31,8 @@ use super::{Shared, metrics};
 
 /// What a worker is asked to do.
 pub enum Work {
-    /// Process one record.
-    Record(Polled),
+    /// Decode and process these records, in order.
+    Records(Vec<RawRecord>),
     /// Take over these partitions; answer where each starts.
     Assign {
         /// The partitions.
@@ -90,19 +92,26 @@ struct Worker {
 
 impl Worker {
     fn handle(&mut self, work: Work) {
-        if matches!(work, Work::Record(_)) {
-            self.shared
-                .gauges
-                .worker_queue
-                .fetch_sub(1, Ordering::Relaxed);
-        }
         match work {
-            Work::Record(Polled::Event {
-                partition,
-                offset,
-                event,
-            }) => self.event(partition, offset, *event),
-            Work::Record(Polled::Rejected(r)) => self.rejected(&r),
+            Work::Records(records) => {
+                self.shared
+                    .gauges
+                    .worker_queue
+                    .fetch_sub(records.len() as i64, Ordering::Relaxed);
+                let shared = Arc::clone(&self.shared);
+                let topic = &shared.topics.events;
+                let max_bytes = shared.config.limits.max_event_bytes;
+                for record in records {
+                    match record.decode(topic, max_bytes) {
+                        Polled::Event {
+                            partition,
+                            offset,
+                            event,
+                        } => self.event(partition, offset, *event),
+                        Polled::Rejected(r) => self.rejected(&r),
+                    }
+                }
+            }
             Work::Assign { partitions, reply } => {
                 let starts = partitions.iter().map(|p| self.assign(*p)).collect();
                 let _ = reply.send(starts);

@@ -319,7 +319,7 @@ pub fn two_engines_one_killed_lose_nothing(brokers: &str) {
         "every finding arrived:\n{log}"
     );
     assert!(
-        log.contains("from checkpoints: [Some"),
+        log.contains("from_checkpoints=[Some"),
         "the survivor resumed a partition from a checkpoint:\n{log}"
     );
 }
