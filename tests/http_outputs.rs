@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{corpus_findings, python_venv, repo};
+use common::{corpus_findings, ocsf_validate, python_venv, repo};
 use serde_json::Value;
 use toolgate::outputs::webhook;
 
@@ -114,23 +114,6 @@ fn sample_tool_calls() -> BTreeSet<String> {
         .filter(|e| e["kind"] == "tool_call")
         .map(|e| e["event_id"].as_str().expect("event_id").to_string())
         .collect()
-}
-
-fn ocsf_valid(records: &[Value]) -> (bool, String) {
-    let python = python_venv("test-venv-ocsf", "requirements-ocsf.txt");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("ocsf.jsonl");
-    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(&file, text).expect("write");
-    let out = Command::new(python)
-        .arg(repo().join("tests/python/validate_ocsf.py"))
-        .arg(&file)
-        .output()
-        .expect("python");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 #[test]
@@ -239,7 +222,8 @@ batch = 7
             .all(|r| r["records"].as_array().map_or(0, Vec::len) <= 7)
     );
     let events: Vec<Value> = hec.iter().map(|e| e["event"].clone()).collect();
-    let (ok, report) = ocsf_valid(&events);
+    let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+    let (ok, report) = ocsf_validate(&lines);
     assert!(ok, "{report}");
     assert!(
         report.contains(&format!("{n} of {n} valid", n = events.len())),

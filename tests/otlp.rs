@@ -59,14 +59,25 @@ fn await_listening(port: u16) {
     }
 }
 
-#[test]
-fn genai_tool_spans_from_the_opentelemetry_sdk_become_events_and_findings() {
+type Engine = (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<toolgate::engine::EngineReport>,
+);
+
+/// An engine on a fresh embedded broker, its receiver listening on the returned port.
+fn receiving_engine() -> (tempfile::TempDir, EmbeddedBroker, u16, Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
-    let brokers = broker.bootstrap().to_string();
     let port = free_port();
-    let engine = start(&otlp_config(dir.path(), port), &brokers);
+    let engine = start(&otlp_config(dir.path(), port), broker.bootstrap());
     await_listening(port);
+    (dir, broker, port, engine)
+}
+
+#[test]
+fn genai_tool_spans_from_the_opentelemetry_sdk_become_events_and_findings() {
+    let (_dir, broker, port, engine) = receiving_engine();
+    let brokers = broker.bootstrap().to_string();
 
     let python = python_venv("test-venv-otel", "requirements-otel.txt");
     let out = Command::new(python)
@@ -137,12 +148,8 @@ fn genai_tool_spans_from_the_opentelemetry_sdk_become_events_and_findings() {
 
 #[test]
 fn the_receiver_answers_bad_requests_as_otlp_http_specifies() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let (_dir, broker, port, engine) = receiving_engine();
     let brokers = broker.bootstrap().to_string();
-    let port = free_port();
-    let engine = start(&otlp_config(dir.path(), port), &brokers);
-    await_listening(port);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

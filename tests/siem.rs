@@ -8,25 +8,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{corpus_findings, python_venv, repo};
+use common::{corpus_findings, ocsf_validate as validate, repo};
 use toolgate::outputs::{FindingFormat, Output, render, render_tool_call};
 use toolgate_protocol::config::{OutputConfig, SyslogTransport};
-
-fn validate(lines: &[String]) -> (bool, String) {
-    let python = python_venv("test-venv-ocsf", "requirements-ocsf.txt");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("ocsf.jsonl");
-    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
-    let out = Command::new(python)
-        .arg(repo().join("tests/python/validate_ocsf.py"))
-        .arg(&file)
-        .output()
-        .expect("python");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 #[test]
 fn ocsf_detection_findings_validate_against_py_ocsf_models() {

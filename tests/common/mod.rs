@@ -118,6 +118,24 @@ pub fn corpus_findings() -> Vec<toolgate_protocol::Finding> {
     out
 }
 
+/// Validates OCSF records (one JSON object per line) with `tests/python/validate_ocsf.py`;
+/// whether all are valid, and its report.
+pub fn ocsf_validate(lines: &[String]) -> (bool, String) {
+    let python = python_venv("test-venv-ocsf", "requirements-ocsf.txt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ocsf.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    let out = Command::new(python)
+        .arg(repo().join("tests/python/validate_ocsf.py"))
+        .arg(&file)
+        .output()
+        .expect("python");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 pub mod kafka;
 #[path = "../support/topics.rs"]
 pub mod topics;
