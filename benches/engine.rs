@@ -11,8 +11,9 @@
 //! engine finds the exfiltration and signs a verdict, and the sink applies it.
 //!
 //! `cargo bench --bench engine` prints the table; `cargo bench --bench engine -- --soak
-//! 600 --brokers HOST:PORT` instead runs the engine for 600 s at a steady rate against
-//! a broker in another process (tansu) and prints its RSS every 30 s.
+//! 600 --brokers HOST:PORT [--state-ttl 2m]` instead runs the engine for 600 s at a
+//! steady rate against a broker in another process (tansu) and prints its RSS every
+//! 30 s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -377,11 +378,21 @@ fn rss_mib() -> f64 {
 
 /// The engine for `seconds` at a steady 5,000 events/s of fleet traffic (new agents
 /// keep arriving, so state must expire to stay flat); RSS every 30 s. The broker is
-/// another process (`brokers`), so what it stores is not counted here.
-fn soak(seconds: u64, brokers: &str) {
+/// another process (`brokers`), so what it stores is not counted here. `state_ttl`
+/// shortens how long the detectors keep an idle agent's state (the provenance horizon
+/// and the volume key TTL, one hour by default), so a short run reaches the plateau.
+fn soak(seconds: u64, brokers: &str, state_ttl: Option<&str>) {
     let brokers = brokers.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::default();
+    if let Some(ttl) = state_ttl {
+        config
+            .detectors
+            .insert("provenance".into(), json!({ "horizon": ttl }));
+        config
+            .detectors
+            .insert("volume".into(), json!({ "key_ttl": ttl }));
+    }
     config.engine.data_dir = dir.path().join("data").display().to_string();
     config.history.location = dir.path().join("history").display().to_string();
     let counters = Arc::new(Counters::default());
@@ -449,7 +460,11 @@ fn main() {
             .position(|a| a == "--brokers")
             .and_then(|b| args.get(b + 1))
             .expect("--soak needs --brokers HOST:PORT (a broker in another process)");
-        soak(seconds, brokers);
+        let state_ttl = args
+            .iter()
+            .position(|a| a == "--state-ttl")
+            .and_then(|t| args.get(t + 1));
+        soak(seconds, brokers, state_ttl.map(String::as_str));
         return;
     }
     println!(
