@@ -104,13 +104,17 @@ fn genai_tool_spans_from_the_opentelemetry_sdk_become_events_and_findings() {
     assert!(spans >= 20, "{spans}");
 
     let events = read_all(&brokers, "toolgate.events", 2 * spans);
-    let engine_report = {
-        // The injected payment, found from spans alone and blocked.
-        let findings = read_all(&brokers, "toolgate.findings", 1);
-        let decisions = read_all(&brokers, "toolgate.decisions", 1);
-        (findings, decisions, stop(engine))
+    // The injected payment, found from spans alone and blocked. Other detectors' findings
+    // (the injected result) may arrive first: wait for the block itself.
+    let exfiltration = "call_UIxyFTg4BR87BCmnbk2A5cts";
+    let is_block = |f: &Value| {
+        f["detector"] == "provenance" && f["call_id"] == exfiltration && f["action"] == "block"
     };
-    let (findings, decisions, report) = engine_report;
+    let findings = read_until(&brokers, "toolgate.findings", |found| {
+        found.iter().any(|f| is_block(&f.json()))
+    });
+    let decisions = read_all(&brokers, "toolgate.decisions", 1);
+    let report = stop(engine);
     assert_eq!(
         events.len(),
         2 * spans,
@@ -131,12 +135,8 @@ fn genai_tool_spans_from_the_opentelemetry_sdk_become_events_and_findings() {
     }
     assert_eq!(ids.len(), events.len(), "event ids are distinct");
     assert_eq!(report.events, events.len() as u64);
-    let exfiltration = "call_UIxyFTg4BR87BCmnbk2A5cts";
-    let blocked = findings.iter().map(Record::json).find(|f| {
-        f["detector"] == "provenance" && f["call_id"] == exfiltration && f["action"] == "block"
-    });
     assert!(
-        blocked.is_some(),
+        findings.iter().any(|f| is_block(&f.json())),
         "{:#?}",
         findings.iter().map(Record::json).collect::<Vec<_>>()
     );

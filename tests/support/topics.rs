@@ -27,6 +27,21 @@ impl Record {
 /// Every record of `topic`'s `partitions`, per partition in offset order (waits until
 /// `expected` arrived, or 20 s).
 pub fn read_all(brokers: &str, topic: &str, partitions: i32, expected: usize) -> Vec<Record> {
+    read_until(brokers, topic, partitions, |records| {
+        records.len() >= expected
+    })
+}
+
+/// Every record of `topic`'s `partitions`, per partition in offset order, once `done`
+/// holds for what arrived and nothing more is waiting (or after 20 s). A count alone
+/// races when records arrive in an order the test cannot know, as findings of
+/// different detectors do.
+pub fn read_until(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "test-reader")
@@ -63,7 +78,7 @@ pub fn read_all(brokers: &str, topic: &str, partitions: i32, expected: usize) ->
                     .unwrap_or_default(),
             }),
             Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None if out.len() >= expected => break,
+            None if done(&out) => break,
             None => {}
         }
     }
