@@ -23,9 +23,10 @@
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+use toolgate_protocol::fingerprint::hex;
 use toolgate_protocol::{Event, Timestamp};
 
-use super::{AnyValue, Attributes, ResourceSpans, Span, hex};
+use super::{AnyValue, Attributes, ResourceSpans, Span};
 
 /// How spans are mapped.
 #[derive(Debug, Clone)]

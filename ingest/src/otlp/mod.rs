@@ -111,14 +111,3 @@ pub fn decode_request(body: &[u8], encoding: Encoding) -> Result<Vec<ResourceSpa
         Encoding::Json => json::decode_request(body),
     }
 }
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
