@@ -32,21 +32,28 @@ pub const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn render(finding: &Finding, format: FindingFormat) -> String {
     match format {
         FindingFormat::Jsonl => finding.to_json(),
-        FindingFormat::Ocsf => ocsf::detection_finding(finding).to_string(),
-        FindingFormat::Ecs => ecs::alert(finding).to_string(),
         FindingFormat::Cef => cef::line(finding),
+        FindingFormat::Ocsf | FindingFormat::Ecs => render_json(finding, format).to_string(),
     }
 }
 
 /// One tool call rendered in `format` (OCSF API Activity, or the event's own JSON);
 /// `None` for other kinds of events and for formats without a tool-call rendering.
 pub fn render_tool_call(event: &Event, format: FindingFormat) -> Option<String> {
+    match format {
+        FindingFormat::Jsonl if event.kind() == EventKind::ToolCall => Some(event.to_json()),
+        _ => tool_call_json(event, format).map(|v| v.to_string()),
+    }
+}
+
+/// A tool call as a JSON value in one of the JSON renderings (see [`render_tool_call`]).
+fn tool_call_json(event: &Event, format: FindingFormat) -> Option<serde_json::Value> {
     if event.kind() != EventKind::ToolCall {
         return None;
     }
     match format {
-        FindingFormat::Jsonl => Some(event.to_json()),
-        FindingFormat::Ocsf => ocsf::api_activity(event).map(|v| v.to_string()),
+        FindingFormat::Jsonl => serde_json::to_value(event).ok(),
+        FindingFormat::Ocsf => ocsf::api_activity(event),
         FindingFormat::Ecs | FindingFormat::Cef => None,
     }
 }
@@ -378,11 +385,9 @@ impl Output {
                     },
                 ..
             } => {
-                let Some(line) = render_tool_call(event, *format) else {
+                let Some(value) = tool_call_json(event, *format) else {
                     return Ok(());
                 };
-                let value: serde_json::Value =
-                    serde_json::from_str(&line).context("a tool-call rendering is JSON")?;
                 delivery.send(envelope.wrap(event.time, value, true))
             }
             Output::Network { .. } => Ok(()),
