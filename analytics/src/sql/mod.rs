@@ -2,9 +2,11 @@
 //! hive-partitioned Parquet listings (`date`, `hour` from the directory names), the
 //! JSON functions of `datafusion-functions-json` for argument and evidence fields, and
 //! the views in [`views`]. Read-only: statements that would write are refused.
+//! Counting by a string column runs by dictionary entry ([`view_count`]).
 
 pub mod format;
 pub mod readonly;
+mod view_count;
 mod views;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use toolgate_protocol::config::HistoryConfig;
 
@@ -55,7 +58,12 @@ pub async fn open_location(location: &Location) -> Result<SessionContext, SqlErr
         // statistics, page indexes and bloom filters skip what cannot match.
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         .set_bool("datafusion.execution.parquet.reorder_filters", true);
-    let mut ctx = SessionContext::new_with_config(session);
+    let state = SessionStateBuilder::new()
+        .with_config(session)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(view_count::ViewCountRule))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     if let Location::Object {
         store, bucket_url, ..
     } = location
