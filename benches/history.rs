@@ -5,7 +5,12 @@
 //!    committed every 100,000 events; events/s per core, generation not counted;
 //! 2. the same files queried by DataFusion (`toolgate_analytics::sql`) and by DuckDB
 //!    (Python, `benches/harness/history_duckdb.py`) with the same thread count: a
-//!    group-by over every call and one agent's calls in a six-hour window.
+//!    group-by over every call and one agent's calls in a six-hour window. DataFusion
+//!    also runs without toolgate's view counting (`ViewCountExec`), to show what that
+//!    adds. The engines
+//!    take turns, ROUNDS rounds of REPEAT timed runs each (after a warm-up), so a
+//!    slow spell of a shared machine falls on both; medians and bests are over every
+//!    timed run.
 //!
 //! `cargo bench --bench history` (10 million events; `TOOLGATE_BENCH_EVENTS=N` for
 //! fewer). The history is kept under target/bench-history and reused when it has the
@@ -13,17 +18,21 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use common::{EVENTS_PER_HOUR, Fleet, runs, sample_events};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
 use toolgate_analytics::history::HistoryWriter;
 use toolgate_analytics::sql;
 use toolgate_detectors::secrets::Redactor;
 use toolgate_protocol::config::{HistoryConfig, RedactionConfig};
 
 const REPEAT: usize = 5;
+const ROUNDS: usize = 3;
 
 fn main() {
     let n: usize = std::env::var("TOOLGATE_BENCH_EVENTS")
@@ -69,33 +78,53 @@ fn main() {
             ),
         ),
     ];
-    let ours = datafusion_times(&dir, &queries);
-    let theirs = duckdb_times(&root, &dir, threads, &queries);
+    let mut ours: BTreeMap<&str, (Vec<f64>, usize)> = BTreeMap::new();
+    let mut plain: BTreeMap<&str, (Vec<f64>, usize)> = BTreeMap::new();
+    let mut theirs: BTreeMap<&str, (Vec<f64>, usize)> = BTreeMap::new();
+    for _ in 0..ROUNDS {
+        for (view_count, into) in [(true, &mut ours), (false, &mut plain)] {
+            for (name, (times, rows)) in datafusion_times(&dir, &queries, view_count) {
+                let entry = into.entry(name).or_default();
+                entry.0.extend(times);
+                entry.1 = rows;
+            }
+        }
+        let duck = duckdb_times(&root, &dir, threads, &queries);
+        for (name, _) in &queries {
+            let d = &duck[*name];
+            let entry = theirs.entry(name).or_default();
+            entry.0.extend(
+                d["times_s"]
+                    .as_array()
+                    .expect("times")
+                    .iter()
+                    .filter_map(serde_json::Value::as_f64),
+            );
+            entry.1 = d["rows"].as_u64().map_or(usize::MAX, |r| r as usize);
+        }
+    }
     println!(
-        "\n| query | DataFusion median | DataFusion best | DuckDB median | DuckDB best | ratio (median) | rows |"
+        "\n| query | DataFusion median | DataFusion best | without view counting, median | DuckDB median | DuckDB best | ratio (median) | rows |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, _) in &queries {
-        let (dm, db, rows) = ours[*name];
-        let d = &theirs[*name];
-        let (km, kb) = (
-            d["median_s"].as_f64().unwrap_or(f64::NAN),
-            d["best_s"].as_f64().unwrap_or(f64::NAN),
-        );
-        assert_eq!(
-            rows as u64,
-            d["rows"].as_u64().unwrap_or(u64::MAX),
-            "{name}: engines disagree on rows"
-        );
+        let (dm, db, rows) = median_best(&ours[*name]);
+        let (pm, _, plain_rows) = median_best(&plain[*name]);
+        let (km, kb, their_rows) = median_best(&theirs[*name]);
+        assert_eq!(rows, their_rows, "{name}: engines disagree on rows");
+        assert_eq!(rows, plain_rows, "{name}: view counting changed the rows");
         println!(
-            "| {name} | {:.3} s | {:.3} s | {:.3} s | {:.3} s | {:.2}x | {rows} |",
-            dm,
-            db,
-            km,
-            kb,
+            "| {name} | {dm:.3} s | {db:.3} s | {pm:.3} s | {km:.3} s | {kb:.3} s | {:.2}x | {rows} |",
             dm / km
         );
     }
+}
+
+/// Median and best of `times`, and the row count.
+fn median_best((times, rows): &(Vec<f64>, usize)) -> (f64, f64, usize) {
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    (sorted[sorted.len() / 2], sorted[0], *rows)
 }
 
 fn ingest(dir: &Path, n: usize) {
@@ -133,10 +162,13 @@ fn ingest(dir: &Path, n: usize) {
     );
 }
 
+/// Each query's timed runs on DataFusion (with toolgate's view counting or without),
+/// and its row count.
 fn datafusion_times(
     dir: &Path,
     queries: &[(&'static str, String)],
-) -> std::collections::BTreeMap<&'static str, (f64, f64, usize)> {
+    view_count: bool,
+) -> BTreeMap<&'static str, (Vec<f64>, usize)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,8 +178,22 @@ fn datafusion_times(
             location: dir.display().to_string(),
             ..HistoryConfig::default()
         };
-        let ctx = sql::open(&config).await.expect("open");
-        let mut out = std::collections::BTreeMap::new();
+        let mut ctx = sql::open(&config).await.expect("open");
+        if !view_count {
+            let state = ctx.state();
+            let rules = state
+                .physical_optimizers()
+                .iter()
+                .filter(|r| r.name() != "view_count")
+                .cloned()
+                .collect();
+            ctx = SessionContext::new_with_state(
+                SessionStateBuilder::new_from_existing(state)
+                    .with_physical_optimizer_rules(rules)
+                    .build(),
+            );
+        }
+        let mut out = BTreeMap::new();
         for (name, q) in queries {
             let q = q.replace("{tool_calls}", "tool_calls");
             let rows = |b: &[datafusion::arrow::record_batch::RecordBatch]| {
@@ -161,8 +207,7 @@ fn datafusion_times(
                 times.push(started.elapsed().as_secs_f64());
                 assert_eq!(rows(&b), rows(&warm));
             }
-            times.sort_by(f64::total_cmp);
-            out.insert(*name, (times[REPEAT / 2], times[0], rows(&warm)));
+            out.insert(*name, (times, rows(&warm)));
         }
         out
     })

@@ -4,7 +4,7 @@ as DataFusion gets.
 
 usage: history_duckdb.py HISTORY_DIR THREADS REPEAT QUERY_NAME=SQL...
 SQL names the table as {tool_calls}; it is replaced by a hive-partitioned read_parquet.
-Prints one JSON object: {name: {"median_s", "best_s", "rows"}}.
+Prints one JSON object: {name: {"median_s", "best_s", "times_s", "rows"}}.
 """
 import json
 import statistics
@@ -27,5 +27,10 @@ for arg in sys.argv[4:]:
         start = time.perf_counter()
         rows = con.execute(sql).fetchall()
         times.append(time.perf_counter() - start)
-    out[name] = {"median_s": statistics.median(times), "best_s": min(times), "rows": len(rows)}
+    out[name] = {
+        "median_s": statistics.median(times),
+        "best_s": min(times),
+        "times_s": times,
+        "rows": len(rows),
+    }
 print(json.dumps(out))

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringViewBuilder};
@@ -238,27 +237,79 @@ impl ExecutionPlan for ViewCountExec {
     }
 }
 
-/// Hashes a 16-byte view with one folded multiply: views are not attacker-chosen keys
-/// here (they are positions in buffers this process decoded), and the table is per batch.
+/// Rows of one batch counted by view: an open-addressing table (linear probing, at
+/// most half full) keyed by the 16-byte view, hashed with one folded multiply. Views are
+/// positions in buffers this process decoded, not keys an outsider chooses, and the
+/// table lives for one batch.
 #[derive(Default)]
-struct ViewHasher(u64);
+struct BatchCounts {
+    /// Per table entry: the view, and its slot + 1 (0: empty).
+    keys: Vec<u128>,
+    entries: Vec<u32>,
+    /// Per slot: the view, the first row holding it, and the rows counted.
+    views: Vec<u128>,
+    first_rows: Vec<usize>,
+    rows: Vec<i64>,
+}
 
-impl Hasher for ViewHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+impl BatchCounts {
+    const INITIAL: usize = 256;
+
+    fn clear(&mut self) {
+        if self.entries.is_empty() {
+            self.entries = vec![0; Self::INITIAL];
+            self.keys = vec![0; Self::INITIAL];
+        } else {
+            self.entries.fill(0);
         }
+        self.views.clear();
+        self.first_rows.clear();
+        self.rows.clear();
     }
 
-    fn write_u128(&mut self, view: u128) {
+    fn hash(view: u128) -> usize {
         // Length and prefix in the low half; buffer and offset in the high half.
         let folded = (view as u64) ^ ((view >> 64) as u64).rotate_left(32);
         let product = u128::from(folded) * 0x9e37_79b9_7f4a_7c15;
-        self.0 = (product as u64) ^ ((product >> 64) as u64);
+        ((product as u64) ^ ((product >> 64) as u64)) as usize
     }
 
-    fn finish(&self) -> u64 {
-        self.0
+    #[inline]
+    fn count(&mut self, row: usize, view: u128) {
+        let mask = self.entries.len() - 1;
+        let mut at = Self::hash(view) & mask;
+        loop {
+            match self.entries[at] {
+                0 => break,
+                entry if self.keys[at] == view => {
+                    self.rows[entry as usize - 1] += 1;
+                    return;
+                }
+                _ => at = (at + 1) & mask,
+            }
+        }
+        self.views.push(view);
+        self.first_rows.push(row);
+        self.rows.push(1);
+        self.keys[at] = view;
+        self.entries[at] = self.views.len() as u32;
+        if 2 * self.views.len() > self.entries.len() {
+            self.grow();
+        }
+    }
+
+    fn grow(&mut self) {
+        let capacity = 2 * self.entries.len();
+        self.entries = vec![0; capacity];
+        self.keys = vec![0; capacity];
+        for (slot, &view) in self.views.iter().enumerate() {
+            let mut at = Self::hash(view) & (capacity - 1);
+            while self.entries[at] != 0 {
+                at = (at + 1) & (capacity - 1);
+            }
+            self.keys[at] = view;
+            self.entries[at] = slot as u32 + 1;
+        }
     }
 }
 
@@ -272,10 +323,7 @@ struct Groups {
     values: Vec<String>,
     rows: Vec<i64>,
     null_rows: i64,
-    /// Per batch: slot by view, and each slot's first row and count.
-    slots: HashMap<u128, usize, BuildHasherDefault<ViewHasher>>,
-    first_rows: Vec<usize>,
-    slot_rows: Vec<i64>,
+    batch: BatchCounts,
     reservation: MemoryReservation,
 }
 
@@ -286,9 +334,7 @@ impl Groups {
             values: Vec::new(),
             rows: Vec::new(),
             null_rows: 0,
-            slots: HashMap::default(),
-            first_rows: Vec::new(),
-            slot_rows: Vec::new(),
+            batch: BatchCounts::default(),
             reservation,
         }
     }
@@ -300,40 +346,24 @@ impl Groups {
                 column.data_type()
             );
         };
-        let Self {
-            slots,
-            first_rows,
-            slot_rows,
-            ..
-        } = self;
-        slots.clear();
-        first_rows.clear();
-        slot_rows.clear();
-        let mut count = |row: usize, view: u128| {
-            let next = first_rows.len();
-            let slot = *slots.entry(view).or_insert(next);
-            if slot == next {
-                first_rows.push(row);
-                slot_rows.push(0);
-            }
-            slot_rows[slot] += 1;
-        };
+        let batch = &mut self.batch;
+        batch.clear();
         let views = array.views();
         match array.nulls().filter(|n| n.null_count() > 0) {
             None => views
                 .iter()
                 .enumerate()
-                .for_each(|(row, &view)| count(row, view)),
+                .for_each(|(row, &view)| batch.count(row, view)),
             Some(nulls) => {
                 for (row, &view) in views.iter().enumerate() {
                     if nulls.is_valid(row) {
-                        count(row, view);
+                        batch.count(row, view);
                     }
                 }
                 self.null_rows += nulls.null_count() as i64;
             }
         }
-        for (&row, &n) in self.first_rows.iter().zip(&self.slot_rows) {
+        for (&row, &n) in self.batch.first_rows.iter().zip(&self.batch.rows) {
             let value = array.value(row);
             let group = match self.index.get(value) {
                 Some(&group) => group,
