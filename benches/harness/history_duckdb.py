@@ -1,13 +1,12 @@
 """The DuckDB side of benches/history.rs: the same queries over the same Parquet files,
-timed the same way (one warm-up, then REPEAT runs; median and best), on as many threads
-as DataFusion gets.
+timed the same way (one warm-up, then REPEAT runs), on as many threads as DataFusion
+gets. The bench takes medians over the runs of every round, so this reports each run.
 
 usage: history_duckdb.py HISTORY_DIR THREADS REPEAT QUERY_NAME=SQL...
 SQL names the table as {tool_calls}; it is replaced by a hive-partitioned read_parquet.
-Prints one JSON object: {name: {"median_s", "best_s", "times_s", "rows"}}.
+Prints one JSON object: {name: {"times_s", "rows"}}.
 """
 import json
-import statistics
 import sys
 import time
 
@@ -28,8 +27,6 @@ for arg in sys.argv[4:]:
         rows = con.execute(sql).fetchall()
         times.append(time.perf_counter() - start)
     out[name] = {
-        "median_s": statistics.median(times),
-        "best_s": min(times),
         "times_s": times,
         "rows": len(rows),
     }
