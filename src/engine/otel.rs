@@ -4,8 +4,9 @@
 //! histograms, recorded as they are observed. Names are the Prometheus ones without
 //! `_total` (an OTLP-to-Prometheus bridge adds it back).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -74,30 +75,34 @@ fn register(meter: &Meter, counters: &Arc<Counters>, gauges: &Arc<Gauges>) {
             .with_callback(move |o| o.observe(read(&counters).load(Ordering::Relaxed), &[]))
             .build();
     }
-    let g = Arc::clone(gauges);
-    meter
-        .u64_observable_counter("toolgate_engine_findings_by_detector")
-        .with_description("Findings emitted, by detector.")
-        .with_callback(move |o| {
-            if let Ok(m) = g.findings_by_detector.lock() {
-                for (detector, n) in m.iter() {
-                    o.observe(*n, &[KeyValue::new("detector", detector.clone())]);
+    type ByLabel = fn(&Gauges) -> &Mutex<BTreeMap<String, u64>>;
+    for (name, help, label, read) in [
+        (
+            "toolgate_engine_findings_by_detector",
+            "Findings emitted, by detector.",
+            "detector",
+            (|g: &Gauges| &g.findings_by_detector) as ByLabel,
+        ),
+        (
+            "toolgate_engine_dead_letters_by_cause",
+            "Records dead-lettered, by cause.",
+            "cause",
+            |g: &Gauges| &g.rejected_by_kind,
+        ),
+    ] {
+        let g = Arc::clone(gauges);
+        meter
+            .u64_observable_counter(name)
+            .with_description(help)
+            .with_callback(move |o| {
+                if let Ok(m) = read(&g).lock() {
+                    for (value, n) in m.iter() {
+                        o.observe(*n, &[KeyValue::new(label, value.clone())]);
+                    }
                 }
-            }
-        })
-        .build();
-    let g = Arc::clone(gauges);
-    meter
-        .u64_observable_counter("toolgate_engine_dead_letters_by_cause")
-        .with_description("Records dead-lettered, by cause.")
-        .with_callback(move |o| {
-            if let Ok(m) = g.rejected_by_kind.lock() {
-                for (cause, n) in m.iter() {
-                    o.observe(*n, &[KeyValue::new("cause", cause.clone())]);
-                }
-            }
-        })
-        .build();
+            })
+            .build();
+    }
     let g = Arc::clone(gauges);
     meter
         .i64_observable_gauge("toolgate_engine_lag")
