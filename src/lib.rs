@@ -12,7 +12,6 @@ pub mod demo;
 pub mod detector_files;
 pub mod engine;
 pub mod event_time;
-pub mod logging;
 pub mod outputs;
 pub mod process;
 pub mod replay;

@@ -189,7 +189,7 @@ impl HttpProxy {
                 Ok(Some(r)) => r,
                 Ok(None) => continue,
                 Err(e) => {
-                    eprintln!("toolgate-sink: accepting a request: {e}");
+                    tracing::warn!(error = %e, "accepting a request");
                     continue;
                 }
             };
@@ -198,7 +198,7 @@ impl HttpProxy {
                 .name("http-request".into())
                 .spawn(move || proxy.handle(request));
             if let Err(e) = spawned {
-                eprintln!("toolgate-sink: cannot start a request thread: {e}");
+                tracing::error!(error = %e, "cannot start a request thread");
             }
         }
         done.store(true, Ordering::Relaxed);
@@ -549,7 +549,7 @@ impl HttpProxy {
         self.counters
             .upstream_errors
             .fetch_add(1, Ordering::Relaxed);
-        eprintln!("toolgate-sink: upstream {}: {why}", self.upstream);
+        tracing::warn!(upstream = %self.upstream, why, "upstream failed");
         respond(
             request,
             502,
@@ -586,7 +586,7 @@ impl HttpProxy {
         let mut session = match (self.new_session)() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("toolgate-sink: cannot start a session: {e}");
+                tracing::error!(error = %e, "cannot start a session");
                 return None;
             }
         };

@@ -257,7 +257,7 @@ impl ClientContext for ShipperContext {
         );
         // An outage is said once, not at every reconnection attempt.
         if !unreachable || !self.down.swap(true, Ordering::Relaxed) {
-            eprintln!("toolgate-sink: kafka: {reason}; events are spooled until it is back");
+            tracing::warn!(%reason, "kafka unreachable; events are spooled until it is back");
         }
     }
 }
@@ -389,7 +389,7 @@ impl ShipLoop {
                 }
                 Err((e, _)) => {
                     // Refused before it left the process (larger than message.max.bytes).
-                    eprintln!("toolgate-sink: event {seq} not sent: {e}");
+                    tracing::error!(seq, error = %e, "event not sent");
                     self.shipped.rejected += 1;
                     self.done.insert(seq);
                 }
@@ -411,8 +411,9 @@ impl ShipLoop {
                         self.spool.reported_dropped(count)?;
                         self.shipped.drop_reports += 1;
                     }
-                    (Some(code), _) => eprintln!(
-                        "toolgate-sink: the dropped-events report was not delivered ({code}); it is sent again"
+                    (Some(code), _) => tracing::warn!(
+                        %code,
+                        "the dropped-events report was not delivered; it is sent again"
                     ),
                     (None, None) => {}
                 }
@@ -426,17 +427,17 @@ impl ShipLoop {
                     self.done.insert(seq);
                     self.delivered_since_drop = true;
                     if self.producer.context().down.swap(false, Ordering::Relaxed) {
-                        eprintln!("toolgate-sink: kafka: delivering again");
+                        tracing::info!("kafka reachable again; delivering");
                     }
                 }
                 Some(code) if permanent(code) => {
-                    eprintln!("toolgate-sink: the broker refused event {seq}: {code}");
+                    tracing::error!(seq, %code, "the broker refused an event");
                     self.shipped.rejected += 1;
                     self.done.insert(seq);
                 }
                 Some(code) => {
                     if self.resend_from.is_none() {
-                        eprintln!("toolgate-sink: event {seq} not delivered ({code}); sent again");
+                        tracing::warn!(seq, %code, "event not delivered; sent again");
                     }
                     self.resend_from = Some(self.resend_from.map_or(seq, |s| s.min(seq)));
                 }
@@ -623,14 +624,19 @@ fn read_decisions(
         .add_partition_offset(topic, partition, Offset::Beginning)
         .and_then(|()| consumer.assign(&assignment))
     {
-        eprintln!("toolgate-sink: cannot read decisions from {topic}/{partition}: {e}");
+        tracing::error!(
+            topic,
+            partition,
+            error = %e,
+            "cannot read decisions"
+        );
         return counts;
     }
     while !stop.load(Ordering::Relaxed) {
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
             Some(Err(e)) => {
-                eprintln!("toolgate-sink: reading decisions: {e}");
+                tracing::warn!(error = %e, "reading decisions");
                 continue;
             }
             Some(Ok(m)) => m,
@@ -639,13 +645,17 @@ fn read_decisions(
         match apply(message.payload().unwrap_or_default()) {
             Ok(id) => {
                 counts.applied += 1;
-                eprintln!("toolgate-sink: applied decision {id}");
+                tracing::info!(decision_id = %id, "applied a decision");
             }
             Err(Rejected::OtherAgent { .. }) => counts.other_agents += 1,
             Err(e) => {
                 counts.ignored += 1;
-                eprintln!(
-                    "toolgate-sink: ignored the decision at {topic}/{partition}@{offset}: {e}"
+                tracing::warn!(
+                    topic,
+                    partition,
+                    offset,
+                    error = %e,
+                    "ignored a decision"
                 );
             }
         }

@@ -12,9 +12,13 @@
 //! session. It must start fast and stay small, so it never depends on Arrow or
 //! DataFusion, nor on an async runtime.
 //!
-//! Built so far: the stdio proxy, both transports, the decision subscriber, and
-//! [`library::Sink`] for agents written in Rust. The streamable-HTTP proxy and
-//! hold-for-verdict are not built yet.
+//! The proxies: [`stdio`] for servers started as a child process, [`http`] for remote
+//! servers over streamable HTTP, and [`library::Sink`] for agents written in Rust. A
+//! call matching `[[sink.hold]]` waits for the engine's signed verdict ([`verdicts`]).
+//!
+//! Diagnostics are `tracing` events (target `toolgate_sink::…`): the proxy binary
+//! writes them to stderr ([`logging`]; stdout carries the MCP stream), and an agent
+//! embedding the library sends them wherever its own subscriber does.
 
 pub mod decisions;
 pub mod framing;
@@ -23,6 +27,7 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod kafka;
 pub mod library;
+pub mod logging;
 pub mod session;
 pub mod spool;
 pub mod stdio;

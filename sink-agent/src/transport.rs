@@ -102,11 +102,11 @@ impl EventWriter {
         // Local findings (a changed definition held, say) are for the person running
         // the agent; the engine raises its own from the events.
         for finding in &report.findings {
-            eprintln!(
-                "toolgate-sink: {} finding {}: {}",
-                finding.severity.as_str(),
-                finding.rule_id,
-                finding.title
+            tracing::warn!(
+                severity = finding.severity.as_str(),
+                rule_id = %finding.rule_id,
+                title = %finding.title,
+                "local finding"
             );
         }
         let fail = |e| SinkError::Events(self.path.clone().unwrap_or_default(), e);
@@ -155,7 +155,7 @@ impl ReportWriter {
         if let (Some(path), Some(pins)) = (&self.pins_file, report.pins.take())
             && let Err(e) = crate::save_pins(path, &pins)
         {
-            eprintln!("toolgate-sink: {e}");
+            tracing::error!(error = %e, "saving pins");
         }
         if self.failed.load(Ordering::Relaxed) {
             return;
@@ -164,7 +164,10 @@ impl ReportWriter {
             && let Err(e) = w.write(report)
             && !self.failed.swap(true, Ordering::Relaxed)
         {
-            eprintln!("toolgate-sink: {e}; no more events are written in this session");
+            tracing::error!(
+                error = %e,
+                "writing events failed; no more are written in this session"
+            );
         }
     }
 
@@ -182,7 +185,7 @@ impl ReportWriter {
                     if let Ok(mut w) = writer.lock()
                         && let Err(e) = w.flush()
                     {
-                        eprintln!("toolgate-sink: {e}");
+                        tracing::error!(error = %e, "flushing events");
                     }
                 }
             })

@@ -106,7 +106,10 @@ pins_file = "{}"
         "the server's exit code; {stderr}"
     );
     assert!(stderr.contains("rug_pull_server: ready"), "{stderr}");
-    assert!(stderr.contains("finding rug_pull"), "{stderr}");
+    assert!(
+        stderr.contains("local finding") && stderr.contains("rule_id=rug_pull"),
+        "{stderr}"
+    );
 
     let mut events: Vec<Value> = std::fs::read_to_string(&events)
         .expect("events file")
@@ -149,6 +152,11 @@ pins_file = "{}"
 
 /// Starts the proxy with `config` (a toolgate.toml) in front of the fixture.
 fn proxy(dir: &std::path::Path, config: &str) -> std::process::Child {
+    proxy_with(dir, config, &[])
+}
+
+/// As [`proxy`], with `options` before `--config`.
+fn proxy_with(dir: &std::path::Path, config: &str, options: &[&str]) -> std::process::Child {
     let path = dir.join("toolgate.toml");
     std::fs::write(&path, config).expect("config");
     let fixture = concat!(
@@ -156,7 +164,9 @@ fn proxy(dir: &std::path::Path, config: &str) -> std::process::Child {
         "/tests/fixtures/rug_pull_server.py"
     );
     Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
-        .args(["stdio", "--config"])
+        .arg("stdio")
+        .args(options)
+        .arg("--config")
         .arg(&path)
         .args(["--server", "files", "--", "python3", fixture])
         .stdin(Stdio::piped())
@@ -216,11 +226,9 @@ fn oversized_messages_and_bad_bytes_leave_the_session_alive() {
     drop(to_proxy);
     let out = proxy.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("1 oversized messages refused, 1 passed uninspected"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("1 lines not JSON"), "{stderr}");
+    for count in ["refused_oversized=1", "passed_oversized=1", "not_json=1"] {
+        assert!(stderr.contains(count), "{count}: {stderr}");
+    }
 }
 
 #[test]
@@ -251,4 +259,40 @@ fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
         "{status:?}: {rest:?}"
     );
     assert_eq!(status.code(), Some(143));
+}
+
+/// `--log-format json`: the proxy's diagnostics are JSON lines a log pipeline can take,
+/// with the counts as fields, beside whatever the server itself writes to stderr.
+#[test]
+fn diagnostics_are_json_lines_with_log_format_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proxy = proxy_with(dir.path(), &limited(1 << 20), &["--log-format", "json"]);
+    let mut to_proxy = proxy.stdin.take().expect("stdin");
+    let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+    to_proxy.write_all(b"not json at all\n").expect("write");
+    to_proxy.flush().expect("flush");
+    let mut line = String::new();
+    from_proxy
+        .read_line(&mut line)
+        .expect("the server's answer");
+    drop(to_proxy);
+    let out = proxy.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logged: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let summary = logged
+        .iter()
+        .find(|l| l["not_json"] == 1)
+        .unwrap_or_else(|| panic!("no JSON summary line in {stderr}"));
+    assert_eq!(summary["level"], "WARN", "{summary}");
+    assert!(
+        summary["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("toolgate_sink")),
+        "{summary}"
+    );
+    assert!(summary["timestamp"].is_string(), "{summary}");
+    assert_eq!(summary["refused_oversized"], 0, "{summary}");
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use toolgate_protocol::config::Config;
+use toolgate_sink::logging::{self, LogFormat};
 
 /// The per-agent MCP proxy: reports every tool call and enforces local checks.
 #[derive(Parser)]
@@ -14,6 +15,10 @@ use toolgate_protocol::config::Config;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How diagnostics are written to stderr: `text` lines, or `json` objects for a log
+    /// pipeline. `TOOLGATE_LOG` filters them (e.g. `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -58,7 +63,9 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
         Command::Stdio {
             config,
             server,
@@ -144,9 +151,10 @@ fn http(
     )?;
     let listener = tiny_http::Server::http(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    eprintln!(
-        "toolgate-sink: listening on http://{} for {upstream}",
-        listener.server_addr()
+    tracing::info!(
+        listen = %format_args!("http://{}", listener.server_addr()),
+        %upstream,
+        "listening"
     );
     let mut decisions = {
         let proxy = proxy.clone();
@@ -166,9 +174,12 @@ fn report_shipped(written: &toolgate_sink::transport::Written) {
     if let Some(k) = written.shipped
         && (k.dropped + k.rejected + k.pending > 0)
     {
-        eprintln!(
-            "toolgate-sink: kafka: {} events delivered, {} left in the spool for the next start, {} dropped (spool full), {} refused by the broker",
-            k.delivered, k.pending, k.dropped, k.rejected
+        tracing::warn!(
+            delivered = k.delivered,
+            pending = k.pending,
+            dropped = k.dropped,
+            rejected = k.rejected,
+            "kafka: some events not delivered (pending: left in the spool for the next start; dropped: spool full; rejected: refused by the broker)"
         );
     }
 }
@@ -199,9 +210,10 @@ fn stdio(
     if let Some(d) = decisions.as_mut() {
         let d = d.close();
         if d.ignored > 0 {
-            eprintln!(
-                "toolgate-sink: {} decisions applied, {} ignored",
-                d.applied, d.ignored
+            tracing::warn!(
+                applied = d.applied,
+                ignored = d.ignored,
+                "some decisions were ignored"
             );
         }
     }
@@ -210,13 +222,13 @@ fn stdio(
     if t.not_json + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
         > 0
     {
-        eprintln!(
-            "toolgate-sink: {} lines not JSON, {} tools/call without an id refused, {} oversized messages refused, {} passed uninspected, {} events invalid",
-            t.not_json,
-            t.malformed_calls,
-            t.refused_oversized,
-            t.passed_oversized,
-            t.written.invalid
+        tracing::warn!(
+            not_json = t.not_json,
+            calls_without_id = t.malformed_calls,
+            refused_oversized = t.refused_oversized,
+            passed_oversized = t.passed_oversized,
+            invalid_events = t.written.invalid,
+            "the session met messages it could not inspect"
         );
     }
     std::process::exit(code);
