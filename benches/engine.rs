@@ -10,7 +10,8 @@
 //! Then the round trip a held call waits for: the sink library publishes the call, the
 //! engine finds the exfiltration and signs a verdict, and the sink applies it.
 //!
-//! `cargo bench --bench engine` prints the table; `cargo bench --bench engine -- --soak
+//! `cargo bench --bench engine` prints the table (`TOOLGATE_BENCH_TRAFFIC=agentdojo` or
+//! `fleet` for one kind of traffic only); `cargo bench --bench engine -- --soak
 //! 600 --brokers HOST:PORT [--state-ttl 2m]` instead runs the engine for 600 s at a
 //! steady rate against a broker in another process (tansu) and prints its RSS every
 //! 30 s.
@@ -480,10 +481,23 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
         .max(1);
-    for (name, records) in [
-        ("AgentDojo sample copies", agentdojo(800 / scale)),
-        ("synthetic fleet", fleet(1_000, 160_000 / scale)),
-    ] {
+    // TOOLGATE_BENCH_TRAFFIC=agentdojo (or fleet) runs one kind of traffic only, and
+    // skips the verdict round trip: a narrower run to profile.
+    let only = std::env::var("TOOLGATE_BENCH_TRAFFIC").ok();
+    type Traffic = (&'static str, &'static str, fn(usize) -> Records);
+    let traffic: [Traffic; 2] = [
+        ("agentdojo", "AgentDojo sample copies", |scale| {
+            agentdojo(800 / scale)
+        }),
+        ("fleet", "synthetic fleet", |scale| {
+            fleet(1_000, 160_000 / scale)
+        }),
+    ];
+    for (_, name, records) in traffic
+        .into_iter()
+        .filter(|(key, _, _)| only.as_deref().is_none_or(|o| o == *key))
+    {
+        let records = records(scale);
         let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
         let brokers = broker.bootstrap().to_string();
         produce(&brokers, &records);
@@ -500,6 +514,9 @@ fn main() {
             "| {name} | {n} | {bare:.0} | {none:.0} ({:.0} %) | {all_no_history:.0} | {all:.0} |",
             100.0 * none / bare
         );
+    }
+    if only.is_some() {
+        return;
     }
     let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
     let mut latencies = verdict_latency(broker.bootstrap(), 200);
