@@ -107,7 +107,7 @@ async fn accept<S: StartupHandler + 'static>(
 }
 
 fn log_connection_error(peer: SocketAddr, e: &std::io::Error) {
-    eprintln!("serve-sql: connection from {peer}: {e}");
+    tracing::warn!(%peer, error = %e, "serve-sql: a connection failed");
 }
 
 struct Handlers<S> {
