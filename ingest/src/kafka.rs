@@ -290,6 +290,11 @@ impl GroupConsumer {
             // A fetch waits at most this long for data; it bounds how stale a quiet
             // partition's newest record can be (verdicts wait on it).
             .set("fetch.wait.max.ms", "10")
+            // When the engine falls behind, the prefetched queue passes its threshold and
+            // librdkafka postpones the partition's next fetch, by a whole second by
+            // default: consumption stalled that long once the queue drained, and a held
+            // call's event could wait as long. Checking again after 10 ms costs a wake-up.
+            .set("fetch.queue.backoff.ms", "10")
             // Lag per partition comes with the client's statistics.
             .set("statistics.interval.ms", "5000");
         for (k, v) in &settings.properties {
