@@ -172,8 +172,59 @@ fn produce(brokers: &str, records: &Records) {
     producer.flush(Duration::from_secs(60)).expect("flush");
 }
 
+/// A timed window: wall time and the whole process's CPU time (every thread: the
+/// consumer, librdkafka's, the mock broker's, the workers'), so a rate comes with the
+/// share of the two cores it took.
+struct Window {
+    wall: Instant,
+    cpu: f64,
+}
+
+/// Events per second, and cores busy on average.
+#[derive(Clone, Copy)]
+struct Measured {
+    rate: f64,
+    cores: f64,
+}
+
+impl Measured {
+    /// `events/s (cores)` for the table.
+    fn cell(&self) -> String {
+        format!("{:.0} ({:.2} cores)", self.rate, self.cores)
+    }
+}
+
+impl Window {
+    fn start() -> Self {
+        Window {
+            wall: Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+
+    fn finish(&self, events: usize) -> Measured {
+        let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
+        Measured {
+            rate: events as f64 / wall,
+            cores: (process_cpu_seconds() - self.cpu) / wall,
+        }
+    }
+}
+
+/// CPU time of every thread of this process, exited ones included.
+fn process_cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0;
+    assert!(ok, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
 /// Events per second of a consumer that only counts what it reads.
-fn bare_consumer(brokers: &str, n: usize) -> f64 {
+fn bare_consumer(brokers: &str, n: usize) -> Measured {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-bare")
@@ -193,7 +244,7 @@ fn bare_consumer(brokers: &str, n: usize) -> f64 {
     while read < n {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                started.get_or_insert_with(Instant::now);
+                started.get_or_insert_with(Window::start);
                 read += 1;
                 bytes += m.payload_len();
             }
@@ -202,7 +253,13 @@ fn bare_consumer(brokers: &str, n: usize) -> f64 {
         }
     }
     std::hint::black_box(bytes);
-    n as f64 / started.map_or(1e-9, |s| s.elapsed().as_secs_f64())
+    started.map_or(
+        Measured {
+            rate: 0.0,
+            cores: 0.0,
+        },
+        |w| w.finish(n),
+    )
 }
 
 /// The engine on its own thread with 2 workers, until `stop` is raised.
@@ -231,7 +288,7 @@ fn spawn_engine(
 }
 
 /// Events per second of the engine from its first event to its `n`th.
-fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) -> f64 {
+fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) -> Measured {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config.clone();
     config.kafka.group_id = group.to_string();
@@ -244,17 +301,23 @@ fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) 
     loop {
         let seen = Counters::get(&counters.events) as usize;
         if seen > 0 {
-            started.get_or_insert_with(Instant::now);
+            started.get_or_insert_with(Window::start);
         }
         if seen >= n {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let rate = n as f64 / started.map_or(1e-9, |s| s.elapsed().as_secs_f64());
+    let measured = started.map_or(
+        Measured {
+            rate: 0.0,
+            cores: 0.0,
+        },
+        |w| w.finish(n),
+    );
     stop.store(true, Ordering::Relaxed);
     handle.join().expect("engine thread");
-    rate
+    measured
 }
 
 fn without_detectors() -> Config {
@@ -469,7 +532,7 @@ fn main() {
         return;
     }
     println!(
-        "| traffic | events | bare consumer (events/s) | engine, no detectors | engine, all default detectors | the same + history |"
+        "| traffic | events | bare consumer (events/s, cores busy) | engine, no detectors | engine, all default detectors | the same + history |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     // TOOLGATE_BENCH_SCALE=10 runs a tenth of the events, for a quick look. The mock
@@ -504,15 +567,19 @@ fn main() {
         let n = records.len();
         eprintln!("{name}: {n} events produced");
         let bare = bare_consumer(&brokers, n);
-        eprintln!("{name}: bare consumer {bare:.0}/s");
+        eprintln!("{name}: bare consumer {}", bare.cell());
         let none = engine(&brokers, &without_detectors(), "bench-none", n, false);
-        eprintln!("{name}: engine without detectors {none:.0}/s");
+        eprintln!("{name}: engine without detectors {}", none.cell());
         let all = engine(&brokers, &Config::default(), "bench-all", n, true);
-        eprintln!("{name}: engine with all detectors {all:.0}/s");
+        eprintln!("{name}: engine with all detectors {}", all.cell());
         let all_no_history = engine(&brokers, &Config::default(), "bench-all-nh", n, false);
         println!(
-            "| {name} | {n} | {bare:.0} | {none:.0} ({:.0} %) | {all_no_history:.0} | {all:.0} |",
-            100.0 * none / bare
+            "| {name} | {n} | {} | {} ({:.0} % of bare) | {} | {} |",
+            bare.cell(),
+            none.cell(),
+            100.0 * none.rate / bare.rate,
+            all_no_history.cell(),
+            all.cell()
         );
     }
     if only.is_some() {
