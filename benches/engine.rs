@@ -253,13 +253,7 @@ fn bare_consumer(brokers: &str, n: usize) -> Measured {
         }
     }
     std::hint::black_box(bytes);
-    started.map_or(
-        Measured {
-            rate: 0.0,
-            cores: 0.0,
-        },
-        |w| w.finish(n),
-    )
+    started.expect("the loop reads n > 0 records").finish(n)
 }
 
 /// The engine on its own thread with 2 workers, until `stop` is raised.
@@ -308,13 +302,7 @@ fn engine(brokers: &str, config: &Config, group: &str, n: usize, history: bool) 
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let measured = started.map_or(
-        Measured {
-            rate: 0.0,
-            cores: 0.0,
-        },
-        |w| w.finish(n),
-    );
+    let measured = started.expect("the loop waits for n > 0 events").finish(n);
     stop.store(true, Ordering::Relaxed);
     handle.join().expect("engine thread");
     measured
