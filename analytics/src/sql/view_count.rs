@@ -247,8 +247,7 @@ struct BatchCounts {
     /// Per table entry: the view, and its slot + 1 (0: empty).
     keys: Vec<u128>,
     entries: Vec<u32>,
-    /// Per slot: the view, the first row holding it, and the rows counted.
-    views: Vec<u128>,
+    /// Per slot: the first row holding its view, and the rows counted.
     first_rows: Vec<usize>,
     rows: Vec<i64>,
 }
@@ -263,7 +262,6 @@ impl BatchCounts {
         } else {
             self.entries.fill(0);
         }
-        self.views.clear();
         self.first_rows.clear();
         self.rows.clear();
     }
@@ -289,27 +287,26 @@ impl BatchCounts {
                 _ => at = (at + 1) & mask,
             }
         }
-        self.views.push(view);
         self.first_rows.push(row);
         self.rows.push(1);
         self.keys[at] = view;
-        self.entries[at] = self.views.len() as u32;
-        if 2 * self.views.len() > self.entries.len() {
+        self.entries[at] = self.rows.len() as u32;
+        if 2 * self.rows.len() > self.entries.len() {
             self.grow();
         }
     }
 
     fn grow(&mut self) {
         let capacity = 2 * self.entries.len();
-        self.entries = vec![0; capacity];
-        self.keys = vec![0; capacity];
-        for (slot, &view) in self.views.iter().enumerate() {
+        let entries = std::mem::replace(&mut self.entries, vec![0; capacity]);
+        let keys = std::mem::replace(&mut self.keys, vec![0; capacity]);
+        for (&entry, &view) in entries.iter().zip(&keys).filter(|(e, _)| **e != 0) {
             let mut at = Self::hash(view) & (capacity - 1);
             while self.entries[at] != 0 {
                 at = (at + 1) & (capacity - 1);
             }
             self.keys[at] = view;
-            self.entries[at] = slot as u32 + 1;
+            self.entries[at] = entry;
         }
     }
 }
