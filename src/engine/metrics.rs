@@ -91,6 +91,31 @@ pub struct Gauges {
 /// An exported counter: its name, its help text, and where it is read.
 pub type Exported = (&'static str, &'static str, fn(&Counters) -> &AtomicU64);
 
+/// An exported counter by one label: its name, its help text, the label, and the
+/// counts by label value.
+pub type Labelled = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Gauges) -> &Mutex<BTreeMap<String, u64>>,
+);
+
+/// Every engine counter by label.
+pub const LABELLED: [Labelled; 2] = [
+    (
+        "toolgate_engine_findings_by_detector_total",
+        "Findings emitted, by detector.",
+        "detector",
+        |g| &g.findings_by_detector,
+    ),
+    (
+        "toolgate_engine_dead_letters_by_kind_total",
+        "Records dead-lettered, by cause.",
+        "kind",
+        |g| &g.rejected_by_kind,
+    ),
+];
+
 /// Every engine counter.
 pub const EXPORTED: [Exported; 17] = [
     (
@@ -190,22 +215,9 @@ pub fn render(counters: &Counters, gauges: &Gauges) -> String {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
-    for (name, help, label, counts) in [
-        (
-            "toolgate_engine_findings_by_detector_total",
-            "Findings emitted, by detector.",
-            "detector",
-            &gauges.findings_by_detector,
-        ),
-        (
-            "toolgate_engine_dead_letters_by_kind_total",
-            "Records dead-lettered, by cause.",
-            "kind",
-            &gauges.rejected_by_kind,
-        ),
-    ] {
+    for (name, help, label, counts) in LABELLED {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        if let Ok(counts) = counts.lock() {
+        if let Ok(counts) = counts(gauges).lock() {
             for (key, n) in counts.iter() {
                 let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
             }

@@ -4,9 +4,8 @@
 //! histograms, recorded as they are observed. Names are the Prometheus ones without
 //! `_total` (an OTLP-to-Prometheus bridge adds it back).
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -17,7 +16,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
 use super::Counters;
-use super::metrics::{BUCKETS, EXPORTED, Gauges};
+use super::metrics::{BUCKETS, EXPORTED, Gauges, LABELLED};
 
 /// A running exporter; [`OtelMetrics::shutdown`] sends the last values.
 pub struct OtelMetrics {
@@ -75,24 +74,10 @@ fn register(meter: &Meter, counters: &Arc<Counters>, gauges: &Arc<Gauges>) {
             .with_callback(move |o| o.observe(read(&counters).load(Ordering::Relaxed), &[]))
             .build();
     }
-    type ByLabel = fn(&Gauges) -> &Mutex<BTreeMap<String, u64>>;
-    for (name, help, label, read) in [
-        (
-            "toolgate_engine_findings_by_detector",
-            "Findings emitted, by detector.",
-            "detector",
-            (|g: &Gauges| &g.findings_by_detector) as ByLabel,
-        ),
-        (
-            "toolgate_engine_dead_letters_by_cause",
-            "Records dead-lettered, by cause.",
-            "cause",
-            |g: &Gauges| &g.rejected_by_kind,
-        ),
-    ] {
+    for (name, help, label, read) in LABELLED {
         let g = Arc::clone(gauges);
         meter
-            .u64_observable_counter(name)
+            .u64_observable_counter(name.trim_end_matches("_total"))
             .with_description(help)
             .with_callback(move |o| {
                 if let Ok(m) = read(&g).lock() {
