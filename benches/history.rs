@@ -7,10 +7,9 @@
 //!    (Python, `benches/harness/history_duckdb.py`) with the same thread count: a
 //!    group-by over every call and one agent's calls in a six-hour window. DataFusion
 //!    also runs without toolgate's view counting (`ViewCountExec`), to show what that
-//!    adds. The engines
-//!    take turns, ROUNDS rounds of REPEAT timed runs each (after a warm-up), so a
-//!    slow spell of a shared machine falls on both; medians and bests are over every
-//!    timed run.
+//!    adds. The engines take turns, ROUNDS rounds of REPEAT timed runs each (after a
+//!    warm-up), so a slow spell of a shared machine falls on both; medians and bests
+//!    are over every timed run.
 //!
 //! `cargo bench --bench history` (10 million events; `TOOLGATE_BENCH_EVENTS=N` for
 //! fewer). The history is kept under target/bench-history and reused when it has the
