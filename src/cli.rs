@@ -93,6 +93,65 @@ pub struct ServeSqlArgs {
     /// anyone who can reach the port can read the history.
     #[arg(long, value_name = "VAR")]
     pub password_env: Option<String>,
+    /// Memory all queries together may reserve (DataFusion's memory pool), e.g.
+    /// `512MiB`, `2GiB`. Sorts, grouping and repartitioning spill to disk past it;
+    /// what cannot spill fails with "Resources exhausted" (SQLSTATE 53200).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: usize,
+    /// Memory one query may reserve (all of one connection's open statements);
+    /// a quarter of `--memory-limit` if absent, and never more than it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub query_memory_limit: Option<usize>,
+    /// Failed logins from one address (an IPv6 /64) within `--login-lockout` after
+    /// which that address is refused for `--login-lockout`; logins in progress count.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures: u32,
+    /// How long failed logins are remembered, and how long a locked-out address waits.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub login_lockout: std::time::Duration,
+    /// How long every failed login waits before its error is sent.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub login_failure_delay: std::time::Duration,
+    /// Failed logins per second from all addresses together; past it, new logins are
+    /// refused for the rest of that second.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_max_failures_per_second: u32,
+}
+
+/// A size in bytes: a whole number, optionally with a binary unit (`KiB`, `MiB`,
+/// `GiB`, `TiB`, or `K`, `M`, `G`, `T` for the same).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let invalid = |reason: &str| {
+        format!("invalid size {s:?}: {reason}; expected e.g. 1073741824, 512MiB or 1GiB")
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number.parse().map_err(|_| invalid("not a whole number"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        _ => return Err(invalid("unknown unit")),
+    };
+    let bytes = 1usize
+        .checked_shl(shift)
+        .and_then(|scale| n.checked_mul(scale))
+        .ok_or_else(|| invalid("too large"))?;
+    if bytes == 0 {
+        return Err(invalid("must be more than 0"));
+    }
+    Ok(bytes)
+}
+
+/// A duration such as `500ms`, `60s` or `10m`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = toolgate_protocol::Duration::parse(s).map_err(|e| e.to_string())?;
+    Ok(std::time::Duration::from_nanos(
+        u64::try_from(d.as_nanos()).unwrap_or(0),
+    ))
 }
 
 /// `toolgate history`.
@@ -369,4 +428,30 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
     Severity::parse(s).ok_or_else(|| {
         format!("unknown severity {s:?}; expected info, low, medium, high or critical")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn issue_19_sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_bytes("64kib"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        for bad in [
+            "",
+            "0",
+            "0MiB",
+            "1.5GiB",
+            "12MB",
+            "MiB",
+            "-1",
+            "99999999999999999999TiB",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 }

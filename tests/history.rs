@@ -231,8 +231,13 @@ impl Drop for Server {
 }
 
 fn serve_sql(history: &str, password: Option<&str>) -> Server {
+    serve_sql_with(history, password, &[])
+}
+
+fn serve_sql_with(history: &str, password: Option<&str>, extra: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolgate"));
     cmd.args(["serve-sql", "--listen", "127.0.0.1:0", "--history", history])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(p) = password {
@@ -268,6 +273,12 @@ fn ensure_psql() {
 }
 
 fn psql(port: u16, user: &str, password: Option<&str>, sql: &str) -> std::process::Output {
+    psql_command(port, user, password, sql)
+        .output()
+        .expect("psql runs")
+}
+
+fn psql_command(port: u16, user: &str, password: Option<&str>, sql: &str) -> Command {
     let mut cmd = Command::new("psql");
     cmd.args([
         "-h",
@@ -296,7 +307,7 @@ fn psql(port: u16, user: &str, password: Option<&str>, sql: &str) -> std::proces
         Some(p) => cmd.env("PGPASSWORD", p),
         None => cmd.arg("-w"),
     };
-    cmd.output().expect("psql runs")
+    cmd
 }
 
 /// The real PostgreSQL client against `serve-sql`: the right rows, writes refused with
@@ -376,6 +387,196 @@ fn psql_reads_the_history_and_cannot_change_it() {
     assert!(!out.status.success());
     // The server is still up after refusals.
     assert_eq!(ok("SELECT 1").trim(), "1");
+}
+
+/// Issue 19: a query whose memory need is over the per-query limit fails with
+/// DataFusion's resources error (SQLSTATE 53200), and the server answers the next one.
+#[test]
+fn issue_19_a_query_over_the_memory_limit_fails_and_the_server_answers_the_next() {
+    ensure_psql();
+    let f = fixture();
+    let server = serve_sql_with(
+        &f.history,
+        None,
+        &["--memory-limit", "64MiB", "--query-memory-limit", "16MiB"],
+    );
+    // A hash join's build side cannot spill: 20 million rows need far over 16 MiB.
+    let out = psql(
+        server.port,
+        "toolgate",
+        None,
+        "SELECT count(*) FROM range(20000000) a JOIN range(20000000) b ON a.value = b.value",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the join ran within 16 MiB");
+    assert!(
+        err.contains("Resources exhausted") && err.contains("53200"),
+        "{err}"
+    );
+    let ok = |sql: &str| {
+        let out = psql(server.port, "toolgate", None, sql);
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    assert_eq!(ok("SELECT 1").trim(), "1");
+    // A join that fits still runs, and so do queries over the history.
+    assert_eq!(
+        ok("SELECT count(*) FROM range(1000) a JOIN range(1000) b ON a.value = b.value").trim(),
+        "1000"
+    );
+    assert_eq!(counts_csv(&ok(COUNTS)), f.rows);
+    // A client cannot lift its own limit.
+    let out = psql(
+        server.port,
+        "toolgate",
+        None,
+        "SET datafusion.runtime.memory_limit = '100G'",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("42501"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The error line psql prints for a refused login, with the user name it was sent
+/// replaced, so that two refusals can be compared.
+fn login_error(out: &std::process::Output, user: &str) -> String {
+    assert!(!out.status.success(), "the login was accepted");
+    String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .replace(&format!("\"{user}\""), "\"USER\"")
+}
+
+/// Issue 19: an unknown user name and a wrong password cannot be told apart by the
+/// message: both are PostgreSQL's `password authentication failed for user "…"`, with
+/// the name the client sent.
+#[test]
+fn issue_19_wrong_user_and_wrong_password_fail_with_the_same_message() {
+    ensure_psql();
+    let f = fixture();
+    let server = serve_sql(&f.history, Some("s3cret-pw"));
+    let wrong_user = psql(server.port, "intruder", Some("s3cret-pw"), "SELECT 1");
+    let wrong_password = psql(server.port, "toolgate", Some("wrong"), "SELECT 1");
+    let wrong_user = login_error(&wrong_user, "intruder");
+    let wrong_password = login_error(&wrong_password, "toolgate");
+    assert!(
+        wrong_password.contains("password authentication failed for user \"USER\""),
+        "{wrong_password}"
+    );
+    assert_eq!(wrong_user, wrong_password);
+    // Two failures are below the default limit: the right password still gets in.
+    let out = psql(server.port, "toolgate", Some("s3cret-pw"), "SELECT 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 19: after `--login-max-failures` failed logins from one address, the next
+/// attempt from it is refused before its password is looked at, even the right one.
+#[test]
+fn issue_19_repeated_failed_logins_from_one_address_are_refused() {
+    ensure_psql();
+    let f = fixture();
+    let server = serve_sql_with(
+        &f.history,
+        Some("s3cret-pw"),
+        &[
+            "--login-max-failures",
+            "3",
+            "--login-lockout",
+            "10m",
+            "--login-failure-delay",
+            "200ms",
+        ],
+    );
+    let started = std::time::Instant::now();
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        let out = psql(server.port, "toolgate", Some(guess), "SELECT 1");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{guess} was accepted");
+        assert!(err.contains("password authentication failed"), "{err}");
+    }
+    // Each failure waited for the delay before its answer.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    let out = psql(server.port, "toolgate", Some("s3cret-pw"), "SELECT 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a locked-out address logged in");
+    assert!(
+        err.contains("too many failed login attempts from this address"),
+        "{err}"
+    );
+}
+
+/// CPU time (user + system, in clock ticks) the process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces:
+    // state is the first, utime and stime the 12th and 13th.
+    let (_, rest) = stat.rsplit_once(')').expect("comm");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    utime + stime
+}
+
+/// Issue 19: a query whose client disconnects stops: the server's CPU use drops to
+/// idle once the client is gone, and the server still answers.
+#[test]
+fn issue_19_a_query_stops_when_its_client_disconnects() {
+    ensure_psql();
+    let f = fixture();
+    let server = serve_sql(&f.history, Some("s3cret-pw"));
+    // Four trillion pairs: days of work, and no row is sent before the end. DataFusion
+    // stops a dropped query where its tasks next yield (every 128 input batches), so
+    // the buffered side is kept small to make that quick.
+    let mut client = psql_command(
+        server.port,
+        "toolgate",
+        Some("s3cret-pw"),
+        "SELECT count(*) FROM range(4) a CROSS JOIN range(1000000000000) b \
+         WHERE a.value + b.value < 0",
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("psql");
+    let window = std::time::Duration::from_secs(2);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = cpu_ticks(server.child.id());
+    std::thread::sleep(window);
+    let busy = cpu_ticks(server.child.id()) - before;
+    assert!(
+        client.try_wait().expect("psql").is_none(),
+        "the query ended by itself"
+    );
+    client.kill().expect("kill psql");
+    client.wait().expect("psql exits");
+    // The close is noticed within a fraction of a second, and the query's tasks stop
+    // at their next yield; leave room for both.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let before = cpu_ticks(server.child.id());
+    std::thread::sleep(window);
+    let after = cpu_ticks(server.child.id()) - before;
+    assert!(busy > 0, "the query did not run");
+    assert!(
+        after * 5 < busy,
+        "the server kept working after its client left: {after} ticks in {window:?}, {busy} while the client was there"
+    );
+    let out = psql(server.port, "toolgate", Some("s3cret-pw"), "SELECT 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
 }
 
 struct Moto(Child);

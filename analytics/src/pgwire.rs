@@ -1,15 +1,27 @@
 //! The history over the PostgreSQL wire protocol (`toolgate serve-sql`): psql, Grafana,
 //! Metabase and pandas connect as to PostgreSQL. Built on `datafusion-postgres` (the
 //! query handlers and a `pg_catalog` that clients introspect) with our own startup
-//! (optional SCRAM-SHA-256 password) and a hook in front of every statement that
-//! refuses anything but reads (SQLSTATE 25006, `read_only_sql_transaction`).
+//! (optional SCRAM-SHA-256 password, with failed logins throttled) and a hook in front of every
+//! statement that refuses anything but reads (SQLSTATE 25006,
+//! `read_only_sql_transaction`).
+//!
+//! Every connection gets a session of its own over the shared tables, with a memory
+//! pool capped at the per-query limit inside the server's, and its work is
+//! dropped as soon as the client closes the connection.
+
+mod login;
+mod memory;
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -22,16 +34,17 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
-use datafusion_postgres::pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use datafusion_postgres::pgwire::api::auth::{
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
-};
+use datafusion_postgres::pgwire::api::auth::sasl::scram::ScramAuth;
+use datafusion_postgres::pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::Response;
-use datafusion_postgres::pgwire::api::{ClientInfo, PgWireServerHandlers};
+use datafusion_postgres::pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::tokio::process_socket;
-use tokio::net::TcpListener;
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream};
+
+pub use login::LoginLimits;
 
 use crate::sql::readonly;
 
@@ -54,12 +67,38 @@ impl Debug for Access {
     }
 }
 
+/// What the server lets clients use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes all queries together may reserve in DataFusion's memory pool.
+    pub memory: usize,
+    /// Bytes one query may reserve (one connection's statements; at most `memory`).
+    pub query_memory: usize,
+    /// Failed-login throttling, when a password is set.
+    pub login: LoginLimits,
+}
+
+/// The memory all queries together may use by default (1 GiB); one query may use a
+/// quarter of it.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: DEFAULT_MEMORY_LIMIT,
+            query_memory: DEFAULT_MEMORY_LIMIT / 4,
+            login: LoginLimits::default(),
+        }
+    }
+}
+
 /// Serves `ctx` on `listener` until the task is dropped. Every connection gets its own
 /// task; a failed connection is logged to stderr and does not stop the server.
 pub async fn serve(
     ctx: SessionContext,
     listener: TcpListener,
     access: Access,
+    limits: Limits,
 ) -> std::io::Result<()> {
     setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default()))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -69,37 +108,88 @@ pub async fn serve(
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
-    let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
+    let sessions = Arc::new(Sessions {
+        base: ctx,
+        hooks,
+        memory: memory::ServerMemory::new(limits.memory, limits.query_memory),
+    });
     match &access.password {
-        None => {
-            let startup = Box::new(|| Arc::new(Open));
-            accept(listener, Arc::new(Handlers { service, startup })).await
-        }
+        None => accept(listener, sessions, |_| Arc::new(Open)).await,
         Some(password) => {
-            let secret = Arc::new(Secret::new(&access.user, password));
+            let secret = Arc::new(login::Secret::new(&access.user, password, SCRAM_ITERATIONS));
+            let throttle = Arc::new(login::Throttle::new(limits.login.clone()));
             let mut params = DefaultServerParameterProvider::default();
             params.default_transaction_read_only = true;
             let params = Arc::new(params);
             // A SASL handler holds one exchange's state: a new one per connection.
-            let startup = Box::new(move || {
+            let startup = move |peer: SocketAddr| {
                 let mut scram = ScramAuth::new(secret.clone());
                 scram.set_iterations(SCRAM_ITERATIONS);
-                Arc::new(SASLAuthStartupHandler::new(params.clone()).with_scram(scram))
-            });
-            accept(listener, Arc::new(Handlers { service, startup })).await
+                Arc::new(login::Guarded::new(
+                    SASLAuthStartupHandler::new(params.clone()).with_scram(scram),
+                    throttle.clone(),
+                    peer.ip(),
+                ))
+            };
+            accept(listener, sessions, startup).await
         }
     }
 }
 
-async fn accept<S: StartupHandler + 'static>(
+/// The shared tables and functions, and what each connection's session is made from.
+struct Sessions {
+    base: SessionContext,
+    hooks: Vec<Arc<dyn QueryHook>>,
+    memory: memory::ServerMemory,
+}
+
+impl Sessions {
+    /// A session for one connection: the same catalog, functions and settings as the
+    /// base (its `SET`s stay its own), and a memory pool of its own in the server's.
+    fn service(&self) -> Result<Arc<DfSessionService>, DataFusionError> {
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.base.runtime_env())
+            .with_memory_pool(self.memory.query_pool())
+            .build_arc()?;
+        let state = SessionStateBuilder::new_from_existing(self.base.state())
+            .with_runtime_env(runtime)
+            .build();
+        Ok(Arc::new(DfSessionService::new_with_hooks(
+            Arc::new(SessionContext::new_with_state(state)),
+            self.hooks.clone(),
+        )))
+    }
+}
+
+/// How long to wait after `accept` fails (e.g. out of file descriptors) before trying
+/// again, instead of ending the server.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+async fn accept<S, F>(
     listener: TcpListener,
-    handlers: Arc<Handlers<S>>,
-) -> std::io::Result<()> {
+    sessions: Arc<Sessions>,
+    startup: F,
+) -> std::io::Result<()>
+where
+    S: StartupHandler + 'static,
+    F: Fn(SocketAddr) -> Arc<S>,
+{
     loop {
-        let (socket, peer) = listener.accept().await?;
-        let handlers = handlers.clone();
+        let (socket, peer) = match listener.accept().await {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::warn!(error = %e, "serve-sql: accepting a connection failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let startup = startup(peer);
+        let sessions = sessions.clone();
         tokio::spawn(async move {
-            if let Err(e) = process_socket(socket, None, handlers).await {
+            let result = match sessions.service() {
+                Ok(service) => connection(socket, Handlers { service, startup }).await,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            if let Err(e) = result {
                 log_connection_error(peer, &e);
             }
         });
@@ -110,9 +200,51 @@ fn log_connection_error(peer: SocketAddr, e: &std::io::Error) {
     tracing::warn!(%peer, error = %e, "serve-sql: a connection failed");
 }
 
+/// Runs one connection until it ends or the client closes it.
+///
+/// pgwire reads the socket only between statements: while a statement runs nothing
+/// notices the client has gone, and a query that sends no rows until it is done (a
+/// cross join under `count(*)`) would run to the end. So a second handle on the same
+/// socket watches for the close, and when it comes the connection's future is dropped:
+/// with it the statement's stream, and DataFusion aborts the tasks behind it.
+async fn connection<H: PgWireServerHandlers>(
+    socket: TcpStream,
+    handlers: H,
+) -> std::io::Result<()> {
+    let socket = socket.into_std()?;
+    let watch = TcpStream::from_std(socket.try_clone()?)?;
+    let socket = TcpStream::from_std(socket)?;
+    tokio::select! {
+        result = process_socket(socket, None, handlers) => result,
+        () = client_gone(&watch) => {
+            tracing::debug!("serve-sql: the client closed the connection; dropping its work");
+            Ok(())
+        }
+    }
+}
+
+/// How often a socket with unread messages is looked at again for a close.
+const CLOSE_CHECK: Duration = Duration::from_millis(200);
+
+/// Returns once the client has closed the connection (or it failed).
+///
+/// This handle never reads, so once a message has arrived it stays readable; what
+/// marks the close is "read closed" (the peer's FIN or a reset), which stays set once
+/// seen. Until then, look again now and then rather than spin.
+async fn client_gone(watch: &TcpStream) {
+    loop {
+        match watch.ready(Interest::READABLE).await {
+            Ok(ready) if !ready.is_read_closed() => {}
+            _ => return,
+        }
+        tokio::time::sleep(CLOSE_CHECK).await;
+    }
+}
+
+/// One connection's handlers.
 struct Handlers<S> {
     service: Arc<DfSessionService>,
-    startup: Box<dyn Fn() -> Arc<S> + Send + Sync>,
+    startup: Arc<S>,
 }
 
 impl<S: StartupHandler + 'static> PgWireServerHandlers for Handlers<S> {
@@ -125,7 +257,47 @@ impl<S: StartupHandler + 'static> PgWireServerHandlers for Handlers<S> {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        (self.startup)()
+        self.startup.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(Errors)
+    }
+}
+
+/// A query refused memory reaches the client as PostgreSQL's `out_of_memory` (53200)
+/// with DataFusion's "Resources exhausted" message, not as an internal error.
+struct Errors;
+
+impl ErrorHandler for Errors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        out_of_memory(error);
+    }
+}
+
+fn out_of_memory(error: &mut PgWireError) {
+    if let Some(message) = resources_exhausted(error) {
+        *error = PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "53200".into(),
+            message,
+        )));
+    }
+}
+
+fn resources_exhausted(error: &PgWireError) -> Option<String> {
+    let PgWireError::ApiError(e) = error else {
+        return None;
+    };
+    let root = e.downcast_ref::<DataFusionError>()?.find_root();
+    match root {
+        DataFusionError::ResourcesExhausted(_) => {
+            Some(format!("Resources exhausted: {}", root.message()))
+        }
+        _ => None,
     }
 }
 
@@ -136,46 +308,19 @@ impl NoopStartupHandler for Open {}
 
 const SCRAM_ITERATIONS: usize = 4096;
 
-/// The one user's salted password, computed once.
-#[derive(Debug)]
-struct Secret {
-    user: String,
-    salt: Vec<u8>,
-    salted: Vec<u8>,
-}
-
-impl Secret {
-    fn new(user: &str, password: &str) -> Secret {
-        let salt: [u8; 16] = rand::random();
-        Secret {
-            user: user.to_string(),
-            salted: gen_salted_password(password, &salt, SCRAM_ITERATIONS),
-            salt: salt.to_vec(),
-        }
-    }
-}
-
-#[async_trait]
-impl AuthSource for Secret {
-    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        if login.user() != Some(self.user.as_str()) {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "28P01".into(),
-                format!(
-                    "password authentication failed for user {:?}",
-                    login.user().unwrap_or("")
-                ),
-            ))));
-        }
-        Ok(Password::new(Some(self.salt.clone()), self.salted.clone()))
-    }
-}
-
 /// Refuses every statement that is not a read, before it is planned.
 struct ReadOnlyHook;
 
 fn refusal(statement: &Statement) -> Option<PgWireError> {
+    if sets_runtime(statement) {
+        return Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "42501".into(),
+            "serve-sql fixes DataFusion's runtime settings (memory limit, spill files): \
+             datafusion.runtime.* cannot be SET"
+                .into(),
+        ))));
+    }
     readonly::allowed(statement).err().map(|message| {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
@@ -183,6 +328,21 @@ fn refusal(statement: &Statement) -> Option<PgWireError> {
             message,
         )))
     })
+}
+
+/// `SET datafusion.runtime.memory_limit` would give the session a new memory pool of
+/// the client's choosing, outside the server's limits (and `temp_directory` would put
+/// spill files anywhere). Quotes are dropped before looking, as DataFusion drops them.
+fn sets_runtime(statement: &Statement) -> bool {
+    if !matches!(statement, Statement::Set(_)) {
+        return false;
+    }
+    let text: String = statement
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '"' | '`'))
+        .collect();
+    text.to_lowercase().contains("datafusion.runtime.")
 }
 
 #[async_trait]
@@ -214,5 +374,57 @@ impl QueryHook for ReadOnlyHook {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         refusal(statement).map(Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn statement(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0)
+    }
+
+    fn code(sql: &str) -> Option<String> {
+        refusal(&statement(sql)).map(|e| ErrorInfo::from(e).code)
+    }
+
+    /// The runtime settings would swap the session's memory pool for one without the
+    /// server's limits.
+    #[test]
+    fn issue_19_runtime_settings_cannot_be_set() {
+        for sql in [
+            "SET datafusion.runtime.memory_limit = '100G'",
+            "SET \"datafusion.runtime.memory_limit\" = '100G'",
+            "SET DataFusion.Runtime.temp_directory = '/tmp/x'",
+        ] {
+            assert_eq!(code(sql).as_deref(), Some("42501"), "{sql}");
+        }
+        for sql in [
+            "SET datafusion.execution.time_zone = 'UTC'",
+            "SET extra_float_digits = 3",
+            "SELECT 'datafusion.runtime.memory_limit'",
+        ] {
+            assert_eq!(code(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn issue_19_resources_exhausted_reaches_the_client_as_out_of_memory() {
+        let inner = DataFusionError::ResourcesExhausted("too big".into());
+        let wrapped = DataFusionError::Context("joining".into(), Box::new(inner));
+        let mut error = PgWireError::ApiError(Box::new(wrapped));
+        out_of_memory(&mut error);
+        let info = ErrorInfo::from(error);
+        assert_eq!(info.code, "53200");
+        assert_eq!(info.message, "Resources exhausted: too big");
+        let mut other = PgWireError::ApiError(Box::new(DataFusionError::Plan("no".into())));
+        out_of_memory(&mut other);
+        assert_eq!(ErrorInfo::from(other).code, "XX000");
     }
 }

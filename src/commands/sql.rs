@@ -10,7 +10,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{Editor, Helper};
-use toolgate_analytics::pgwire::{Access, serve as serve_pgwire};
+use toolgate_analytics::pgwire::{Access, Limits, LoginLimits, serve as serve_pgwire};
 use toolgate_analytics::sql::format::{OutputFormat, render};
 use toolgate_analytics::sql::{self, SqlError};
 use toolgate_protocol::config::HistoryConfig;
@@ -297,8 +297,26 @@ pub fn serve(args: &ServeSqlArgs) -> Result<()> {
             password,
         };
         tokio::select! {
-            r = serve_pgwire(ctx, listener, access) => r.context("serving SQL"),
+            r = serve_pgwire(ctx, listener, access, limits(args)) => r.context("serving SQL"),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
+}
+
+/// The server's memory and login limits from the command line.
+fn limits(args: &ServeSqlArgs) -> Limits {
+    Limits {
+        memory: args.memory_limit,
+        query_memory: args
+            .query_memory_limit
+            .unwrap_or(args.memory_limit / 4)
+            .min(args.memory_limit),
+        login: LoginLimits {
+            max_failures: args.login_max_failures,
+            lockout: args.login_lockout,
+            failure_delay: args.login_failure_delay,
+            max_failures_per_second: args.login_max_failures_per_second,
+            ..LoginLimits::default()
+        },
+    }
 }
