@@ -5,18 +5,34 @@
 //! Bad requests get the answers OTLP/HTTP specifies. The engine's own metrics, pushed
 //! with the OpenTelemetry SDK, are parsed by the OpenTelemetry project's protobuf
 //! classes.
+//!
+//! The `issue_19_` tests hold the receiver to what issue 19 asked: no one client can
+//! stall it, and a span that can never be published is rejected in `partial_success`
+//! (the rest published once) instead of being answered 503 forever. Most run the
+//! receiver alone, with a publisher the test watches and raw sockets for the clients.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use common::{python_venv, repo};
 use serde_json::{Value, json};
 use toolgate::engine::embedded::EmbeddedBroker;
+use toolgate_ingest::otlp::genai::MappingOptions;
+use toolgate_ingest::otlp::receiver::{
+    DEFAULT_MAX_CONNECTIONS, OtlpReceiver, Publish, PublishError, ReceiverCounters,
+    ReceiverOptions, Refusal,
+};
+use toolgate_protocol::Event;
 use toolgate_protocol::config::{Config, ServerConfig, TopicsConfig};
+use toolgate_protocol::event::DEFAULT_MAX_EVENT_BYTES;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -289,5 +305,393 @@ fn the_engines_metrics_reach_an_otlp_collector() {
     assert!(
         state["points"].as_array().is_some_and(|p| !p.is_empty()),
         "{state}"
+    );
+}
+
+/// The receiver-level tests' publisher: events of `refuse_tool` are refused for good,
+/// everything is unavailable for now with `unavailable`, the rest is kept in `published`.
+#[derive(Clone, Default)]
+struct MockPublisher {
+    published: Arc<Mutex<Vec<Event>>>,
+    calls: Arc<AtomicUsize>,
+    refuse_tool: Option<&'static str>,
+    unavailable: bool,
+}
+
+impl Publish for MockPublisher {
+    fn publish(&mut self, events: &[Event]) -> Result<(), PublishError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.unavailable {
+            return Err(PublishError::Unavailable("the broker is down".into()));
+        }
+        let mut refused = Vec::new();
+        let mut published = self.published.lock().expect("published");
+        for (index, event) in events.iter().enumerate() {
+            if self.refuse_tool.is_some() && event.tool() == self.refuse_tool {
+                refused.push(Refusal {
+                    index,
+                    reason: "too large for the broker".into(),
+                });
+            } else {
+                published.push(event.clone());
+            }
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError::Refused(refused))
+        }
+    }
+}
+
+impl MockPublisher {
+    fn published(&self) -> Vec<Event> {
+        self.published.lock().expect("published").clone()
+    }
+}
+
+/// A receiver alone on a free port, publishing to `publisher`.
+fn mock_receiver(
+    publisher: &MockPublisher,
+    read_timeout: Duration,
+    max_connections: usize,
+    max_event_bytes: usize,
+) -> (OtlpReceiver, Arc<ReceiverCounters>) {
+    let counters = Arc::new(ReceiverCounters::default());
+    let receiver = OtlpReceiver::start(
+        ReceiverOptions {
+            listen: "127.0.0.1:0".into(),
+            max_body_bytes: 8 << 20,
+            max_event_bytes,
+            read_timeout,
+            max_connections,
+            mapping: MappingOptions {
+                default_server: "otel".into(),
+            },
+        },
+        Box::new(publisher.clone()),
+        Arc::clone(&counters),
+    )
+    .expect("receiver");
+    (receiver, counters)
+}
+
+/// An OTLP/JSON `execute_tool` span of one trace; `id` ends its span id (two hex digits).
+fn tool_span(id: &str, tool: &str, result: &str) -> Value {
+    let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+    json!({"traceId": "5b8efff798038103d269b633813fc60c", "spanId": format!("eee19b7ec3c1b1{id}"),
+           "name": format!("execute_tool {tool}"), "startTimeUnixNano": "1740823200000000000",
+           "endTimeUnixNano": "1740823200100000000",
+           "attributes": [attr("gen_ai.operation.name", "execute_tool"),
+                          attr("gen_ai.tool.name", tool),
+                          attr("gen_ai.tool.call.result", result)]})
+}
+
+/// An OTLP/JSON export request of `spans`, all from one agent.
+fn export(spans: Vec<Value>) -> Vec<u8> {
+    json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "issue-19-agent"}}]},
+        "scopeSpans": [{"spans": spans}]
+    }]})
+    .to_string()
+    .into_bytes()
+}
+
+/// POSTs `body` to `/v1/traces` on a new connection: the answer's status, head and
+/// body, or `None` when no whole answer came within `within`.
+fn raw_post(
+    port: u16,
+    content_type: &str,
+    body: &[u8],
+    within: Duration,
+) -> Option<(u16, String, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    read_answer(&mut stream, within)
+}
+
+/// Reads one HTTP answer (its body by `Content-Length`) within `within`.
+fn read_answer(stream: &mut TcpStream, within: Duration) -> Option<(u16, String, Vec<u8>)> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let status = head.split(' ').nth(1)?.parse::<u16>().ok()?;
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            let start = end + 4;
+            if got.len() >= start + length {
+                return Some((status, head, got[start..start + length].to_vec()));
+            }
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// What the issue's attacker did: headers announcing a body of 100000 bytes, one byte
+/// of it, then silence.
+fn stall(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(
+            b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+        )
+        .expect("write");
+    stream
+}
+
+/// Whether `done` came to hold within `within`.
+fn wait_for(within: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[test]
+fn issue_19_a_stalled_body_does_not_stop_other_exporters() {
+    let publisher = MockPublisher::default();
+    let read_timeout = Duration::from_secs(3);
+    let (receiver, counters) = mock_receiver(
+        &publisher,
+        read_timeout,
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_MAX_EVENT_BYTES,
+    );
+    let port = receiver.local_addr().port();
+    let mut stalled = stall(port);
+    assert!(
+        wait_for(Duration::from_secs(5), || receiver.in_flight() == 1),
+        "the stalled request was never taken"
+    );
+
+    let asked = Instant::now();
+    let answer = raw_post(
+        port,
+        "application/json",
+        &export(vec![tool_span("01", "lookup", "ok")]),
+        Duration::from_secs(10),
+    );
+    let waited = asked.elapsed();
+    let (status, _, body) = answer.expect("another exporter is answered while one stalls");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        waited < read_timeout,
+        "answered after {waited:?}: it waited for the stalled body's deadline"
+    );
+    assert_eq!(publisher.published().len(), 2, "one call, one result");
+
+    // At its deadline the stalled request gives its slot back; once its client speaks
+    // again, it is told 408.
+    assert!(
+        wait_for(read_timeout * 3, || receiver.in_flight() == 0),
+        "the stalled request kept its slot past its deadline"
+    );
+    assert_eq!(counters.read_timeouts.load(Ordering::Relaxed), 1);
+    stalled.write_all(b" ").expect("write");
+    let (status, _, body) =
+        read_answer(&mut stalled, Duration::from_secs(10)).expect("the late client is answered");
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(counters.read_timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.requests.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn issue_19_past_max_connections_an_exporter_gets_503_at_once() {
+    let publisher = MockPublisher::default();
+    let (receiver, counters) = mock_receiver(
+        &publisher,
+        Duration::from_secs(60),
+        1,
+        DEFAULT_MAX_EVENT_BYTES,
+    );
+    let port = receiver.local_addr().port();
+    let stalled = stall(port);
+    assert!(
+        wait_for(Duration::from_secs(5), || receiver.in_flight() == 1),
+        "the stalled request was never taken"
+    );
+
+    let request = export(vec![tool_span("01", "lookup", "ok")]);
+    let asked = Instant::now();
+    let (status, head, _) = raw_post(port, "application/json", &request, Duration::from_secs(10))
+        .expect("a full receiver answers at once");
+    assert_eq!(status, 503, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(counters.overloaded.load(Ordering::Relaxed), 1);
+    assert!(publisher.published().is_empty());
+
+    // The stalled client going away gives the slot back.
+    drop(stalled);
+    assert!(
+        wait_for(Duration::from_secs(10), || receiver.in_flight() == 0),
+        "the slot outlived its client"
+    );
+    let (status, _, body) =
+        raw_post(port, "application/json", &request, Duration::from_secs(10)).expect("answered");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(publisher.published().len(), 2);
+}
+
+#[test]
+fn issue_19_spans_that_cannot_be_published_are_partial_success_not_503() {
+    let publisher = MockPublisher {
+        refuse_tool: Some("refused_tool"),
+        ..MockPublisher::default()
+    };
+    let (receiver, counters) = mock_receiver(
+        &publisher,
+        Duration::from_secs(10),
+        DEFAULT_MAX_CONNECTIONS,
+        4096,
+    );
+    let port = receiver.local_addr().port();
+    // A valid span, one whose result is over the event limit, one the publisher refuses.
+    let request = export(vec![
+        tool_span("01", "lookup", "ok"),
+        tool_span("02", "big_tool", &"x".repeat(8192)),
+        tool_span("03", "refused_tool", "ok"),
+    ]);
+    let (status, _, body) =
+        raw_post(port, "application/json", &request, Duration::from_secs(10)).expect("answered");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).expect("a JSON answer");
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "2", "{answer}");
+    let message = answer["partialSuccess"]["errorMessage"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("over the 4096-byte event limit"),
+        "{message}"
+    );
+    assert!(message.contains("too large for the broker"), "{message}");
+
+    let published = publisher.published();
+    let tools: Vec<&str> = published.iter().filter_map(Event::tool).collect();
+    assert_eq!(
+        tools,
+        ["lookup", "lookup"],
+        "the valid span's call and result, once"
+    );
+    assert_eq!(publisher.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(counters.requests.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.publish_failures.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.rejected_spans.load(Ordering::Relaxed), 2);
+    assert_eq!(counters.tool_spans.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn issue_19_publishing_that_fails_for_now_is_still_503_with_retry_after() {
+    let publisher = MockPublisher {
+        unavailable: true,
+        ..MockPublisher::default()
+    };
+    let (receiver, counters) = mock_receiver(
+        &publisher,
+        Duration::from_secs(10),
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_MAX_EVENT_BYTES,
+    );
+    let port = receiver.local_addr().port();
+    let request = export(vec![tool_span("01", "lookup", "ok")]);
+    let (status, head, body) =
+        raw_post(port, "application/json", &request, Duration::from_secs(10)).expect("answered");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(counters.publish_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.overloaded.load(Ordering::Relaxed), 0);
+}
+
+/// End to end with the engine's default limits, as the issue's attacker found it: a
+/// span with a result over `[limits] max_event_bytes` was answered 503 forever (the
+/// producer refused the event), and the valid span of its batch was published again
+/// at every retry.
+#[test]
+fn issue_19_a_span_over_the_event_limit_is_rejected_once_not_retried_forever() {
+    let (_dir, broker, port, engine) = receiving_engine();
+    let brokers = broker.bootstrap().to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}/v1/traces");
+    let post = |body: &[u8]| -> (u16, Value) {
+        let mut r = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .expect("request");
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    };
+
+    let huge = "x".repeat(DEFAULT_MAX_EVENT_BYTES + 100_000);
+    let (status, answer) = post(&export(vec![
+        tool_span("01", "lookup", "ok"),
+        tool_span("02", "lookup", &huge),
+    ]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1", "{answer}");
+    assert!(
+        answer["partialSuccess"]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("event limit")),
+        "{answer}"
+    );
+    // A later span of the same agent (so the same partition) marks where the first
+    // request's events end.
+    let (status, answer) = post(&export(vec![tool_span("03", "lookup", "ok")]));
+    assert_eq!(status, 200, "{answer}");
+    let span = |id: &str| format!("eee19b7ec3c1b1{id}");
+    let events = read_until(&brokers, "toolgate.events", |found| {
+        found.iter().any(|e| e.json()["span_id"] == span("03"))
+    });
+    stop(engine);
+    let of = |id: &str| {
+        events
+            .iter()
+            .filter(|e| e.json()["span_id"] == span(id))
+            .count()
+    };
+    assert_eq!(
+        (of("01"), of("02"), of("03")),
+        (2, 0, 2),
+        "the valid spans once each, the oversized one never"
     );
 }

@@ -117,7 +117,7 @@ pub const LABELLED: [Labelled; 2] = [
 ];
 
 /// Every engine counter.
-pub const EXPORTED: [Exported; 17] = [
+pub const EXPORTED: [Exported; 19] = [
     (
         "toolgate_engine_events_total",
         "Events decoded from the events topic.",
@@ -180,8 +180,18 @@ pub const EXPORTED: [Exported; 17] = [
     ),
     (
         "toolgate_otlp_publish_failures_total",
-        "OTLP/HTTP requests answered 503 because their events could not be published.",
+        "OTLP/HTTP requests answered 503 because their events could not be published for now.",
         |c| &c.otlp.publish_failures,
+    ),
+    (
+        "toolgate_otlp_overloaded_total",
+        "OTLP/HTTP requests answered 503 at once, body unread: every request slot was taken.",
+        |c| &c.otlp.overloaded,
+    ),
+    (
+        "toolgate_otlp_read_timeouts_total",
+        "OTLP/HTTP requests whose body did not arrive in time; their slot was given back.",
+        |c| &c.otlp.read_timeouts,
     ),
     (
         "toolgate_otlp_spans_total",
@@ -190,12 +200,12 @@ pub const EXPORTED: [Exported; 17] = [
     ),
     (
         "toolgate_otlp_tool_spans_total",
-        "GenAI tool spans turned into events.",
+        "GenAI tool spans turned into published events.",
         |c| &c.otlp.tool_spans,
     ),
     (
         "toolgate_otlp_rejected_spans_total",
-        "GenAI tool spans that could not be turned into events.",
+        "GenAI tool spans rejected for good: not mappable, or an event too large to publish.",
         |c| &c.otlp.rejected_spans,
     ),
     (

@@ -1,8 +1,11 @@
 //! The engine's end of the OTLP/HTTP receiver: the events it makes from tool spans are
 //! redacted as a sink would redact them, then published to the events topic keyed by
 //! agent, like a sink's. A request is answered only after the broker acknowledged every
-//! event (or refused one, and the exporter is told to retry), so the engine's workers
-//! see OTLP events exactly as sink events: partitioned, checkpointed, replayable.
+//! event, so the engine's workers see OTLP events exactly as sink events: partitioned,
+//! checkpointed, replayable. An event that can never be published (over
+//! `[limits] max_event_bytes` once redacted, or refused by the client or the broker for
+//! its size) is reported as refused, and its span rejected in `partial_success`; any
+//! other failure tells the exporter to retry the request.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,7 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use toolgate_detectors::secrets::Redactor;
-use toolgate_ingest::otlp::receiver::Publish;
+use toolgate_ingest::otlp::receiver::{Publish, PublishError, Refusal};
 use toolgate_protocol::Event;
 use toolgate_protocol::partition::PARTITIONER;
 
@@ -22,21 +25,30 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Acks {
-    failures: Mutex<Vec<String>>,
+    /// The events of the batch being published that were not acknowledged, by index.
+    failures: Mutex<Vec<(usize, KafkaError)>>,
 }
 
 impl ClientContext for Acks {}
 
 impl ProducerContext for Acks {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
         if let Err((e, _)) = result
             && let Ok(mut f) = self.failures.lock()
         {
-            f.push(e.to_string());
+            f.push((index, e.clone()));
         }
     }
+}
+
+/// A client or broker answer that sending the same event again will not change.
+fn permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord)
+    )
 }
 
 /// Publishes the receiver's events to the events topic.
@@ -44,15 +56,19 @@ pub struct EventsPublisher {
     producer: BaseProducer<Acks>,
     topic: String,
     redactor: Option<Redactor>,
+    max_event_bytes: usize,
 }
 
 impl EventsPublisher {
-    /// A producer for `topic` on `brokers`, with the config's client properties.
+    /// A producer for `topic` on `brokers`, with the config's client properties;
+    /// events over `max_event_bytes` once redacted (what the engine's consumer
+    /// accepts) are refused.
     pub fn new(
         brokers: &str,
         properties: &[(String, String)],
         topic: &str,
         redactor: Option<Redactor>,
+        max_event_bytes: usize,
     ) -> Result<Self> {
         let mut config = ClientConfig::new();
         config
@@ -71,16 +87,18 @@ impl EventsPublisher {
             producer,
             topic: topic.to_string(),
             redactor,
+            max_event_bytes,
         })
     }
 }
 
 impl Publish for EventsPublisher {
-    fn publish(&mut self, events: &[Event]) -> Result<(), String> {
+    fn publish(&mut self, events: &[Event]) -> Result<(), PublishError> {
         if let Ok(mut f) = self.producer.context().failures.lock() {
             f.clear();
         }
-        for event in events {
+        let mut refused = Vec::new();
+        for (index, event) in events.iter().enumerate() {
             let payload = match &self.redactor {
                 Some(r) => {
                     let mut copy = event.clone();
@@ -89,7 +107,20 @@ impl Publish for EventsPublisher {
                 }
                 None => event.to_json(),
             };
-            let mut record = BaseRecord::to(&self.topic)
+            // The engine's consumer would dead-letter it: refused here, where the
+            // exporter is told.
+            if payload.len() > self.max_event_bytes {
+                refused.push(Refusal {
+                    index,
+                    reason: format!(
+                        "the event is {} bytes once redacted, over the {}-byte limit",
+                        payload.len(),
+                        self.max_event_bytes
+                    ),
+                });
+                continue;
+            }
+            let mut record = BaseRecord::with_opaque_to(&self.topic, index)
                 .key(event.agent_id.as_str())
                 .payload(payload.as_str());
             loop {
@@ -99,27 +130,49 @@ impl Publish for EventsPublisher {
                         record = r;
                         self.producer.poll(Duration::from_millis(10));
                     }
-                    Err((e, _)) => return Err(e.to_string()),
+                    Err((e, _)) if permanent(&e) => {
+                        refused.push(Refusal {
+                            index,
+                            reason: e.to_string(),
+                        });
+                        break;
+                    }
+                    Err((e, _)) => {
+                        // What was queued still goes out: its reports must not be
+                        // taken for the next batch's.
+                        let _ = self.producer.flush(ACK_TIMEOUT);
+                        return Err(PublishError::Unavailable(e.to_string()));
+                    }
                 }
             }
         }
         self.producer
             .flush(ACK_TIMEOUT)
-            .map_err(|e| format!("waiting for the broker: {e}"))?;
+            .map_err(|e| PublishError::Unavailable(format!("waiting for the broker: {e}")))?;
         let failures = self
             .producer
             .context()
             .failures
             .lock()
-            .map(|f| f.clone())
+            .map(|mut f| std::mem::take(&mut *f))
             .unwrap_or_default();
-        match failures.first() {
-            None => Ok(()),
-            Some(first) => Err(format!(
+        let (lasting, passing): (Vec<_>, Vec<_>) =
+            failures.into_iter().partition(|(_, e)| permanent(e));
+        if let Some((_, first)) = passing.first() {
+            return Err(PublishError::Unavailable(format!(
                 "{} of {} events not acknowledged: {first}",
-                failures.len(),
+                passing.len(),
                 events.len()
-            )),
+            )));
+        }
+        refused.extend(lasting.into_iter().map(|(index, e)| Refusal {
+            index,
+            reason: format!("the broker refused it: {e}"),
+        }));
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError::Refused(refused))
         }
     }
 }

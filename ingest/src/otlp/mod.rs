@@ -8,7 +8,9 @@
 //!   `execute_tool` (or whose `mcp.method.name` is `tools/call`) becomes a `tool_call`
 //!   event and a `tool_result` event; other spans are ignored;
 //! - [`receiver`] is the HTTP edge: `POST /v1/traces`, publishing through a
-//!   [`receiver::Publish`] the engine provides (the events topic).
+//!   [`receiver::Publish`] the engine provides (the events topic); each request is
+//!   served on a thread of its own, with a deadline on its body and a cap on requests
+//!   in progress, so no one client can hold it.
 
 pub mod genai;
 pub mod json;
