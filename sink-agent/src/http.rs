@@ -1,16 +1,23 @@
 //! The streamable-HTTP proxy, the other I/O edge around [`Session`]: a reverse proxy in
 //! front of one remote MCP server (`toolgate-sink http --listen … --upstream …`).
 //!
-//! Blocking I/O, a thread per request, as the stdio proxy: a POST's JSON-RPC body goes
-//! through the session (checks, events), then upstream unchanged; the answer comes
-//! back unchanged too, whether a JSON body or an SSE stream (each event is inspected as
-//! it passes and written on at once, so progress notifications and the server's own
-//! requests keep streaming). GET (the server's stream) and DELETE (end of session) pass
-//! through, inspected the same way. Headers pass except hop-by-hop ones and
-//! `Accept-Encoding` (the proxy must read what it inspects).
+//! Blocking I/O, a thread per connection (`http/server.rs`: at most `[sink]
+//! http_max_connections` at once, each request and each write to the client under a
+//! deadline): a POST's JSON-RPC body goes through the session (checks, events), then
+//! upstream unchanged; the answer comes back unchanged too, whether a JSON body or an
+//! SSE stream (each event is inspected as it passes and written on at once, so progress
+//! notifications and the server's own requests keep streaming). GET (the server's
+//! stream) and DELETE (end of session) pass through, inspected the same way. Headers
+//! pass except hop-by-hop ones and `Accept-Encoding` (the proxy must read what it
+//! inspects).
 //!
-//! One [`Session`] per `Mcp-Session-Id`, so JSON-RPC ids of different sessions never
-//! meet; requests without one share a session.
+//! One [`Session`] per `Mcp-Session-Id` the upstream issued in answer to an
+//! `initialize`, so JSON-RPC ids of different sessions never meet; requests without one
+//! share a session (a stateless upstream). Any other id is answered 404, as the spec
+//! answers an unknown or expired session, and a new `initialize` past `[sink]
+//! http_max_sessions` or `http_max_sessions_per_client` is refused: no one can push a
+//! live session, and what was decided for it, out (`http/sessions.rs`). Decisions for
+//! the whole agent are kept and applied to every session made later.
 //!
 //! Listening on loopback, the proxy refuses (403) a `Host` or `Origin` that is not a
 //! loopback name: a web page cannot reach it through DNS rebinding, whatever the
@@ -19,14 +26,19 @@
 //! HTTP 200 and a JSON-RPC result (`isError: true`); a held call keeps its request
 //! open until the verdict.
 
-use std::collections::{HashMap, VecDeque};
+mod server;
+mod sessions;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use toolgate_protocol::Timestamp;
+use toolgate_protocol::config::SinkConfig;
 
 use crate::SinkError;
 use crate::decisions::Rejected;
@@ -34,10 +46,8 @@ use crate::jsonrpc::{self, Id};
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{ReportWriter, Written};
 use crate::verdicts::VerdictSignal;
-
-/// Sessions kept at once; past it the least recently created is forgotten (its
-/// messages still pass, its pending calls lose their result events).
-const MAX_SESSIONS: usize = 1_024;
+use server::Request;
+use sessions::{Kept, Registry, Start, Starting};
 
 /// Request headers not passed upstream: hop-by-hop, framing the proxy redoes, and
 /// compression it could not inspect through.
@@ -53,6 +63,8 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "upgrade",
     "content-length",
     "accept-encoding",
+    // The proxy answered the expectation itself.
+    "expect",
 ];
 
 /// Response headers not passed back (the proxy frames the body itself).
@@ -65,6 +77,9 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// How often a stream whose upstream is silent looks whether its client is still there.
+const HANGUP_CHECK: Duration = Duration::from_secs(1);
+
 /// Counters of one run, printed at exit.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
@@ -76,6 +91,47 @@ pub struct HttpCounters {
     pub upstream_errors: AtomicU64,
     /// Requests refused for a `Host` or `Origin` that is not loopback.
     pub refused_hosts: AtomicU64,
+    /// Requests naming an `Mcp-Session-Id` the proxy does not keep, answered 404.
+    pub unknown_sessions: AtomicU64,
+    /// `initialize` requests refused at a session cap.
+    pub refused_sessions: AtomicU64,
+    /// Connections answered 503 at `http_max_connections`.
+    pub refused_connections: AtomicU64,
+}
+
+/// What one client and all clients together may hold of the proxy (`[sink] http_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Sessions open at once, all clients together.
+    pub max_sessions: usize,
+    /// Sessions open at once for one client (its IP address; an IPv6 client by its /64).
+    pub max_sessions_per_client: usize,
+    /// A session unused this long, with no request in progress, is forgotten.
+    pub session_idle_timeout: Duration,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a client may take to send a request (from its first byte), to start
+    /// its next one on a kept-alive connection, and to take each write of an answer.
+    pub client_timeout: Duration,
+}
+
+impl HttpLimits {
+    /// The limits `[sink]` sets.
+    pub fn from_config(sink: &SinkConfig) -> Self {
+        HttpLimits {
+            max_sessions: sink.http_max_sessions,
+            max_sessions_per_client: sink.http_max_sessions_per_client,
+            session_idle_timeout: Duration::from_millis(sink.http_session_idle_timeout_ms),
+            max_connections: sink.http_max_connections,
+            client_timeout: Duration::from_millis(sink.http_client_timeout_ms),
+        }
+    }
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits::from_config(&SinkConfig::default())
+    }
 }
 
 /// Makes the session for a new MCP session.
@@ -86,26 +142,32 @@ pub struct HttpProxy {
     upstream: String,
     client: ureq::Agent,
     max_message_bytes: usize,
+    limits: HttpLimits,
     new_session: SessionFactory,
     /// Verifies each decision once, made once: the partition carries other agents'
     /// decisions too, and a session per decision would redo the config's work each time.
     verifier: Mutex<Session>,
-    sessions: Mutex<Sessions>,
-    /// Every decision that verified, so a session made later starts with them.
-    decisions: Mutex<VecDeque<Vec<u8>>>,
-    max_decisions: usize,
+    sessions: Mutex<Registry>,
+    /// Every decision that verified, so a session made later starts with them. Locked
+    /// before `sessions` when both are.
+    decisions: Mutex<Kept>,
     events: ReportWriter,
     signal: VerdictSignal,
     counters: HttpCounters,
+    /// Connections being served.
+    connections: AtomicUsize,
     /// Only loopback `Host` and `Origin` values are served (the listener is on
     /// loopback).
     loopback_only: AtomicBool,
 }
 
-#[derive(Default)]
-struct Sessions {
-    by_id: HashMap<String, Arc<Mutex<Session>>>,
-    order: VecDeque<String>,
+/// Gives a connection's place back however its thread ends.
+struct ConnectionSlot(Arc<HttpProxy>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl HttpProxy {
@@ -117,6 +179,7 @@ impl HttpProxy {
         pins_file: Option<std::path::PathBuf>,
         max_message_bytes: usize,
         max_decisions: usize,
+        limits: HttpLimits,
     ) -> Result<Arc<HttpProxy>, SinkError> {
         let verifier = Mutex::new(new_session()?);
         let client: ureq::Agent = ureq::Agent::config_builder()
@@ -127,78 +190,90 @@ impl HttpProxy {
             .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .into();
+        let limits = HttpLimits {
+            max_connections: limits.max_connections.max(1),
+            client_timeout: limits.client_timeout.max(Duration::from_millis(1)),
+            ..limits
+        };
         Ok(Arc::new(HttpProxy {
             upstream,
             client,
             max_message_bytes,
+            limits,
             new_session,
             verifier,
-            sessions: Mutex::new(Sessions::default()),
-            decisions: Mutex::new(VecDeque::new()),
-            max_decisions: max_decisions.max(1),
+            sessions: Mutex::new(Registry::new(
+                limits.max_sessions,
+                limits.max_sessions_per_client,
+                limits.session_idle_timeout,
+            )),
+            decisions: Mutex::new(Kept::new(max_decisions)),
             events: ReportWriter::new(events, pins_file),
             signal: VerdictSignal::default(),
             counters: HttpCounters::default(),
+            connections: AtomicUsize::new(0),
             loopback_only: AtomicBool::new(false),
         }))
     }
 
     /// Applies a decision to every session and keeps it for sessions made later.
     pub fn apply_decision(&self, bytes: &[u8]) -> Result<String, Rejected> {
-        let sessions: Vec<Arc<Mutex<Session>>> = match self.sessions.lock() {
-            Ok(s) => s.by_id.values().cloned().collect(),
-            Err(_) => Vec::new(),
-        };
+        // Held from verifying to applying, as while a session is made: each session
+        // gets the decision either here or from the kept ones.
+        let mut kept = self.kept();
+        let now = Timestamp::now();
         // Verified once, so it is kept even while no session exists yet.
-        let verdict = match self.verifier.lock() {
-            Ok(mut v) => v.apply_decision(bytes, Timestamp::now()),
-            Err(p) => p.into_inner().apply_decision(bytes, Timestamp::now()),
-        };
+        let verdict = self
+            .verifier
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply_decision(bytes, now);
         if verdict.is_ok() {
+            kept.keep(bytes, now);
+            let sessions = self.registry().all();
             for s in sessions {
-                if let Ok(mut s) = s.lock() {
-                    let _ = s.apply_decision(bytes, Timestamp::now());
-                }
+                let _ = s
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .apply_decision(bytes, now);
             }
-            if let Ok(mut kept) = self.decisions.lock() {
-                if kept.len() >= self.max_decisions {
-                    kept.pop_front();
-                }
-                kept.push_back(bytes.to_vec());
-            }
+            drop(kept);
             self.signal.notify();
         }
         verdict
     }
 
-    /// Serves on `listen` until `stop`; returns what was written.
+    /// Serves on `listener` until `stop`; returns what was written.
     pub fn serve(
         self: &Arc<Self>,
-        server: tiny_http::Server,
+        listener: TcpListener,
         stop: &AtomicBool,
     ) -> Result<Written, SinkError> {
-        let on_loopback = server
-            .server_addr()
-            .to_ip()
-            .is_some_and(|a| a.ip().is_loopback());
+        let on_loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         self.loopback_only.store(on_loopback, Ordering::Relaxed);
+        // Accepting never blocks: the loop waits in poll(2) and looks at `stop` between.
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| SinkError::Task(format!("the listener: {e}")))?;
         let done = Arc::new(AtomicBool::new(false));
         let flusher = self.events.start_flusher(done.clone())?;
         while !stop.load(Ordering::Relaxed) {
-            let request = match server.recv_timeout(Duration::from_millis(100)) {
-                Ok(Some(r)) => r,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a request");
-                    continue;
+            if !server::wait_for_connection(&listener, Duration::from_millis(100)) {
+                continue;
+            }
+            // A bounded batch, so that `stop` is seen under a flood of connections.
+            for _ in 0..64 {
+                match listener.accept() {
+                    Ok((stream, peer)) => self.admit(stream, peer.ip()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection");
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
                 }
-            };
-            let proxy = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("http-request".into())
-                .spawn(move || proxy.handle(request));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a request thread");
             }
         }
         done.store(true, Ordering::Relaxed);
@@ -211,13 +286,42 @@ impl HttpProxy {
         &self.counters
     }
 
-    fn handle(&self, mut request: tiny_http::Request) {
+    /// Serves a new connection on a thread of its own, or answers 503 at the cap.
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: IpAddr) {
+        let max = self.limits.max_connections;
+        if self.connections.load(Ordering::Acquire) >= max {
+            self.counters
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            return server::refuse_connection(stream, max);
+        }
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        let proxy = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("http-connection".into())
+            .spawn(move || {
+                let _slot = ConnectionSlot(Arc::clone(&proxy));
+                server::serve_connection(
+                    stream,
+                    peer,
+                    proxy.limits.client_timeout,
+                    proxy.max_message_bytes,
+                    &|request: Request<'_>| proxy.handle(request),
+                );
+            });
+        if let Err(e) = spawned {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!(error = %e, "cannot start a connection thread");
+        }
+    }
+
+    fn handle(self: &Arc<Self>, mut request: Request<'_>) {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let method = request.method().as_str().to_ascii_uppercase();
+        let method = request.method.to_ascii_uppercase();
         if self.loopback_only.load(Ordering::Relaxed) {
             for name in ["host", "origin"] {
-                if let Some(value) = header(&request, name)
-                    && !names_loopback(&value)
+                if let Some(value) = request.header(name)
+                    && !names_loopback(value)
                 {
                     self.counters.refused_hosts.fetch_add(1, Ordering::Relaxed);
                     let body = format!("toolgate-sink: {name} {value:?} is not a loopback name");
@@ -225,54 +329,64 @@ impl HttpProxy {
                 }
             }
         }
-        let session_header = header(&request, "mcp-session-id");
+        let session_header = request.header("mcp-session-id").map(str::to_string);
         let headers: Vec<(String, String)> = request
-            .headers()
+            .headers
             .iter()
-            .filter(|h| {
-                let name = h.field.as_str().as_str().to_ascii_lowercase();
-                !DROPPED_REQUEST_HEADERS.contains(&name.as_str())
+            .filter(|(name, _)| {
+                !DROPPED_REQUEST_HEADERS.contains(&name.to_ascii_lowercase().as_str())
             })
-            .map(|h| (h.field.to_string(), h.value.to_string()))
+            .cloned()
             .collect();
-        let url = self.upstream_url(request.url());
+        let url = self.upstream_url(&request.target);
+        if request.oversized {
+            self.counters
+                .refused_oversized
+                .fetch_add(1, Ordering::Relaxed);
+            let answer = jsonrpc::error(
+                &Value::Null,
+                -32600,
+                &format!(
+                    "toolgate refused a message larger than {} bytes",
+                    self.max_message_bytes
+                ),
+            );
+            return respond_json(request, 413, answer.to_string().into_bytes());
+        }
         match method.as_str() {
             "POST" => {
-                let mut body = Vec::new();
-                let limit = self.max_message_bytes as u64 + 1;
-                if request
-                    .as_reader()
-                    .take(limit)
-                    .read_to_end(&mut body)
-                    .is_err()
-                {
-                    return respond(request, 400, "text/plain", b"unreadable body".to_vec());
-                }
-                if body.len() > self.max_message_bytes {
-                    self.counters
-                        .refused_oversized
-                        .fetch_add(1, Ordering::Relaxed);
-                    let answer = jsonrpc::error(
-                        &Value::Null,
-                        -32600,
-                        &format!(
-                            "toolgate refused a message larger than {} bytes",
-                            self.max_message_bytes
-                        ),
-                    );
-                    return respond_json(request, 413, answer.to_string().into_bytes());
-                }
-                // Each initialize starts a session of its own, named by the server's
-                // answer; other requests without an id share one.
-                let fresh = session_header.is_none() && is_initialize(&body);
-                let Some(session) = self.session(session_header.as_deref(), fresh) else {
-                    return respond(request, 500, "text/plain", b"no session".to_vec());
+                let body = std::mem::take(&mut request.body);
+                let (session, starting) = match &session_header {
+                    Some(id) => match self.known_session(id) {
+                        Some(s) => (s, None),
+                        None => return self.unknown_session(request),
+                    },
+                    // Each initialize starts a session of its own, kept under the id the
+                    // server's answer gives it; other requests without an id share one.
+                    None if is_initialize(&body) => match self.start_session(request.peer) {
+                        Ok((s, starting)) => (s, Some(starting)),
+                        Err(Start::Full(full)) => {
+                            return self.refuse_session(request, &body, full);
+                        }
+                        Err(Start::Failed) => return no_session(request),
+                    },
+                    None => match self.shared_session() {
+                        Some(s) => (s, None),
+                        None => return no_session(request),
+                    },
                 };
-                self.post(request, &url, headers, body, &session);
+                self.post(request, &url, headers, body, &session, starting);
             }
             "GET" | "DELETE" => {
-                let Some(session) = self.session(session_header.as_deref(), false) else {
-                    return respond(request, 500, "text/plain", b"no session".to_vec());
+                let found = match &session_header {
+                    Some(id) => self.known_session(id),
+                    None => self.shared_session(),
+                };
+                let Some(session) = found else {
+                    return match session_header {
+                        Some(_) => self.unknown_session(request),
+                        None => no_session(request),
+                    };
                 };
                 let builder = if method == "GET" {
                     self.client.get(&url)
@@ -287,10 +401,9 @@ impl HttpProxy {
                     Ok(response) => {
                         if method == "DELETE"
                             && response.status().is_success()
-                            && let (Some(id), Ok(mut s)) = (&session_header, self.sessions.lock())
+                            && let Some(id) = &session_header
                         {
-                            s.by_id.remove(id);
-                            s.order.retain(|o| o != id);
+                            self.registry().remove(id);
                         }
                         self.relay(request, response, &session, Vec::new());
                     }
@@ -299,15 +412,21 @@ impl HttpProxy {
             }
             _ => respond(request, 405, "text/plain", b"method not allowed".to_vec()),
         }
+        // Idle time counts from the end of a request: a long stream is use.
+        if let Some(id) = &session_header {
+            self.registry().touch(id, Instant::now());
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn post(
-        &self,
-        request: tiny_http::Request,
+        self: &Arc<Self>,
+        request: Request<'_>,
         url: &str,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
         session: &Arc<Mutex<Session>>,
+        starting: Option<Starting<'_>>,
     ) {
         let (mut out, mut report) = (Vec::new(), Report::default());
         let held = {
@@ -317,9 +436,16 @@ impl HttpProxy {
             s.from_client(&body, Timestamp::now(), &mut out, &mut report);
             // A held call leaves nothing to send; which one it was is in the body.
             if out.is_empty() {
-                serde_json::from_slice::<Value>(&body)
+                // Read as the session read it: a call held under `unparseable =
+                // "forward"` is not strict JSON.
+                jsonrpc::parse(&body)
                     .ok()
-                    .and_then(|v| v.get("id").and_then(Id::of))
+                    .and_then(|d| match d.parsed {
+                        jsonrpc::Parsed::Single(jsonrpc::Message::Request { id, .. }) => {
+                            Id::of(&id)
+                        }
+                        _ => None,
+                    })
                     .filter(|id| s.is_held(id))
             } else {
                 None
@@ -353,12 +479,16 @@ impl HttpProxy {
         }
         match builder.send(&forward[..]) {
             Ok(response) => {
-                if let Some(id) = response
-                    .headers()
-                    .get("mcp-session-id")
-                    .and_then(|v| v.to_str().ok())
+                // Only the answer to an initialize names a session the proxy keeps;
+                // without a name (a stateless upstream) its place is given back.
+                if let Some(starting) = starting
+                    && response.status().is_success()
+                    && let Some(id) = response
+                        .headers()
+                        .get("mcp-session-id")
+                        .and_then(|v| v.to_str().ok())
                 {
-                    self.remember(id, session);
+                    starting.promote(id);
                 }
                 self.relay(request, response, session, answers);
             }
@@ -390,8 +520,8 @@ impl HttpProxy {
     /// inspected on the way. `refusals` (batch members refused here) are added: into a
     /// JSON batch answer, or as events ahead of a stream.
     fn relay(
-        &self,
-        request: tiny_http::Request,
+        self: &Arc<Self>,
+        request: Request<'_>,
         response: ureq::http::Response<ureq::Body>,
         session: &Arc<Mutex<Session>>,
         refusals: Vec<Vec<u8>>,
@@ -408,15 +538,8 @@ impl HttpProxy {
             .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
         let mut upstream = response.into_body().into_reader();
         if is_stream {
-            let mut writer = request.into_writer();
-            let _ = self.stream(
-                &mut writer,
-                status,
-                &headers,
-                &mut upstream,
-                session,
-                refusals,
-            );
+            let writer = request.into_writer();
+            let _ = self.stream(writer, status, &headers, upstream, session, refusals);
             return;
         }
         let mut body = Vec::new();
@@ -461,22 +584,18 @@ impl HttpProxy {
             };
             merge_refusals(answered, refusals)
         };
-        let mut response = tiny_http::Response::from_data(body).with_status_code(status);
-        for (k, v) in &headers {
-            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        let _ = request.respond(response);
+        request.respond(status, &headers, &body);
     }
 
-    /// Relays an SSE stream event by event, flushing each at once.
+    /// Relays an SSE stream event by event, flushing each at once. The upstream is read
+    /// on a thread of its own, so that while it is silent this one still notices a
+    /// client that went away, and gives the connection back.
     fn stream(
-        &self,
-        writer: &mut dyn Write,
+        self: &Arc<Self>,
+        writer: &mut TcpStream,
         status: u16,
         headers: &[(String, String)],
-        upstream: &mut dyn Read,
+        upstream: ureq::BodyReader<'static>,
         session: &Arc<Mutex<Session>>,
         refusals: Vec<Vec<u8>>,
     ) -> std::io::Result<()> {
@@ -487,12 +606,50 @@ impl HttpProxy {
             event.extend_from_slice(b"\n\n");
             write_chunk(writer, &event)?;
         }
+        let (pieces, passed) = std::sync::mpsc::sync_channel(16);
+        let (proxy, session) = (Arc::clone(self), Arc::clone(session));
+        std::thread::Builder::new()
+            .name("http-upstream".into())
+            .spawn(move || proxy.read_events(upstream, &session, &pieces))?;
+        loop {
+            match passed.recv_timeout(HANGUP_CHECK) {
+                Ok(piece) => write_chunk(writer, &piece?)?,
+                Err(RecvTimeoutError::Timeout) => {
+                    if server::hung_up(writer) {
+                        // The reader stops at its next piece, finding no one to take it.
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    writer.write_all(b"0\r\n\r\n")?;
+                    return writer.flush();
+                }
+            }
+        }
+    }
+
+    /// Reads an SSE stream for [`HttpProxy::stream`]: each event inspected, every byte
+    /// sent on as it comes. Stops at the end of the stream, on a failure (sent on), or
+    /// when the client is gone (nothing takes what it sends).
+    fn read_events(
+        &self,
+        upstream: ureq::BodyReader<'static>,
+        session: &Arc<Mutex<Session>>,
+        pieces: &SyncSender<std::io::Result<Vec<u8>>>,
+    ) {
+        let send = |bytes: Vec<u8>| pieces.send(Ok(bytes)).is_ok();
         let mut upstream = BufReader::with_capacity(64 * 1024, upstream);
         let mut event = Vec::new();
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = upstream.read_until(b'\n', &mut line)?;
+            let n = match upstream.read_until(b'\n', &mut line) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = pieces.send(Err(e));
+                    return;
+                }
+            };
             let blank = line == b"\n" || line == b"\r\n";
             if n > 0 && !blank {
                 event.extend_from_slice(&line);
@@ -500,23 +657,26 @@ impl HttpProxy {
                     continue;
                 }
                 // Too large to inspect: what came so far goes on as it is.
-                write_chunk(writer, &event)?;
-                event.clear();
+                if !send(std::mem::take(&mut event)) {
+                    return;
+                }
                 continue;
             }
-            if !event.is_empty() {
+            let piece = if event.is_empty() {
+                line.clone()
+            } else {
                 if n > 0 {
                     event.extend_from_slice(&line);
                 }
                 let passed = self.inspect_event(&event, session);
-                write_chunk(writer, &passed)?;
                 event.clear();
-            } else if n > 0 {
-                write_chunk(writer, &line)?;
+                passed
+            };
+            if !piece.is_empty() && !send(piece) {
+                return;
             }
             if n == 0 {
-                writer.write_all(b"0\r\n\r\n")?;
-                return writer.flush();
+                return;
             }
         }
     }
@@ -545,7 +705,7 @@ impl HttpProxy {
         }
     }
 
-    fn upstream_failed(&self, request: tiny_http::Request, why: &str) {
+    fn upstream_failed(&self, request: Request<'_>, why: &str) {
         self.counters
             .upstream_errors
             .fetch_add(1, Ordering::Relaxed);
@@ -571,52 +731,6 @@ impl HttpProxy {
             }
             _ => self.upstream.clone(),
         }
-    }
-
-    /// The session of `mcp_session_id` (requests without one share the session kept
-    /// under ""), or a new one when there is none yet or `fresh` asks for it.
-    fn session(&self, mcp_session_id: Option<&str>, fresh: bool) -> Option<Arc<Mutex<Session>>> {
-        let key = mcp_session_id.unwrap_or("");
-        if !fresh
-            && let Ok(s) = self.sessions.lock()
-            && let Some(found) = s.by_id.get(key)
-        {
-            return Some(found.clone());
-        }
-        let mut session = match (self.new_session)() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start a session");
-                return None;
-            }
-        };
-        session.answer_batch_refusals_at_once();
-        if let Ok(kept) = self.decisions.lock() {
-            for d in kept.iter() {
-                let _ = session.apply_decision(d, Timestamp::now());
-            }
-        }
-        let session = Arc::new(Mutex::new(session));
-        if !fresh {
-            self.remember(key, &session);
-        }
-        Some(session)
-    }
-
-    fn remember(&self, id: &str, session: &Arc<Mutex<Session>>) {
-        let Ok(mut s) = self.sessions.lock() else {
-            return;
-        };
-        if s.by_id.contains_key(id) {
-            return;
-        }
-        if s.by_id.len() >= MAX_SESSIONS
-            && let Some(oldest) = s.order.pop_front()
-        {
-            s.by_id.remove(&oldest);
-        }
-        s.by_id.insert(id.to_string(), session.clone());
-        s.order.push_back(id.to_string());
     }
 }
 
@@ -681,29 +795,28 @@ pub fn names_loopback(value: &str) -> bool {
 }
 
 fn is_initialize(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .is_some_and(|v| v.get("method").and_then(Value::as_str) == Some("initialize"))
+    // Read as the session reads it, lenient JSON included.
+    jsonrpc::parse(body).is_ok_and(|d| {
+        matches!(
+            d.parsed,
+            jsonrpc::Parsed::Single(jsonrpc::Message::Request { ref method, .. })
+                if method == "initialize"
+        )
+    })
 }
 
-fn header(request: &tiny_http::Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.to_string())
+fn respond(request: Request<'_>, status: u16, content_type: &str, body: Vec<u8>) {
+    let headers = [("Content-Type".to_string(), content_type.to_string())];
+    request.respond(status, &headers, &body);
 }
 
-fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: Vec<u8>) {
-    let mut response = tiny_http::Response::from_data(body).with_status_code(status);
-    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
-        response.add_header(h);
-    }
-    let _ = request.respond(response);
-}
-
-fn respond_json(request: tiny_http::Request, status: u16, body: Vec<u8>) {
+fn respond_json(request: Request<'_>, status: u16, body: Vec<u8>) {
     respond(request, status, "application/json", body);
+}
+
+/// A session could not be made (logged where it failed).
+fn no_session(request: Request<'_>) {
+    respond(request, 500, "text/plain", b"no session".to_vec());
 }
 
 /// Refusals of batch members go into the server's batch answer.
@@ -732,11 +845,7 @@ fn write_head(
     headers: &[(String, String)],
     chunked: bool,
 ) -> std::io::Result<()> {
-    let reason = ureq::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    write!(w, "HTTP/1.1 {status} {reason}\r\n")?;
+    write!(w, "HTTP/1.1 {status} {}\r\n", server::reason(status))?;
     for (k, v) in headers {
         write!(w, "{k}: {v}\r\n")?;
     }

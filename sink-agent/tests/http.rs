@@ -6,8 +6,12 @@
 mod common;
 
 use common::{Reaped, start_http_sink};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -70,18 +74,25 @@ fn start_sink(upstream: &str, config: Option<&std::path::Path>) -> (String, Reap
     start_http_sink(&args)
 }
 
+/// A POST in the stub's session `stub-session-1`.
 fn post(url: &str, body: &str) -> (u16, String, String) {
+    post_in(url, Some("stub-session-1"), body)
+}
+
+/// A POST naming `session`, or none (an initialize, or a stateless server).
+fn post_in(url: &str, session: Option<&str>, body: &str) -> (u16, String, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let response = agent
+    let mut request = agent
         .post(url)
         .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .header("Mcp-Session-Id", "stub-session-1")
-        .send(body)
-        .expect("request");
+        .header("Accept", "application/json, text/event-stream");
+    if let Some(id) = session {
+        request = request.header("Mcp-Session-Id", id);
+    }
+    let response = request.send(body).expect("request");
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -121,8 +132,9 @@ reason = "deleting is not allowed for agents"
     let (port, upstream) = stub(stop.clone());
     let (url, sink) = start_sink(&format!("http://127.0.0.1:{port}/mcp"), Some(&config));
 
-    let (status, _, _) = post(
+    let (status, _, _) = post_in(
         &url,
+        None,
         r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#,
     );
     assert_eq!(status, 200);
@@ -248,11 +260,483 @@ fn an_unreachable_upstream_is_a_502_and_the_proxy_stays_up() {
         .port();
     let (url, _sink) = start_sink(&format!("http://127.0.0.1:{dead}/mcp"), None);
     for id in 0..2 {
-        let (status, _, body) = post(
+        let (status, _, body) = post_in(
             &url,
+            None,
             &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
         );
         assert_eq!(status, 502, "{body}");
         assert!(body.contains("upstream MCP server failed"), "{body}");
     }
+}
+
+/// A stub MCP server that issues a new session id (`s-1`, `s-2`, ...) in answer to each
+/// initialize, or none when `stateless`; it answers calls with the tool's name.
+fn session_stub(stop: Arc<AtomicBool>, stateless: bool) -> (u16, std::thread::JoinHandle<()>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("stub");
+    let port = server.server_addr().to_ip().expect("ip").port();
+    let handle = std::thread::spawn(move || {
+        let mut issued = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(50)) else {
+                continue;
+            };
+            let mut body = String::new();
+            let _ = request.as_reader().read_to_string(&mut body);
+            if request.method() != &tiny_http::Method::Post {
+                let _ = request.respond(tiny_http::Response::empty(200));
+                continue;
+            }
+            let header = |name: &str, value: &str| {
+                tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap()
+            };
+            let m: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let response = if m["method"] == "initialize" {
+                let answer = tiny_http::Response::from_string(
+                    json!({"jsonrpc": "2.0", "id": m["id"], "result": {}}).to_string(),
+                )
+                .with_header(header("Content-Type", "application/json"));
+                if stateless {
+                    answer
+                } else {
+                    issued += 1;
+                    answer.with_header(header("Mcp-Session-Id", &format!("s-{issued}")))
+                }
+            } else if m.get("id").is_none() {
+                tiny_http::Response::from_string("").with_status_code(202)
+            } else {
+                let text = format!("ran {}", m["params"]["name"].as_str().unwrap_or(""));
+                tiny_http::Response::from_string(
+                    json!({"jsonrpc": "2.0", "id": m["id"], "result": {"content": [{"type": "text", "text": text}]}})
+                        .to_string(),
+                )
+                .with_header(header("Content-Type", "application/json"))
+            };
+            let _ = request.respond(response);
+        }
+    });
+    (port, handle)
+}
+
+/// What the proxy answered: the status, the `Mcp-Session-Id` it passed on, the body.
+struct Answer {
+    status: u16,
+    session: Option<String>,
+    body: String,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn call(agent: &ureq::Agent, url: &str, session: Option<&str>, body: &str) -> Answer {
+    let mut request = agent
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream");
+    if let Some(id) = session {
+        request = request.header("Mcp-Session-Id", id);
+    }
+    let response = request.send(body).expect("request");
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.into_body().read_to_string().unwrap_or_default();
+    Answer {
+        status,
+        session,
+        body,
+    }
+}
+
+fn initialize(id: u32) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {}}).to_string()
+}
+
+fn probe(id: u32) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "probe", "arguments": {}}})
+        .to_string()
+}
+
+/// Whether `answer` is the proxy's refusal of a call.
+fn refused(answer: &Answer) -> bool {
+    serde_json::from_str::<Value>(&answer.body).is_ok_and(|v| v["result"]["isError"] == true)
+}
+
+/// Writes `text` as the sink's config in `dir`; its path as an argument.
+fn sink_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("toolgate.toml");
+    std::fs::write(&path, text).expect("config");
+    path.display().to_string()
+}
+
+/// `host:port` of a proxy URL.
+fn address(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The sink's `session_id` for the first `tool_call` of `tool` in the events file.
+fn session_of_call(events: &Path, tool: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(events).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["kind"] == "tool_call" && e["tool"] == tool)
+            .and_then(|e| e["session_id"].as_str().map(str::to_string));
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no tool_call event for {tool}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The probe's attack: 1,100 requests with made-up `Mcp-Session-Id`s used to push the
+/// oldest of 1,024 sessions out, and with it a block the engine scoped to that session.
+/// Now each gets 404 and the blocked session stays, its next call refused.
+#[test]
+fn issue_19_junk_session_ids_get_404_and_cannot_evict_a_session_scoped_block() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use toolgate_protocol::Timestamp;
+    use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
+
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    for topic in [common::EVENTS, "toolgate.findings", "toolgate.decisions"] {
+        cluster
+            .create_topic(topic, common::PARTITIONS, 1)
+            .expect("create topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    let engine = DecisionSigner::from_seed("engine-1", [19; 32]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let config = sink_config(
+        dir.path(),
+        &format!(
+            "[sink]\nagent_id = \"agent-i19\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\n\n[sink.decision_keys]\nengine-1 = \"{}\"\n",
+            events.display(),
+            dir.path().join("spool").display(),
+            engine.public_key_base64()
+        ),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, upstream) = session_stub(stop.clone(), false);
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    let (url, _sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--brokers",
+        &brokers,
+        "--server",
+        "stub",
+        "--upstream",
+        &upstream_url,
+    ]);
+    let agent = agent();
+
+    let blocked = call(&agent, &url, None, &initialize(0))
+        .session
+        .expect("the upstream's session id");
+    let first = call(&agent, &url, Some(&blocked), &probe(1));
+    assert!(first.body.contains("ran probe"), "{}", first.body);
+
+    // The engine blocks that session, and that session only.
+    let mut block = Decision {
+        schema: Default::default(),
+        decision_id: "block-one-session".into(),
+        time: Timestamp::now(),
+        expires_at: None,
+        action: DecisionAction::Block,
+        scope: Scope {
+            agent_id: "agent-i19".into(),
+            session_id: Some(session_of_call(&events, "probe")),
+            server: None,
+            tool: None,
+            call_id: None,
+        },
+        reason: "this session leaked the payroll".into(),
+        finding_ids: vec![],
+        key_id: String::new(),
+        signature: String::new(),
+    };
+    engine.sign(&mut block);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("partitioner", toolgate_protocol::partition::PARTITIONER)
+        .create()
+        .expect("producer");
+    let bytes = serde_json::to_vec(&block).expect("decision");
+    producer
+        .send(
+            BaseRecord::to("toolgate.decisions")
+                .key("agent-i19")
+                .payload(&bytes),
+        )
+        .expect("send");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 2;
+    while !refused(&call(&agent, &url, Some(&blocked), &probe(id))) {
+        assert!(Instant::now() < deadline, "the block was never applied");
+        id += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other = call(&agent, &url, None, &initialize(0))
+        .session
+        .expect("a second session");
+    assert!(!refused(&call(&agent, &url, Some(&other), &probe(1))));
+
+    // Junk ids make no session: each is 404, on every method.
+    for i in 0..1_100 {
+        let junk = call(&agent, &url, Some(&format!("junk-{i}")), &probe(i));
+        assert_eq!(junk.status, 404, "junk-{i}: {}", junk.body);
+    }
+    for method in ["GET", "DELETE"] {
+        let response = match method {
+            "GET" => agent.get(&url),
+            _ => agent.delete(&url),
+        }
+        .header("Mcp-Session-Id", "junk-stream")
+        .call()
+        .expect("request");
+        assert_eq!(response.status().as_u16(), 404, "{method}");
+    }
+
+    // The blocked session is still there, still blocked; the other still allowed.
+    let after = call(&agent, &url, Some(&blocked), &probe(5_000));
+    assert_eq!(after.status, 200);
+    assert!(refused(&after), "{}", after.body);
+    assert!(after.body.contains("leaked the payroll"), "{}", after.body);
+    assert!(!refused(&call(&agent, &url, Some(&other), &probe(5_001))));
+
+    stop.store(true, Ordering::Relaxed);
+    upstream.join().expect("stub");
+}
+
+/// Sessions past `http_max_sessions_per_client` are refused at initialize; none of
+/// the open ones is dropped to make room, and ending one makes room.
+#[test]
+fn issue_19_the_per_client_session_cap_refuses_initialize_and_keeps_open_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sink_config(
+        dir.path(),
+        "[sink]\nagent_id = \"agent-i19b\"\nhttp_max_sessions_per_client = 3\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, upstream) = session_stub(stop.clone(), false);
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    let (url, _sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--server",
+        "stub",
+        "--upstream",
+        &upstream_url,
+    ]);
+    let agent = agent();
+
+    let open: Vec<String> = (0..3)
+        .map(|i| {
+            let a = call(&agent, &url, None, &initialize(i));
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.session.expect("issued")
+        })
+        .collect();
+    for _ in 0..3 {
+        let over = call(&agent, &url, None, &initialize(9));
+        assert_eq!(over.status, 429, "{}", over.body);
+        assert!(over.session.is_none());
+        assert!(
+            over.body.contains("http_max_sessions_per_client"),
+            "{}",
+            over.body
+        );
+    }
+    for (i, id) in open.iter().enumerate() {
+        let a = call(&agent, &url, Some(id), &probe(i as u32));
+        assert!(a.body.contains("ran probe"), "{id}: {}", a.body);
+    }
+
+    // Ending a session makes room; the ended one is gone.
+    let ended = agent
+        .delete(&url)
+        .header("Mcp-Session-Id", &open[0])
+        .call()
+        .expect("delete");
+    assert_eq!(ended.status().as_u16(), 200);
+    assert_eq!(call(&agent, &url, Some(&open[0]), &probe(7)).status, 404);
+    let fresh = call(&agent, &url, None, &initialize(10));
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    let fresh = fresh.session.expect("issued");
+    assert!(!open.contains(&fresh));
+    assert!(
+        call(&agent, &url, Some(&fresh), &probe(8))
+            .body
+            .contains("ran probe")
+    );
+    assert!(
+        call(&agent, &url, Some(&open[2]), &probe(9))
+            .body
+            .contains("ran probe")
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    upstream.join().expect("stub");
+}
+
+/// An upstream that issues no session ids: every initialize passes (none keeps a place
+/// under the caps) and requests without an id share one session, as before.
+#[test]
+fn issue_19_a_stateless_upstream_still_works_under_the_caps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sink_config(
+        dir.path(),
+        "[sink]\nagent_id = \"agent-i19c\"\nhttp_max_sessions = 2\nhttp_max_sessions_per_client = 2\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, upstream) = session_stub(stop.clone(), true);
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    let (url, _sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--server",
+        "stub",
+        "--upstream",
+        &upstream_url,
+    ]);
+    let agent = agent();
+    for i in 0..5 {
+        let a = call(&agent, &url, None, &initialize(i));
+        assert_eq!((a.status, a.session), (200, None), "{}", a.body);
+        let c = call(&agent, &url, None, &probe(i));
+        assert!(c.body.contains("ran probe"), "{}", c.body);
+    }
+    stop.store(true, Ordering::Relaxed);
+    upstream.join().expect("stub");
+}
+
+/// A client that sends headers and part of a body, then nothing, and one that connects
+/// and says nothing, neither hold up another client nor keep their connection past
+/// `http_client_timeout_ms`: the first gets 408, the second is closed.
+#[test]
+fn issue_19_a_slow_client_does_not_stall_others_and_is_cut_off_at_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sink_config(
+        dir.path(),
+        "[sink]\nagent_id = \"agent-i19d\"\nhttp_client_timeout_ms = 1000\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, upstream) = session_stub(stop.clone(), false);
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    let (url, _sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--server",
+        "stub",
+        "--upstream",
+        &upstream_url,
+    ]);
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(address(&url)).expect("connect");
+    slow.write_all(
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{\"jsonrpc\":\"2.0\",",
+    )
+    .expect("part of a request");
+    let mut silent = TcpStream::connect(address(&url)).expect("connect");
+
+    let agent = agent();
+    let session = call(&agent, &url, None, &initialize(0))
+        .session
+        .expect("issued");
+    let served = call(&agent, &url, Some(&session), &probe(1));
+    assert!(served.body.contains("ran probe"), "{}", served.body);
+
+    for stream in [&slow, &silent] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    let mut buf = [0u8; 64];
+    let closed = silent.read(&mut buf);
+    assert!(
+        !matches!(&closed, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the silent connection is still open: {closed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    upstream.join().expect("stub");
+}
+
+/// Past `http_max_connections` a connection is answered 503 at once; a place comes
+/// back when a connection closes.
+#[test]
+fn issue_19_connections_past_the_cap_are_refused_until_one_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sink_config(
+        dir.path(),
+        "[sink]\nagent_id = \"agent-i19e\"\nhttp_max_connections = 2\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, upstream) = session_stub(stop.clone(), false);
+    let upstream_url = format!("http://127.0.0.1:{port}/mcp");
+    let (url, _sink) = start_http_sink(&[
+        "--config",
+        &config,
+        "--server",
+        "stub",
+        "--upstream",
+        &upstream_url,
+    ]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(address(&url)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(address(&url)).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = third.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("http_max_connections"), "{answer:?}");
+
+    drop(held);
+    let agent = agent();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let served = agent
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(initialize(0).as_str())
+            .map(|r| r.status().as_u16());
+        if served.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place came back: {served:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    upstream.join().expect("stub");
 }
