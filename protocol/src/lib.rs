@@ -8,6 +8,7 @@
 //!   [`fingerprint`]s are computed over;
 //! - [`config`] — `toolgate.toml`;
 //! - [`time`] — RFC 3339 timestamps and config durations;
+//! - [`lenient`] — JSON read as leniently as the MCP peers read it, for the sink;
 //! - [`partition`] — the key-to-partition function every producer of toolgate topics
 //!   shares, so a sink can read only its own partition of decisions.
 //!
@@ -22,6 +23,7 @@ pub mod error;
 pub mod event;
 pub mod finding;
 pub mod fingerprint;
+pub mod lenient;
 pub mod partition;
 pub mod time;
 

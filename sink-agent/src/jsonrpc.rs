@@ -3,6 +3,7 @@
 //! proxy forwards the original bytes, not a re-encoding.
 
 use serde_json::{Map, Value, json};
+use toolgate_protocol::lenient;
 
 /// A request id, as a key (JSON-RPC ids are strings or numbers; `1` and `"1"` differ).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,15 +69,40 @@ pub enum Parsed {
     Batch(Vec<(Value, Message)>),
 }
 
-/// Why a line is not JSON.
+/// Why a line is not JSON, even to the most lenient peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not JSON: {0}")]
 pub struct NotJson(pub String);
 
-/// Parses one line.
-pub fn parse(bytes: &[u8]) -> Result<Parsed, NotJson> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| NotJson(e.to_string()))?;
-    Ok(match value {
+/// A parsed line and how it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The message or batch.
+    pub parsed: Parsed,
+    /// `None` for strict JSON; otherwise serde_json refused the line and this is the
+    /// lenient view a peer would act on, with the liberties taken to read it
+    /// (`lone_surrogate,non_finite_number`, ...).
+    pub lenient: Option<String>,
+}
+
+/// Parses one line: strictly, or as leniently as the MCP peers do when serde_json
+/// refuses it (see [`toolgate_protocol::lenient`]). Only a line no peer reads is
+/// [`NotJson`].
+pub fn parse(bytes: &[u8]) -> Result<Decoded, NotJson> {
+    let (value, lenient) = match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => (value, None),
+        Err(strict) => {
+            let l = lenient::parse(bytes, lenient::DEFAULT_MAX_DEPTH)
+                .map_err(|_| NotJson(strict.to_string()))?;
+            let mut quirks = l.quirks.joined();
+            if quirks.is_empty() {
+                // Read only by this decoder's own leniency (a leading zero, say).
+                quirks = "nonstandard_syntax".into();
+            }
+            (l.value, Some(quirks))
+        }
+    };
+    let parsed = match value {
         Value::Array(items) => Parsed::Batch(
             items
                 .into_iter()
@@ -87,7 +113,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, NotJson> {
                 .collect(),
         ),
         v => Parsed::Single(classify(&v)),
-    })
+    };
+    Ok(Decoded { parsed, lenient })
 }
 
 /// The kind of one JSON-RPC object.
@@ -145,24 +172,35 @@ mod tests {
     #[test]
     fn kinds_are_told_apart() {
         let p = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#)
-            .unwrap();
+            .unwrap()
+            .parsed;
         assert!(
             matches!(p, Parsed::Single(Message::Request { ref method, .. }) if method == "tools/call")
         );
         let p =
-            parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#).unwrap();
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#).unwrap().parsed;
         assert!(matches!(p, Parsed::Single(Message::Notification { .. })));
-        let p = parse(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"m"}}"#).unwrap();
+        let p = parse(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"m"}}"#).unwrap().parsed;
         assert!(matches!(
             p,
             Parsed::Single(Message::Response { is_error: true, .. })
         ));
-        let p = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#).unwrap();
+        let p = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#).unwrap().parsed;
         let Parsed::Batch(items) = p else { panic!() };
         assert_eq!(items[1].1, Message::Other);
         assert!(parse(b"{nope").is_err());
-        let p = parse(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap();
+        let p = parse(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap().parsed;
         assert!(matches!(p, Parsed::Single(Message::InvalidId { .. })));
+    }
+
+    #[test]
+    fn lines_only_a_lenient_peer_reads_are_parsed_and_marked() {
+        let d = parse(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"pad":1e400,"m":"\udc00"}}}"#)
+            .unwrap();
+        assert_eq!(d.lenient.as_deref(), Some("lone_surrogate,non_finite_number"));
+        assert!(matches!(d.parsed, Parsed::Single(Message::Request { ref id, .. }) if id == &json!(3)));
+        assert_eq!(parse(b"{\"id\":01}").unwrap().lenient.as_deref(), Some("nonstandard_syntax"));
+        assert_eq!(parse(br#"{"id":1}"#).unwrap().lenient, None);
     }
 
     #[test]

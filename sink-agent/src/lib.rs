@@ -134,6 +134,7 @@ pub fn checks(
         policy,
         definitions,
         secrets,
+        unparseable: config.sink.unparseable,
         redactor,
         decisions: Decisions::new(agent_id.to_string(), verifier, config.sink.max_decisions),
         holds: config

@@ -14,12 +14,15 @@ use toolgate_detectors::definitions;
 use toolgate_detectors::policy::{CallView, GlobSet, Mode, Policy, Problem};
 use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
-use toolgate_protocol::config::FailMode;
+use toolgate_protocol::config::{FailMode, Unparseable};
 use toolgate_protocol::event::{SinkAction, SinkActionKind};
 use toolgate_protocol::{Duration, Event, FindingAction, Timestamp};
 
 use crate::decisions::{Decisions, Rejected};
 use crate::jsonrpc::{self, Id, Message, Parsed};
+
+mod unparseable;
+use unparseable::{LenientMark, unparseable_text};
 use toolgate_protocol::decision::DecisionAction;
 
 /// Who is calling, and through which server: the fields every event carries.
@@ -47,6 +50,8 @@ pub struct Checks {
     pub definitions: Option<Box<dyn Detector>>,
     /// What to do with secrets in arguments.
     pub secrets: SecretsMode,
+    /// What to do with a message only a lenient decoder reads (`[sink] unparseable`).
+    pub unparseable: Unparseable,
     /// The engine's decisions in force.
     pub decisions: Decisions,
     /// Applied to listings before the definitions detector sees them (the engine sees
@@ -142,8 +147,12 @@ pub struct Report {
     pub events: Vec<Value>,
     /// Findings raised locally.
     pub findings: Vec<FindingDraft>,
-    /// Lines that were not JSON (forwarded as they were).
+    /// Lines that were not JSON even to a lenient peer (forwarded as they were: the
+    /// peer cannot act on them either).
     pub not_json: u64,
+    /// Messages serde_json refused but a lenient peer reads: refused, or with
+    /// `unparseable = "forward"` checked on the lenient reading and passed on.
+    pub unparseable: u64,
     /// `tools/call` messages without a usable id, refused.
     pub malformed_calls: u64,
     /// The pins after a listing was checked against them, to save at once: pins
@@ -186,7 +195,10 @@ pub struct Session {
     answer_batch_refusals_at_once: bool,
     next_event: u64,
     event_prefix: String,
+    /// Set while the message being handled was read leniently: its events are marked.
+    lenient: Option<LenientMark>,
 }
+
 
 struct Verdict {
     action: SinkActionKind,
@@ -209,6 +221,7 @@ impl Session {
             answer_batch_refusals_at_once: false,
             next_event: 0,
             event_prefix,
+            lenient: None,
         }
     }
 
@@ -239,9 +252,36 @@ impl Session {
         out: &mut Vec<Outbound>,
         report: &mut Report,
     ) {
-        let Some(parsed) = parse_or_pass(line, report, out, Outbound::ToServer) else {
+        let Some(decoded) = parse_or_pass(line, report, out, Outbound::ToServer) else {
             return;
         };
+        let parsed = decoded.parsed;
+        if let Some(quirks) = decoded.lenient {
+            report.unparseable += 1;
+            // A batch with refusals is re-encoded, which would change what the peer
+            // reads of a lenient line: such batches are refused whole.
+            if self.checks.unparseable == Unparseable::Refuse || matches!(parsed, Parsed::Batch(_))
+            {
+                self.refuse_from_client(parsed, quirks, now, out, report);
+                return;
+            }
+            self.lenient = Some(LenientMark {
+                quirks,
+                refused: false,
+            });
+        }
+        self.client_parsed(parsed, line, now, out, report);
+        self.lenient = None;
+    }
+
+    fn client_parsed(
+        &mut self,
+        parsed: Parsed,
+        line: &[u8],
+        now: Timestamp,
+        out: &mut Vec<Outbound>,
+        report: &mut Report,
+    ) {
         match parsed {
             Parsed::Single(message) => {
                 if let Message::Notification { method } = &message
@@ -306,9 +346,44 @@ impl Session {
         out: &mut Vec<Outbound>,
         report: &mut Report,
     ) {
-        let Some(parsed) = parse_or_pass(line, report, out, Outbound::ToClient) else {
+        let Some(decoded) = parse_or_pass(line, report, out, Outbound::ToClient) else {
             return;
         };
+        let parsed = decoded.parsed;
+        if let Some(quirks) = decoded.lenient {
+            report.unparseable += 1;
+            tracing::warn!(
+                server = %self.identity.server,
+                quirks = %quirks,
+                "the server sent a message only a lenient decoder reads"
+            );
+            if !self.awaits_any(&parsed) {
+                // Not a result or a listing the sink watches: passed on, counted.
+                out.push(Outbound::ToClient(line.to_vec()));
+                return;
+            }
+            if self.checks.unparseable == Unparseable::Refuse || matches!(parsed, Parsed::Batch(_))
+            {
+                self.refuse_from_server(parsed, quirks, now, out, report);
+                return;
+            }
+            self.lenient = Some(LenientMark {
+                quirks,
+                refused: false,
+            });
+        }
+        self.server_parsed(parsed, line, now, out, report);
+        self.lenient = None;
+    }
+
+    fn server_parsed(
+        &mut self,
+        parsed: Parsed,
+        line: &[u8],
+        now: Timestamp,
+        out: &mut Vec<Outbound>,
+        report: &mut Report,
+    ) {
         match parsed {
             Parsed::Single(message) => {
                 self.server_message(&message, now, report);
@@ -376,18 +451,8 @@ impl Session {
                 Disposition::Forward
             }
             "tools/call" => {
-                let params = params.clone().unwrap_or_default();
-                let tool = params
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let arguments = params
-                    .get("arguments")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                let call_id = key.as_str().trim_matches('"').to_string();
+                let (tool, arguments) = call_parts(params.as_ref());
+                let call_id = self.call_id(&key);
                 let mut verdict = self.judge(&tool, &call_id, &arguments, now);
                 let mut hold = None;
                 if verdict.action == SinkActionKind::Allowed
@@ -474,6 +539,14 @@ impl Session {
             }
             _ => Disposition::Forward,
         }
+    }
+
+    /// The `call_id` of a request id: redacted here, where it is minted, so the event,
+    /// the held call and the engine's verdict all name the call alike.
+    pub(crate) fn call_id(&self, key: &Id) -> String {
+        let mut id = key.as_str().trim_matches('"').to_string();
+        self.checks.redactor.redact_text_in_place(&mut id);
+        id
     }
 
     /// The first hold class that covers `tool` on this session's server.
@@ -665,6 +738,10 @@ impl Session {
                     "tools": tools,
                 });
                 self.emit(body, now, report);
+                if self.lenient.as_ref().is_some_and(|m| m.refused) {
+                    // The agent never gets this listing: nothing to pin or hold.
+                    return;
+                }
                 let listed = report.events.last().cloned().unwrap_or_default();
                 if let Some(event) = finish_event(listed, &self.checks.redactor) {
                     self.observe_definitions(&event, report);
@@ -821,18 +898,50 @@ impl Session {
                 fields.insert(key.into(), json!(v));
             }
         }
+        if let Some(mark) = &self.lenient {
+            fields.insert(
+                "labels".into(),
+                json!({ toolgate_detectors::policy::UNPARSEABLE_LABEL: mark.quirks }),
+            );
+            if mark.refused {
+                fields.insert(
+                    "sink_action".into(),
+                    json!(SinkAction {
+                        action: SinkActionKind::Blocked,
+                        rule: Some("sink.unparseable".into()),
+                        reason: Some(unparseable_text(&mark.quirks)),
+                    }),
+                );
+            }
+        }
         report.events.push(Value::Object(fields));
     }
 }
 
-/// Parses a line; a line that is not JSON is counted and passed on as it came
-/// (`forward` says which way), for the peer to answer.
+/// The name and arguments of a `tools/call`'s params.
+pub(crate) fn call_parts(params: Option<&Map<String, Value>>) -> (String, Map<String, Value>) {
+    let tool = params
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let arguments = params
+        .and_then(|p| p.get("arguments"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    (tool, arguments)
+}
+
+
+/// Parses a line; a line that is not JSON even to a lenient peer is counted and passed
+/// on as it came (`forward` says which way), for the peer to answer.
 fn parse_or_pass(
     line: &[u8],
     report: &mut Report,
     out: &mut Vec<Outbound>,
     forward: fn(Vec<u8>) -> Outbound,
-) -> Option<Parsed> {
+) -> Option<jsonrpc::Decoded> {
     match jsonrpc::parse(line) {
         Ok(p) => Some(p),
         Err(_) => {
@@ -864,7 +973,7 @@ fn first_secret(arguments: &Map<String, Value>) -> Option<&'static str> {
     arguments.values().find_map(walk)
 }
 
-fn encode(value: &Value) -> Vec<u8> {
+pub(crate) fn encode(value: &Value) -> Vec<u8> {
     value.to_string().into_bytes()
 }
 

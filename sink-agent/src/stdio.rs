@@ -29,6 +29,8 @@ use crate::verdicts::VerdictSignal;
 pub struct Totals {
     /// Lines that were not JSON, forwarded as they were.
     pub not_json: u64,
+    /// Messages only a lenient decoder reads (`[sink] unparseable`).
+    pub unparseable: u64,
     /// `tools/call` messages without a usable id, refused.
     pub malformed_calls: u64,
     /// Oversized messages from the agent, refused.
@@ -42,6 +44,7 @@ pub struct Totals {
 #[derive(Default)]
 struct Counters {
     not_json: AtomicU64,
+    unparseable: AtomicU64,
     malformed_calls: AtomicU64,
     refused_oversized: AtomicU64,
     passed_oversized: AtomicU64,
@@ -200,6 +203,7 @@ pub fn run(
     let written = events.finish()?;
     let totals = Totals {
         not_json: counters.not_json.load(Ordering::Relaxed),
+        unparseable: counters.unparseable.load(Ordering::Relaxed),
         malformed_calls: counters.malformed_calls.load(Ordering::Relaxed),
         refused_oversized: counters.refused_oversized.load(Ordering::Relaxed),
         passed_oversized: counters.passed_oversized.load(Ordering::Relaxed),
@@ -259,6 +263,9 @@ fn pump(
             counters
                 .not_json
                 .fetch_add(report.not_json, Ordering::Relaxed);
+            counters
+                .unparseable
+                .fetch_add(report.unparseable, Ordering::Relaxed);
             counters
                 .malformed_calls
                 .fetch_add(report.malformed_calls, Ordering::Relaxed);

@@ -429,3 +429,160 @@ fn the_conformance_suite_sees_the_same_server_through_the_proxy() {
     let events = std::fs::read_to_string(&events_file).unwrap_or_default();
     assert!(events.contains("\"tool_call\""), "the proxied run was seen");
 }
+
+/// Writes `lines` to an MCP server on stdio (behind the sink with `sink`), after the
+/// initialize handshake, then a `ping` with id 99; every response that came back by
+/// the ping's, and for half a second more, keyed by id.
+fn raw_stdio(
+    server: &[String],
+    sink: Option<&Path>,
+    lines: &[Vec<u8>],
+) -> std::collections::BTreeMap<String, String> {
+    use std::io::{BufRead, Write};
+    let mut command = match sink {
+        Some(config) => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"));
+            c.args(["stdio", "--config"])
+                .arg(config)
+                .args(["--server", "everything", "--"])
+                .args(server);
+            c
+        }
+        None => {
+            let mut c = Command::new(&server[0]);
+            c.args(&server[1..]);
+            c
+        }
+    };
+    let mut child = Reaped(
+        command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let mut send = |line: &[u8]| {
+        stdin.write_all(line).expect("write");
+        stdin.write_all(b"\n").expect("write");
+        stdin.flush().expect("flush");
+    };
+    send(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"probe","version":"1"}}}"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut answers = std::collections::BTreeMap::new();
+    let collect = |until_ping: bool, answers: &mut std::collections::BTreeMap<String, String>| {
+        let mut grace: Option<std::time::Instant> = None;
+        loop {
+            let now = std::time::Instant::now();
+            let end = grace.unwrap_or(deadline);
+            if now >= end {
+                return;
+            }
+            let Ok(line) = rx.recv_timeout(end - now) else {
+                return;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let id = v["id"].to_string();
+            if id == "0" && !until_ping {
+                return;
+            }
+            if id == "99" && grace.is_none() {
+                grace = Some(std::time::Instant::now() + std::time::Duration::from_millis(500));
+            }
+            answers.insert(id, line);
+        }
+    };
+    collect(false, &mut answers);
+    send(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    for line in lines {
+        send(line);
+    }
+    send(br#"{"jsonrpc":"2.0","id":99,"method":"ping"}"#);
+    collect(true, &mut answers);
+    // End of input: the sink finishes its events file and exits with the server.
+    drop(stdin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.0.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    answers
+}
+
+/// Issue 19: the probe's lines, raw on the stdio pipe of the reference server. serde_json
+/// rejects each, the server reads most of them and echoes the key; through the sink
+/// (secrets enforced, `unparseable` at its default, `refuse`) each is answered with an
+/// error carrying its id, and reported.
+#[test]
+fn issue_19_lines_serde_json_rejects_do_not_reach_the_server_unchecked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, events_file) = config(dir.path(), "secrets = \"enforce\"\n");
+    let server = vec![
+        "node".to_string(),
+        servers()
+            .join("server-everything/dist/index.js")
+            .display()
+            .to_string(),
+        "stdio".to_string(),
+    ];
+    let call = |id: u32, pad: &[u8]| {
+        let mut line = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"AKIAIOSFODNN7EXAMPLE","pad":"#
+        )
+        .into_bytes();
+        line.extend_from_slice(pad);
+        line.extend_from_slice(b"}}}");
+        line
+    };
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let tricks = [
+        call(10, b"1e400"),
+        call(11, br#""\udc00""#),
+        call(12, b"\"\xff\""),
+        call(13, b"NaN"),
+        call(14, deep.as_bytes()),
+    ];
+    for t in &tricks {
+        assert!(serde_json::from_slice::<Value>(t).is_err());
+    }
+    let direct = raw_stdio(&server, None, &tricks);
+    let echoed: Vec<&String> = direct
+        .values()
+        .filter(|a| a.contains("Echo: AKIAIOSFODNN7EXAMPLE"))
+        .collect();
+    assert!(
+        echoed.len() >= 3,
+        "the server should read most of these lines: {direct:?}"
+    );
+
+    let proxied = raw_stdio(&server, Some(&config), &tricks);
+    assert!(proxied.contains_key("99"), "the proxy still works: {proxied:?}");
+    for id in 10..15 {
+        let answer: Value =
+            serde_json::from_str(proxied.get(&id.to_string()).expect("an answer")).expect("json");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("[sink] unparseable"), "{answer}");
+    }
+    assert!(
+        proxied.values().all(|a| !a.contains("AKIAIOSFODNN7EXAMPLE")),
+        "{proxied:?}"
+    );
+    let events = events(&events_file);
+    let refused = events
+        .iter()
+        .filter(|e| e["sink_action"]["rule"] == "sink.unparseable")
+        .count();
+    assert_eq!(refused, 5, "{events:?}");
+}

@@ -283,12 +283,53 @@ fn policy_drafts(
         .collect()
 }
 
+/// The label a sink puts on the events of a message serde_json refused but an MCP peer
+/// reads (a parser differential): the liberties its lenient decoder took.
+pub const UNPARSEABLE_LABEL: &str = "toolgate.unparseable";
+
+/// `unparseable_message`: a message only a lenient decoder reads (lone surrogates, huge
+/// numbers, invalid UTF-8, deep nesting). Real clients and servers do not send these;
+/// they are how checks that rely on a strict parser get skipped.
+fn unparseable_draft(event: &Event) -> Option<FindingDraft> {
+    let quirks = event.labels.get(UNPARSEABLE_LABEL)?;
+    let refused = event
+        .sink_action
+        .as_ref()
+        .is_some_and(|a| a.rule.as_deref() == Some("sink.unparseable"));
+    let what = match &event.body {
+        EventBody::ToolCall { tool, .. } => format!("a call to {tool:?}"),
+        EventBody::ToolResult { tool, .. } => format!("the result of {tool:?}"),
+        EventBody::ToolList { .. } => "a tool listing".into(),
+        EventBody::UserMessage { .. } => "a user message".into(),
+    };
+    Some(
+        FindingDraft::about(DetectorKind::Policy, "unparseable_message", event)
+            .describe(
+                format!("Malformed JSON-RPC in {what}"),
+                format!(
+                    "The sink read {what} only as leniently as an MCP peer would ({quirks}); \
+                     strict parsers refuse such messages, so they are a way around checks. \
+                     The sink {}.",
+                    if refused {
+                        "refused it ([sink] unparseable = \"refuse\")"
+                    } else {
+                        "inspected the lenient reading and passed it on ([sink] unparseable = \"forward\")"
+                    }
+                ),
+            )
+            .rate(Severity::High, 70, 0.9)
+            .evidence(json!({"quirks": quirks, "refused_at_sink": refused}))
+            .tags(["owasp-asi:ASI02", "atlas:AML.T0015"]),
+    )
+}
+
 impl Detector for PolicyDetector {
     fn name(&self) -> &'static str {
         NAME
     }
 
     fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
+        out.extend(unparseable_draft(event));
         match &event.body {
             EventBody::ToolList { server, tools } if self.tool_schemas != SchemaCheck::Off => {
                 for tool in tools {

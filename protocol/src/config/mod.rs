@@ -83,6 +83,9 @@ pub struct Config {
     /// Redaction of secrets and personal data before anything is stored or logged.
     #[serde(default)]
     pub redaction: RedactionConfig,
+    /// What dead-letter records keep of the input they reject.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
     /// The Parquet history of events, findings and decisions.
     #[serde(default)]
     pub history: HistoryConfig,
@@ -237,6 +240,14 @@ pub struct SinkConfig {
     /// `enforce` (refuse the call).
     #[serde(default = "default_sink_secrets")]
     pub secrets: String,
+    /// A message serde_json refuses but an MCP peer reads (a lone surrogate, `1e400`,
+    /// invalid UTF-8, `NaN`, nesting past 128 levels): `refuse` answers it with a
+    /// JSON-RPC error carrying its id, and replaces a server's result or listing so
+    /// read with one; `forward` runs every check on the lenient reading and passes the
+    /// original bytes on. Either way its event is labelled `toolgate.unparseable` and
+    /// the engine raises `unparseable_message`.
+    #[serde(default)]
+    pub unparseable: Unparseable,
     /// The engine's decision-signing public keys: key id → Ed25519 public key in
     /// base64. A decision signed with any other key is logged and ignored.
     #[serde(default)]
@@ -268,6 +279,28 @@ pub struct SinkConfig {
     /// forwarded (`[[sink.hold]]`); the first class that matches a call applies.
     #[serde(default)]
     pub hold: Vec<HoldClass>,
+    /// `toolgate-sink http`: most MCP sessions open at once, all clients together.
+    /// Past it a new `initialize` is refused (503); no open session is dropped.
+    #[serde(default = "default_sink_http_max_sessions")]
+    pub http_max_sessions: usize,
+    /// `toolgate-sink http`: most MCP sessions open at once for one client (its IP
+    /// address; an IPv6 client by its /64). Past it a new `initialize` is refused (429).
+    #[serde(default = "default_sink_http_max_sessions_per_client")]
+    pub http_max_sessions_per_client: usize,
+    /// `toolgate-sink http`: a session unused this long, in milliseconds, with no
+    /// request in progress, is forgotten; its client gets 404 and starts a new one.
+    #[serde(default = "default_sink_http_session_idle_timeout_ms")]
+    pub http_session_idle_timeout_ms: u64,
+    /// `toolgate-sink http`: most connections served at once, each on a thread of its
+    /// own; one more is answered 503 and closed.
+    #[serde(default = "default_sink_http_max_connections")]
+    pub http_max_connections: usize,
+    /// `toolgate-sink http`: how long, in milliseconds, a client may take to send a
+    /// request (line, headers and body, from its first byte), to begin its next one on
+    /// a kept-alive connection, and to take each write of an answer. Past it the
+    /// connection is closed (408 for a request begun), so a slow client holds no thread.
+    #[serde(default = "default_sink_http_client_timeout_ms")]
+    pub http_client_timeout_ms: u64,
 }
 
 /// A class of tools (egress: send, post, pay, share, write outside) whose calls are
@@ -290,6 +323,17 @@ pub struct HoldClass {
     /// call, `fail_open` forwards it.
     #[serde(default)]
     pub fail_mode: FailMode,
+}
+
+/// `[sink] unparseable`: what the sink does with a message only a lenient decoder reads.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Unparseable {
+    /// Answer it with a JSON-RPC error (`[sink] unparseable`) instead of passing it on.
+    #[default]
+    Refuse,
+    /// Check the lenient reading and pass the original bytes on if the checks allow.
+    Forward,
 }
 
 /// What a held call does when the engine does not answer in time.
@@ -315,6 +359,7 @@ impl Default for SinkConfig {
             events_file: None,
             max_message_bytes: default_sink_max_message_bytes(),
             secrets: default_sink_secrets(),
+            unparseable: Unparseable::default(),
             decision_keys: BTreeMap::new(),
             max_decisions: default_sink_max_decisions(),
             spool_dir: default_sink_spool_dir(),
@@ -322,8 +367,33 @@ impl Default for SinkConfig {
             flush_timeout_ms: default_sink_flush_timeout_ms(),
             decision_fetch_wait_ms: default_sink_decision_fetch_wait_ms(),
             hold: Vec::new(),
+            http_max_sessions: default_sink_http_max_sessions(),
+            http_max_sessions_per_client: default_sink_http_max_sessions_per_client(),
+            http_session_idle_timeout_ms: default_sink_http_session_idle_timeout_ms(),
+            http_max_connections: default_sink_http_max_connections(),
+            http_client_timeout_ms: default_sink_http_client_timeout_ms(),
         }
     }
+}
+
+fn default_sink_http_max_sessions() -> usize {
+    1_024
+}
+
+fn default_sink_http_max_sessions_per_client() -> usize {
+    256
+}
+
+fn default_sink_http_session_idle_timeout_ms() -> u64 {
+    3_600_000
+}
+
+fn default_sink_http_max_connections() -> usize {
+    256
+}
+
+fn default_sink_http_client_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_sink_decision_fetch_wait_ms() -> u64 {
@@ -490,6 +560,19 @@ impl Default for RedactionConfig {
 
 fn default_true() -> bool {
     true
+}
+
+/// `[dead_letter]`: rejected input is kept with its error so nothing is lost silently;
+/// by default it is kept redacted, since a malformed line carries the same secrets as a
+/// good one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Keep the rejected bytes exactly as they came (base64 when not UTF-8) instead of
+    /// as text redacted with `[redaction]`. Off by default: turn it on only where the
+    /// dead letters are as protected as the raw traffic.
+    #[serde(default)]
+    pub keep_raw: bool,
 }
 
 /// How a found value is replaced.
@@ -927,6 +1010,38 @@ impl Config {
                 ),
             ));
         }
+        for (key, value) in [
+            ("sink.http_max_sessions", self.sink.http_max_sessions as u64),
+            (
+                "sink.http_max_sessions_per_client",
+                self.sink.http_max_sessions_per_client as u64,
+            ),
+            (
+                "sink.http_session_idle_timeout_ms",
+                self.sink.http_session_idle_timeout_ms,
+            ),
+            (
+                "sink.http_max_connections",
+                self.sink.http_max_connections as u64,
+            ),
+            (
+                "sink.http_client_timeout_ms",
+                self.sink.http_client_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be at least 1".into()));
+            }
+        }
+        if self.sink.http_max_sessions_per_client > self.sink.http_max_sessions {
+            return Err(invalid(
+                "sink.http_max_sessions_per_client".into(),
+                format!(
+                    "{} is more than sink.http_max_sessions ({})",
+                    self.sink.http_max_sessions_per_client, self.sink.http_max_sessions
+                ),
+            ));
+        }
         for (i, class) in self.sink.hold.iter().enumerate() {
             let field = |f: &str| format!("sink.hold[{i}].{f}");
             if class.name.is_empty() {
@@ -1074,6 +1189,22 @@ mod tests {
         assert!(e.contains("max_event_byte"), "{e}");
         let e = err("[[outputs]]\ntype = \"file\"\nformat = \"ocsf\"\npath = \"x\"\ncolour = 1\n");
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn the_http_sinks_bounds_are_checked() {
+        let c = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(
+            (
+                c.sink.http_max_sessions,
+                c.sink.http_max_sessions_per_client
+            ),
+            (1_024, 256)
+        );
+        let e = err("[sink]\nhttp_client_timeout_ms = 0\n");
+        assert!(e.contains("`sink.http_client_timeout_ms`"), "{e}");
+        let e = err("[sink]\nhttp_max_sessions = 4\nhttp_max_sessions_per_client = 5\n");
+        assert!(e.contains("`sink.http_max_sessions_per_client`"), "{e}");
     }
 
     #[test]

@@ -148,11 +148,13 @@ fn http(
         pins_file,
         config.sink.max_message_bytes,
         config.sink.max_decisions,
+        toolgate_sink::http::HttpLimits::from_config(&config.sink),
     )?;
-    let listener = tiny_http::Server::http(listen)
+    let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr()?;
     tracing::info!(
-        listen = %format_args!("http://{}", listener.server_addr()),
+        listen = %format_args!("http://{address}"),
         %upstream,
         "listening"
     );
@@ -219,11 +221,12 @@ fn stdio(
     }
     report_shipped(&totals.written);
     let t = &totals;
-    if t.not_json + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
+    if t.not_json + t.unparseable + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
         > 0
     {
         tracing::warn!(
             not_json = t.not_json,
+            unparseable = t.unparseable,
             calls_without_id = t.malformed_calls,
             refused_oversized = t.refused_oversized,
             passed_oversized = t.passed_oversized,
