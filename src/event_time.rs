@@ -126,6 +126,7 @@ mod tests {
             trace_id: None,
             span_id: None,
             labels: Default::default(),
+            redacted: Vec::new(),
             body: EventBody::UserMessage {
                 text: String::new(),
             },

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{EmitPolicy, FoldStats, build_pipeline, definitions};
 use toolgate_ingest::{DeadLetterWriter, JsonlSource, RejectCounts, SourceItem};
 use toolgate_protocol::config::Config;
@@ -180,10 +181,17 @@ pub fn replay(
                 stats.rejected.add(&rejected.error);
                 let writer = match &mut dlq {
                     Some(w) => w,
-                    None => dlq.insert(
-                        DeadLetterWriter::create(dead_letter)
-                            .context("cannot create the dead-letter file")?,
-                    ),
+                    None => {
+                        let mut w = DeadLetterWriter::create(dead_letter)
+                            .context("cannot create the dead-letter file")?;
+                        if !config.dead_letter.keep_raw {
+                            let redactor = Redactor::new(&config.redaction)?;
+                            w = w.redacting(Box::new(move |text: &mut String| {
+                                redactor.redact_text_in_place(text);
+                            }));
+                        }
+                        dlq.insert(w)
+                    }
                 };
                 writer.write(&rejected)?;
             }

@@ -773,3 +773,139 @@ fn import_redact_writes_events_without_the_personal_data_they_carried() {
     assert!(redacted.contains("a***@gmail.com"), "default mode is mask");
     assert_eq!(raw.lines().count(), redacted.lines().count());
 }
+
+/// One value of every kind the secrets scanner knows, and the part of it that must never
+/// appear in anything toolgate writes (shared with the sink's test).
+fn planted() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("corpus/secrets/planted.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["planted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().into(), p[1].as_str().unwrap().into()))
+        .collect()
+}
+
+/// Every event kind with the secret in every field a sender controls, and malformed
+/// lines that carry it.
+fn planted_lines(i: usize, secret: &str) -> Vec<String> {
+    let t = |n: usize| format!("2025-01-01T00:{:02}:{:02}Z", i, n);
+    let head = |kind: &str, n: usize| {
+        serde_json::json!({
+            "schema": "toolgate.event.v1", "kind": kind, "event_id": format!("e{i}-{n}"),
+            "time": t(n), "agent_id": "agent-1", "session_id": format!("s-{secret}"),
+            "host": format!("h {secret}"), "labels": {secret: "v", "note": secret},
+        })
+    };
+    let mut call = head("tool_call", 1);
+    call["server"] = "web".into();
+    call["tool"] = "post".into();
+    call["call_id"] = format!("c-{secret}").into();
+    call["arguments"] = serde_json::json!({"body": secret, secret: {"deep": [secret]}});
+    let mut result = head("tool_result", 2);
+    result["server"] = "web".into();
+    result["tool"] = "post".into();
+    result["call_id"] = format!("c-{secret}").into();
+    result["result"] = serde_json::json!({
+        "content": [{"type": "text", "text": secret}],
+        "structuredContent": {secret: secret}, "_meta": {"x": secret}
+    });
+    let mut list = head("tool_list", 3);
+    list["server"] = "web".into();
+    list["tools"] = serde_json::json!([{
+        "name": "post", "title": secret, "description": format!("Posts. {secret}"),
+        "inputSchema": {"type": "object", "properties": {secret: {"type": "string", "default": secret, "enum": [secret]}}},
+        "annotations": {"hint": secret}
+    }]);
+    let mut message = head("user_message", 4);
+    message["text"] = format!("here: {secret}").into();
+    let mut wrong_type = head("tool_call", 5);
+    wrong_type["time"] = secret.into();
+    let mut wrong_schema = call.clone();
+    wrong_schema["schema"] = secret.into();
+    vec![
+        call.to_string(),
+        result.to_string(),
+        list.to_string(),
+        message.to_string(),
+        wrong_type.to_string(),
+        wrong_schema.to_string(),
+        // One line: a raw newline would end it (JSON Lines), so it is escaped.
+        format!("not json {} {{", secret.replace('\n', "\\n")),
+    ]
+}
+
+/// Issue 19: raw secrets were stored in history (keys, labels, ids, definitions),
+/// dead letters and outputs. Planted in every field of every event kind and in
+/// malformed lines, no raw value may reach any file `analyze` writes or its log, and
+/// the secret findings still name each kind.
+#[test]
+fn issue_19_planted_secrets_leave_no_raw_value_in_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let planted = planted();
+    assert_eq!(planted.len(), 13, "one of every kind");
+    let lines: Vec<String> = planted
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (secret, _))| planted_lines(i, secret))
+        .collect();
+    std::fs::write(dir.path().join("planted.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("toolgate.toml"),
+        "[detectors.secrets]\nin_arguments = [\"all\"]\nin_results = [\"all\"]\nin_user_messages = [\"all\"]\n",
+    )
+    .unwrap();
+    let out = toolgate(
+        &[
+            "analyze", "-c", "toolgate.toml", "--input", "planted.jsonl", "--output",
+            "findings.jsonl", "--history", "hist", "--dead-letter", "dead.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut written = vec![
+        ("stderr".to_string(), stderr(&out)),
+        ("stdout".to_string(), String::from_utf8_lossy(&out.stdout).into_owned()),
+    ];
+    for file in ["findings.jsonl", "dead.jsonl"] {
+        written.push((
+            file.to_string(),
+            std::fs::read_to_string(dir.path().join(file)).unwrap(),
+        ));
+    }
+    for table in ["tool_calls", "tool_results", "tool_lists", "user_messages", "findings"] {
+        let out = toolgate(
+            &[
+                "sql", "--history", "hist", "--format", "json",
+                &format!("SELECT * FROM {table}"),
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{table}: {}", stderr(&out));
+        written.push((table.to_string(), String::from_utf8_lossy(&out.stdout).into_owned()));
+    }
+    // Escaped as JSON writes them, too.
+    for (_, raw) in &planted {
+        let escaped = serde_json::to_string(raw).unwrap();
+        let escaped = escaped.trim_matches('"');
+        for (what, text) in &written {
+            assert!(
+                !text.contains(raw.as_str()) && !text.contains(escaped),
+                "{raw:?} leaked into {what}"
+            );
+        }
+    }
+    let dead = &written[3].1;
+    assert_eq!(dead.lines().count(), 3 * planted.len(), "{dead}");
+    assert!(dead.lines().all(|l| l.contains("\"redacted\":true")));
+    // Detection still saw every kind: in results, arguments and user messages alike.
+    let findings = &written[2].1;
+    for kind in [
+        "aws_access_key", "google_api_key", "github_token", "slack_token", "api_key",
+        "private_key", "jwt", "bearer_token", "credential_assignment", "card_number",
+        "iban", "email", "phone",
+    ] {
+        assert!(findings.contains(&format!("\"{kind}\"")), "no finding names {kind}");
+    }
+}

@@ -330,3 +330,76 @@ fn toml_settings(toml: &str) -> PolicySettings {
     let config = Config::from_toml(toml, "test").unwrap();
     serde_json::from_value(config.detectors["policy"].clone()).unwrap()
 }
+
+/// Issue 19: a message the sink read only leniently (a parser differential) is a
+/// finding in the engine, refused or not, and says which liberties were taken.
+#[test]
+fn issue_19_a_leniently_read_message_is_an_unparseable_message_finding() {
+    let mut d = detector("");
+    let mut refused = call(None, "fs", "echo", json!({"m": "\u{FFFD}"}));
+    refused
+        .labels
+        .insert("toolgate.unparseable".into(), "lone_surrogate".into());
+    refused.sink_action = Some(toolgate_protocol::event::SinkAction {
+        action: toolgate_protocol::event::SinkActionKind::Blocked,
+        rule: Some("sink.unparseable".into()),
+        reason: None,
+    });
+    let found = run(&mut d, &refused);
+    let f = found
+        .iter()
+        .find(|f| f.rule_id == "unparseable_message")
+        .expect("finding");
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.evidence["quirks"], "lone_surrogate");
+    assert_eq!(f.evidence["refused_at_sink"], true);
+
+    let mut forwarded = call(None, "fs", "echo", json!({"pad": f64::MAX}));
+    forwarded
+        .labels
+        .insert("toolgate.unparseable".into(), "non_finite_number".into());
+    let found = run(&mut d, &forwarded);
+    let f = found
+        .iter()
+        .find(|f| f.rule_id == "unparseable_message")
+        .expect("finding");
+    assert_eq!(f.evidence["refused_at_sink"], false);
+
+    // An ordinary call raises none.
+    let plain = call(None, "fs", "echo", json!({"m": "hi"}));
+    assert!(run(&mut d, &plain).is_empty());
+}
+
+/// Issue 19: sinks and the OTLP receiver redact before publishing, so the engine's
+/// `secrets` detector saw only `[REDACTED:aws_access_key]` and raised nothing. The
+/// event's `redacted` list carries what was there; the finding names kind and field.
+#[test]
+fn issue_19_secrets_redacted_upstream_are_still_found_from_the_redacted_list() {
+    let config = Config::from_toml("", "test").unwrap();
+    let mut secrets = build_detectors(&registry(), &config)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name() == "secrets")
+        .expect("secrets registered");
+    let mut sent = call(None, "web", "post", json!({"body": "[REDACTED:aws_access_key]"}));
+    sent.redacted = vec![toolgate_protocol::event::Redacted {
+        kind: "aws_access_key".into(),
+        field: "arguments.body".into(),
+    }];
+    let found = run(&mut secrets, &sent);
+    let f = found
+        .iter()
+        .find(|f| f.rule_id == "secret_in_arguments")
+        .expect("a finding from the redacted list");
+    assert_eq!(f.evidence["kinds"], json!(["aws_access_key"]));
+    assert_eq!(f.evidence["matches"][0]["field"], "arguments.body");
+    // The same event from a raw source, redacted by the engine itself, finds the same.
+    let mut raw = call(None, "web", "post", json!({"body": "key AKIAIOSFODNN7EXAMPLE"}));
+    raw.redacted.clear();
+    let direct = run(&mut secrets, &raw);
+    assert_eq!(direct[0].evidence["kinds"], f.evidence["kinds"]);
+    // A class name or an unknown kind in the list is not taken for a kind.
+    let mut odd = sent.clone();
+    odd.redacted[0].kind = "credentials".into();
+    assert!(run(&mut secrets, &odd).is_empty());
+}

@@ -34,21 +34,29 @@ struct DeadLetterRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
     error: String,
-    /// The original text, when it is UTF-8.
+    /// The original text: redacted (any invalid UTF-8 replaced), or with `keep_raw`
+    /// exactly as it came when it is UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    raw: Option<&'a str>,
+    raw: Option<std::borrow::Cow<'a, str>>,
     /// The original bytes in base64, when they are not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     raw_base64: Option<String>,
     raw_bytes: usize,
     raw_truncated: bool,
+    /// `raw` and `error` went through the redactor.
+    redacted: bool,
 }
+
+/// Replaces secrets in text in place (the `[redaction]` redactor; ingest has no
+/// detection logic of its own).
+pub type RedactFn = Box<dyn Fn(&mut String) + Send + Sync>;
 
 /// Appends rejected records to a JSONL file, one object per record.
 pub struct DeadLetterWriter {
     path: String,
     out: std::io::BufWriter<std::fs::File>,
     written: u64,
+    redact: Option<RedactFn>,
 }
 
 impl DeadLetterWriter {
@@ -60,22 +68,43 @@ impl DeadLetterWriter {
             path: path.display().to_string(),
             out: std::io::BufWriter::new(file),
             written: 0,
+            redact: None,
         })
+    }
+
+    /// Redacts every record's error and bytes with `redact` (`[dead_letter] keep_raw =
+    /// false`, the default): the bytes are kept as text, invalid UTF-8 replaced.
+    pub fn redacting(mut self, redact: RedactFn) -> Self {
+        self.redact = Some(redact);
+        self
     }
 
     /// Writes one record.
     pub fn write(&mut self, r: &Rejected) -> Result<(), IngestError> {
-        let text = std::str::from_utf8(&r.raw).ok();
+        let mut error = r.error.to_string();
+        let (raw, raw_base64) = match &self.redact {
+            Some(redact) => {
+                redact(&mut error);
+                let mut text = String::from_utf8_lossy(&r.raw).into_owned();
+                redact(&mut text);
+                (Some(std::borrow::Cow::Owned(text)), None)
+            }
+            None => match std::str::from_utf8(&r.raw) {
+                Ok(text) => (Some(std::borrow::Cow::Borrowed(text)), None),
+                Err(_) => (None, Some(B64.encode(&r.raw))),
+            },
+        };
         let record = DeadLetterRecord {
             source: &r.source,
             line: r.line,
             error_kind: r.error.kind(),
             field: r.error.field(),
-            error: r.error.to_string(),
-            raw: text,
-            raw_base64: text.is_none().then(|| B64.encode(&r.raw)),
+            error,
+            raw,
+            raw_base64,
             raw_bytes: r.raw_len,
             raw_truncated: r.raw.len() < r.raw_len,
+            redacted: self.redact.is_some(),
         };
         let line = serde_json::to_string(&record).unwrap_or_default();
         writeln!(self.out, "{line}").map_err(|e| IngestError::io(self.path.clone(), e))?;

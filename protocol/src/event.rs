@@ -80,6 +80,10 @@ pub struct Event {
     pub span_id: Option<String>,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// What the component that redacted this event (a sink, the OTLP receiver, the
+    /// engine's history) replaced: the kind and field of each value, never the value,
+    /// so detection downstream still knows a secret was there.
+    pub redacted: Vec<Redacted>,
     /// The kind-specific part.
     pub body: EventBody,
 }
@@ -122,6 +126,19 @@ pub enum EventBody {
         text: String,
     },
 }
+
+/// One value a redactor replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redacted {
+    /// The secret's kind (`aws_access_key`, `email`, ...).
+    pub kind: String,
+    /// Where it was, as a path with keys already redacted (`arguments.to`,
+    /// `result.content[0].text`, `labels`, `call_id`, `tools[2].description`).
+    pub field: String,
+}
+
+/// Most [`Redacted`] entries one event carries; the rest are not listed.
+pub const MAX_REDACTED: usize = 64;
 
 /// What a sink did with a call before the engine saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +292,14 @@ impl Event {
                 }
             }
         }
+        let mut redacted = Vec::new();
+        for (i, item) in f.opt_array("redacted")?.unwrap_or_default().into_iter().enumerate() {
+            let mut r = Fields::new(item, &format!("redacted[{i}]"), "an object")?;
+            let kind = r.identifier("kind")?;
+            let field = r.identifier("field")?;
+            r.finish(|| format!("in redacted[{i}]"))?;
+            redacted.push(Redacted { kind, field });
+        }
         let body = match kind {
             EventKind::ToolList => {
                 let server = f.identifier("server")?;
@@ -327,6 +352,7 @@ impl Event {
             trace_id,
             span_id,
             labels,
+            redacted,
             body,
         })
     }
@@ -435,6 +461,9 @@ impl Serialize for Event {
         }
         if !self.labels.is_empty() {
             m.serialize_entry("labels", &self.labels)?;
+        }
+        if !self.redacted.is_empty() {
+            m.serialize_entry("redacted", &self.redacted)?;
         }
         m.end()
     }

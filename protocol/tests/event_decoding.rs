@@ -308,6 +308,7 @@ prop_compose! {
         trust_domain in proptest::option::of(ident()), await_verdict in any::<bool>(),
         held in any::<bool>(),
         labels in prop::collection::btree_map("[a-z]{1,6}", "\\PC{0,12}", 0..3), body in body(),
+        redacted in prop::collection::vec(("[a-z_]{1,12}", "[a-z.\\[\\]0-9]{1,20}"), 0..3),
     ) -> Event {
         Event {
             event_id, time: Timestamp::from_unix_nanos(nanos), agent_id, session_id, agent_role,
@@ -315,7 +316,12 @@ prop_compose! {
             sink_action: held.then(|| SinkAction {
                 action: SinkActionKind::Held, rule: Some("egress".into()), reason: None,
             }),
-            await_verdict, trace_id: None, span_id: None, labels, body,
+            await_verdict, trace_id: None, span_id: None, labels,
+            redacted: redacted
+                .into_iter()
+                .map(|(kind, field)| toolgate_protocol::event::Redacted { kind, field })
+                .collect(),
+            body,
         }
     }
 }

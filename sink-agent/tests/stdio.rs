@@ -296,3 +296,96 @@ fn diagnostics_are_json_lines_with_log_format_json() {
     assert!(summary["timestamp"].is_string(), "{summary}");
     assert_eq!(summary["refused_oversized"], 0, "{summary}");
 }
+
+/// Issue 19: sink events kept raw secrets in argument keys and JSON-RPC ids. Every
+/// planted kind, in argument keys and values, the request id and the echoed result:
+/// no raw value in the events file, the Kafka spool or the log, and each event lists
+/// what it redacted so the engine can still raise the finding.
+#[test]
+fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
+    let planted: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../corpus/secrets/planted.json"
+        ))
+        .expect("planted.json"),
+    )
+    .expect("json");
+    let planted: Vec<(String, String)> = planted["planted"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| (p[0].as_str().unwrap_or_default().into(), p[1].as_str().unwrap_or_default().into()))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let spool = dir.path().join("spool");
+    // A broker nobody answers on: events wait in the spool.
+    let mut proxy = proxy(
+        dir.path(),
+        &format!(
+            "[kafka]\nbrokers = [\"127.0.0.1:9\"]\n[sink]\nagent_id = \"a\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\nflush_timeout_ms = 100\n",
+            events.display(),
+            spool.display()
+        ),
+    );
+    let mut to_proxy = proxy.stdin.take().expect("stdin");
+    let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+    let mut ask = |line: &str| {
+        writeln!(to_proxy, "{line}").expect("write");
+        to_proxy.flush().expect("flush");
+        let mut reply = String::new();
+        from_proxy.read_line(&mut reply).expect("read");
+        reply
+    };
+    ask(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#);
+    ask(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+    for (secret, _) in &planted {
+        let call = json!({
+            "jsonrpc": "2.0", "id": format!("id-{secret}"), "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": secret, secret: [secret]}}
+        });
+        let reply = ask(&call.to_string());
+        assert!(reply.contains("\"result\""), "{reply}");
+    }
+    drop(to_proxy);
+    let out = proxy.wait_with_output().expect("exit");
+    let mut written = vec![
+        ("log".to_string(), String::from_utf8_lossy(&out.stderr).into_owned()),
+        ("events".to_string(), std::fs::read_to_string(&events).expect("events")),
+    ];
+    let mut stack = vec![spool.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("spool dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("spool file");
+                written.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    assert!(written.len() > 2, "the spool holds the events");
+    for (_, raw) in &planted {
+        let escaped = serde_json::to_string(raw).expect("json");
+        let escaped = escaped.trim_matches('"');
+        for (what, text) in &written {
+            assert!(
+                !text.contains(raw.as_str()) && !text.contains(escaped),
+                "{raw:?} leaked into {what}"
+            );
+        }
+    }
+    let calls: Vec<Value> = written[1]
+        .1
+        .lines()
+        .map(json)
+        .filter(|e| e["kind"] == "tool_call")
+        .collect();
+    assert_eq!(calls.len(), planted.len());
+    for call in &calls {
+        let redacted = call["redacted"].as_array().expect("redacted listed");
+        assert!(redacted.iter().any(|r| r["field"] == "arguments"), "the key: {call}");
+    }
+}

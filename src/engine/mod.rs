@@ -31,10 +31,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use metrics::Gauges;
 use serde::Serialize;
 use toolgate_analytics::history::HistoryWriter;
+use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{EmitPolicy, build_pipeline};
 use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner, RawRecord};
 use toolgate_ingest::otlp::genai::MappingOptions;
-use toolgate_ingest::otlp::receiver::{OtlpReceiver, ReceiverCounters, ReceiverOptions};
+use toolgate_ingest::otlp::receiver::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, OtlpReceiver, ReceiverCounters, ReceiverOptions,
+};
 use toolgate_protocol::Finding;
 use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::decision::Decision;
@@ -137,6 +140,8 @@ pub struct Shared {
     pins: Option<Vec<u8>>,
     counters: Arc<Counters>,
     gauges: Arc<Gauges>,
+    /// Applied to dead-lettered records unless `[dead_letter] keep_raw`.
+    dead_letter_redactor: Option<Redactor>,
 }
 
 impl Shared {
@@ -438,6 +443,11 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         pins: read_pins(&config)?,
         counters: options.counters,
         gauges,
+        dead_letter_redactor: if config.dead_letter.keep_raw {
+            None
+        } else {
+            crate::commands::import::redactor(&config, config.redaction.enabled)?
+        },
         config,
     });
     let mut senders = Vec::new();
@@ -500,11 +510,16 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
                 &properties,
                 &shared.topics.events,
                 crate::commands::import::redactor(&shared.config, shared.config.redaction.enabled)?,
+                shared.config.limits.max_event_bytes,
             )?;
             let receiver = OtlpReceiver::start(
                 ReceiverOptions {
                     listen: listen.clone(),
                     max_body_bytes: otlp.max_request_bytes,
+                    // What the consumer accepts: a larger event is rejected up front.
+                    max_event_bytes: shared.config.limits.max_event_bytes,
+                    read_timeout: DEFAULT_READ_TIMEOUT,
+                    max_connections: DEFAULT_MAX_CONNECTIONS,
                     mapping: MappingOptions {
                         default_server: otlp.default_server.clone(),
                     },

@@ -281,13 +281,25 @@ impl Worker {
         state.last_record = Instant::now();
         shared.counters.inc(&shared.counters.rejected);
         metrics::count(&shared.gauges.rejected_by_kind, rejected.error.kind());
-        let headers = rejected.headers();
-        shared.outbox.send(
-            &shared.topics.dlq,
-            rejected.key.as_deref().unwrap_or_default(),
-            &rejected.raw,
-            Some(&headers),
-        );
+        let mut headers = rejected.headers();
+        let mut key = rejected.key.clone().unwrap_or_default();
+        let mut payload = std::borrow::Cow::Borrowed(&rejected.raw[..]);
+        // A malformed record carries the same secrets as a good one: kept redacted,
+        // as text, unless `[dead_letter] keep_raw`.
+        if let Some(r) = &shared.dead_letter_redactor {
+            for (_, value) in headers.iter_mut() {
+                r.redact_text_in_place(value);
+            }
+            headers.push(("toolgate.redacted", "true".to_string()));
+            for bytes in [&mut key, payload.to_mut()] {
+                let mut text = String::from_utf8_lossy(bytes).into_owned();
+                r.redact_text_in_place(&mut text);
+                *bytes = text.into_bytes();
+            }
+        }
+        shared
+            .outbox
+            .send(&shared.topics.dlq, &key, &payload, Some(&headers));
     }
 
     /// The detectors' state gauges of each partition, for metrics.

@@ -210,7 +210,30 @@ impl Walk<'_> {
 
     fn map(&mut self, field: &str, map: &Map<String, Value>) {
         for (k, v) in map {
+            // A key can carry a secret as well as a value can.
+            self.text(field, k);
             self.value(&format!("{field}.{k}"), v);
+        }
+    }
+
+    /// Values a redactor upstream (a sink, the OTLP receiver) replaced under `prefix`:
+    /// the text no longer shows them, the event's `redacted` list does.
+    fn noted(&mut self, event: &Event, prefix: &str) {
+        for r in &event.redacted {
+            // A kind's own name parses to itself alone; a class name is not a kind.
+            let Some(kinds) = SecretKind::parse_set(&r.kind) else {
+                continue;
+            };
+            let [kind] = kinds.as_slice() else {
+                continue;
+            };
+            if r.field.starts_with(prefix) && self.wanted.contains(kind) && self.found.len() < 32 {
+                self.found.push(Located {
+                    kind: *kind,
+                    field: r.field.clone(),
+                    preview: "(redacted before it reached the engine)".into(),
+                });
+            }
         }
     }
 }
@@ -293,6 +316,7 @@ impl Detector for SecretsDetector {
             } if !self.in_arguments.is_empty() => {
                 let mut walk = self.walk(&self.in_arguments);
                 walk.map("arguments", arguments);
+                walk.noted(event, "arguments");
                 self.draft(
                     event,
                     "secret_in_arguments",
@@ -314,6 +338,7 @@ impl Detector for SecretsDetector {
                 if let Some(structured) = &result.structured_content {
                     walk.map("result.structuredContent", structured);
                 }
+                walk.noted(event, "result");
                 self.draft(
                     event,
                     "secret_in_result",
@@ -325,6 +350,7 @@ impl Detector for SecretsDetector {
             EventBody::UserMessage { text } if !self.in_user_messages.is_empty() => {
                 let mut walk = self.walk(&self.in_user_messages);
                 walk.text("text", text);
+                walk.noted(event, "text");
                 self.draft(
                     event,
                     "secret_in_user_message",

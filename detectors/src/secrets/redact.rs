@@ -2,15 +2,20 @@
 //! logged or sent on. Detectors see the original event; only what leaves the detector
 //! (a finding, a stored or forwarded event) is redacted.
 //!
-//! Tool definitions in `tool_list` events are left alone: they are written by the
-//! server's author, not by users, and pins compare them byte for byte.
+//! Everything a sender controls is covered: values and object keys at any depth, the
+//! ids and labels an agent or server chooses (`session_id`, `call_id`, `host`,
+//! `labels`), and tool definitions (a server can put anything in a description or a
+//! schema). Pins stay comparable because sink and engine fingerprint the same redacted
+//! definitions. Every replaced value is listed in the event's `redacted` (kind and
+//! field, never the value), so a detector downstream of the redaction still knows a
+//! secret was there.
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use toolgate_protocol::config::{RedactionConfig, RedactionMode};
-use toolgate_protocol::event::EventBody;
+use toolgate_protocol::event::{EventBody, MAX_REDACTED, Redacted};
 use toolgate_protocol::fingerprint::hex;
 use toolgate_protocol::{Event, Finding};
 
@@ -118,80 +123,260 @@ impl Redactor {
         (Cow::Owned(out), found.len())
     }
 
-    /// Redacts every string in a JSON value (not object keys), in place; returns the
-    /// number of values replaced.
+    /// Redacts every string in a JSON value, object keys included, in place; returns
+    /// the number of values replaced.
     pub fn redact_value(&self, value: &mut Value) -> usize {
-        match value {
-            Value::String(s) => self.redact_string(s),
-            Value::Array(items) => items.iter_mut().map(|v| self.redact_value(v)).sum(),
-            Value::Object(map) => self.redact_map(map),
-            // A card number sent as a JSON number is still a card number.
-            Value::Number(n) if n.is_u64() && n.to_string().len() >= 13 => {
-                let digits = n.to_string();
-                let (redacted, count) = self.redact_text(&digits);
-                if count > 0 {
-                    *value = Value::String(redacted.into_owned());
-                }
-                count
-            }
-            _ => 0,
-        }
+        let mut notes = Notes::discard();
+        self.value(value, &mut String::new(), &mut notes);
+        notes.count
     }
 
-    fn redact_map(&self, map: &mut Map<String, Value>) -> usize {
-        map.values_mut().map(|v| self.redact_value(v)).sum()
-    }
-
-    fn redact_string(&self, s: &mut String) -> usize {
-        let (redacted, n) = self.redact_text(s);
-        if let Cow::Owned(r) = redacted {
-            *s = r;
-        }
-        n
-    }
-
-    /// Redacts a call's arguments, a result's content and a user's message, in place;
-    /// returns the number of values replaced.
+    /// Redacts an event in place: the values and keys of a call's arguments, of a
+    /// result and of a listing's definitions, a user's message, and the ids and labels
+    /// a sender chooses. Each replaced value is added to `event.redacted`; returns how
+    /// many were replaced.
     pub fn redact_event(&self, event: &mut Event) -> usize {
         if !self.is_active() {
             return 0;
         }
-        match &mut event.body {
-            EventBody::ToolList { .. } => 0,
-            EventBody::ToolCall { arguments, .. } => self.redact_map(arguments),
-            EventBody::ToolResult { result, .. } => {
-                let mut n: usize = result
-                    .content
-                    .iter_mut()
-                    .map(|c| self.redact_value(c))
-                    .sum();
-                if let Some(structured) = &mut result.structured_content {
-                    n += self.redact_map(structured);
-                }
-                n + self.redact_map(&mut result.other)
+        let mut notes = Notes {
+            list: Some(std::mem::take(&mut event.redacted)),
+            count: 0,
+        };
+        let mut path = String::new();
+        for (field, id) in [
+            ("session_id", Some(&mut event.session_id)),
+            ("host", event.host.as_mut()),
+        ] {
+            if let Some(id) = id {
+                path.push_str(field);
+                self.string(id, &mut path, &mut notes);
+                path.clear();
             }
-            EventBody::UserMessage { text } => self.redact_string(text),
+        }
+        if !event.labels.is_empty() {
+            let labels = std::mem::take(&mut event.labels);
+            for (mut k, mut v) in labels {
+                path.push_str("labels");
+                self.string(&mut k, &mut path, &mut notes);
+                self.string(&mut v, &mut path, &mut notes);
+                path.clear();
+                event.labels.insert(k, v);
+            }
+        }
+        match &mut event.body {
+            EventBody::ToolList { tools, .. } => {
+                for (i, tool) in tools.iter_mut().enumerate() {
+                    let at = format!("tools[{i}]");
+                    let field = |name: &str| format!("{at}.{name}");
+                    for (name, text) in [
+                        ("title", tool.title.as_mut()),
+                        ("description", tool.description.as_mut()),
+                    ] {
+                        if let Some(text) = text {
+                            self.string(text, &mut field(name), &mut notes);
+                        }
+                    }
+                    for (name, map) in [
+                        ("inputSchema", tool.input_schema.as_mut()),
+                        ("outputSchema", tool.output_schema.as_mut()),
+                        ("annotations", tool.annotations.as_mut()),
+                    ] {
+                        if let Some(map) = map {
+                            self.map(map, &mut field(name), &mut notes);
+                        }
+                    }
+                    self.map(&mut tool.other, &mut at.clone(), &mut notes);
+                }
+            }
+            EventBody::ToolCall {
+                call_id, arguments, ..
+            } => {
+                self.string(call_id, &mut "call_id".into(), &mut notes);
+                self.map(arguments, &mut "arguments".into(), &mut notes);
+            }
+            EventBody::ToolResult {
+                call_id, result, ..
+            } => {
+                self.string(call_id, &mut "call_id".into(), &mut notes);
+                let mut path = String::from("result.content");
+                for (i, c) in result.content.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.value(c, &mut path, &mut notes);
+                    path.truncate(len);
+                }
+                if let Some(structured) = &mut result.structured_content {
+                    self.map(structured, &mut "result.structuredContent".into(), &mut notes);
+                }
+                self.map(&mut result.other, &mut "result".into(), &mut notes);
+            }
+            EventBody::UserMessage { text } => self.string(text, &mut "text".into(), &mut notes),
+        }
+        event.redacted = notes.list.unwrap_or_default();
+        notes.count
+    }
+
+    /// Redacts one JSON value at `path` (extended and restored as it descends).
+    fn value(&self, value: &mut Value, path: &mut String, notes: &mut Notes) {
+        match value {
+            Value::String(s) => self.string(s, path, notes),
+            Value::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push('[');
+                    path.push_str(&i.to_string());
+                    path.push(']');
+                    self.value(v, path, notes);
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => self.map(map, path, notes),
+            // A card number sent as a JSON number is still a card number.
+            Value::Number(n) if n.is_u64() && n.to_string().len() >= 13 => {
+                let mut digits = n.to_string();
+                let before = notes.count;
+                self.string(&mut digits, path, notes);
+                if notes.count > before {
+                    *value = Value::String(digits);
+                }
+            }
+            _ => {}
         }
     }
 
-    /// Redacts a finding draft's title, description and evidence, in place.
+    /// Redacts an object's keys, then its values.
+    fn map(&self, map: &mut Map<String, Value>, path: &mut String, notes: &mut Notes) {
+        let secret_keys: Vec<String> = map
+            .keys()
+            .filter(|k| self.finds(k))
+            .cloned()
+            .collect();
+        for key in secret_keys {
+            let Some(v) = map.remove(&key) else { continue };
+            let mut new_key = key;
+            self.string(&mut new_key, path, notes);
+            // Two keys may redact alike; neither value is lost.
+            let mut unique = new_key.clone();
+            let mut n = 1;
+            while map.contains_key(&unique) {
+                n += 1;
+                unique = format!("{new_key}#{n}");
+            }
+            map.insert(unique, v);
+        }
+        for (k, v) in map.iter_mut() {
+            let len = path.len();
+            path.push('.');
+            path.push_str(k);
+            self.value(v, path, notes);
+            path.truncate(len);
+        }
+    }
+
+    /// Whether `text` holds a value this redactor replaces.
+    fn finds(&self, text: &str) -> bool {
+        let mut found = Vec::new();
+        scan_into(text, &mut found);
+        found.iter().any(|m| self.mode(m.kind) != RedactionMode::Keep)
+    }
+
+    /// Redacts one string, noting each replaced value at `path`.
+    fn string(&self, s: &mut String, path: &mut String, notes: &mut Notes) {
+        let mut found: Vec<SecretMatch> = Vec::new();
+        scan_into(s, &mut found);
+        found.retain(|m| self.mode(m.kind) != RedactionMode::Keep);
+        if found.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(s.len());
+        let mut at = 0;
+        for m in &found {
+            out.push_str(&s[at..m.start]);
+            out.push_str(&self.replacement(m.kind, &s[m.start..m.end]));
+            at = m.end;
+            notes.note(m.kind, path);
+        }
+        out.push_str(&s[at..]);
+        *s = out;
+    }
+
+    /// Redacts a finding draft's title, description, evidence and the ids it copied
+    /// from its event, in place. The group key is left: it only feeds the finding id's
+    /// hash and is never written.
     pub fn redact_draft(&self, draft: &mut FindingDraft) -> usize {
         if !self.is_active() {
             return 0;
         }
-        self.redact_string(&mut draft.title)
-            + self.redact_string(&mut draft.description)
-            + self.redact_value(&mut draft.evidence)
+        let mut n = self.redact_text_in_place(&mut draft.title)
+            + self.redact_text_in_place(&mut draft.description)
+            + self.redact_text_in_place(&mut draft.session_id)
+            + self.redact_value(&mut draft.evidence);
+        if let Some(call_id) = &mut draft.call_id {
+            n += self.redact_text_in_place(call_id);
+        }
+        n
     }
 
-    /// Redacts a finding's title, description and evidence, in place.
+    /// Redacts a finding's title, description, evidence and ids, in place.
     pub fn redact_finding(&self, finding: &mut Finding) -> usize {
         if !self.is_active() {
             return 0;
         }
-        self.redact_string(&mut finding.title)
-            + self.redact_string(&mut finding.description)
-            + self.redact_value(&mut finding.evidence)
+        let mut n = self.redact_text_in_place(&mut finding.title)
+            + self.redact_text_in_place(&mut finding.description)
+            + self.redact_text_in_place(&mut finding.session_id)
+            + self.redact_value(&mut finding.evidence);
+        if let Some(call_id) = &mut finding.call_id {
+            n += self.redact_text_in_place(call_id);
+        }
+        n
+    }
+}
+
+impl Redactor {
+    /// Redacts one string in place; returns the number of values replaced.
+    pub fn redact_text_in_place(&self, s: &mut String) -> usize {
+        let mut notes = Notes::discard();
+        self.string(s, &mut String::new(), &mut notes);
+        notes.count
+    }
+}
+
+/// What one redaction replaced: a count, and where the caller wants it, the list.
+struct Notes {
+    list: Option<Vec<Redacted>>,
+    count: usize,
+}
+
+impl Notes {
+    fn discard() -> Self {
+        Notes {
+            list: None,
+            count: 0,
+        }
+    }
+
+    fn note(&mut self, kind: SecretKind, path: &str) {
+        self.count += 1;
+        if let Some(list) = &mut self.list
+            && list.len() < MAX_REDACTED
+        {
+            let mut field = if path.is_empty() { "value" } else { path };
+            // The wire keeps identifiers to 512 bytes.
+            let mut cut = field.len().min(toolgate_protocol::MAX_IDENTIFIER_BYTES);
+            while !field.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            field = &field[..cut];
+            let entry = Redacted {
+                kind: kind.as_str().to_string(),
+                field: field.to_string(),
+            };
+            if !list.contains(&entry) {
+                list.push(entry);
+            }
+        }
     }
 }
 
@@ -349,7 +534,7 @@ mod tests {
     }
 
     #[test]
-    fn events_are_redacted_in_arguments_results_and_messages_but_not_definitions() {
+    fn events_are_redacted_in_arguments_results_messages_and_definitions() {
         let r = redactor(RedactionMode::Drop, &[]);
         let mut call = Event::from_value(serde_json::json!({
             "schema": "toolgate.event.v1", "kind": "tool_call", "event_id": "e",
@@ -365,12 +550,61 @@ mod tests {
         assert_eq!(arguments["to"][0], "[REDACTED:email]");
         assert_eq!(arguments["body"]["text"], "key [REDACTED:aws_access_key]");
         assert_eq!(arguments["n"], "[REDACTED:card_number]");
+        let fields: Vec<(&str, &str)> = call
+            .redacted
+            .iter()
+            .map(|r| (r.kind.as_str(), r.field.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("aws_access_key", "arguments.body.text"),
+                ("card_number", "arguments.n"),
+                ("email", "arguments.to[0]")
+            ]
+        );
         let mut list = Event::from_value(serde_json::json!({
             "schema": "toolgate.event.v1", "kind": "tool_list", "event_id": "e",
             "time": "2025-01-01T00:00:00Z", "agent_id": "a", "session_id": "s", "server": "mail",
-            "tools": [{"name": "send", "description": "mail help@example.com", "inputSchema": {"type": "object"}}]
+            "tools": [{"name": "send", "description": "mail help@example.com",
+                       "inputSchema": {"type": "object", "properties": {"k": {"default": "AKIAIOSFODNN7EXAMPLE"}}}}]
         }))
         .unwrap();
-        assert_eq!(r.redact_event(&mut list), 0);
+        assert_eq!(r.redact_event(&mut list), 2);
+        assert!(!list.to_json().contains("AKIAIOSFODNN7EXAMPLE"));
+        assert!(!list.to_json().contains("help@example.com"));
+    }
+
+    /// Issue 19: keys, ids and labels held raw secrets after redaction.
+    #[test]
+    fn issue_19_keys_ids_and_labels_are_redacted_and_listed_without_the_value() {
+        let r = redactor(RedactionMode::Mask, &[]);
+        let key = "AKIAIOSFODNN7EXAMPLE";
+        let mut call = Event::from_value(serde_json::json!({
+            "schema": "toolgate.event.v1", "kind": "tool_call", "event_id": "e",
+            "time": "2025-01-01T00:00:00Z", "agent_id": "a", "session_id": format!("s-{key}"),
+            "host": format!("h-{key}"), "server": "mail", "call_id": format!("c-{key}"), "tool": "send",
+            "labels": {key: "v", "k": key},
+            "arguments": {key: 1, "nested": {"ghp_0123456789abcdefghijklmnopqrstuvwxyz": {key: 2}}}
+        }))
+        .unwrap();
+        assert!(r.redact_event(&mut call) >= 7);
+        let json = call.to_json();
+        assert!(!json.contains(key), "{json}");
+        assert!(!json.contains("ghp_0123"), "{json}");
+        for field in ["session_id", "host", "labels", "call_id", "arguments", "arguments.nested"] {
+            assert!(
+                call.redacted.iter().any(|r| r.field == field),
+                "{field}: {:?}",
+                call.redacted
+            );
+        }
+        // Both values survive under their redacted keys, and the event still decodes.
+        let again = Event::decode(json.as_bytes()).expect("decodes");
+        assert_eq!(again.redacted, call.redacted);
+        // A second pass finds nothing new.
+        let mut twice = again.clone();
+        assert_eq!(r.redact_event(&mut twice), 0);
+        assert_eq!(twice, again);
     }
 }

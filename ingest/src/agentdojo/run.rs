@@ -232,6 +232,7 @@ pub(crate) fn convert(
             trace_id: None,
             span_id: None,
             labels,
+            redacted: Vec::new(),
             body,
         });
     };
