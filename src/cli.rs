@@ -147,11 +147,13 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 /// A duration such as `500ms`, `60s` or `10m`.
+/// A positive duration (`500ms`, `1m`): zero would switch the throttle it sets off.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = toolgate_protocol::Duration::parse(s).map_err(|e| e.to_string())?;
-    Ok(std::time::Duration::from_nanos(
-        u64::try_from(d.as_nanos()).unwrap_or(0),
-    ))
+    match u64::try_from(d.as_nanos()) {
+        Ok(n) if n > 0 => Ok(std::time::Duration::from_nanos(n)),
+        _ => Err(format!("{s:?} must be longer than 0")),
+    }
 }
 
 /// `toolgate history`.

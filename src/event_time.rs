@@ -1,7 +1,9 @@
 //! Putting a stream back into event-time order: events are held until the watermark
 //! (newest time seen minus the allowed lateness) passes them, then released oldest
 //! first. Events older than what was already released are late: they are released at
-//! once, processed, and counted. Memory is bounded by `max_buffered`.
+//! once, processed, and counted. Memory is bounded by `max_buffered` events and by
+//! `max_bytes` of their encoded size: 1,500 one-megabyte events with one timestamp
+//! must not all wait in memory.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -11,7 +13,28 @@ use toolgate_protocol::{Duration, Event, Timestamp};
 struct Held {
     time: Timestamp,
     seq: u64,
+    bytes: usize,
     event: Event,
+}
+
+/// Counts what is written to it: the encoded size of an event without keeping it.
+struct Counting(usize);
+
+impl std::io::Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An event's size as JSON, which is about what it holds in memory.
+pub fn encoded_len(event: &Event) -> usize {
+    let mut n = Counting(0);
+    let _ = serde_json::to_writer(&mut n, event);
+    n.0
 }
 
 impl PartialEq for Held {
@@ -36,6 +59,9 @@ pub struct Reorder {
     heap: BinaryHeap<Reverse<Held>>,
     lateness: Duration,
     max_buffered: usize,
+    max_bytes: usize,
+    bytes: usize,
+    early: u64,
     seq: u64,
     newest: Option<Timestamp>,
     released_up_to: Option<Timestamp>,
@@ -49,11 +75,31 @@ impl Reorder {
             heap: BinaryHeap::new(),
             lateness,
             max_buffered: max_buffered.max(1),
+            max_bytes: usize::MAX,
+            bytes: 0,
+            early: 0,
             seq: 0,
             newest: None,
             released_up_to: None,
             late: 0,
         }
+    }
+
+    /// Bounds the events held by their encoded size too ([`encoded_len`]); past it
+    /// the oldest are released early, as past the count bound.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// Encoded bytes of the events held now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Events released before the watermark passed them, because a bound was reached.
+    pub fn early(&self) -> u64 {
+        self.early
     }
 
     /// Events that arrived after newer ones had already been released.
@@ -76,17 +122,24 @@ impl Reorder {
             return;
         }
         self.seq += 1;
+        let bytes = encoded_len(&event);
+        self.bytes += bytes;
         self.heap.push(Reverse(Held {
             time,
             seq: self.seq,
+            bytes,
             event,
         }));
         let newest = self.newest.map_or(time, |n| n.max(time));
         self.newest = Some(newest);
         let watermark = newest.saturating_sub(self.lateness);
         while let Some(Reverse(top)) = self.heap.peek() {
-            if top.time > watermark && self.heap.len() <= self.max_buffered {
+            let full = self.heap.len() > self.max_buffered || self.bytes > self.max_bytes;
+            if top.time > watermark && !full {
                 break;
+            }
+            if top.time > watermark {
+                self.early += 1;
             }
             self.release_one(ready);
         }
@@ -101,6 +154,7 @@ impl Reorder {
 
     fn release_one(&mut self, ready: &mut Vec<Event>) {
         if let Some(Reverse(held)) = self.heap.pop() {
+            self.bytes -= held.bytes;
             self.released_up_to = Some(self.released_up_to.map_or(held.time, |r| r.max(held.time)));
             ready.push(held.event);
         }
@@ -187,5 +241,45 @@ mod tests {
         }
         assert_eq!(out.len(), 7);
         assert_eq!(r.heap.len(), 3);
+    }
+
+    fn big(secs: i64, id: &str, bytes: usize) -> Event {
+        let mut e = ev(secs, id);
+        e.body = EventBody::UserMessage {
+            text: "x".repeat(bytes),
+        };
+        e
+    }
+
+    #[test]
+    fn issue_19_the_buffer_is_bounded_in_bytes_too() {
+        // Within the count bound and the lateness, all with one timestamp: only the
+        // byte bound can release them, oldest first.
+        let bound = 10 * 100_000;
+        let mut r = Reorder::new(Duration::from_secs(3600), 100_000).with_max_bytes(bound);
+        let mut out = Vec::new();
+        let mut most = 0;
+        for i in 0..200 {
+            r.push(big(100, &i.to_string(), 100_000), &mut out);
+            most = most.max(r.buffered_bytes());
+        }
+        assert!(most <= bound, "held {most} bytes, bound {bound}");
+        assert!(r.heap.len() < 11, "{} held", r.heap.len());
+        let released: Vec<String> = (0..out.len()).map(|i| i.to_string()).collect();
+        assert_eq!(ids(&out), released, "oldest first, none dropped");
+        assert_eq!(r.early(), out.len() as u64);
+        r.finish(&mut out);
+        assert_eq!(out.len(), 200, "nothing lost");
+        assert_eq!(r.buffered_bytes(), 0);
+        assert_eq!(r.late(), 0);
+    }
+
+    #[test]
+    fn issue_19_one_event_over_the_byte_bound_passes_straight_through() {
+        let mut r = Reorder::new(Duration::from_secs(3600), 100).with_max_bytes(1000);
+        let mut out = Vec::new();
+        r.push(big(100, "huge", 5000), &mut out);
+        assert_eq!(ids(&out), ["huge"]);
+        assert_eq!(r.buffered_bytes(), 0);
     }
 }

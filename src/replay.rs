@@ -147,7 +147,8 @@ pub fn replay(
     let mut reorder = Reorder::new(
         config.event_time.allowed_lateness,
         config.event_time.max_buffered_events,
-    );
+    )
+    .with_max_bytes(config.event_time.max_buffered_bytes);
     let mut stats = ReplayStats {
         detectors: pipeline.detector_names(),
         ..ReplayStats::default()
@@ -184,10 +185,10 @@ pub fn replay(
                     None => {
                         let mut w = DeadLetterWriter::create(dead_letter)
                             .context("cannot create the dead-letter file")?;
-                        if !config.dead_letter.keep_raw {
-                            let redactor = Redactor::new(&config.redaction)?;
+                        let redactor = Redactor::new(&config.redaction)?;
+                        if !config.dead_letter.keep_raw && redactor.is_active() {
                             w = w.redacting(Box::new(move |text: &mut String| {
-                                redactor.redact_text_in_place(text);
+                                redactor.redact_text_in_place(text)
                             }));
                         }
                         dlq.insert(w)

@@ -215,3 +215,378 @@ fn with_log_format_json_every_log_line_is_a_json_object_with_its_fields() {
     assert!(assigned["partitions"].as_str().is_some(), "{assigned}");
     assert!(lines.iter().any(|l| l["message"] == "revoked partitions"));
 }
+
+/// `/healthz` once the listener answers: its status and body.
+fn health_when_up(addr: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no metrics listener");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    http_get(addr, "/healthz")
+}
+
+#[test]
+fn issue_19_an_over_limit_record_is_dead_lettered_with_size_and_digest_and_the_rest_read() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let before = sample("");
+    let key = before[0].0.clone();
+    // Three times the event limit, under the embedded broker's 5 MiB per partition.
+    let big: Vec<u8> = (0..3 << 20).map(|i| b"{\"x\": 1}   "[i % 11]).collect();
+    let after: Vec<(String, Vec<u8>)> = sample("-after").into_iter().take(3).collect();
+    let mut events = before.clone();
+    events.push((key.clone(), big.clone()));
+    events.extend(after.iter().cloned());
+    produce(&brokers, &events);
+
+    // The engine with counters this test reads while it runs.
+    let counters = std::sync::Arc::new(toolgate::engine::Counters::default());
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = {
+        let (config, brokers, counters, flag) = (
+            config.clone(),
+            brokers.clone(),
+            std::sync::Arc::clone(&counters),
+            std::sync::Arc::clone(&flag),
+        );
+        std::thread::spawn(move || {
+            toolgate::engine::run(
+                &config,
+                toolgate::engine::EngineOptions {
+                    brokers,
+                    workers: 2,
+                    history: false,
+                    watcher: None,
+                    counters,
+                },
+                &flag,
+            )
+            .expect("engine run")
+        })
+    };
+    let want = (before.len() + after.len()) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while toolgate::engine::Counters::get(&counters.events) < want
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dlq = read_all(&brokers, "toolgate.dlq", 1);
+    let report = stop((flag, handle));
+    assert_eq!(
+        report.events as usize,
+        before.len() + after.len(),
+        "the 3 events after the big record were processed"
+    );
+    assert_eq!(report.rejected_by_kind.get("too_large"), Some(&1));
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let letter = &dlq[0];
+    assert_eq!(letter.key, key);
+    assert_eq!(letter.headers["toolgate.error.kind"], "too_large");
+    assert_eq!(
+        letter.headers["toolgate.source.bytes"],
+        big.len().to_string()
+    );
+    assert_eq!(letter.headers["toolgate.source.truncated"], "true");
+    assert_eq!(
+        letter.headers["toolgate.source.sha256"],
+        toolgate_protocol::fingerprint::hex(&sha2::Sha256::digest(&big)[..]),
+    );
+    assert_eq!(
+        letter.payload.len(),
+        toolgate_ingest::kafka::DEAD_LETTER_MAX_BYTES,
+        "kept truncated"
+    );
+}
+
+#[test]
+fn issue_19_records_deleted_past_the_checkpoint_are_logged_counted_and_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let first = sample("-a");
+    let ids = offline_finding_ids(dir.path(), &first);
+    produce(&brokers, &first);
+    let engine = start(&config, &brokers);
+    await_findings(&brokers, &ids);
+    let one = stop(engine);
+    assert_eq!(one.offset_gaps, 0);
+
+    // The embedded broker keeps about 5 MiB per partition: 8 records of 1.2 MB on the
+    // partition the engine checkpointed push the oldest of them out unread.
+    let key = first[0].0.clone();
+    let junk: Vec<(String, Vec<u8>)> = (0..8)
+        .map(|_| (key.clone(), vec![b' '; 1_200_000]))
+        .collect();
+    produce(&brokers, &junk);
+    let engine = start(&config, &brokers);
+    let findings = read_until(&brokers, "toolgate.findings", |rs| {
+        rs.iter().any(|r| r.json()["rule_id"] == "offset_gap")
+    });
+    let two = stop(engine);
+    let gap = findings
+        .iter()
+        .map(Record::json)
+        .find(|f| f["rule_id"] == "offset_gap")
+        .expect("an offset_gap finding");
+    assert_eq!(gap["severity"], "high");
+    assert_eq!(gap["agent_id"], "toolgate-engine");
+    let skipped = gap["evidence"]["skipped_offsets"]
+        .as_u64()
+        .expect("skipped");
+    assert!(skipped >= 1 && skipped < 8, "{gap}");
+    assert_eq!(two.offset_gaps, 1);
+    assert_eq!(two.offset_gap_records, skipped);
+    assert_eq!(
+        two.rejected_by_kind.get("too_large").copied().unwrap_or(0) + skipped,
+        8,
+        "every record is either dead-lettered or counted as lost"
+    );
+}
+
+#[test]
+fn issue_19_healthz_is_not_ready_until_partitions_are_assigned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let mut config = config(dir.path());
+    // An events topic that does not exist yet: the group has nothing to assign.
+    let topic = "toolgate.events.later";
+    config.kafka.topics.events = topic.into();
+    config
+        .kafka
+        .properties
+        .insert("topic.metadata.refresh.interval.ms".into(), "200".into());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    config.engine.metrics_listen = Some(addr.clone());
+    let engine = start(&config, &brokers);
+    let (status, body) = health_when_up(&addr);
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: no partitions assigned\n")
+    );
+
+    // A producer's metadata request creates the topic on the embedded broker.
+    {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::config::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("producer");
+        let (key, event) = sample("").remove(0);
+        producer
+            .send(BaseRecord::to(topic).key(&key).payload(&event))
+            .expect("queue");
+        producer
+            .flush(std::time::Duration::from_secs(10))
+            .expect("flush");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(&addr, "/healthz");
+        if status == 200 {
+            assert_eq!(body, "ok\n");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} {body:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    stop(engine);
+}
+
+/// Issue 19: every record of the sample keyed by another agent, its exfiltration call
+/// held. The findings (a blocking one among them) still go out, but nothing is
+/// signed for the agents the events claim: no block, no verdict.
+#[test]
+fn issue_19_an_event_keyed_by_another_agent_gets_its_findings_out_but_no_decision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let mut events = sample("");
+    for (key, bytes) in &mut events {
+        *key = "agent-b".to_string();
+        let mut v: Value = serde_json::from_slice(bytes).expect("event");
+        if v["kind"] == "tool_call" && v["call_id"] == "call_UIxyFTg4BR87BCmnbk2A5cts" {
+            v["await_verdict"] = Value::Bool(true);
+        }
+        *bytes = serde_json::to_vec(&v).expect("encode");
+    }
+    let expected = offline_finding_ids(dir.path(), &events);
+    produce(&brokers, &events);
+    let engine = start(&config, &brokers);
+    let findings = await_findings(&brokers, &expected);
+    let report = stop(engine);
+    // Stopped: everything it sent is on the broker.
+    let decisions = read_to_end(&brokers, "toolgate.decisions");
+
+    assert_eq!(
+        finding_ids(&findings),
+        expected,
+        "the findings still go out"
+    );
+    assert!(
+        findings.iter().any(|f| f.json()["action"] == "block"),
+        "one of them calls for a block"
+    );
+    assert_eq!(
+        decisions.len(),
+        0,
+        "no decision for an agent that did not key the events"
+    );
+    assert_eq!(report.decisions, 0);
+    assert_eq!(report.verdicts, 0);
+    assert_eq!(report.key_mismatch, 54, "every event is counted");
+    assert!(
+        report
+            .decisions_refused
+            .get("key_mismatch")
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "the block and the verdict are counted: {:?}",
+        report.decisions_refused
+    );
+}
+
+/// Issue 19: the sample twice for the same agents, the second copy a day later (so
+/// its findings are new ones, not folded into the first's), and one block per agent
+/// per week: the second copy's blocks are not signed, and are counted.
+#[test]
+fn issue_19_past_max_blocks_per_agent_an_agents_blocks_are_not_signed_but_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let mut config = config(dir.path());
+    config.engine.max_blocks_per_agent = 1;
+    config.engine.block_rate_window = toolgate_protocol::Duration::from_secs(7 * 86_400);
+    let mut events = sample("");
+    let again: Vec<(String, Vec<u8>)> = sample("-b")
+        .into_iter()
+        .map(|(key, bytes)| {
+            let agent = key.strip_suffix("-b").expect("tagged").to_string();
+            let mut v: Value = serde_json::from_slice(&bytes).expect("event");
+            v["agent_id"] = Value::String(agent.clone());
+            (agent, serde_json::to_vec(&v).expect("encode"))
+        })
+        .collect();
+    events.extend(
+        shifted(&again, 1)
+            .into_iter()
+            .map(|(_, key, bytes)| (key, bytes)),
+    );
+    let expected = offline_finding_ids(dir.path(), &events);
+    produce(&brokers, &events);
+    let engine = start(&config, &brokers);
+    let findings = await_findings(&brokers, &expected);
+    let report = stop(engine);
+    let decisions = read_to_end(&brokers, "toolgate.decisions");
+
+    let mut blocking: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for f in &findings {
+        let v = f.json();
+        if v["action"] == "block" {
+            blocking
+                .entry(v["agent_id"].as_str().expect("agent_id").to_string())
+                .or_default()
+                .insert(v["finding_id"].as_str().expect("finding_id").to_string());
+        }
+    }
+    assert!(
+        blocking.values().any(|ids| ids.len() >= 2),
+        "an agent has two blocking findings: {blocking:?}"
+    );
+    let verifier = verifier(&config);
+    let mut signed: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for r in &decisions {
+        let d: Decision = serde_json::from_slice(&r.payload).expect("decision");
+        verifier.verify(&d).expect("signed");
+        if d.scope.call_id.is_none() && d.action == DecisionAction::Block {
+            signed
+                .entry(d.scope.agent_id.clone())
+                .or_default()
+                .insert(d.decision_id.clone());
+        }
+    }
+    assert!(
+        !signed.is_empty(),
+        "the first block of each agent is signed"
+    );
+    for (agent, ids) in &signed {
+        assert_eq!(
+            ids.len(),
+            1,
+            "{agent}: at most max_blocks_per_agent: {ids:?}"
+        );
+    }
+    assert!(
+        report
+            .decisions_refused
+            .get("rate_limit")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "the suppressed blocks are counted: {:?}",
+        report.decisions_refused
+    );
+}
+
+/// Issue 19: TLS and SASL mechanisms this build's librdkafka lacks (no OpenSSL) are
+/// refused when the client is made, naming the property; SASL PLAIN needs no OpenSSL.
+#[test]
+fn issue_19_kafka_tls_and_sasl_this_build_lacks_are_refused_at_start_up() {
+    use toolgate::engine::outbox::Outbox;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = |pairs: &[(&str, &str)]| {
+        let properties: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Outbox::new(
+            "127.0.0.1:9",
+            &properties,
+            dir.path().join("undeliverable.jsonl"),
+        )
+    };
+    for protocol in ["ssl", "sasl_ssl"] {
+        let e = format!(
+            "{:#}",
+            outbox(&[("security.protocol", protocol)])
+                .err()
+                .expect("refused")
+        );
+        assert!(
+            e.contains("security.protocol") && e.contains("OpenSSL"),
+            "{protocol}: {e}"
+        );
+    }
+    let e = format!(
+        "{:#}",
+        outbox(&[
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.mechanisms", "SCRAM-SHA-256"),
+        ])
+        .err()
+        .expect("refused")
+    );
+    assert!(e.contains("SCRAM-SHA-256"), "{e}");
+    outbox(&[
+        ("security.protocol", "sasl_plaintext"),
+        ("sasl.mechanisms", "PLAIN"),
+        ("sasl.username", "engine"),
+        ("sasl.password", "secret"),
+    ])
+    .expect("SASL PLAIN is built in");
+}

@@ -548,24 +548,35 @@ fn issue_19_a_query_stops_when_its_client_disconnects() {
     .stderr(Stdio::null())
     .spawn()
     .expect("psql");
-    let window = std::time::Duration::from_secs(2);
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let before = cpu_ticks(server.child.id());
-    std::thread::sleep(window);
-    let busy = cpu_ticks(server.child.id()) - before;
+    // CPU ticks the server spends over a short window.
+    let window = std::time::Duration::from_millis(500);
+    let ticks = || {
+        let before = cpu_ticks(server.child.id());
+        std::thread::sleep(window);
+        cpu_ticks(server.child.id()) - before
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Wait until the query keeps the server busy.
+    let mut busy = ticks();
+    while busy < 10 && std::time::Instant::now() < deadline {
+        busy = ticks();
+    }
+    assert!(
+        busy >= 10,
+        "the query did not run ({busy} ticks in {window:?})"
+    );
     assert!(
         client.try_wait().expect("psql").is_none(),
         "the query ended by itself"
     );
     client.kill().expect("kill psql");
     client.wait().expect("psql exits");
-    // The close is noticed within a fraction of a second, and the query's tasks stop
-    // at their next yield; leave room for both.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    let before = cpu_ticks(server.child.id());
-    std::thread::sleep(window);
-    let after = cpu_ticks(server.child.id()) - before;
-    assert!(busy > 0, "the query did not run");
+    // The close is noticed and the query's tasks stop at their next yield: wait until
+    // the server goes quiet, or fail at the deadline.
+    let mut after = ticks();
+    while after * 5 >= busy && std::time::Instant::now() < deadline {
+        after = ticks();
+    }
     assert!(
         after * 5 < busy,
         "the server kept working after its client left: {after} ticks in {window:?}, {busy} while the client was there"

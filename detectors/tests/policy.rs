@@ -381,7 +381,12 @@ fn issue_19_secrets_redacted_upstream_are_still_found_from_the_redacted_list() {
         .into_iter()
         .find(|d| d.name() == "secrets")
         .expect("secrets registered");
-    let mut sent = call(None, "web", "post", json!({"body": "[REDACTED:aws_access_key]"}));
+    let mut sent = call(
+        None,
+        "web",
+        "post",
+        json!({"body": "[REDACTED:aws_access_key]"}),
+    );
     sent.redacted = vec![toolgate_protocol::event::Redacted {
         kind: "aws_access_key".into(),
         field: "arguments.body".into(),
@@ -394,7 +399,12 @@ fn issue_19_secrets_redacted_upstream_are_still_found_from_the_redacted_list() {
     assert_eq!(f.evidence["kinds"], json!(["aws_access_key"]));
     assert_eq!(f.evidence["matches"][0]["field"], "arguments.body");
     // The same event from a raw source, redacted by the engine itself, finds the same.
-    let mut raw = call(None, "web", "post", json!({"body": "key AKIAIOSFODNN7EXAMPLE"}));
+    let mut raw = call(
+        None,
+        "web",
+        "post",
+        json!({"body": "key AKIAIOSFODNN7EXAMPLE"}),
+    );
     raw.redacted.clear();
     let direct = run(&mut secrets, &raw);
     assert_eq!(direct[0].evidence["kinds"], f.evidence["kinds"]);

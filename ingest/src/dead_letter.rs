@@ -49,7 +49,8 @@ struct DeadLetterRecord<'a> {
 
 /// Replaces secrets in text in place (the `[redaction]` redactor; ingest has no
 /// detection logic of its own).
-pub type RedactFn = Box<dyn Fn(&mut String) + Send + Sync>;
+/// Returns how many values it replaced.
+pub type RedactFn = Box<dyn Fn(&mut String) -> usize + Send + Sync>;
 
 /// Appends rejected records to a JSONL file, one object per record.
 pub struct DeadLetterWriter {
@@ -73,7 +74,8 @@ impl DeadLetterWriter {
     }
 
     /// Redacts every record's error and bytes with `redact` (`[dead_letter] keep_raw =
-    /// false`, the default): the bytes are kept as text, invalid UTF-8 replaced.
+    /// false`, the default): bytes that held a secret are kept as redacted text
+    /// (invalid UTF-8 replaced), the others exactly as they came.
     pub fn redacting(mut self, redact: RedactFn) -> Self {
         self.redact = Some(redact);
         self
@@ -82,13 +84,16 @@ impl DeadLetterWriter {
     /// Writes one record.
     pub fn write(&mut self, r: &Rejected) -> Result<(), IngestError> {
         let mut error = r.error.to_string();
-        let (raw, raw_base64) = match &self.redact {
-            Some(redact) => {
-                redact(&mut error);
-                let mut text = String::from_utf8_lossy(&r.raw).into_owned();
-                redact(&mut text);
-                (Some(std::borrow::Cow::Owned(text)), None)
+        let mut redacted_text = None;
+        if let Some(redact) = &self.redact {
+            redact(&mut error);
+            let mut text = String::from_utf8_lossy(&r.raw).into_owned();
+            if redact(&mut text) > 0 {
+                redacted_text = Some(text);
             }
+        }
+        let (raw, raw_base64) = match redacted_text {
+            Some(text) => (Some(std::borrow::Cow::Owned(text)), None),
             None => match std::str::from_utf8(&r.raw) {
                 Ok(text) => (Some(std::borrow::Cow::Borrowed(text)), None),
                 Err(_) => (None, Some(B64.encode(&r.raw))),

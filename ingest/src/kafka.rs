@@ -20,6 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
 use toolgate_protocol::{DecodeError, Event};
 
 use crate::IngestError;
@@ -63,6 +64,9 @@ pub struct GroupSettings {
     pub max_event_bytes: usize,
 }
 
+/// The consumer's `receive.message.max.bytes`: librdkafka's largest.
+const RECEIVE_MESSAGE_MAX_BYTES: &str = "2147483647";
+
 /// A record that did not decode, with everything the dead-letter topic keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaRejected {
@@ -80,6 +84,8 @@ pub struct KafkaRejected {
     pub raw: Vec<u8>,
     /// The original length in bytes.
     pub raw_len: usize,
+    /// SHA-256 of the original bytes, in hex: identifies a truncated record.
+    pub digest: String,
 }
 
 impl KafkaRejected {
@@ -92,6 +98,7 @@ impl KafkaRejected {
             ("toolgate.source.partition", self.partition.to_string()),
             ("toolgate.source.offset", self.offset.to_string()),
             ("toolgate.source.bytes", self.raw_len.to_string()),
+            ("toolgate.source.sha256", self.digest.clone()),
         ];
         if let Some(field) = self.error.field() {
             h.push(("toolgate.error.field", field.to_string()));
@@ -128,6 +135,8 @@ impl RawRecord {
             },
             Err(error) => {
                 let raw_len = self.payload.len();
+                let digest =
+                    toolgate_protocol::fingerprint::hex(&Sha256::digest(&self.payload)[..]);
                 let mut raw = self.payload;
                 raw.truncate(DEAD_LETTER_MAX_BYTES);
                 Polled::Rejected(Box::new(KafkaRejected {
@@ -138,6 +147,7 @@ impl RawRecord {
                     error,
                     raw,
                     raw_len,
+                    digest,
                 }))
             }
         }
@@ -296,7 +306,15 @@ impl GroupConsumer {
             // call's event could wait as long. Checking again after 10 ms costs a wake-up.
             .set("fetch.queue.backoff.ms", "10")
             // Lag per partition comes with the client's statistics.
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // A fetch returns a first batch larger than `fetch.max.bytes` whole, so
+            // one record can always make progress, but a response over this limit is
+            // a protocol error: the client drops the connection and fetches the same
+            // record again, forever, and every record after it waits unseen (the
+            // default is 100 MB). At librdkafka's ceiling any record a broker holds
+            // arrives, and an over-limit one is dead-lettered (truncated, with its
+            // size and digest) instead. Ordinary fetches stay `fetch.max.bytes`.
+            .set("receive.message.max.bytes", RECEIVE_MESSAGE_MAX_BYTES);
         for (k, v) in &settings.properties {
             config.set(k, v);
         }

@@ -293,7 +293,12 @@ impl Event {
             }
         }
         let mut redacted = Vec::new();
-        for (i, item) in f.opt_array("redacted")?.unwrap_or_default().into_iter().enumerate() {
+        for (i, item) in f
+            .opt_array("redacted")?
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let mut r = Fields::new(item, &format!("redacted[{i}]"), "an object")?;
             let kind = r.identifier("kind")?;
             let field = r.identifier("field")?;

@@ -424,7 +424,8 @@ impl Parser<'_> {
                         };
                         match low {
                             Some(low) => char::from_u32(
-                                0x10000 + ((u32::from(unit) - 0xD800) << 10)
+                                0x10000
+                                    + ((u32::from(unit) - 0xD800) << 10)
                                     + (u32::from(low) - 0xDC00),
                             ),
                             None => None,

@@ -29,6 +29,10 @@
 mod server;
 mod sessions;
 
+/// The request decoder, for its fuzz target.
+#[doc(hidden)]
+pub use server::{ReadOutcome, read_requests};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -177,19 +177,26 @@ mod tests {
         assert!(
             matches!(p, Parsed::Single(Message::Request { ref method, .. }) if method == "tools/call")
         );
-        let p =
-            parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#).unwrap().parsed;
+        let p = parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#)
+            .unwrap()
+            .parsed;
         assert!(matches!(p, Parsed::Single(Message::Notification { .. })));
-        let p = parse(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"m"}}"#).unwrap().parsed;
+        let p = parse(br#"{"jsonrpc":"2.0","id":"a","error":{"code":1,"message":"m"}}"#)
+            .unwrap()
+            .parsed;
         assert!(matches!(
             p,
             Parsed::Single(Message::Response { is_error: true, .. })
         ));
-        let p = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#).unwrap().parsed;
+        let p = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#)
+            .unwrap()
+            .parsed;
         let Parsed::Batch(items) = p else { panic!() };
         assert_eq!(items[1].1, Message::Other);
         assert!(parse(b"{nope").is_err());
-        let p = parse(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#).unwrap().parsed;
+        let p = parse(br#"{"jsonrpc":"2.0","id":null,"method":"tools/call"}"#)
+            .unwrap()
+            .parsed;
         assert!(matches!(p, Parsed::Single(Message::InvalidId { .. })));
     }
 
@@ -197,9 +204,17 @@ mod tests {
     fn lines_only_a_lenient_peer_reads_are_parsed_and_marked() {
         let d = parse(br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"pad":1e400,"m":"\udc00"}}}"#)
             .unwrap();
-        assert_eq!(d.lenient.as_deref(), Some("lone_surrogate,non_finite_number"));
-        assert!(matches!(d.parsed, Parsed::Single(Message::Request { ref id, .. }) if id == &json!(3)));
-        assert_eq!(parse(b"{\"id\":01}").unwrap().lenient.as_deref(), Some("nonstandard_syntax"));
+        assert_eq!(
+            d.lenient.as_deref(),
+            Some("lone_surrogate,non_finite_number")
+        );
+        assert!(
+            matches!(d.parsed, Parsed::Single(Message::Request { ref id, .. }) if id == &json!(3))
+        );
+        assert_eq!(
+            parse(b"{\"id\":01}").unwrap().lenient.as_deref(),
+            Some("nonstandard_syntax")
+        );
         assert_eq!(parse(br#"{"id":1}"#).unwrap().lenient, None);
     }
 

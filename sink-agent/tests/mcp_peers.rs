@@ -568,7 +568,10 @@ fn issue_19_lines_serde_json_rejects_do_not_reach_the_server_unchecked() {
     );
 
     let proxied = raw_stdio(&server, Some(&config), &tricks);
-    assert!(proxied.contains_key("99"), "the proxy still works: {proxied:?}");
+    assert!(
+        proxied.contains_key("99"),
+        "the proxy still works: {proxied:?}"
+    );
     for id in 10..15 {
         let answer: Value =
             serde_json::from_str(proxied.get(&id.to_string()).expect("an answer")).expect("json");
@@ -576,7 +579,9 @@ fn issue_19_lines_serde_json_rejects_do_not_reach_the_server_unchecked() {
         assert!(message.starts_with("[sink] unparseable"), "{answer}");
     }
     assert!(
-        proxied.values().all(|a| !a.contains("AKIAIOSFODNN7EXAMPLE")),
+        proxied
+            .values()
+            .all(|a| !a.contains("AKIAIOSFODNN7EXAMPLE")),
         "{proxied:?}"
     );
     let events = events(&events_file);

@@ -315,7 +315,12 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
         .as_array()
         .expect("list")
         .iter()
-        .map(|p| (p[0].as_str().unwrap_or_default().into(), p[1].as_str().unwrap_or_default().into()))
+        .map(|p| {
+            (
+                p[0].as_str().unwrap_or_default().into(),
+                p[1].as_str().unwrap_or_default().into(),
+            )
+        })
         .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let events = dir.path().join("events.jsonl");
@@ -338,7 +343,9 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
         from_proxy.read_line(&mut reply).expect("read");
         reply
     };
-    ask(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#);
+    ask(
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+    );
     ask(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
     for (secret, _) in &planted {
         let call = json!({
@@ -351,8 +358,14 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
     drop(to_proxy);
     let out = proxy.wait_with_output().expect("exit");
     let mut written = vec![
-        ("log".to_string(), String::from_utf8_lossy(&out.stderr).into_owned()),
-        ("events".to_string(), std::fs::read_to_string(&events).expect("events")),
+        (
+            "log".to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        (
+            "events".to_string(),
+            std::fs::read_to_string(&events).expect("events"),
+        ),
     ];
     let mut stack = vec![spool.clone()];
     while let Some(d) = stack.pop() {
@@ -362,7 +375,10 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
                 stack.push(path);
             } else {
                 let bytes = std::fs::read(&path).expect("spool file");
-                written.push((path.display().to_string(), String::from_utf8_lossy(&bytes).into_owned()));
+                written.push((
+                    path.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
             }
         }
     }
@@ -386,6 +402,9 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
     assert_eq!(calls.len(), planted.len());
     for call in &calls {
         let redacted = call["redacted"].as_array().expect("redacted listed");
-        assert!(redacted.iter().any(|r| r["field"] == "arguments"), "the key: {call}");
+        assert!(
+            redacted.iter().any(|r| r["field"] == "arguments"),
+            "the key: {call}"
+        );
     }
 }

@@ -83,7 +83,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let mut reorder = Reorder::new(
         config.event_time.allowed_lateness,
         config.event_time.max_buffered_events,
-    );
+    )
+    .with_max_bytes(config.event_time.max_buffered_bytes);
     let (mut read, mut rejected) = (0u64, 0u64);
     let mut ready = Vec::new();
     let learn = |events: &mut Vec<Event>, trainer: &mut Trainer| {

@@ -8,7 +8,15 @@
 //!   force for `decision_ttl` after the finding first fired.
 //! - A held call (`await_verdict`) gets a verdict scoped to its `call_id`: `block` if
 //!   a blocking finding points at the call, `allow` otherwise.
+//!
+//! Before a block is signed the engine applies [`BlockLimiter`]: at most
+//! `[engine] max_blocks_per_agent` blocks per agent within `block_rate_window` of event
+//! time, so a flood of findings (forged events included) cannot block an agent's
+//! every session and tool. A finding resting on an event whose Kafka record key was
+//! not its `agent_id` makes no decision at all ([`ForgedEvidence`], README trust
+//! model).
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -16,7 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
 use toolgate_protocol::event::EventBody;
-use toolgate_protocol::{Duration, Event, Finding, FindingAction};
+use toolgate_protocol::{Duration, Event, Finding, FindingAction, Timestamp};
 
 /// Turns findings into decisions and signs them.
 pub struct DecisionMaker {
@@ -115,6 +123,136 @@ impl DecisionMaker {
     }
 }
 
+/// Whether a record's Kafka key is the `agent_id` of the event it carries. Sinks and
+/// the OTLP receiver key every event by its agent; an event under another key (or
+/// none) claims an agent its producer does not speak for, so it decides nothing.
+pub fn key_matches(key: Option<&[u8]>, agent_id: &str) -> bool {
+    key == Some(agent_id.as_bytes())
+}
+
+/// Forged evidence, per partition: the ids of recent events whose record key was
+/// not their `agent_id`. The rule: a finding becomes a decision only if it cites none
+/// of them and was not produced while handling one for the agent that event claimed.
+/// Its findings still go out as alerts.
+#[derive(Debug, Default)]
+pub struct ForgedEvidence {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// Forged event ids remembered per partition, at most (oldest forgotten first).
+const FORGED_IDS: usize = 4096;
+
+impl ForgedEvidence {
+    /// Remembers an event that came under a key other than its `agent_id`.
+    pub fn note(&mut self, event_id: &str) {
+        if self.ids.insert(event_id.to_string()) {
+            self.order.push_back(event_id.to_string());
+        }
+        while self.order.len() > FORGED_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `finding` may not become a decision: it cites a forged event, or it
+    /// concerns `claimed`, the agent a forged event now being handled claims to be
+    /// (a detector may not cite the event that tipped it over).
+    pub fn taints(&self, finding: &Finding, claimed: Option<&str>) -> bool {
+        claimed == Some(finding.agent_id.as_str())
+            || (!self.ids.is_empty() && finding.event_ids.iter().any(|id| self.ids.contains(id)))
+    }
+}
+
+/// What [`BlockLimiter::admit`] says about a block decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Within the limit: sign and send it.
+    Signed,
+    /// The same decision again (a finding's final emission): send it again, it is
+    /// not counted twice.
+    Repeat,
+    /// Over the limit: not signed. `first` is true once per burst, for one warning.
+    Suppressed {
+        /// The first suppressed block since the agent was last under the limit.
+        first: bool,
+    },
+}
+
+/// At most `max` block decisions per agent within `window` of their event time
+/// (a decision's `time`, its finding's first occurrence), so replaying the same
+/// events admits the same blocks.
+#[derive(Debug)]
+pub struct BlockLimiter {
+    max: usize,
+    window: Duration,
+    agents: HashMap<String, AgentBlocks>,
+    /// The newest decision time seen, for forgetting agents with no recent block.
+    newest: Option<Timestamp>,
+    admitted_since_sweep: usize,
+}
+
+#[derive(Debug, Default)]
+struct AgentBlocks {
+    /// Blocks signed within the window: time and decision id (at most `max`).
+    recent: VecDeque<(Timestamp, String)>,
+    /// The current burst over the limit was already reported.
+    warned: bool,
+}
+
+/// Agents are swept for expired entries after this many admissions.
+const SWEEP_EVERY: usize = 4096;
+
+impl BlockLimiter {
+    /// `max` blocks per agent per `window`.
+    pub fn new(max: usize, window: Duration) -> Self {
+        BlockLimiter {
+            max,
+            window,
+            agents: HashMap::new(),
+            newest: None,
+            admitted_since_sweep: 0,
+        }
+    }
+
+    /// Whether a block decision for `agent` with id `decision_id` at `time` may be
+    /// signed; counts it if so.
+    pub fn admit(&mut self, agent: &str, decision_id: &str, time: Timestamp) -> Admission {
+        self.newest = Some(self.newest.map_or(time, |n| n.max(time)));
+        self.admitted_since_sweep += 1;
+        if self.admitted_since_sweep >= SWEEP_EVERY {
+            self.sweep();
+        }
+        let since = time.saturating_sub(self.window);
+        let blocks = self.agents.entry(agent.to_string()).or_default();
+        if blocks.recent.iter().any(|(_, id)| id == decision_id) {
+            return Admission::Repeat;
+        }
+        blocks.recent.retain(|(t, _)| *t > since);
+        if blocks.recent.len() < self.max {
+            blocks.recent.push_back((time, decision_id.to_string()));
+            blocks.warned = false;
+            return Admission::Signed;
+        }
+        let first = !blocks.warned;
+        blocks.warned = true;
+        Admission::Suppressed { first }
+    }
+
+    /// Forgets agents whose blocks all fell out of the window (memory stays bounded
+    /// by the agents blocked recently).
+    fn sweep(&mut self) {
+        self.admitted_since_sweep = 0;
+        let Some(newest) = self.newest else {
+            return;
+        };
+        let since = newest.saturating_sub(self.window);
+        self.agents
+            .retain(|_, b| b.recent.iter().any(|(t, _)| *t > since));
+    }
+}
+
 /// The engine's signing key: read from `path`, or made and written there (mode 0600)
 /// when the file does not exist yet. Engines of one group sharing a data directory may
 /// start together: the key is published whole and without replacing one already there,
@@ -207,6 +345,61 @@ mod tests {
             Some(d),
             "the same finding, the same bytes"
         );
+    }
+
+    #[test]
+    fn issue_19_past_the_limit_an_agents_blocks_are_suppressed_within_the_window_only() {
+        let t0 = Timestamp::parse("2025-03-01T10:00:00Z").unwrap();
+        let at = |secs: i64| t0.saturating_add(Duration::from_secs(secs));
+        let mut limiter = BlockLimiter::new(2, Duration::from_secs(60));
+        assert_eq!(limiter.admit("a", "b1", at(0)), Admission::Signed);
+        assert_eq!(limiter.admit("a", "b2", at(10)), Admission::Signed);
+        assert_eq!(
+            limiter.admit("a", "b1", at(0)),
+            Admission::Repeat,
+            "a finding's final emission is the same decision, not a new block"
+        );
+        assert_eq!(
+            limiter.admit("a", "b3", at(20)),
+            Admission::Suppressed { first: true }
+        );
+        assert_eq!(
+            limiter.admit("a", "b4", at(30)),
+            Admission::Suppressed { first: false },
+            "one warning per burst, not one per suppressed block"
+        );
+        assert_eq!(
+            limiter.admit("b", "c1", at(30)),
+            Admission::Signed,
+            "another agent has its own budget"
+        );
+        // b1 fell out of the window: one more block fits, and a new burst warns again.
+        assert_eq!(limiter.admit("a", "b5", at(61)), Admission::Signed);
+        assert_eq!(
+            limiter.admit("a", "b6", at(62)),
+            Admission::Suppressed { first: true }
+        );
+    }
+
+    #[test]
+    fn issue_19_a_finding_citing_or_caused_by_a_wrongly_keyed_event_is_tainted() {
+        assert!(key_matches(Some(b"agent-7"), "agent-7"));
+        assert!(!key_matches(Some(b"agent-8"), "agent-7"));
+        assert!(!key_matches(None, "agent-7"));
+        let f = sample(FindingAction::Block);
+        let mut forged = ForgedEvidence::default();
+        assert!(!forged.taints(&f, None));
+        assert!(
+            forged.taints(&f, Some(f.agent_id.as_str())),
+            "produced while a forged event for its agent was handled"
+        );
+        assert!(!forged.taints(&f, Some("someone-else")));
+        forged.note(&f.event_ids[0]);
+        assert!(forged.taints(&f, None), "cites a forged event");
+        for i in 0..FORGED_IDS {
+            forged.note(&format!("other-{i}"));
+        }
+        assert!(!forged.taints(&f, None), "bounded: the oldest is forgotten");
     }
 
     fn held_call(id: &str) -> Event {

@@ -70,6 +70,8 @@ pub struct Gauges {
     pub findings_by_detector: Mutex<BTreeMap<String, u64>>,
     /// Records dead-lettered, by cause.
     pub rejected_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Block decisions not signed, by reason (`key_mismatch`, `rate_limit`).
+    pub decisions_refused: Mutex<BTreeMap<String, u64>>,
     /// Records not yet read, per partition (from the client's statistics).
     pub lag: Mutex<BTreeMap<i32, i64>>,
     /// Detector state per partition, by the detectors' gauge names.
@@ -86,6 +88,9 @@ pub struct Gauges {
     pub heartbeat_ms: AtomicU64,
     /// Set once the writers failed; the engine is unhealthy until restarted.
     pub writer_failed: AtomicBool,
+    /// Partitions of the events topic this member holds now; `/healthz` is not ready
+    /// at 0 (before the group assigned any, or after they were all taken away).
+    pub assigned_partitions: AtomicI64,
 }
 
 /// An exported counter: its name, its help text, and where it is read.
@@ -101,7 +106,7 @@ pub type Labelled = (
 );
 
 /// Every engine counter by label.
-pub const LABELLED: [Labelled; 2] = [
+pub const LABELLED: [Labelled; 3] = [
     (
         "toolgate_engine_findings_by_detector_total",
         "Findings emitted, by detector.",
@@ -114,10 +119,16 @@ pub const LABELLED: [Labelled; 2] = [
         "kind",
         |g| &g.rejected_by_kind,
     ),
+    (
+        "toolgate_engine_decisions_refused_total",
+        "Decisions not signed: key_mismatch (evidence from events whose record key is not their agent_id), rate_limit (past [engine] max_blocks_per_agent).",
+        "reason",
+        |g| &g.decisions_refused,
+    ),
 ];
 
 /// Every engine counter.
-pub const EXPORTED: [Exported; 19] = [
+pub const EXPORTED: [Exported; 22] = [
     (
         "toolgate_engine_events_total",
         "Events decoded from the events topic.",
@@ -149,6 +160,11 @@ pub const EXPORTED: [Exported; 19] = [
         |c| &c.verdicts,
     ),
     (
+        "toolgate_engine_events_key_mismatch_total",
+        "Events whose Kafka record key is not their agent_id: processed for findings, never for decisions.",
+        |c| &c.key_mismatch,
+    ),
+    (
         "toolgate_engine_unowned_records_total",
         "Records of partitions no longer held, left to their new owner.",
         |c| &c.unowned,
@@ -167,6 +183,16 @@ pub const EXPORTED: [Exported; 19] = [
         "toolgate_engine_rebalances_total",
         "Partition assignments and revocations served.",
         |c| &c.rebalances,
+    ),
+    (
+        "toolgate_engine_offset_gaps_total",
+        "Gaps in a partition's offsets: records deleted (retention) before they were read; each is logged and reported as a finding.",
+        |c| &c.offset_gaps,
+    ),
+    (
+        "toolgate_engine_offset_gap_events_total",
+        "Offsets skipped in those gaps: records never read.",
+        |c| &c.offset_gap_records,
     ),
     (
         "toolgate_otlp_requests_total",
@@ -269,6 +295,11 @@ pub fn render(counters: &Counters, gauges: &Gauges) -> String {
             "Records waiting for the workers.",
             &gauges.worker_queue,
         ),
+        (
+            "toolgate_engine_assigned_partitions",
+            "Partitions of the events topic this member holds.",
+            &gauges.assigned_partitions,
+        ),
     ] {
         let v = value.load(Ordering::Relaxed).max(0);
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -325,6 +356,14 @@ pub fn serve(
                             (
                                 503,
                                 "the consumer loop is stuck\n".to_string(),
+                                "text/plain",
+                            )
+                        } else if gauges.assigned_partitions.load(Ordering::Relaxed) <= 0 {
+                            // Nothing is read yet: a rollout or a load balancer waiting
+                            // on readiness must not count this member as working.
+                            (
+                                503,
+                                "not ready: no partitions assigned\n".to_string(),
                                 "text/plain",
                             )
                         } else {

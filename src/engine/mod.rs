@@ -38,12 +38,12 @@ use toolgate_ingest::otlp::genai::MappingOptions;
 use toolgate_ingest::otlp::receiver::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, OtlpReceiver, ReceiverCounters, ReceiverOptions,
 };
-use toolgate_protocol::Finding;
 use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::decision::Decision;
+use toolgate_protocol::{Finding, FindingAction};
 
 use checkpoint::{Checkpoint, CheckpointStore};
-use decisions::{DecisionMaker, load_or_create_signer};
+use decisions::{Admission, BlockLimiter, DecisionMaker, load_or_create_signer};
 use outbox::Outbox;
 use worker::Work;
 use writers::{Row, Watcher, Writers};
@@ -80,6 +80,8 @@ pub struct Counters {
     pub decisions: AtomicU64,
     /// Verdicts on held calls.
     pub verdicts: AtomicU64,
+    /// Events whose record key was not their `agent_id` (they decide nothing).
+    pub key_mismatch: AtomicU64,
     /// Records of partitions no longer held, left to their new owner.
     pub unowned: AtomicU64,
     /// Checkpoints completed.
@@ -88,6 +90,11 @@ pub struct Counters {
     pub checkpoint_failures: AtomicU64,
     /// Rebalances (revocations and assignments) served.
     pub rebalances: AtomicU64,
+    /// Gaps in a partition's offsets: records gone (retention passed the checkpoint or
+    /// the consumer) before they were read.
+    pub offset_gaps: AtomicU64,
+    /// Offsets skipped in those gaps, records never seen.
+    pub offset_gap_records: AtomicU64,
     /// What the OTLP/HTTP receiver did.
     pub otlp: Arc<ReceiverCounters>,
 }
@@ -118,12 +125,20 @@ pub struct EngineReport {
     pub decisions: u64,
     /// Verdicts on held calls.
     pub verdicts: u64,
+    /// Events whose record key was not their `agent_id`.
+    pub key_mismatch: u64,
+    /// Decisions not signed, by reason (`key_mismatch`, `rate_limit`).
+    pub decisions_refused: BTreeMap<String, u64>,
     /// Checkpoints completed.
     pub checkpoints: u64,
     /// Checkpoints that failed.
     pub checkpoint_failures: u64,
     /// Records the broker refused for good (kept in the data directory).
     pub undeliverable: u64,
+    /// Gaps in the events' offsets (records deleted before they were read).
+    pub offset_gaps: u64,
+    /// Records lost in those gaps.
+    pub offset_gap_records: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -134,6 +149,8 @@ pub struct Shared {
     topics: TopicsConfig,
     outbox: Outbox,
     decisions: DecisionMaker,
+    /// `[engine] max_blocks_per_agent` per `block_rate_window`.
+    blocks: Mutex<BlockLimiter>,
     writer: SyncSender<Row>,
     keep_events: bool,
     checkpoints: CheckpointStore,
@@ -146,8 +163,9 @@ pub struct Shared {
 
 impl Shared {
     /// Findings to the findings topic and the writers; blocking ones also become
-    /// decisions.
-    fn emit(&self, findings: &[Finding]) {
+    /// decisions, unless `forged` says their evidence came under another agent's key
+    /// or the agent's blocks are over the rate limit.
+    fn emit(&self, findings: &[Finding], forged: impl Fn(&Finding) -> bool) {
         for f in findings {
             self.counters.inc(&self.counters.findings);
             metrics::count(&self.gauges.findings_by_detector, f.detector.as_str());
@@ -157,10 +175,62 @@ impl Shared {
                 f.to_json().as_bytes(),
                 None,
             );
-            if let Some(d) = self.decisions.for_finding(f) {
-                self.send_decision(d);
+            if f.action == FindingAction::Block && forged(f) {
+                self.refuse_decision(f, "key_mismatch");
+            } else if let Some(d) = self.decisions.for_finding(f) {
+                self.send_block(d, f);
             }
             self.write(Row::Finding(Box::new(f.clone())));
+        }
+    }
+
+    /// A block within the agent's rate limit is sent; past it, it is counted and
+    /// warned about once per burst.
+    fn send_block(&self, decision: Decision, finding: &Finding) {
+        let admission = match self.blocks.lock() {
+            Ok(mut limiter) => limiter.admit(
+                &decision.scope.agent_id,
+                &decision.decision_id,
+                decision.time,
+            ),
+            // A poisoned limiter must not stop blocks: they are still signed.
+            Err(_) => Admission::Signed,
+        };
+        match admission {
+            Admission::Signed | Admission::Repeat => self.send_decision(decision),
+            Admission::Suppressed { first } => {
+                metrics::count(&self.gauges.decisions_refused, "rate_limit");
+                if first {
+                    tracing::warn!(
+                        agent_id = %finding.agent_id,
+                        finding_id = %finding.finding_id,
+                        max_blocks_per_agent = self.config.engine.max_blocks_per_agent,
+                        block_rate_window = %self.config.engine.block_rate_window,
+                        "block rate limit reached: further blocks for this agent are not signed until the window moves on; their findings still go out"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A blocking finding whose evidence came under another key: no decision.
+    fn refuse_decision(&self, finding: &Finding, reason: &str) {
+        metrics::count(&self.gauges.decisions_refused, reason);
+        let refused = self
+            .gauges
+            .decisions_refused
+            .lock()
+            .map(|m| m.get(reason).copied().unwrap_or(0))
+            .unwrap_or(0);
+        // A forger can repeat this at will: said now and then, counted always.
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                agent_id = %finding.agent_id,
+                finding_id = %finding.finding_id,
+                reason,
+                refused,
+                "no decision: the finding rests on events whose Kafka record key is not their agent_id"
+            );
         }
     }
 
@@ -302,6 +372,11 @@ impl PartitionOwner for Coordinator {
 
     fn assigned(&self, partitions: &[i32]) -> Vec<Option<i64>> {
         self.shared.counters.inc(&self.shared.counters.rebalances);
+        // `/healthz` is not ready while this member holds no partition.
+        self.shared
+            .gauges
+            .assigned_partitions
+            .fetch_add(partitions.len() as i64, Ordering::Relaxed);
         if let Err(e) = self.flush_pending() {
             tracing::error!(error = format!("{e:#}"), "assigning");
         }
@@ -336,6 +411,10 @@ impl PartitionOwner for Coordinator {
 
     fn revoked(&self, partitions: &[i32], commit: Commit<'_>) {
         self.shared.counters.inc(&self.shared.counters.rebalances);
+        self.shared
+            .gauges
+            .assigned_partitions
+            .fetch_sub(partitions.len() as i64, Ordering::Relaxed);
         match self.checkpoint(Some(partitions), true) {
             Ok(offsets) => {
                 if let Err(e) = commit(&offsets) {
@@ -433,6 +512,10 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         topics: config.kafka.topics.clone(),
         outbox,
         decisions,
+        blocks: Mutex::new(BlockLimiter::new(
+            config.engine.max_blocks_per_agent,
+            config.engine.block_rate_window,
+        )),
         writer: writers.sender()?,
         keep_events: writers.wants_events(),
         checkpoints: CheckpointStore::new(
@@ -616,9 +699,13 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         findings_by_detector: take(&shared.gauges.findings_by_detector),
         decisions: get(&c.decisions),
         verdicts: get(&c.verdicts),
+        key_mismatch: get(&c.key_mismatch),
+        decisions_refused: take(&shared.gauges.decisions_refused),
         checkpoints: get(&c.checkpoints),
         checkpoint_failures: get(&c.checkpoint_failures),
         undeliverable: shared.outbox.undeliverable(),
+        offset_gaps: get(&c.offset_gaps),
+        offset_gap_records: get(&c.offset_gap_records),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -23,11 +23,15 @@ use std::time::{Duration as WallDuration, Instant};
 use anyhow::{Context, Result};
 use toolgate_detectors::{EmitPolicy, Pipeline, build_pipeline, definitions};
 use toolgate_ingest::kafka::{KafkaRejected, Polled, RawRecord};
-use toolgate_protocol::{Duration, Event, Finding, Timestamp};
+use toolgate_protocol::decision::Decision;
+use toolgate_protocol::{
+    DetectorKind, Duration, Event, Finding, FindingAction, Severity, Timestamp,
+};
 
 use super::checkpoint::Checkpoint;
+use super::decisions::{ForgedEvidence, key_matches};
 use super::writers::Row;
-use super::{Shared, metrics};
+use super::{Counters, Shared, metrics};
 
 /// What a worker is asked to do.
 pub enum Work {
@@ -58,6 +62,8 @@ struct PartitionState {
     next_offset: Option<i64>,
     newest: Option<Timestamp>,
     last_record: Instant,
+    /// Recent events whose record key was not their agent_id (not checkpointed).
+    forged: ForgedEvidence,
 }
 
 /// One worker's loop; returns when the channel closes.
@@ -102,12 +108,14 @@ impl Worker {
                 let topic = &shared.topics.events;
                 let max_bytes = shared.config.limits.max_event_bytes;
                 for record in records {
+                    // The key says whose producer wrote it: checked against the event.
+                    let key = record.key.clone();
                     match record.decode(topic, max_bytes) {
                         Polled::Event {
                             partition,
                             offset,
                             event,
-                        } => self.event(partition, offset, *event),
+                        } => self.event(partition, offset, key.as_deref(), *event),
                         Polled::Rejected(r) => self.rejected(&r),
                     }
                 }
@@ -179,6 +187,7 @@ impl Worker {
                 next_offset,
                 newest: checkpoint.and_then(|c| c.newest),
                 last_record: Instant::now(),
+                forged: ForgedEvidence::default(),
             },
         );
         next_offset
@@ -223,8 +232,9 @@ impl Worker {
         Ok(out)
     }
 
-    fn event(&mut self, partition: i32, offset: i64, event: Event) {
+    fn event(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, event: Event) {
         let read = Instant::now();
+        self.check_gap(partition, offset);
         let shared = Arc::clone(&self.shared);
         let counters = &shared.counters;
         let Some(state) = self.partitions.get_mut(&partition) else {
@@ -244,13 +254,57 @@ impl Worker {
         state.newest = Some(newest);
         state.last_record = Instant::now();
         state.next_offset = Some(offset + 1);
+        // An event under another agent's key (or none) is still analysed, but what
+        // it causes for the agent it claims is not signed (README, trust model).
+        let claimed = if key_matches(key, &event.agent_id) {
+            None
+        } else {
+            counters.inc(&counters.key_mismatch);
+            state.forged.note(&event.event_id);
+            let mismatched = Counters::get(&counters.key_mismatch);
+            if mismatched.is_power_of_two() {
+                // Whatever the producer put there, escaped and cut short.
+                let key = key.map(|k| String::from_utf8_lossy(&k[..k.len().min(64)]).into_owned());
+                tracing::warn!(
+                    partition,
+                    offset,
+                    agent_id = ?event.agent_id,
+                    key = ?key,
+                    mismatched,
+                    "an event's Kafka record key is not its agent_id: its findings go out, it decides nothing"
+                );
+            }
+            Some(event.agent_id.clone())
+        };
         self.findings.clear();
         state.pipeline.observe(&event, &mut self.findings);
         // Answer a held call before anything else: an agent is waiting on it.
-        if let Some(verdict) = shared.decisions.verdict(&event, &self.findings) {
-            counters.inc(&counters.verdicts);
-            shared.send_decision(verdict);
-            shared.gauges.verdict_latency.observe(read.elapsed());
+        let verdict = match claimed {
+            Some(_) => None,
+            None => shared.decisions.verdict(&event, &self.findings),
+        };
+        // A block resting on forged evidence is not signed; the sink's fail mode
+        // answers the call instead.
+        let tainted = |v: &Decision| {
+            v.finding_ids.iter().any(|id| {
+                self.findings
+                    .iter()
+                    .any(|f| &f.finding_id == id && state.forged.taints(f, None))
+            })
+        };
+        match verdict {
+            Some(v) if tainted(&v) => {
+                metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
+            }
+            Some(v) => {
+                counters.inc(&counters.verdicts);
+                shared.send_decision(v);
+                shared.gauges.verdict_latency.observe(read.elapsed());
+            }
+            None if claimed.is_some() && event.await_verdict => {
+                metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
+            }
+            None => {}
         }
         let age = Timestamp::now().unix_nanos() - event.time.unix_nanos();
         if let Ok(age) = u64::try_from(age) {
@@ -263,7 +317,8 @@ impl Worker {
             .pipeline
             .advance(newest.saturating_sub(lateness), &mut self.findings);
         let findings = std::mem::take(&mut self.findings);
-        shared.emit(&findings);
+        let forged = &state.forged;
+        shared.emit(&findings, |f| forged.taints(f, claimed.as_deref()));
         self.findings = findings;
         if shared.keep_events {
             shared.write(Row::Event(Box::new(event)));
@@ -271,6 +326,7 @@ impl Worker {
     }
 
     fn rejected(&mut self, rejected: &KafkaRejected) {
+        self.check_gap(rejected.partition, rejected.offset);
         let shared = &self.shared;
         let Some(state) = self.partitions.get_mut(&rejected.partition) else {
             // As for events: the partition's new owner dead-letters it.
@@ -291,15 +347,55 @@ impl Worker {
                 r.redact_text_in_place(value);
             }
             headers.push(("toolgate.redacted", "true".to_string()));
-            for bytes in [&mut key, payload.to_mut()] {
+            // Bytes that held a secret are kept as redacted text; others as they came.
+            let redact = |bytes: &[u8]| {
                 let mut text = String::from_utf8_lossy(bytes).into_owned();
-                r.redact_text_in_place(&mut text);
-                *bytes = text.into_bytes();
+                (r.redact_text_in_place(&mut text) > 0).then(|| text.into_bytes())
+            };
+            if let Some(k) = redact(&key) {
+                key = k;
+            }
+            if let Some(p) = redact(&rejected.raw) {
+                payload = std::borrow::Cow::Owned(p);
             }
         }
         shared
             .outbox
             .send(&shared.topics.dlq, &key, &payload, Some(&headers));
+    }
+
+    /// Says so when a record comes from past the offset its partition expected next:
+    /// the records between were deleted (retention passed the checkpoint or the
+    /// consumer) and librdkafka skipped to the earliest left without a word. Logged,
+    /// counted and reported as a finding, since detection never saw them.
+    fn check_gap(&mut self, partition: i32, offset: i64) {
+        let Some(expected) = self.partitions.get(&partition).and_then(|s| s.next_offset) else {
+            return;
+        };
+        if offset <= expected {
+            return;
+        }
+        let skipped = offset - expected;
+        let shared = &self.shared;
+        shared.counters.inc(&shared.counters.offset_gaps);
+        shared
+            .counters
+            .offset_gap_records
+            .fetch_add(u64::try_from(skipped).unwrap_or(0), Ordering::Relaxed);
+        let topic = &shared.topics.events;
+        tracing::warn!(
+            %topic,
+            partition,
+            expected,
+            got = offset,
+            skipped,
+            "offset gap: {skipped} records were deleted before they were read (retention passed the checkpoint or the consumer); detection never saw them"
+        );
+        // The engine's own finding, from no event: nothing forged in it.
+        shared.emit(
+            &[offset_gap_finding(topic, partition, expected, offset)],
+            |_| false,
+        );
     }
 
     /// The detectors' state gauges of each partition, for metrics.
@@ -333,9 +429,64 @@ impl Worker {
         }
         if !self.findings.is_empty() {
             let findings = std::mem::take(&mut self.findings);
-            self.shared.emit(&findings);
+            let partitions = &self.partitions;
+            self.shared.emit(&findings, |f| {
+                partitions.values().any(|s| s.forged.taints(f, None))
+            });
             self.findings = findings;
         }
+    }
+}
+
+/// The rule of the finding an offset gap makes.
+pub const OFFSET_GAP_RULE: &str = "offset_gap";
+
+/// Who the engine's own findings are about.
+pub const ENGINE_AGENT_ID: &str = "toolgate-engine";
+
+/// The finding that says records of `partition` from `expected` up to `got` were never
+/// read. Its id depends on the gap only, so a replay after a restart repeats it.
+pub fn offset_gap_finding(topic: &str, partition: i32, expected: i64, got: i64) -> Finding {
+    let now = Timestamp::now();
+    let skipped = got - expected;
+    let group = format!("{topic}/{partition}/{expected}-{got}");
+    Finding {
+        schema: Default::default(),
+        finding_id: toolgate_detectors::finding_id(
+            DetectorKind::Volume,
+            OFFSET_GAP_RULE,
+            &group,
+            Timestamp::from_unix_nanos(0),
+        ),
+        time: now,
+        first_seen: now,
+        last_seen: now,
+        count: u64::try_from(skipped).unwrap_or(1).max(1),
+        detector: DetectorKind::Volume,
+        rule_id: OFFSET_GAP_RULE.into(),
+        title: format!("{skipped} events of {topic} partition {partition} were lost unread"),
+        description: format!(
+            "Offsets {expected} to {} of {topic} partition {partition} were deleted before the engine read them (the topic's retention passed its checkpoint, or its consumer fell that far behind). Detection never saw those events: tool calls among them went unchecked.",
+            got - 1
+        ),
+        severity: Severity::High,
+        risk_score: 70,
+        confidence: 1.0,
+        agent_id: ENGINE_AGENT_ID.into(),
+        session_id: format!("{topic}/{partition}"),
+        server: None,
+        tool: None,
+        call_id: None,
+        event_ids: Vec::new(),
+        evidence: serde_json::json!({
+            "topic": topic,
+            "partition": partition,
+            "expected_offset": expected,
+            "next_offset_read": got,
+            "skipped_offsets": skipped,
+        }),
+        tags: vec!["toolgate:telemetry-gap".into()],
+        action: FindingAction::Alert,
     }
 }
 

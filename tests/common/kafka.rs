@@ -45,6 +45,11 @@ pub fn read_all(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
     super::topics::read_all(brokers, topic, PARTITIONS, expected)
 }
 
+/// Every record of `topic` up to its end, once its writers have stopped.
+pub fn read_to_end(brokers: &str, topic: &str) -> Vec<Record> {
+    super::topics::read_to_end(brokers, topic, PARTITIONS)
+}
+
 /// Every record of `topic` once `done` holds for what arrived (or after 20 s).
 pub fn read_until(brokers: &str, topic: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
     super::topics::read_until(brokers, topic, PARTITIONS, done)

@@ -11,6 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 /// One consumed record.
+#[derive(Debug)]
 pub struct Record {
     pub partition: i32,
     pub key: String,
@@ -42,18 +43,7 @@ pub fn read_until(
     partitions: i32,
     done: impl Fn(&[Record]) -> bool,
 ) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let consumer = from_the_beginning(brokers, topic, partitions, false);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -83,4 +73,53 @@ pub fn read_until(
         }
     }
     out
+}
+
+/// Every record of `topic` up to its end now: for a topic whose writers have stopped,
+/// read until each partition reports its end (no fixed wait for what will not come).
+pub fn read_to_end(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
+    let consumer = from_the_beginning(brokers, topic, partitions, true);
+    let mut out = Vec::new();
+    let mut ended = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && ended.len() < partitions as usize {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Record {
+                partition: m.partition(),
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: BTreeMap::new(),
+            }),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    assert_eq!(
+        ended.len(),
+        partitions as usize,
+        "{topic} did not reach its end"
+    );
+    out
+}
+
+/// A reader of every partition of `topic` from its first record; with `eof`, each
+/// partition reports when it has reached its end.
+fn from_the_beginning(brokers: &str, topic: &str, partitions: i32, eof: bool) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", if eof { "true" } else { "false" })
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    consumer
 }

@@ -161,7 +161,9 @@ impl Redactor {
                 self.string(&mut k, &mut path, &mut notes);
                 self.string(&mut v, &mut path, &mut notes);
                 path.clear();
-                event.labels.insert(k, v);
+                event
+                    .labels
+                    .insert(unique_key(k, |k| event.labels.contains_key(k)), v);
             }
         }
         match &mut event.body {
@@ -207,7 +209,11 @@ impl Redactor {
                     path.truncate(len);
                 }
                 if let Some(structured) = &mut result.structured_content {
-                    self.map(structured, &mut "result.structuredContent".into(), &mut notes);
+                    self.map(
+                        structured,
+                        &mut "result.structuredContent".into(),
+                        &mut notes,
+                    );
                 }
                 self.map(&mut result.other, &mut "result".into(), &mut notes);
             }
@@ -247,22 +253,12 @@ impl Redactor {
 
     /// Redacts an object's keys, then its values.
     fn map(&self, map: &mut Map<String, Value>, path: &mut String, notes: &mut Notes) {
-        let secret_keys: Vec<String> = map
-            .keys()
-            .filter(|k| self.finds(k))
-            .cloned()
-            .collect();
+        let secret_keys: Vec<String> = map.keys().filter(|k| self.finds(k)).cloned().collect();
         for key in secret_keys {
             let Some(v) = map.remove(&key) else { continue };
             let mut new_key = key;
             self.string(&mut new_key, path, notes);
-            // Two keys may redact alike; neither value is lost.
-            let mut unique = new_key.clone();
-            let mut n = 1;
-            while map.contains_key(&unique) {
-                n += 1;
-                unique = format!("{new_key}#{n}");
-            }
+            let unique = unique_key(new_key, |k| map.contains_key(k));
             map.insert(unique, v);
         }
         for (k, v) in map.iter_mut() {
@@ -278,7 +274,9 @@ impl Redactor {
     fn finds(&self, text: &str) -> bool {
         let mut found = Vec::new();
         scan_into(text, &mut found);
-        found.iter().any(|m| self.mode(m.kind) != RedactionMode::Keep)
+        found
+            .iter()
+            .any(|m| self.mode(m.kind) != RedactionMode::Keep)
     }
 
     /// Redacts one string, noting each replaced value at `path`.
@@ -341,6 +339,18 @@ impl Redactor {
         self.string(s, &mut String::new(), &mut notes);
         notes.count
     }
+}
+
+/// `key`, or `key#2`, `key#3`, ... if taken: two keys may redact alike, and neither
+/// value may be lost.
+fn unique_key(key: String, taken: impl Fn(&str) -> bool) -> String {
+    let mut unique = key.clone();
+    let mut n = 1;
+    while taken(&unique) {
+        n += 1;
+        unique = format!("{key}#{n}");
+    }
+    unique
 }
 
 /// What one redaction replaced: a count, and where the caller wants it, the list.
@@ -592,7 +602,14 @@ mod tests {
         let json = call.to_json();
         assert!(!json.contains(key), "{json}");
         assert!(!json.contains("ghp_0123"), "{json}");
-        for field in ["session_id", "host", "labels", "call_id", "arguments", "arguments.nested"] {
+        for field in [
+            "session_id",
+            "host",
+            "labels",
+            "call_id",
+            "arguments",
+            "arguments.nested",
+        ] {
             assert!(
                 call.redacted.iter().any(|r| r.field == field),
                 "{field}: {:?}",

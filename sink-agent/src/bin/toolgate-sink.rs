@@ -221,7 +221,12 @@ fn stdio(
     }
     report_shipped(&totals.written);
     let t = &totals;
-    if t.not_json + t.unparseable + t.malformed_calls + t.refused_oversized + t.passed_oversized + t.written.invalid
+    if t.not_json
+        + t.unparseable
+        + t.malformed_calls
+        + t.refused_oversized
+        + t.passed_oversized
+        + t.written.invalid
         > 0
     {
         tracing::warn!(

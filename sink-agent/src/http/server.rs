@@ -313,9 +313,9 @@ struct Parts {
 }
 
 fn read_request(
-    input: &mut BufReader<Timed>,
+    input: &mut BufReader<impl Read>,
     max_body: usize,
-    out: &mut TcpStream,
+    out: &mut impl Write,
 ) -> Result<Parts, Failure> {
     let mut budget = MAX_HEAD_BYTES;
     let mut line = Vec::new();
@@ -444,7 +444,7 @@ fn read_request(
 
 /// Reads a chunked body into `body`; false when it grows past `max` (the rest unread).
 fn read_chunked(
-    input: &mut BufReader<Timed>,
+    input: &mut BufReader<impl Read>,
     max: usize,
     body: &mut Vec<u8>,
 ) -> Result<bool, Failure> {
@@ -484,7 +484,7 @@ fn read_chunked(
 
 /// Reads one line into `line`, without its CRLF (or bare LF), charged to `budget`.
 fn read_line(
-    input: &mut BufReader<Timed>,
+    input: &mut BufReader<impl Read>,
     budget: &mut u64,
     line: &mut Vec<u8>,
 ) -> Result<(), Failure> {
@@ -505,6 +505,61 @@ fn read_line(
         line.pop();
     }
     Ok(())
+}
+
+/// What [`read_requests`] made of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Method and target, or the status it was refused with.
+    pub request: Result<(String, String), u16>,
+    /// Header fields kept.
+    pub headers: usize,
+    /// Body bytes read.
+    pub body: usize,
+    /// The body was over the limit and left unread.
+    pub oversized: bool,
+}
+
+/// Reads the requests in `bytes` as one connection would, until one ends it: for the
+/// fuzz target of this decoder of outside input.
+pub fn read_requests(bytes: &[u8], max_body: usize) -> Vec<ReadOutcome> {
+    let mut input = BufReader::new(bytes);
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    while !input.buffer().is_empty() || !input.get_ref().is_empty() {
+        match read_request(&mut input, max_body, &mut out) {
+            Ok(p) => {
+                let again = p.keep_alive;
+                seen.push(ReadOutcome {
+                    request: Ok((p.method, p.target)),
+                    headers: p.headers.len(),
+                    body: p.body.len(),
+                    oversized: p.oversized,
+                });
+                if !again {
+                    break;
+                }
+            }
+            Err(f) => {
+                let status = match f {
+                    Failure::Closed => 0,
+                    Failure::TimedOut => 408,
+                    Failure::TooLarge => 431,
+                    Failure::Bad(_) => 400,
+                    Failure::Version => 505,
+                    Failure::Expectation => 417,
+                };
+                seen.push(ReadOutcome {
+                    request: Err(status),
+                    headers: 0,
+                    body: 0,
+                    oversized: false,
+                });
+                break;
+            }
+        }
+    }
+    seen
 }
 
 #[cfg(test)]

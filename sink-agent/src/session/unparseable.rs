@@ -8,6 +8,7 @@ use toolgate_protocol::Timestamp;
 
 use super::{Outbound, Report, Session, call_parts, encode};
 use crate::jsonrpc::{self, Id, Message, Parsed};
+use toolgate_protocol::config::Unparseable;
 
 /// How the events of a leniently read message are marked.
 pub(super) struct LenientMark {
@@ -25,6 +26,35 @@ pub(super) fn unparseable_text(quirks: &str) -> String {
 }
 
 impl Session {
+    /// Whether a leniently read message is refused: always under `refuse`, and a batch
+    /// under `forward` too (refusals inside a batch re-encode it, which would change
+    /// what the peer reads). Otherwise the events it causes are marked.
+    pub(super) fn refuses_lenient(&mut self, parsed: &Parsed, quirks: &str) -> bool {
+        if self.checks.unparseable == Unparseable::Refuse || matches!(parsed, Parsed::Batch(_)) {
+            return true;
+        }
+        self.lenient = Some(LenientMark {
+            quirks: quirks.to_string(),
+            refused: false,
+        });
+        false
+    }
+
+    /// The error text, the messages and whether they came as a batch; the events they
+    /// cause from here on are marked refused.
+    fn start_refusal(&mut self, parsed: Parsed, quirks: String) -> (String, Vec<Message>, bool) {
+        let text = unparseable_text(&quirks);
+        let (messages, batch) = match parsed {
+            Parsed::Single(m) => (vec![m], false),
+            Parsed::Batch(items) => (items.into_iter().map(|(_, m)| m).collect(), true),
+        };
+        self.lenient = Some(LenientMark {
+            quirks,
+            refused: true,
+        });
+        (text, messages, batch)
+    }
+
     /// Refuses a message from the agent that only a lenient decoder reads: every request
     /// in it is answered with a JSON-RPC error carrying its id, every response to the
     /// server is replaced by an error for the server, notifications go no further. A
@@ -37,15 +67,7 @@ impl Session {
         out: &mut Vec<Outbound>,
         report: &mut Report,
     ) {
-        let text = unparseable_text(&quirks);
-        let (messages, batch) = match parsed {
-            Parsed::Single(m) => (vec![m], false),
-            Parsed::Batch(items) => (items.into_iter().map(|(_, m)| m).collect(), true),
-        };
-        self.lenient = Some(LenientMark {
-            quirks,
-            refused: true,
-        });
+        let (text, messages, batch) = self.start_refusal(parsed, quirks);
         let mut answers = Vec::new();
         for message in messages {
             match message {
@@ -65,9 +87,13 @@ impl Session {
                     answers.push(jsonrpc::error(&id, -32600, &text));
                 }
                 Message::Response { id, .. } => {
-                    out.push(Outbound::ToServer(encode(&jsonrpc::error(&id, -32600, &text))));
+                    out.push(Outbound::ToServer(encode(&jsonrpc::error(
+                        &id, -32600, &text,
+                    ))));
                 }
-                Message::InvalidId { .. } => answers.push(jsonrpc::error(&Value::Null, -32600, &text)),
+                Message::InvalidId { .. } => {
+                    answers.push(jsonrpc::error(&Value::Null, -32600, &text))
+                }
                 Message::Notification { .. } | Message::Other => {}
             }
         }
@@ -83,7 +109,9 @@ impl Session {
     /// result or a `tools/list` listing).
     pub(super) fn awaits_any(&self, parsed: &Parsed) -> bool {
         let awaited = |m: &Message| match m {
-            Message::Response { id, .. } => Id::of(id).is_some_and(|k| self.pending.contains_key(&k)),
+            Message::Response { id, .. } => {
+                Id::of(id).is_some_and(|k| self.pending.contains_key(&k))
+            }
             _ => false,
         };
         match parsed {
@@ -103,15 +131,7 @@ impl Session {
         out: &mut Vec<Outbound>,
         report: &mut Report,
     ) {
-        let text = unparseable_text(&quirks);
-        let (messages, batch) = match parsed {
-            Parsed::Single(m) => (vec![m], false),
-            Parsed::Batch(items) => (items.into_iter().map(|(_, m)| m).collect(), true),
-        };
-        self.lenient = Some(LenientMark {
-            quirks,
-            refused: true,
-        });
+        let (text, messages, batch) = self.start_refusal(parsed, quirks);
         let mut answers = Vec::new();
         for message in messages {
             if let Message::Response { id, .. } = &message {
@@ -126,7 +146,6 @@ impl Session {
             out.extend(answers.iter().map(|a| Outbound::ToClient(encode(a))));
         }
     }
-
 }
 
 #[cfg(test)]
@@ -294,7 +313,8 @@ mod tests {
         assert_eq!(report.events[0]["kind"], "tool_result");
         assert!(report.events[0].to_string().contains("Ignore previous"));
         // A server message the sink does not wait for passes, counted.
-        let note = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"\udc00"}}"#;
+        let note =
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"\udc00"}}"#;
         let (out, report) = server(&mut s, note);
         assert_eq!(out, [Outbound::ToClient(note.to_vec())]);
         assert_eq!(report.unparseable, 1);
@@ -316,6 +336,25 @@ mod tests {
             .collect();
         assert_eq!(ids, [&json!(1), &json!(2)]);
         assert_eq!(report.events.len(), 1);
+    }
+
+    /// Issue 19 (review): a secret as an argument's key or as a JSON number was not
+    /// checked, so `secrets = "enforce"` let it out.
+    #[test]
+    fn issue_19_secrets_in_keys_and_numbers_are_refused_in_enforce_mode() {
+        let mut s = session("");
+        for args in [
+            r#"{"AKIAIOSFODNN7EXAMPLE":1}"#,
+            r#"{"card":4111111111111111}"#,
+            r#"{"a":{"b":[{"ghp_0123456789abcdefghijABCDEFGHIJ012345":true}]}}"#,
+        ] {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"echo","arguments":{args}}}}}"#
+            );
+            let (out, report) = client(&mut s, line.as_bytes());
+            assert_eq!(one_to_client(&out)["result"]["isError"], true, "{args}");
+            assert_eq!(report.events[0]["sink_action"]["rule"], "secrets");
+        }
     }
 
     #[test]
