@@ -339,7 +339,7 @@ fn issue_19_records_deleted_past_the_checkpoint_are_logged_counted_and_reported(
     let skipped = gap["evidence"]["skipped_offsets"]
         .as_u64()
         .expect("skipped");
-    assert!(skipped >= 1 && skipped < 8, "{gap}");
+    assert!((1..8).contains(&skipped), "{gap}");
     assert_eq!(two.offset_gaps, 1);
     assert_eq!(two.offset_gap_records, skipped);
     assert_eq!(

@@ -255,10 +255,12 @@ impl Parser<'_> {
                     closers.pop();
                 }
                 Some(b',' | b':') => self.i += 1,
-                Some(_) => match self.scalar()? {
-                    v @ (Value::String(_) | Value::Number(_)) => leaves.push(v),
-                    _ => {}
-                },
+                Some(_) => {
+                    let v = self.scalar()?;
+                    if matches!(v, Value::String(_) | Value::Number(_)) {
+                        leaves.push(v);
+                    }
+                }
                 None => return Err(self.err("unterminated container")),
             }
         }

@@ -150,7 +150,7 @@ impl Redactor {
         ] {
             if let Some(id) = id {
                 path.push_str(field);
-                self.string(id, &mut path, &mut notes);
+                self.string(id, &path, &mut notes);
                 path.clear();
             }
         }
@@ -158,8 +158,8 @@ impl Redactor {
             let labels = std::mem::take(&mut event.labels);
             for (mut k, mut v) in labels {
                 path.push_str("labels");
-                self.string(&mut k, &mut path, &mut notes);
-                self.string(&mut v, &mut path, &mut notes);
+                self.string(&mut k, &path, &mut notes);
+                self.string(&mut v, &path, &mut notes);
                 path.clear();
                 event
                     .labels
@@ -176,7 +176,7 @@ impl Redactor {
                         ("description", tool.description.as_mut()),
                     ] {
                         if let Some(text) = text {
-                            self.string(text, &mut field(name), &mut notes);
+                            self.string(text, &field(name), &mut notes);
                         }
                     }
                     for (name, map) in [
@@ -194,13 +194,13 @@ impl Redactor {
             EventBody::ToolCall {
                 call_id, arguments, ..
             } => {
-                self.string(call_id, &mut "call_id".into(), &mut notes);
+                self.string(call_id, "call_id", &mut notes);
                 self.map(arguments, &mut "arguments".into(), &mut notes);
             }
             EventBody::ToolResult {
                 call_id, result, ..
             } => {
-                self.string(call_id, &mut "call_id".into(), &mut notes);
+                self.string(call_id, "call_id", &mut notes);
                 let mut path = String::from("result.content");
                 for (i, c) in result.content.iter_mut().enumerate() {
                     let len = path.len();
@@ -217,7 +217,7 @@ impl Redactor {
                 }
                 self.map(&mut result.other, &mut "result".into(), &mut notes);
             }
-            EventBody::UserMessage { text } => self.string(text, &mut "text".into(), &mut notes),
+            EventBody::UserMessage { text } => self.string(text, "text", &mut notes),
         }
         event.redacted = notes.list.unwrap_or_default();
         notes.count
@@ -280,7 +280,7 @@ impl Redactor {
     }
 
     /// Redacts one string, noting each replaced value at `path`.
-    fn string(&self, s: &mut String, path: &mut String, notes: &mut Notes) {
+    fn string(&self, s: &mut String, path: &str, notes: &mut Notes) {
         let mut found: Vec<SecretMatch> = Vec::new();
         scan_into(s, &mut found);
         found.retain(|m| self.mode(m.kind) != RedactionMode::Keep);
@@ -336,7 +336,7 @@ impl Redactor {
     /// Redacts one string in place; returns the number of values replaced.
     pub fn redact_text_in_place(&self, s: &mut String) -> usize {
         let mut notes = Notes::discard();
-        self.string(s, &mut String::new(), &mut notes);
+        self.string(s, "", &mut notes);
         notes.count
     }
 }

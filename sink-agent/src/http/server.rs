@@ -406,14 +406,15 @@ fn read_request(
     let too_large = length.is_some_and(|n| n > max_body as u64);
     match values("expect").first().map(String::as_str) {
         None => {}
-        Some("100-continue") => {
-            // The client waits for this before it sends its body; not for one left unread.
-            if http11 && !too_large && (chunked || length.is_some_and(|n| n > 0)) {
-                out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    .and_then(|()| out.flush())
-                    .map_err(|_| Failure::Closed)?;
-            }
+        // The client waits for this before it sends its body; not for one left unread.
+        Some("100-continue")
+            if http11 && !too_large && (chunked || length.is_some_and(|n| n > 0)) =>
+        {
+            out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .and_then(|()| out.flush())
+                .map_err(|_| Failure::Closed)?;
         }
+        Some("100-continue") => {}
         Some(_) => return Err(Failure::Expectation),
     }
 
