@@ -1,12 +1,23 @@
 //! The engine's Kafka scenarios against a real Kafka-compatible broker (tansu), which
-//! `.ci/run` installs: findings, decisions and dead letters, and a consumer group of
-//! two engine processes of which one is killed with SIGKILL mid-stream.
+//! `.ci/run` installs: findings, decisions and dead letters, a consumer group of two
+//! engine processes of which one is killed with SIGKILL mid-stream, and the first
+//! scenario again over TLS with SASL/SCRAM.
 
 mod common;
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/tansu.rs"]
 mod tansu_support;
 
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
 use common::kafka::*;
+use common::topics::secure;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tansu_support::{TansuProcess, free_port, tansu_binary};
 use toolgate_protocol::config::TopicsConfig;
 
@@ -37,5 +48,135 @@ fn tansu_events_become_findings_signed_decisions_and_dead_letters() {
 fn tansu_two_engines_share_the_group_and_a_kill_9_loses_nothing() {
     if let Some((_broker, brokers)) = tansu() {
         two_engines_one_killed_lose_nothing(&brokers);
+    }
+}
+
+/// Issue 19: every Kafka client of ours speaks TLS and SASL/SCRAM. tansu 0.6 checks
+/// SCRAM credentials but does not serve TLS itself (its acceptor is built and never
+/// used), so socat terminates TLS in front of it with a certificate of the test's own
+/// CA, and tansu advertises socat's port: every connection a client makes, bootstrap
+/// and broker alike, goes through TLS. The engine's consumer and its producers
+/// (findings, decisions, dead letters) run the whole scenario that way; a client that
+/// does not trust the CA, and one with a wrong password, get nothing through.
+#[test]
+fn issue_19_the_engine_runs_over_tls_and_scram_and_unverified_clients_get_nothing() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let Some(socat) = socat_binary() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = certs::localhost_cert(dir.path());
+    let (plain, tls) = (free_port(), free_port());
+    let topics = TopicsConfig::default();
+    let names = [
+        topics.events.as_str(),
+        topics.findings.as_str(),
+        topics.decisions.as_str(),
+        topics.dlq.as_str(),
+    ];
+    let _broker =
+        TansuProcess::start_with(&binary, plain, tls, &names, PARTITIONS, &["--authentication"]);
+    let created = Command::new(&binary)
+        .args(["user", "create", "--broker"])
+        .arg(format!("tcp://127.0.0.1:{plain}"))
+        .args(["--mechanism", "scram512", "engine", "s3cret-for-tests"])
+        .output()
+        .expect("tansu user create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let _front = TlsFront::start(&socat, tls, plain, &cert);
+    let brokers = format!("127.0.0.1:{tls}");
+    let secured = |password: &str, ca: bool| {
+        let mut p = vec![
+            ("security.protocol".to_string(), "sasl_ssl".to_string()),
+            ("sasl.mechanisms".to_string(), "SCRAM-SHA-512".to_string()),
+            ("sasl.username".to_string(), "engine".to_string()),
+            ("sasl.password".to_string(), password.to_string()),
+        ];
+        if ca {
+            p.push(("ssl.ca.location".into(), cert.ca.display().to_string()));
+        }
+        p
+    };
+
+    // Refused: a CA it does not trust, then a wrong password.
+    for (why, properties) in [
+        ("an untrusted certificate", secured("s3cret-for-tests", false)),
+        ("a wrong password", secured("not-the-password", true)),
+    ] {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &brokers)
+            .set("message.timeout.ms", "3000");
+        for (k, v) in &properties {
+            config.set(k, v);
+        }
+        let producer: BaseProducer = config.create().expect("producer");
+        producer
+            .send(BaseRecord::to(&topics.events).key("a").payload("{}"))
+            .expect("queued");
+        assert!(
+            producer.flush(Duration::from_secs(6)).is_err(),
+            "{why}: a record was delivered"
+        );
+    }
+
+    // The whole scenario through TLS and SCRAM.
+    secure(&brokers, &secured("s3cret-for-tests", true));
+    events_become_findings_decisions_and_dead_letters(&brokers);
+}
+
+/// socat from Debian (`tests/tools/ensure-socat.sh`), or `None` when the tests may skip.
+fn socat_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("socat"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("TOOLGATE_REQUIRE_TANSU").is_none(),
+            "socat is required but not on the PATH; run tests/tools/ensure-socat.sh"
+        );
+        eprintln!("skipped: socat is not installed (tests/tools/ensure-socat.sh installs it)");
+    }
+    found
+}
+
+/// socat terminating TLS on `port` and forwarding each connection in plain to `to`.
+struct TlsFront(Child);
+
+impl TlsFront {
+    fn start(socat: &Path, port: u16, to: u16, cert: &certs::LocalhostCert) -> TlsFront {
+        let child = Command::new(socat)
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.cert.display(),
+                cert.key.display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{to}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        let front = TlsFront(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        front
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -4,6 +4,8 @@
 //! TLS, octet-counted) received by a real rsyslogd, for the findings of every detector
 //! the golden corpora cover.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod common;
 
 use std::process::Command;
@@ -130,51 +132,11 @@ impl Rsyslog {
         let mut ca = None;
         if tls {
             // A CA of the test's own, and the collector's certificate signed by it.
-            let (ca_cert, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
-            let (cert, key, csr) = (
-                dir.join("cert.pem"),
-                dir.join("key.pem"),
-                dir.join("cert.csr"),
-            );
-            let ext = dir.join("ext.cnf");
-            std::fs::write(
-                &ext,
-                "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-            )
-            .expect("ext");
-            let d = |p: &std::path::Path| p.display().to_string();
-            let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-            let steps = [
-                format!(
-                    "req -x509 -days 2 -subj /CN=toolgate-test-CA {ec} -keyout {} -out {}",
-                    d(&ca_key),
-                    d(&ca_cert)
-                ),
-                format!(
-                    "req -new -subj /CN=localhost {ec} -keyout {} -out {}",
-                    d(&key),
-                    d(&csr)
-                ),
-                format!(
-                    "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
-                    d(&csr),
-                    d(&ca_cert),
-                    d(&ca_key),
-                    d(&ext),
-                    d(&cert)
-                ),
-            ];
-            for args in steps {
-                let made = Command::new("openssl")
-                    .args(args.split_whitespace())
-                    .output()
-                    .expect("openssl");
-                assert!(
-                    made.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&made.stderr)
-                );
-            }
+            let certs::LocalhostCert {
+                ca: ca_cert,
+                cert,
+                key,
+            } = certs::localhost_cert(dir);
             global += &format!(
                 " DefaultNetstreamDriver=\"gtls\" DefaultNetstreamDriverCAFile=\"{a}\" DefaultNetstreamDriverCertFile=\"{c}\" DefaultNetstreamDriverKeyFile=\"{k}\"",
                 a = ca_cert.display(),

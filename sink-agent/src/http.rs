@@ -1,7 +1,7 @@
 //! The streamable-HTTP proxy, the other I/O edge around [`Session`]: a reverse proxy in
 //! front of one remote MCP server (`toolgate-sink http --listen … --upstream …`).
 //!
-//! Blocking I/O, a thread per connection (`http/server.rs`: at most `[sink]
+//! Blocking I/O, a thread per connection (`toolgate-http`: at most `[sink]
 //! http_max_connections` at once, each request and each write to the client under a
 //! deadline): a POST's JSON-RPC body goes through the session (checks, events), then
 //! upstream unchanged; the answer comes back unchanged too, whether a JSON body or an
@@ -26,16 +26,11 @@
 //! HTTP 200 and a JSON-RPC result (`isError: true`); a held call keeps its request
 //! open until the verdict.
 
-mod server;
 mod sessions;
 
-/// The request decoder, for its fuzz target.
-#[doc(hidden)]
-pub use server::{ReadOutcome, read_requests};
-
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -50,8 +45,8 @@ use crate::jsonrpc::{self, Id};
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{ReportWriter, Written};
 use crate::verdicts::VerdictSignal;
-use server::Request;
 use sessions::{Kept, Registry, Start, Starting};
+use toolgate_http::{Limits, Request, Server};
 
 /// Request headers not passed upstream: hop-by-hop, framing the proxy redoes, and
 /// compression it could not inspect through.
@@ -99,8 +94,9 @@ pub struct HttpCounters {
     pub unknown_sessions: AtomicU64,
     /// `initialize` requests refused at a session cap.
     pub refused_sessions: AtomicU64,
-    /// Connections answered 503 at `http_max_connections`.
-    pub refused_connections: AtomicU64,
+    /// What the HTTP server refused itself: connections at `http_max_connections`,
+    /// requests late (408) or malformed.
+    pub server: Arc<toolgate_http::Counters>,
 }
 
 /// What one client and all clients together may hold of the proxy (`[sink] http_*`).
@@ -146,7 +142,6 @@ pub struct HttpProxy {
     upstream: String,
     client: ureq::Agent,
     max_message_bytes: usize,
-    limits: HttpLimits,
     new_session: SessionFactory,
     /// Verifies each decision once, made once: the partition carries other agents'
     /// decisions too, and a session per decision would redo the config's work each time.
@@ -158,20 +153,11 @@ pub struct HttpProxy {
     events: ReportWriter,
     signal: VerdictSignal,
     counters: HttpCounters,
-    /// Connections being served.
-    connections: AtomicUsize,
+    /// The HTTP server under the proxy, with its connection cap and deadlines.
+    server: Arc<Server>,
     /// Only loopback `Host` and `Origin` values are served (the listener is on
     /// loopback).
     loopback_only: AtomicBool,
-}
-
-/// Gives a connection's place back however its thread ends.
-struct ConnectionSlot(Arc<HttpProxy>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl HttpProxy {
@@ -186,6 +172,7 @@ impl HttpProxy {
         limits: HttpLimits,
     ) -> Result<Arc<HttpProxy>, SinkError> {
         let verifier = Mutex::new(new_session()?);
+        let counters = HttpCounters::default();
         let client: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -203,7 +190,6 @@ impl HttpProxy {
             upstream,
             client,
             max_message_bytes,
-            limits,
             new_session,
             verifier,
             sessions: Mutex::new(Registry::new(
@@ -214,8 +200,18 @@ impl HttpProxy {
             decisions: Mutex::new(Kept::new(max_decisions)),
             events: ReportWriter::new(events, pins_file),
             signal: VerdictSignal::default(),
-            counters: HttpCounters::default(),
-            connections: AtomicUsize::new(0),
+            server: Server::new(
+                "toolgate-sink",
+                Limits {
+                    max_connections: limits.max_connections,
+                    setting: "sink.http_max_connections",
+                    request_timeout: limits.client_timeout,
+                    idle_timeout: limits.client_timeout,
+                    max_body: max_message_bytes,
+                },
+                Arc::clone(&counters.server),
+            ),
+            counters,
             loopback_only: AtomicBool::new(false),
         }))
     }
@@ -255,68 +251,21 @@ impl HttpProxy {
     ) -> Result<Written, SinkError> {
         let on_loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
         self.loopback_only.store(on_loopback, Ordering::Relaxed);
-        // Accepting never blocks: the loop waits in poll(2) and looks at `stop` between.
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| SinkError::Task(format!("the listener: {e}")))?;
         let done = Arc::new(AtomicBool::new(false));
         let flusher = self.events.start_flusher(done.clone())?;
-        while !stop.load(Ordering::Relaxed) {
-            if !server::wait_for_connection(&listener, Duration::from_millis(100)) {
-                continue;
-            }
-            // A bounded batch, so that `stop` is seen under a flood of connections.
-            for _ in 0..64 {
-                match listener.accept() {
-                    Ok((stream, peer)) => self.admit(stream, peer.ip()),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        // Out of file descriptors, say: wait instead of spinning.
-                        tracing::warn!(error = %e, "accepting a connection");
-                        std::thread::sleep(Duration::from_millis(100));
-                        break;
-                    }
-                }
-            }
-        }
+        let proxy = Arc::clone(self);
+        let handle: toolgate_http::Handler =
+            Arc::new(move |request: Request<'_>| proxy.handle(request));
+        let served = self.server.serve(&listener, stop, &handle);
         done.store(true, Ordering::Relaxed);
         let _ = flusher.join();
+        served.map_err(|e| SinkError::Task(format!("the listener: {e}")))?;
         self.events.finish()
     }
 
     /// The counters so far.
     pub fn counters(&self) -> &HttpCounters {
         &self.counters
-    }
-
-    /// Serves a new connection on a thread of its own, or answers 503 at the cap.
-    fn admit(self: &Arc<Self>, stream: TcpStream, peer: IpAddr) {
-        let max = self.limits.max_connections;
-        if self.connections.load(Ordering::Acquire) >= max {
-            self.counters
-                .refused_connections
-                .fetch_add(1, Ordering::Relaxed);
-            return server::refuse_connection(stream, max);
-        }
-        self.connections.fetch_add(1, Ordering::AcqRel);
-        let proxy = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("http-connection".into())
-            .spawn(move || {
-                let _slot = ConnectionSlot(Arc::clone(&proxy));
-                server::serve_connection(
-                    stream,
-                    peer,
-                    proxy.limits.client_timeout,
-                    proxy.max_message_bytes,
-                    &|request: Request<'_>| proxy.handle(request),
-                );
-            });
-        if let Err(e) = spawned {
-            self.connections.fetch_sub(1, Ordering::AcqRel);
-            tracing::error!(error = %e, "cannot start a connection thread");
-        }
     }
 
     fn handle(self: &Arc<Self>, mut request: Request<'_>) {
@@ -619,7 +568,7 @@ impl HttpProxy {
             match passed.recv_timeout(HANGUP_CHECK) {
                 Ok(piece) => write_chunk(writer, &piece?)?,
                 Err(RecvTimeoutError::Timeout) => {
-                    if server::hung_up(writer) {
+                    if toolgate_http::hung_up(writer) {
                         // The reader stops at its next piece, finding no one to take it.
                         return Ok(());
                     }
@@ -849,7 +798,7 @@ fn write_head(
     headers: &[(String, String)],
     chunked: bool,
 ) -> std::io::Result<()> {
-    write!(w, "HTTP/1.1 {status} {}\r\n", server::reason(status))?;
+    write!(w, "HTTP/1.1 {status} {}\r\n", toolgate_http::reason(status))?;
     for (k, v) in headers {
         write!(w, "{k}: {v}\r\n")?;
     }

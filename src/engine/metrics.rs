@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 
 use super::Counters;
 
@@ -128,7 +128,7 @@ pub const LABELLED: [Labelled; 3] = [
 ];
 
 /// Every engine counter.
-pub const EXPORTED: [Exported; 22] = [
+pub const EXPORTED: [Exported; 23] = [
     (
         "toolgate_engine_events_total",
         "Events decoded from the events topic.",
@@ -211,13 +211,18 @@ pub const EXPORTED: [Exported; 22] = [
     ),
     (
         "toolgate_otlp_overloaded_total",
-        "OTLP/HTTP requests answered 503 at once, body unread: every request slot was taken.",
-        |c| &c.otlp.overloaded,
+        "OTLP/HTTP connections answered 503 at once, unread: max_connections were open.",
+        |c| &c.otlp.http.refused_connections,
     ),
     (
         "toolgate_otlp_read_timeouts_total",
-        "OTLP/HTTP requests whose body did not arrive in time; their slot was given back.",
-        |c| &c.otlp.read_timeouts,
+        "OTLP/HTTP requests not whole within the read timeout, answered 408.",
+        |c| &c.otlp.http.timed_out,
+    ),
+    (
+        "toolgate_otlp_malformed_requests_total",
+        "OTLP/HTTP requests the server does not read (bad framing, fields too large), 4xx.",
+        |c| &c.otlp.http.malformed,
     ),
     (
         "toolgate_otlp_spans_total",
@@ -324,61 +329,68 @@ pub fn count(counts: &Mutex<BTreeMap<String, u64>>, key: &str) {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listen` until `stop`; returns the bound address.
+/// Serves `/metrics` and `/healthz` on `listen` until the returned server is dropped.
 pub fn serve(
     listen: &str,
     started: Instant,
     counters: Arc<Counters>,
     gauges: Arc<Gauges>,
-    stop: Arc<AtomicBool>,
-) -> Result<std::net::SocketAddr> {
-    let server = tiny_http::Server::http(listen)
-        .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .context("the metrics listener has no IP address")?;
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(200)) else {
-                    continue;
-                };
-                let (status, body, kind) = match request.url() {
-                    "/metrics" => (200, render(&counters, &gauges), "text/plain; version=0.0.4"),
-                    "/healthz" => {
-                        let now = started.elapsed().as_millis() as u64;
-                        let beat = gauges.heartbeat_ms.load(Ordering::Relaxed);
-                        if gauges.writer_failed.load(Ordering::Relaxed) {
-                            (503, "writers failed\n".to_string(), "text/plain")
-                        } else if now.saturating_sub(beat) > 10_000 {
-                            (
-                                503,
-                                "the consumer loop is stuck\n".to_string(),
-                                "text/plain",
-                            )
-                        } else if gauges.assigned_partitions.load(Ordering::Relaxed) <= 0 {
-                            // Nothing is read yet: a rollout or a load balancer waiting
-                            // on readiness must not count this member as working.
-                            (
-                                503,
-                                "not ready: no partitions assigned\n".to_string(),
-                                "text/plain",
-                            )
-                        } else {
-                            (200, "ok\n".to_string(), "text/plain")
-                        }
-                    }
-                    _ => (404, "not found\n".to_string(), "text/plain"),
-                };
-                let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-                if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", kind) {
-                    response = response.with_header(header);
-                }
-                let _ = request.respond(response);
+) -> Result<toolgate_http::Running> {
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+    // Scrapers and probes send small GETs: a few connections, no body.
+    let server = toolgate_http::Server::new(
+        "toolgate-metrics",
+        toolgate_http::Limits {
+            max_connections: 16,
+            setting: "the metrics listener's 16 connections",
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_body: 0,
+        },
+        Arc::default(),
+    );
+    let handle = move |request: toolgate_http::Request<'_>| {
+        let path = request.target.split('?').next().unwrap_or_default();
+        let (status, body, kind) = match (request.method.as_str(), path) {
+            _ if request.oversized || !request.body.is_empty() => {
+                (413, "no body is taken here\n".to_string(), "text/plain")
             }
-        })
-        .context("starting the metrics server")?;
-    Ok(addr)
+            ("GET", "/metrics") => (200, render(&counters, &gauges), "text/plain; version=0.0.4"),
+            ("GET", "/healthz") => health(started, &gauges),
+            (_, "/metrics" | "/healthz") => (405, "GET only\n".to_string(), "text/plain"),
+            _ => (404, "not found\n".to_string(), "text/plain"),
+        };
+        let headers = [("Content-Type".to_string(), kind.to_string())];
+        request.respond(status, &headers, body.as_bytes());
+    };
+    server
+        .spawn(listener, "metrics", Arc::new(handle))
+        .context("starting the metrics server")
+}
+
+/// `/healthz`: 200 only while the writers work, the consumer loop turns and partitions
+/// are assigned.
+fn health(started: Instant, gauges: &Gauges) -> (u16, String, &'static str) {
+    let now = started.elapsed().as_millis() as u64;
+    let beat = gauges.heartbeat_ms.load(Ordering::Relaxed);
+    if gauges.writer_failed.load(Ordering::Relaxed) {
+        (503, "writers failed\n".to_string(), "text/plain")
+    } else if now.saturating_sub(beat) > 10_000 {
+        (
+            503,
+            "the consumer loop is stuck\n".to_string(),
+            "text/plain",
+        )
+    } else if gauges.assigned_partitions.load(Ordering::Relaxed) <= 0 {
+        // Nothing is read yet: a rollout or a load balancer waiting on readiness must
+        // not count this member as working.
+        (
+            503,
+            "not ready: no partitions assigned\n".to_string(),
+            "text/plain",
+        )
+    } else {
+        (200, "ok\n".to_string(), "text/plain")
+    }
 }

@@ -559,17 +559,21 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         max_event_bytes: shared.config.limits.max_event_bytes,
     };
     let consumer = GroupConsumer::join(&settings, coordinator.clone())?;
-    let metrics_stop = Arc::new(AtomicBool::new(false));
-    if let Some(listen) = &shared.config.engine.metrics_listen {
-        let addr = metrics::serve(
-            listen,
-            started,
-            Arc::clone(&shared.counters),
-            Arc::clone(&shared.gauges),
-            Arc::clone(&metrics_stop),
-        )?;
-        tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
-    }
+    // Served until the run ends, when this is dropped.
+    let metrics_server = match &shared.config.engine.metrics_listen {
+        None => None,
+        Some(listen) => {
+            let running = metrics::serve(
+                listen,
+                started,
+                Arc::clone(&shared.counters),
+                Arc::clone(&shared.gauges),
+            )?;
+            let addr = running.local_addr();
+            tracing::info!(%addr, "metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+            Some(running)
+        }
+    };
     let otel_metrics = match &shared.config.engine.metrics_otlp_endpoint {
         None => None,
         Some(endpoint) => {
@@ -659,7 +663,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     }
     drop(otlp_receiver);
     checkpoint_and_commit(&coordinator, &consumer);
-    metrics_stop.store(true, Ordering::Relaxed);
+    drop(metrics_server);
     if let Some(exporter) = otel_metrics
         && let Err(e) = exporter.shutdown()
     {

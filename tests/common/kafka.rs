@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 use toolgate::engine::{EngineOptions, EngineReport, run};
@@ -26,8 +25,7 @@ pub const PARTITIONS: i32 = 4;
 pub use super::topics::Record;
 
 pub fn produce(brokers: &str, records: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: BaseProducer = super::topics::client(brokers)
         .set("partitioner", PARTITIONER)
         .set("message.max.bytes", "10000000")
         .create()
@@ -338,7 +336,13 @@ pub fn two_engines_one_killed_lose_nothing(brokers: &str) {
 /// partitioned for the agents' sinks, and dead letters with their causes out.
 pub fn events_become_findings_decisions_and_dead_letters(brokers: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path());
+    let mut config = config(dir.path());
+    // The engine's clients as the helpers' (TLS, SASL).
+    let security = super::topics::client(brokers);
+    for (k, v) in security.config_map() {
+        config.kafka.properties.insert(k.to_string(), v.to_string());
+    }
+    config.kafka.properties.remove("bootstrap.servers");
     let mut events = sample("");
     let garbage: Vec<(String, Vec<u8>)> = vec![
         ("bad-1".into(), b"\xff\xfe not json".to_vec()),

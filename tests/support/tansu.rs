@@ -61,12 +61,27 @@ impl TansuProcess {
         topics: &[&str],
         partitions: i32,
     ) -> TansuProcess {
+        Self::start_with(binary, listen, advertised, topics, partitions, &[])
+    }
+
+    /// [`TansuProcess::start`] with more arguments to `tansu broker` (e.g.
+    /// `--authentication`).
+    #[allow(dead_code)] // not every crate that includes this file uses it
+    pub fn start_with(
+        binary: &Path,
+        listen: u16,
+        advertised: u16,
+        topics: &[&str],
+        partitions: i32,
+        more: &[&str],
+    ) -> TansuProcess {
         let child = Command::new(binary)
             .args(["broker", "--listener-url"])
             .arg(format!("tcp://127.0.0.1:{listen}"))
             .arg("--advertised-listener-url")
             .arg(format!("tcp://127.0.0.1:{advertised}"))
             .args(["--storage-engine", "memory://tansu/"])
+            .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -2,6 +2,7 @@
 //! Shared by the workspace's test crates (`#[path]`-included).
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -9,6 +10,30 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
+
+/// Client properties (TLS, SASL) registered per bootstrap address with [`secure`].
+static SECURITY: Mutex<BTreeMap<String, Vec<(String, String)>>> = Mutex::new(BTreeMap::new());
+
+/// From now on, the helpers' clients of `brokers` set `properties` too: a broker that
+/// requires TLS or SASL is read and written like any other.
+#[allow(dead_code)]
+pub fn secure(brokers: &str, properties: &[(String, String)]) {
+    SECURITY
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(brokers.to_string(), properties.to_vec());
+}
+
+/// A client config for `brokers`, with the properties [`secure`] registered for it.
+pub fn client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    let security = SECURITY.lock().unwrap_or_else(PoisonError::into_inner);
+    for (k, v) in security.get(brokers).into_iter().flatten() {
+        config.set(k, v);
+    }
+    config
+}
 
 /// One consumed record.
 #[derive(Debug)]
@@ -108,8 +133,7 @@ pub fn read_to_end(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
 /// A reader of every partition of `topic` from its first record; with `eof`, each
 /// partition reports when it has reached its end.
 fn from_the_beginning(brokers: &str, topic: &str, partitions: i32, eof: bool) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = client(brokers)
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", if eof { "true" } else { "false" })

@@ -17,23 +17,20 @@
 //!
 //! Errors carry a `google.rpc.Status` in the request's encoding, as OTLP/HTTP specifies.
 //!
-//! No one client can hold the listener. tiny_http reads each connection's headers (and
-//! bodies of up to 1 KiB) on threads of its own; one dispatcher thread takes the
-//! requests and hands each to a thread of its own, at most `max_connections` at once,
-//! so a slow body delays only its own request. tiny_http 0.12 gives no access to its
-//! sockets, so no timeout can be set on them and a blocked read cannot be interrupted.
-//! The deadline is kept in two ways instead: a body that trickles is cut off at its
-//! deadline and answered 408; a client that goes silent gives its slot back at the
-//! deadline, and its thread waits for it alone (answering 408 if it ever sends again)
-//! until it closes the connection.
+//! No one client can hold the listener: it runs on `toolgate-http`, which serves at
+//! most [`ReceiverOptions::max_connections`] connections at once, each on a thread of
+//! its own (one more is answered 503 with `Retry-After` at once), reads each request
+//! whole within [`ReceiverOptions::read_timeout`] of its first byte (408 otherwise),
+//! closes a kept-alive connection idle for [`IDLE_TIMEOUT`], and never reads a body
+//! over the limit into memory.
 
 use std::io::Read;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use toolgate_http::{Limits, Request, Running, Server};
 use toolgate_protocol::Event;
 
 use super::genai::{MappingOptions, RejectedSpan, events_from_spans};
@@ -79,12 +76,10 @@ pub struct ReceiverCounters {
     pub bad_requests: AtomicU64,
     /// Requests answered 503 because publishing failed for now.
     pub publish_failures: AtomicU64,
-    /// Requests answered 503 at once, their body unread, because
-    /// [`ReceiverOptions::max_connections`] requests were in progress.
-    pub overloaded: AtomicU64,
-    /// Requests whose body did not arrive within [`ReceiverOptions::read_timeout`]:
-    /// their slot was given back then, and 408 answered if the client sent again.
-    pub read_timeouts: AtomicU64,
+    /// What the HTTP server refused itself: connections past
+    /// [`ReceiverOptions::max_connections`] (503 at once), requests not whole within
+    /// [`ReceiverOptions::read_timeout`] (408), and requests it does not read.
+    pub http: Arc<toolgate_http::Counters>,
     /// Spans received in accepted requests.
     pub spans: AtomicU64,
     /// Tool spans turned into published events.
@@ -104,6 +99,11 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default [`ReceiverOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 
+/// How long a kept-alive connection may wait for its next request. Short, because an
+/// idle connection holds one of `max_connections`: exporters send a batch every few
+/// seconds and reconnect cheaply.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How the receiver listens and maps.
 #[derive(Debug, Clone)]
 pub struct ReceiverOptions {
@@ -115,37 +115,30 @@ pub struct ReceiverOptions {
     /// `partial_success` before anything is published: the engine would dead-letter
     /// the event, and sending the span again cannot make it smaller.
     pub max_event_bytes: usize,
-    /// How long a request's body may take to arrive, counted from when its headers
-    /// were read. It bounds how long one slow or silent client holds one of
-    /// `max_connections`; a body still incomplete then is answered 408.
+    /// How long a request may take to arrive whole, counted from its first byte. It
+    /// bounds how long one slow or silent client holds one of `max_connections`; a
+    /// request still incomplete then is answered 408.
     pub read_timeout: Duration,
-    /// Requests in progress at once (body arriving, or being decoded and published).
-    /// One more is answered 503 with `Retry-After` at once, its body unread, so that
-    /// exporters back off instead of waiting behind stalled clients, and memory stays
-    /// bounded (each request may hold `max_body_bytes`). Idle keep-alive connections
-    /// are not counted.
+    /// Connections served at once (idle kept-alive ones included, for at most
+    /// [`IDLE_TIMEOUT`]). One more is answered 503 with `Retry-After` at once, unread,
+    /// so that exporters back off instead of waiting behind stalled clients, and
+    /// memory stays bounded (each request may hold `max_body_bytes`).
     pub max_connections: usize,
     /// How spans become events.
     pub mapping: MappingOptions,
 }
 
-/// A running receiver; stops when dropped.
+/// A running receiver; stops when dropped, after answering the requests in progress.
 pub struct OtlpReceiver {
-    server: Arc<tiny_http::Server>,
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    running: Running,
 }
 
-/// What the dispatcher and the request threads share.
+/// What the request threads share.
 struct Shared {
     options: ReceiverOptions,
     /// One publish at a time: a batch's acknowledgements are told apart from the next's.
     publisher: Mutex<Box<dyn Publish>>,
     counters: Arc<ReceiverCounters>,
-    /// Requests holding a slot (at most `max_connections`).
-    in_flight: AtomicUsize,
-    stop: AtomicBool,
 }
 
 impl OtlpReceiver {
@@ -162,219 +155,53 @@ impl OtlpReceiver {
                     .into(),
             });
         }
-        let server = tiny_http::Server::http(&options.listen).map_err(|e| IngestError::Input {
+        let listener = TcpListener::bind(&options.listen).map_err(|e| IngestError::Input {
             path: options.listen.clone(),
             message: format!("cannot listen for OTLP/HTTP: {e}"),
         })?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| IngestError::Input {
-                path: options.listen.clone(),
-                message: "not an IP address".into(),
-            })?;
-        let server = Arc::new(server);
+        let server = Server::new(
+            "toolgate-otlp",
+            Limits {
+                max_connections: options.max_connections,
+                setting: "the OTLP receiver's max_connections",
+                request_timeout: options.read_timeout,
+                idle_timeout: IDLE_TIMEOUT.min(options.read_timeout),
+                max_body: raw_limit(options.max_body_bytes),
+            },
+            Arc::clone(&counters.http),
+        );
         let shared = Arc::new(Shared {
             options,
             publisher: Mutex::new(publisher),
             counters,
-            in_flight: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
         });
-        let serving = Arc::clone(&server);
-        let dispatching = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("otlp".into())
-            .spawn(move || dispatch(&serving, &dispatching))
+        let running = server
+            .spawn(
+                listener,
+                "otlp",
+                Arc::new(move |request: Request<'_>| serve(request, &shared)),
+            )
             .map_err(|e| IngestError::io("the OTLP receiver thread", e))?;
-        Ok(OtlpReceiver {
-            server,
-            addr,
-            shared,
-            thread: Some(thread),
-        })
+        Ok(OtlpReceiver { running })
     }
 
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.running.local_addr()
     }
 
-    /// Requests in progress now (body arriving, or being decoded and published).
-    pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.running.server().open_connections()
     }
 }
 
-/// How often the dispatcher looks at the stop flag and for requests past their deadline.
-const TICK: Duration = Duration::from_millis(50);
-
-/// A request's slot: one of `max_connections`, given back exactly once, when the
-/// request is done or at its deadline if its body is still arriving then.
-struct Slot {
-    state: AtomicU8,
-    deadline: Instant,
-}
-
-/// The request may be waiting on its client: the deadline gives the slot back.
-const RECEIVING: u8 = 0;
-/// The body is in; decoding, publishing and answering take our time, not the client's.
-const WORKING: u8 = 1;
-/// The slot was given back.
-const RELEASED: u8 = 2;
-
-impl Slot {
-    /// Gives the slot back because the body did not arrive in time; false when it was
-    /// given back already or the body had arrived.
-    fn expire(&self, shared: &Shared) -> bool {
-        let expired = self
-            .state
-            .compare_exchange(RECEIVING, RELEASED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if expired {
-            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-            shared
-                .counters
-                .read_timeouts
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        expired
-    }
-
-    /// The body arrived: the slot is kept until the answer is sent. False when the
-    /// deadline gave it back first.
-    fn start_work(&self) -> bool {
-        self.state
-            .compare_exchange(RECEIVING, WORKING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// The request is done.
-    fn finish(&self, shared: &Shared) {
-        if self.state.swap(RELEASED, Ordering::AcqRel) != RELEASED {
-            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// Finishes a slot however its request thread ends.
-struct Release<'a> {
-    slot: &'a Slot,
-    shared: &'a Shared,
-}
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        self.slot.finish(self.shared);
-    }
-}
-
-/// Takes requests from tiny_http and hands each to a thread of its own. It never
-/// reads a body nor answers: tiny_http reads what is left of a body when a request
-/// is dropped, and a stalled client would hold the dispatcher there.
-fn dispatch(server: &tiny_http::Server, shared: &Arc<Shared>) {
-    let mut slots: Vec<Arc<Slot>> = Vec::new();
-    while !shared.stop.load(Ordering::Acquire) {
-        let received = server.recv_timeout(TICK);
-        expire_late(&mut slots, shared);
-        match received {
-            Ok(Some(request)) => admit(request, &mut slots, shared),
-            Ok(None) => {}
-            Err(e) => {
-                // tiny_http's accept loop has ended: no request will come any more.
-                tracing::error!(error = %e, "the OTLP receiver stopped accepting connections");
-                break;
-            }
-        }
-    }
-    // Requests in progress are answered before the receiver is gone, within a deadline.
-    let grace = Instant::now() + shared.options.read_timeout;
-    while shared.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < grace {
-        std::thread::sleep(TICK);
-        expire_late(&mut slots, shared);
-    }
-}
-
-/// Gives back the slots of requests whose body is still arriving past their deadline.
-fn expire_late(slots: &mut Vec<Arc<Slot>>, shared: &Shared) {
-    let now = Instant::now();
-    slots.retain(|slot| {
-        if now >= slot.deadline {
-            slot.expire(shared);
-        }
-        slot.state.load(Ordering::Acquire) != RELEASED
-    });
-}
-
-fn admit(request: tiny_http::Request, slots: &mut Vec<Arc<Slot>>, shared: &Arc<Shared>) {
-    let max = shared.options.max_connections;
-    if shared.in_flight.load(Ordering::Acquire) >= max {
-        shared.counters.overloaded.fetch_add(1, Ordering::Relaxed);
-        let mut answer = error(
-            503,
-            UNAVAILABLE,
-            &format!("{max} requests are in progress; retry later"),
-            encoding_of(&request).ok(),
-        );
-        answer.retry_after = true;
-        if let Some(request) = on_own_thread("otlp-refuse", request, move |r| respond(r, answer)) {
-            // Out of threads: left unanswered rather than answered here (see above).
-            std::mem::forget(request);
-        }
-        return;
-    }
-    shared.in_flight.fetch_add(1, Ordering::AcqRel);
-    let slot = Arc::new(Slot {
-        state: AtomicU8::new(RECEIVING),
-        deadline: Instant::now() + shared.options.read_timeout,
-    });
-    slots.push(Arc::clone(&slot));
-    let (mine, theirs) = (Arc::clone(&slot), Arc::clone(shared));
-    let started = on_own_thread("otlp-request", request, move |request| {
-        let _release = Release {
-            slot: &mine,
-            shared: &theirs,
-        };
-        serve(request, &mine, &theirs);
-    });
-    if let Some(request) = started {
-        slot.finish(shared);
-        std::mem::forget(request);
-    }
-}
-
-/// Runs `work` with the request on a new thread; gives the request back when no
-/// thread could be started.
-fn on_own_thread(
-    name: &str,
-    request: tiny_http::Request,
-    work: impl FnOnce(tiny_http::Request) + Send + 'static,
-) -> Option<tiny_http::Request> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<tiny_http::Request>(1);
-    let started = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if let Ok(request) = rx.recv() {
-                work(request);
-            }
-        });
-    match started {
-        Ok(_) => tx.send(request).err().map(|e| e.0),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start a thread for an OTLP request");
-            Some(request)
-        }
-    }
+/// The most bytes read of a body as sent: gzip makes incompressible data slightly
+/// larger, so a gzipped body whose content is within `max_body_bytes` must fit.
+fn raw_limit(max_body_bytes: usize) -> usize {
+    max_body_bytes
+        .saturating_add(max_body_bytes / 64)
+        .saturating_add(1024)
 }
 
 /// An answer: status, body, content type.
@@ -410,37 +237,25 @@ fn error(status: u16, code: i32, message: &str, encoding: Option<Encoding>) -> A
     }
 }
 
-fn timed_out(read_timeout: Duration, encoding: Encoding) -> Answer {
-    error(
-        408,
-        DEADLINE_EXCEEDED,
-        &format!("the body did not arrive within {read_timeout:?}"),
-        Some(encoding),
-    )
-}
-
 // google.rpc.Code values.
 const INVALID_ARGUMENT: i32 = 3;
-const DEADLINE_EXCEEDED: i32 = 4;
 const NOT_FOUND: i32 = 5;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
 
-/// Answers one request, on its own thread, and counts the answer.
-fn serve(mut request: tiny_http::Request, slot: &Slot, shared: &Shared) {
-    let answer = handle(&mut request, slot, shared);
+/// Answers one request, on its connection's thread, and counts the answer.
+fn serve(mut request: Request<'_>, shared: &Shared) {
+    let answer = handle(&mut request, shared);
     let counters = &shared.counters;
     match answer.status {
         200 => counters.requests.fetch_add(1, Ordering::Relaxed),
         503 => counters.publish_failures.fetch_add(1, Ordering::Relaxed),
-        // Counted in read_timeouts when the slot was given back.
-        408 => 0,
         _ => counters.bad_requests.fetch_add(1, Ordering::Relaxed),
     };
     respond(request, answer);
 }
 
-fn respond(request: tiny_http::Request, answer: Answer) {
+fn respond(request: Request<'_>, answer: Answer) {
     if answer.status != 200 {
         tracing::debug!(
             status = answer.status,
@@ -448,30 +263,17 @@ fn respond(request: tiny_http::Request, answer: Answer) {
             "refused an OTLP request"
         );
     }
-    let mut response = tiny_http::Response::from_data(answer.body)
-        .with_status_code(answer.status)
-        .with_header(header("Content-Type", answer.content_type));
+    let mut headers = vec![("Content-Type".to_string(), answer.content_type.to_string())];
     if answer.retry_after {
-        response = response.with_header(header("Retry-After", "1"));
+        headers.push(("Retry-After".to_string(), "1".to_string()));
     }
-    let _ = request.respond(response);
-}
-
-fn header(name: &'static str, value: &'static str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name, value).expect("the receiver's headers are static ASCII")
-}
-
-fn header_value<'a>(request: &'a tiny_http::Request, name: &'static str) -> Option<&'a str> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
+    request.respond(answer.status, &headers, &answer.body);
 }
 
 /// The body's encoding, from `Content-Type`; what that said when it is neither.
-fn encoding_of(request: &tiny_http::Request) -> Result<Encoding, String> {
-    let content_type = header_value(request, "Content-Type")
+fn encoding_of(request: &Request<'_>) -> Result<Encoding, String> {
+    let content_type = request
+        .header("Content-Type")
         .unwrap_or_default()
         .split(';')
         .next()
@@ -485,9 +287,9 @@ fn encoding_of(request: &tiny_http::Request) -> Result<Encoding, String> {
     }
 }
 
-fn handle(request: &mut tiny_http::Request, slot: &Slot, shared: &Shared) -> Answer {
+fn handle(request: &mut Request<'_>, shared: &Shared) -> Answer {
     let options = &shared.options;
-    let path = request.url().split('?').next().unwrap_or_default();
+    let path = request.target.split('?').next().unwrap_or_default();
     if path != "/v1/traces" {
         return error(
             404,
@@ -496,7 +298,7 @@ fn handle(request: &mut tiny_http::Request, slot: &Slot, shared: &Shared) -> Ans
             None,
         );
     }
-    if *request.method() != tiny_http::Method::Post {
+    if request.method != "POST" {
         return error(405, INVALID_ARGUMENT, "/v1/traces takes POST", None);
     }
     let encoding = match encoding_of(request) {
@@ -512,26 +314,24 @@ fn handle(request: &mut tiny_http::Request, slot: &Slot, shared: &Shared) -> Ans
             );
         }
     };
-    let gzip =
-        match header_value(request, "Content-Encoding").map(|v| v.trim().to_ascii_lowercase()) {
-            None => false,
-            Some(e) if e.is_empty() || e == "identity" => false,
-            Some(e) if e == "gzip" => true,
-            Some(other) => {
-                return error(
-                    415,
-                    INVALID_ARGUMENT,
-                    &format!("Content-Encoding {other:?}: expected gzip or none"),
-                    Some(encoding),
-                );
-            }
-        };
-    let body = match read_body(request, gzip, options.max_body_bytes, slot.deadline) {
-        Body::Complete(body) => body,
-        Body::TimedOut => {
-            slot.expire(shared);
-            return timed_out(options.read_timeout, encoding);
+    let gzip = match request
+        .header("Content-Encoding")
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" => true,
+        Some(other) => {
+            return error(
+                415,
+                INVALID_ARGUMENT,
+                &format!("Content-Encoding {other:?}: expected gzip or none"),
+                Some(encoding),
+            );
         }
+    };
+    let body = match read_body(request, gzip, options.max_body_bytes) {
+        Body::Complete(body) => body,
         Body::TooLarge => {
             return error(
                 413,
@@ -549,10 +349,6 @@ fn handle(request: &mut tiny_http::Request, slot: &Slot, shared: &Shared) -> Ans
             );
         }
     };
-    if !slot.start_work() {
-        // The last bytes came after the deadline, which gave the slot back already.
-        return timed_out(options.read_timeout, encoding);
-    }
     let resources = match decode_request(&body, encoding) {
         Ok(r) => r,
         Err(e) => return error(400, INVALID_ARGUMENT, &e.to_string(), Some(encoding)),
@@ -709,75 +505,27 @@ fn reject_refused(events: &[Event], refusals: &[Refusal], rejected: &mut Vec<Rej
 /// What became of a request's body.
 enum Body {
     Complete(Vec<u8>),
-    TimedOut,
     TooLarge,
     Failed(std::io::Error),
 }
 
-/// Reads the body (gunzipped when `gzip`) whole, up to `max_bytes`, by `deadline`.
-fn read_body(
-    request: &mut tiny_http::Request,
-    gzip: bool,
-    max_bytes: usize,
-    deadline: Instant,
-) -> Body {
-    let mut raw = Deadline {
-        inner: request.as_reader(),
-        deadline,
-        expired: false,
-    };
+/// The body, gunzipped when `gzip`, if it is within `max_bytes`. The server read it
+/// whole already, within the request's deadline, unless it was over the raw limit.
+fn read_body(request: &mut Request<'_>, gzip: bool, max_bytes: usize) -> Body {
+    if request.oversized || (!gzip && request.body.len() > max_bytes) {
+        return Body::TooLarge;
+    }
+    if !gzip {
+        return Body::Complete(std::mem::take(&mut request.body));
+    }
     let limit = max_bytes as u64 + 1;
     let mut body = Vec::new();
-    let read = if gzip {
-        flate2::read::GzDecoder::new(raw.by_ref())
-            .take(limit)
-            .read_to_end(&mut body)
-    } else {
-        raw.by_ref().take(limit).read_to_end(&mut body)
-    };
-    // Decided by the flag: gzip may wrap the reader's error in its own.
-    if raw.expired {
-        return Body::TimedOut;
-    }
-    if let Err(e) = read {
+    let mut decoder = flate2::read::GzDecoder::new(request.body.as_slice());
+    if let Err(e) = decoder.by_ref().take(limit).read_to_end(&mut body) {
         return Body::Failed(e);
     }
     if body.len() > max_bytes {
         return Body::TooLarge;
     }
-    if gzip {
-        // Whatever follows the gzip stream is read now, under the deadline: tiny_http
-        // would read it when the request is dropped, under none.
-        let trailing = std::io::copy(&mut raw.by_ref().take(limit), &mut std::io::sink());
-        if raw.expired {
-            return Body::TimedOut;
-        }
-        match trailing {
-            Err(e) => return Body::Failed(e),
-            Ok(n) if n >= limit => return Body::TooLarge,
-            Ok(_) => {}
-        }
-    }
     Body::Complete(body)
-}
-
-/// A body reader that gives up once its deadline has passed, however slowly the bytes
-/// come: a per-read timeout would let a client send one byte just before each expires.
-struct Deadline<'a> {
-    inner: &'a mut dyn Read,
-    deadline: Instant,
-    expired: bool,
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if Instant::now() >= self.deadline {
-            self.expired = true;
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the body's deadline passed",
-            ));
-        }
-        self.inner.read(buf)
-    }
 }

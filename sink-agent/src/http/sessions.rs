@@ -18,10 +18,10 @@ use serde_json::Value;
 use toolgate_protocol::Timestamp;
 use toolgate_protocol::decision::Decision;
 
-use super::server::Request;
 use super::{HttpProxy, respond_json};
 use crate::jsonrpc;
 use crate::session::Session;
+use toolgate_http::Request;
 
 /// One session as the proxy's request threads share it.
 pub(crate) type Shared = Arc<Mutex<Session>>;
