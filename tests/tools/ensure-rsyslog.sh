@@ -5,9 +5,5 @@ set -euo pipefail
 if command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ]; then
     exit 0
 fi
-sudo_cmd=""
-if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo_cmd apt-get update -qq
-$sudo_cmd apt-get install -y -qq --no-install-recommends rsyslog rsyslog-gnutls openssl >/dev/null
+bash "$(dirname "$0")/apt-install.sh" rsyslog rsyslog-gnutls openssl
 ls -l /usr/sbin/rsyslogd
