@@ -338,11 +338,10 @@ pub fn events_become_findings_decisions_and_dead_letters(brokers: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(dir.path());
     // The engine's clients as the helpers' (TLS, SASL).
-    let security = super::topics::client(brokers);
-    for (k, v) in security.config_map() {
-        config.kafka.properties.insert(k.to_string(), v.to_string());
-    }
-    config.kafka.properties.remove("bootstrap.servers");
+    config
+        .kafka
+        .properties
+        .extend(super::topics::security(brokers));
     let mut events = sample("");
     let garbage: Vec<(String, Vec<u8>)> = vec![
         ("bad-1".into(), b"\xff\xfe not json".to_vec()),

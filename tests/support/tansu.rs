@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub fn tansu_binary() -> Option<PathBuf> {
     let path = std::env::var_os("TOOLGATE_TANSU")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/tools/tansu/bin/tansu"));
+        .unwrap_or_else(|| workspace_root().join("target/tools/tansu-0.6.0/bin/tansu"));
     if path.is_file() {
         return Some(path);
     }
@@ -46,6 +46,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The storage URL of a SQLite file at `path` (absolute), for
+/// [`TansuProcess::start_with`], which runs tansu from `/`.
+#[allow(dead_code)] // not every crate that includes this file uses it
+pub fn sqlite_storage(path: &Path) -> String {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    format!("sqlite://{}", relative.display())
+}
+
 /// A running broker, killed on drop.
 pub struct TansuProcess {
     child: Child,
@@ -61,11 +69,20 @@ impl TansuProcess {
         topics: &[&str],
         partitions: i32,
     ) -> TansuProcess {
-        Self::start_with(binary, listen, advertised, topics, partitions, &[])
+        Self::start_with(
+            binary,
+            listen,
+            advertised,
+            topics,
+            partitions,
+            "memory://tansu/",
+            &[],
+        )
     }
 
-    /// [`TansuProcess::start`] with more arguments to `tansu broker` (e.g.
-    /// `--authentication`).
+    /// [`TansuProcess::start`] on the `storage` engine (`memory://tansu/`, or
+    /// `sqlite://PATH` to outlive the process), with more arguments to `tansu broker`
+    /// (e.g. `--authentication`).
     #[allow(dead_code)] // not every crate that includes this file uses it
     pub fn start_with(
         binary: &Path,
@@ -73,6 +90,7 @@ impl TansuProcess {
         advertised: u16,
         topics: &[&str],
         partitions: i32,
+        storage: &str,
         more: &[&str],
     ) -> TansuProcess {
         let child = Command::new(binary)
@@ -80,7 +98,10 @@ impl TansuProcess {
             .arg(format!("tcp://127.0.0.1:{listen}"))
             .arg("--advertised-listener-url")
             .arg(format!("tcp://127.0.0.1:{advertised}"))
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
+            // tansu reads a `sqlite://` URL's host and path as one path relative to its
+            // working directory: see [`sqlite_storage`].
+            .current_dir("/")
             .args(more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

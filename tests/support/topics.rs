@@ -24,12 +24,18 @@ pub fn secure(brokers: &str, properties: &[(String, String)]) {
         .insert(brokers.to_string(), properties.to_vec());
 }
 
+/// The properties [`secure`] registered for `brokers` (rdkafka's own `config_map`
+/// hides passwords, so a client config cannot be copied from it).
+pub fn security(brokers: &str) -> Vec<(String, String)> {
+    let security = SECURITY.lock().unwrap_or_else(PoisonError::into_inner);
+    security.get(brokers).cloned().unwrap_or_default()
+}
+
 /// A client config for `brokers`, with the properties [`secure`] registered for it.
 pub fn client(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
-    let security = SECURITY.lock().unwrap_or_else(PoisonError::into_inner);
-    for (k, v) in security.get(brokers).into_iter().flatten() {
+    for (k, v) in security(brokers) {
         config.set(k, v);
     }
     config
