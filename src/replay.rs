@@ -102,21 +102,6 @@ impl ReplayStats {
     }
 }
 
-/// The key `[redaction] hash_key_env` names, read from the environment. A named but
-/// unset variable is an error: hashing without the key the operator asked for would
-/// silently weaken every stored hash.
-pub fn redaction_key(config: &Config) -> Result<Option<Vec<u8>>> {
-    let Some(var) = &config.redaction.hash_key_env else {
-        return Ok(None);
-    };
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => Ok(Some(v.into_encoded_bytes())),
-        _ => anyhow::bail!(
-            "`redaction.hash_key_env` names {var}, but that environment variable is not set"
-        ),
-    }
-}
-
 /// Replays `input` (a file, a directory or `-`). Rejected lines go to `dead_letter`,
 /// created only if there is one. The `definitions` detector's pins are read from
 /// `pins_file` before and written back after, when it is given. `on_event` sees every
@@ -130,9 +115,6 @@ pub fn replay(
     mut on_finding: impl FnMut(&Finding) -> Result<()>,
 ) -> Result<ReplayStats> {
     let started = Instant::now();
-    let mut config = config.clone();
-    config.redaction.hash_key = redaction_key(&config)?;
-    let config = &config;
     let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly)?;
     if let Some(path) = pins_file
         && path.exists()
@@ -257,12 +239,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The pins file: the command line's `--pins`, else `[detectors.definitions] pins_file`.
 pub fn pins_file(config: &Config, flag: Option<&Path>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf).or_else(|| {
-        config
-            .detectors
-            .get(definitions::NAME)
-            .and_then(|t| t.get("pins_file"))
-            .and_then(|v| v.as_str())
-            .map(PathBuf::from)
-    })
+    flag.map(Path::to_path_buf)
+        .or_else(|| toolgate_sink::pins_file(config))
 }

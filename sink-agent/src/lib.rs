@@ -43,7 +43,7 @@ use toolgate_detectors::{BuildError, definitions};
 use toolgate_protocol::config::Config;
 
 use decisions::Decisions;
-use session::{Checks, HoldRule, Identity, SecretsMode, Session};
+use session::{Checks, HoldRule, Identity, Session};
 use toolgate_protocol::decision::DecisionVerifier;
 
 /// What can stop the sink.
@@ -117,11 +117,7 @@ pub fn checks(
         }
         None => None,
     };
-    let secrets = match config.sink.secrets.as_str() {
-        "off" => SecretsMode::Off,
-        "enforce" => SecretsMode::Enforce,
-        _ => SecretsMode::Monitor,
-    };
+    let secrets = config.sink.secrets;
     let redactor =
         Redactor::new(&config.redaction).map_err(|e| SinkError::Redaction(e.to_string()))?;
     let mut verifier = DecisionVerifier::default();

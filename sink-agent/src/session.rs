@@ -14,6 +14,7 @@ use toolgate_detectors::definitions;
 use toolgate_detectors::policy::{CallView, GlobSet, Mode, Policy, Problem};
 use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
+pub use toolgate_protocol::config::SecretsMode;
 use toolgate_protocol::config::{FailMode, Unparseable};
 use toolgate_protocol::event::{SinkAction, SinkActionKind};
 use toolgate_protocol::{Duration, Event, FindingAction, Timestamp};
@@ -116,17 +117,6 @@ pub(crate) struct HeldCallSpec {
     deadline: Timestamp,
     timeout: Duration,
     fail_mode: FailMode,
-}
-
-/// `[sink] secrets`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretsMode {
-    /// Not checked.
-    Off,
-    /// Reported in the event's `sink_action`; the call goes ahead.
-    Monitor,
-    /// The call is refused.
-    Enforce,
 }
 
 /// Where a line goes. The edge appends the newline.

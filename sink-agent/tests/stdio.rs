@@ -408,3 +408,92 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
         );
     }
 }
+
+/// Issue 20: the sink resolves `[redaction] hash_key_env` through the engine's own
+/// config resolution, so a value hashed by the sink equals the engine's hash of it
+/// under the same key (once the sink shipped plain SHA-256, the same under any key),
+/// and an unset key variable stops the sink naming it.
+#[test]
+fn issue_20_the_sink_and_the_engine_hash_the_same_value_alike_under_each_key() {
+    let text = "deploy with AKIAIOSFODNN7EXAMPLE please";
+    let sink_hash = |key: Option<&str>| -> Result<String, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = dir.path().join("events.jsonl");
+        let config = format!(
+            "[sink]\nagent_id = \"a\"\nevents_file = \"{}\"\n\
+             [redaction]\nmode = \"hash\"\nhash_key_env = \"TOOLGATE_TEST_HASH_KEY\"\n",
+            events.display()
+        );
+        std::fs::write(dir.path().join("toolgate.toml"), &config).expect("config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"));
+        command
+            .args(["stdio", "--config"])
+            .arg(dir.path().join("toolgate.toml"))
+            .args(["--server", "files", "--", "python3"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/rug_pull_server.py"
+            ))
+            .env_remove("TOOLGATE_TEST_HASH_KEY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(k) = key {
+            command.env("TOOLGATE_TEST_HASH_KEY", k);
+        }
+        let mut proxy = command.spawn().expect("toolgate-sink");
+        {
+            let mut to_proxy = proxy.stdin.take().expect("stdin");
+            let call = json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": text}}
+            });
+            // A sink that refused to start has closed its end: the write may fail, and
+            // the read sees the end of its output.
+            let _ = writeln!(to_proxy, "{call}").and_then(|()| to_proxy.flush());
+            let mut reply = String::new();
+            let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+            let _ = from_proxy.read_line(&mut reply);
+        }
+        let out = proxy.wait_with_output().expect("exit");
+        if !std::fs::exists(&events).unwrap_or(false) {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let events = std::fs::read_to_string(&events).expect("events");
+        let call = events
+            .lines()
+            .map(json)
+            .find(|e| e["kind"] == "tool_call")
+            .expect("a tool_call event");
+        Ok(call["arguments"]["text"]
+            .as_str()
+            .expect("text")
+            .to_string())
+    };
+    let engine_hash = |key: &'static str| {
+        // The engine's path: the same resolution, then its redactor.
+        let mut config = toolgate_protocol::config::Config::from_toml(
+            "[redaction]\nmode = \"hash\"\nhash_key_env = \"TOOLGATE_TEST_HASH_KEY\"\n",
+            "engine",
+        )
+        .expect("config");
+        config
+            .resolve_environment("engine", |_| Some(key.into()))
+            .expect("resolved");
+        let redactor =
+            toolgate_detectors::secrets::Redactor::new(&config.redaction).expect("redactor");
+        redactor.redact_text(text).0.into_owned()
+    };
+    let (one, two) = (sink_hash(Some("key-one")), sink_hash(Some("key-two")));
+    let (one, two) = (one.expect("sink ran"), two.expect("sink ran"));
+    assert!(!one.contains("AKIAIOSFODNN7EXAMPLE"), "{one}");
+    assert_eq!(one, engine_hash("key-one"));
+    assert_eq!(two, engine_hash("key-two"));
+    assert_ne!(one, two, "the key changes the hash");
+
+    let refused = sink_hash(None).expect_err("no key, no start");
+    assert!(
+        refused.contains("redaction.hash_key_env") && refused.contains("TOOLGATE_TEST_HASH_KEY"),
+        "{refused}"
+    );
+}

@@ -14,8 +14,6 @@ use toolgate_ingest::corpora;
 use toolgate_protocol::Event;
 use toolgate_protocol::config::Config;
 
-use crate::replay::redaction_key;
-
 /// Converts AgentDojo runs to events; prints a summary to stderr.
 pub fn agentdojo(args: &AgentdojoArgs) -> Result<()> {
     let started = Instant::now();
@@ -89,14 +87,12 @@ pub fn injecagent(args: &CorpusArgs) -> Result<()> {
     corpus(args, "InjecAgent", corpora::import_injecagent)
 }
 
-/// The redactor `--redact` asks for, with the key `hash_key_env` names.
+/// The redactor `--redact` asks for (the config's hash key is resolved at load).
 pub(crate) fn redactor(config: &Config, redact: bool) -> Result<Option<Redactor>> {
     if !redact {
         return Ok(None);
     }
-    let mut redaction = config.redaction.clone();
-    redaction.hash_key = redaction_key(config)?;
-    Ok(Some(Redactor::new(&redaction)?))
+    Ok(Some(Redactor::new(&config.redaction)?))
 }
 
 fn redacted_json(event: &Event, redactor: Option<&Redactor>, count: &mut u64) -> String {

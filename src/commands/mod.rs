@@ -20,20 +20,17 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use toolgate_protocol::config::Config;
 
-/// Reads the config file (and the rule and model files it names), or the built-in
-/// defaults when none is given.
+/// The config through the one resolution both binaries share (the file or the
+/// defaults, then the environment it names), with the rule and model files it names
+/// read in.
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
-    match path {
-        Some(p) => {
-            let mut config =
-                Config::load(p).with_context(|| "invalid configuration".to_string())?;
-            let base = p.parent().unwrap_or_else(|| Path::new("."));
-            crate::detector_files::resolve(&mut config, base)
-                .with_context(|| format!("in configuration {}", p.display()))?;
-            Ok(config)
-        }
-        None => Ok(Config::default()),
+    let mut config = Config::resolve(path).context("invalid configuration")?;
+    if let Some(p) = path {
+        let base = p.parent().unwrap_or_else(|| Path::new("."));
+        crate::detector_files::resolve(&mut config, base)
+            .with_context(|| format!("in configuration {}", p.display()))?;
     }
+    Ok(config)
 }
 
 /// A place output goes: stdout, a file, or a gzipped file (by a `.gz` name).

@@ -67,7 +67,11 @@ fn fresh_data_dir(dir: &Path) -> Result<()> {
 pub fn run(options: DemoOptions, stop: &AtomicBool) -> Result<()> {
     let mut config = match options.config {
         Some(c) => c,
-        None => Config::from_toml(CONFIG, "examples/demo.toml")?,
+        None => {
+            let mut c = Config::from_toml(CONFIG, "examples/demo.toml")?;
+            c.resolve_environment("examples/demo.toml", |var| std::env::var_os(var))?;
+            c
+        }
     };
     fresh_data_dir(&options.data_dir)?;
     let data = options.data_dir.display().to_string();

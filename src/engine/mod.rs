@@ -463,8 +463,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     if options.workers == 0 {
         bail!("at least one worker is needed");
     }
-    let mut config = config.clone();
-    config.redaction.hash_key = crate::replay::redaction_key(&config)?;
+    let config = config.clone();
     build_pipeline(&config, EmitPolicy::FirstAndFinal).context("building the detectors")?;
     let data_dir = PathBuf::from(&config.engine.data_dir);
     std::fs::create_dir_all(&data_dir)

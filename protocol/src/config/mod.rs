@@ -51,8 +51,9 @@ pub enum ConfigError {
     },
 }
 
+mod resolve;
 mod sink;
-pub use sink::{FailMode, HoldClass, SinkConfig, Unparseable};
+pub use sink::{FailMode, HoldClass, SecretsMode, SinkConfig, Unparseable};
 
 /// The whole file. Every section is optional; an empty file is a valid config.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -585,6 +586,11 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties (e.g. `security.protocol`), passed through as given.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from environment variables at start
+    /// (property name = variable name), so credentials such as `sasl.password` stay out
+    /// of the file. A property may be given here or in `properties`, not both.
+    #[serde(default)]
+    pub properties_env: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -594,6 +600,7 @@ impl Default for KafkaConfig {
             group_id: default_group_id(),
             topics: TopicsConfig::default(),
             properties: BTreeMap::new(),
+            properties_env: BTreeMap::new(),
         }
     }
 }
@@ -688,6 +695,17 @@ impl Config {
             key,
             message,
         };
+        if let Some(both) = self
+            .kafka
+            .properties_env
+            .keys()
+            .find(|k| self.kafka.properties.contains_key(*k))
+        {
+            return Err(invalid(
+                format!("kafka.properties_env.{both}"),
+                "is also set in `kafka.properties`; give it in one place".into(),
+            ));
+        }
         let domains = &self.trust.domains;
         let known = |d: &str| domains.iter().any(|x| x == d);
         let listing = || domains.join(", ");
@@ -782,15 +800,6 @@ impl Config {
             return Err(invalid(
                 "sink.max_message_bytes".into(),
                 "must be at least 1".into(),
-            ));
-        }
-        if !["off", "monitor", "enforce"].contains(&self.sink.secrets.as_str()) {
-            return Err(invalid(
-                "sink.secrets".into(),
-                format!(
-                    "{:?} is not one of off, monitor, enforce",
-                    self.sink.secrets
-                ),
             ));
         }
         if self.sink.max_decisions == 0 {

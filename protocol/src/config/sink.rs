@@ -29,8 +29,8 @@ pub struct SinkConfig {
     pub max_message_bytes: usize,
     /// Secrets (keys, tokens) in a call's arguments: `off`, `monitor` (report) or
     /// `enforce` (refuse the call).
-    #[serde(default = "default_sink_secrets")]
-    pub secrets: String,
+    #[serde(default)]
+    pub secrets: SecretsMode,
     /// A message serde_json refuses but an MCP peer reads (a lone surrogate, `1e400`,
     /// invalid UTF-8, `NaN`, nesting past 128 levels): `refuse` answers it with a
     /// JSON-RPC error carrying its id, and replaces a server's result or listing so
@@ -127,6 +127,19 @@ pub enum Unparseable {
     Forward,
 }
 
+/// `[sink] secrets`: what a secret in a call's arguments does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretsMode {
+    /// Not checked.
+    Off,
+    /// Reported in the event's `sink_action`; the call goes ahead.
+    #[default]
+    Monitor,
+    /// The call is refused.
+    Enforce,
+}
+
 /// What a held call does when the engine does not answer in time.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -149,7 +162,7 @@ impl Default for SinkConfig {
             agent_role: None,
             events_file: None,
             max_message_bytes: default_sink_max_message_bytes(),
-            secrets: default_sink_secrets(),
+            secrets: SecretsMode::default(),
             unparseable: Unparseable::default(),
             decision_keys: BTreeMap::new(),
             max_decisions: default_sink_max_decisions(),
@@ -209,8 +222,4 @@ fn default_sink_max_decisions() -> usize {
 
 fn default_sink_max_message_bytes() -> usize {
     16 << 20
-}
-
-fn default_sink_secrets() -> String {
-    "monitor".into()
 }

@@ -83,10 +83,8 @@ fn main() -> Result<()> {
 }
 
 fn load(config: Option<PathBuf>) -> Result<(Config, Option<PathBuf>)> {
-    let config = match &config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    // The engine's resolution too: the same hash key, the same credentials.
+    let config = Config::resolve(config.as_deref())?;
     let pins_file = toolgate_sink::pins_file(&config);
     Ok((config, pins_file))
 }
