@@ -150,9 +150,9 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
 /// A positive duration (`500ms`, `1m`): zero would switch the throttle it sets off.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let d = toolgate_protocol::Duration::parse(s).map_err(|e| e.to_string())?;
-    match u64::try_from(d.as_nanos()) {
-        Ok(n) if n > 0 => Ok(std::time::Duration::from_nanos(n)),
-        _ => Err(format!("{s:?} must be longer than 0")),
+    match d.to_std() {
+        zero if zero.is_zero() => Err(format!("{s:?} must be longer than 0")),
+        d => Ok(d),
     }
 }
 

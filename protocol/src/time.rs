@@ -290,6 +290,17 @@ impl Duration {
         self.0
     }
 
+    /// As a wall-clock [`std::time::Duration`] (for timers and deadlines). Exact: a
+    /// `Duration` is never negative.
+    pub const fn to_std(self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.unsigned_abs())
+    }
+
+    /// From a wall-clock [`std::time::Duration`], saturating at about 292 years.
+    pub fn from_std(d: std::time::Duration) -> Self {
+        Duration::from_nanos(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+
     /// Parses `<integer><unit>`.
     pub fn parse(s: &str) -> Result<Self, DurationError> {
         let err = |reason| DurationError {

@@ -191,6 +191,23 @@ pub fn pins_file(config: &Config) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The pins file's content, or `None` while there is none yet (the first run writes
+/// it). An unreadable file is an error: running without the pins would let a changed
+/// definition through as new.
+pub fn read_pins(path: Option<&Path>) -> Result<Option<Vec<u8>>, SinkError> {
+    match path {
+        Some(p) if p.exists() => std::fs::read(p)
+            .map(Some)
+            .map_err(|e| SinkError::Pins(p.to_path_buf(), e.to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock (session ids and start times).
+pub fn unix_millis() -> u64 {
+    u64::try_from(toolgate_protocol::Timestamp::now().unix_millis()).unwrap_or(0)
+}
+
 /// Replaces the pins file: written beside it, synced, renamed over it, so a reader or a
 /// crash sees the old pins or the new ones.
 pub fn save_pins(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {

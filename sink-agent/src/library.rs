@@ -81,16 +81,14 @@ impl Sink {
         brokers: Option<&str>,
     ) -> Result<Sink, SinkError> {
         let pins_file = crate::pins_file(config);
-        let pins = match &pins_file {
-            Some(p) if p.exists() => {
-                Some(std::fs::read(p).map_err(|e| SinkError::Pins(p.clone(), e.to_string()))?)
-            }
-            _ => None,
-        };
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let session = crate::session(config, server, brokers, pins.as_deref(), millis)?;
+        let pins = crate::read_pins(pins_file.as_deref())?;
+        let session = crate::session(
+            config,
+            server,
+            brokers,
+            pins.as_deref(),
+            crate::unix_millis(),
+        )?;
         let events = crate::event_writer(config, session.identity(), brokers)?;
         let session = Arc::new(Mutex::new(session));
         let signal = VerdictSignal::default();

@@ -22,7 +22,7 @@ pub fn history_config(args: &HistoryArgs) -> Result<HistoryConfig> {
 pub fn compact(args: &CompactArgs) -> Result<()> {
     let config = history_config(&args.history)?;
     let min_age = Duration::parse(&args.min_age).context("--min-age")?;
-    let min_age = std::time::Duration::from_nanos(u64::try_from(min_age.as_nanos()).unwrap_or(0));
+    let min_age = min_age.to_std();
     let mut writer = HistoryWriter::open(&config, None)
         .with_context(|| format!("opening history {}", config.location))?;
     let stats = writer

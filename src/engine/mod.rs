@@ -579,7 +579,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             let every = shared.config.engine.metrics_otlp_interval;
             let exporter = otel::OtelMetrics::start(
                 endpoint,
-                Duration::from_nanos(u64::try_from(every.as_nanos()).unwrap_or(u64::MAX)),
+                every.to_std(),
                 &shared.counters,
                 &shared.gauges,
             )?;
@@ -618,9 +618,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             Some(receiver)
         }
     };
-    let interval = Duration::from_nanos(
-        u64::try_from(shared.config.engine.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX),
-    );
+    let interval = shared.config.engine.checkpoint_interval.to_std();
     let mut next_checkpoint = Instant::now() + interval;
     let mut poll_errors = 0u64;
     while !stop.load(Ordering::Relaxed) {

@@ -411,7 +411,7 @@ impl Worker {
 
     /// Partitions quiet for `idle_timeout` follow the wall clock.
     fn advance_idle(&mut self, now: Instant) {
-        let idle = wall(self.shared.config.engine.idle_timeout);
+        let idle = self.shared.config.engine.idle_timeout.to_std();
         let lateness = self.shared.config.event_time.allowed_lateness;
         self.findings.clear();
         for state in self.partitions.values_mut() {
@@ -420,8 +420,7 @@ impl Worker {
                 continue;
             }
             if let Some(newest) = state.newest {
-                let nanos = i64::try_from(quiet.as_nanos()).unwrap_or(i64::MAX);
-                let clock = newest.saturating_add(Duration::from_nanos(nanos));
+                let clock = newest.saturating_add(Duration::from_std(quiet));
                 state
                     .pipeline
                     .advance(clock.saturating_sub(lateness), &mut self.findings);
@@ -488,8 +487,4 @@ pub fn offset_gap_finding(topic: &str, partition: i32, expected: i64, got: i64) 
         tags: vec!["toolgate:telemetry-gap".into()],
         action: FindingAction::Alert,
     }
-}
-
-fn wall(d: Duration) -> WallDuration {
-    WallDuration::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(0))
 }

@@ -255,9 +255,8 @@ impl Output {
                     timeout,
                     buffer,
                 } => {
-                    let poster =
-                        http::HttpPoster::new(url, ca_file.as_deref(), std_duration(*timeout))
-                            .with_context(|| key.clone())?;
+                    let poster = http::HttpPoster::new(url, ca_file.as_deref(), timeout.to_std())
+                        .with_context(|| key.clone())?;
                     let client = webhook::WebhookClient::new(poster, secret_env.as_deref())
                         .with_context(|| key.clone())?;
                     Output::Network {
@@ -288,12 +287,9 @@ impl Output {
                     buffer,
                 } => {
                     let endpoint = hec::endpoint(url);
-                    let poster = http::HttpPoster::new(
-                        &endpoint,
-                        ca_file.as_deref(),
-                        std_duration(*timeout),
-                    )
-                    .with_context(|| key.clone())?;
+                    let poster =
+                        http::HttpPoster::new(&endpoint, ca_file.as_deref(), timeout.to_std())
+                            .with_context(|| key.clone())?;
                     let client = hec::HecClient::new(poster, token_env, *batch)
                         .with_context(|| key.clone())?;
                     Output::Network {
@@ -428,10 +424,6 @@ fn render_json(finding: &Finding, format: FindingFormat) -> serde_json::Value {
             serde_json::to_value(finding).unwrap_or_default()
         }
     }
-}
-
-fn std_duration(d: toolgate_protocol::Duration) -> std::time::Duration {
-    std::time::Duration::from_nanos(u64::try_from(d.as_nanos()).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -257,9 +257,7 @@ impl HistoryWriter {
     /// Publishes files that have been open longer than `max_file_age`; call it now and
     /// then when appends are rare (appends check too).
     pub fn roll_aged(&mut self) -> Result<(), HistoryError> {
-        let max_age = std::time::Duration::from_nanos(
-            u64::try_from(self.config.max_file_age.as_nanos()).unwrap_or(u64::MAX),
-        );
+        let max_age = self.config.max_file_age.to_std();
         let due: Vec<Partition> = self
             .open
             .iter()

@@ -4,10 +4,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use toolgate_protocol::config::Config;
 use toolgate_sink::logging::{self, LogFormat};
+use toolgate_sink::{read_pins, unix_millis};
 
 /// The per-agent MCP proxy: reports every tool call and enforces local checks.
 #[derive(Parser)]
@@ -89,21 +90,6 @@ fn load(config: Option<PathBuf>) -> Result<(Config, Option<PathBuf>)> {
     Ok((config, pins_file))
 }
 
-fn read_pins(pins_file: Option<&PathBuf>) -> Result<Option<Vec<u8>>> {
-    Ok(match pins_file {
-        Some(p) if p.exists() => Some(
-            std::fs::read(p).with_context(|| format!("cannot read pins file {}", p.display()))?,
-        ),
-        _ => None,
-    })
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn http(
     config: Option<PathBuf>,
     server: &str,
@@ -117,7 +103,7 @@ fn http(
         &config,
         server,
         brokers,
-        read_pins(pins_file.as_ref())?.as_deref(),
+        read_pins(pins_file.as_deref())?.as_deref(),
         unix_millis(),
     )?;
     let agent_id = first.identity().agent_id.clone();
@@ -126,10 +112,8 @@ fn http(
         let (config, server) = (config.clone(), server.to_string());
         let (brokers, pins_file) = (brokers.map(str::to_string), pins_file.clone());
         Box::new(move || {
-            let pins = match &pins_file {
-                Some(p) if p.exists() => std::fs::read(p).ok(),
-                _ => None,
-            };
+            // A pins file that cannot be read refuses the session, never drops the pins.
+            let pins = read_pins(pins_file.as_deref())?;
             toolgate_sink::session(
                 &config,
                 &server,
@@ -191,7 +175,7 @@ fn stdio(
     command: &[OsString],
 ) -> Result<()> {
     let (config, pins_file) = load(config)?;
-    let pins = read_pins(pins_file.as_ref())?;
+    let pins = read_pins(pins_file.as_deref())?;
     let millis = unix_millis();
     let session = toolgate_sink::session(&config, server, brokers, pins.as_deref(), millis)?;
     let events = toolgate_sink::event_writer(&config, session.identity(), brokers)?;
