@@ -341,10 +341,16 @@ impl HttpProxy {
                         None => no_session(request),
                     };
                 };
+                // A GET is the session's long-lived stream: it gets an agent of its own,
+                // shut down when the client leaves, so the upstream read blocked on a
+                // silent server ends and the server frees its one stream slot.
+                let own = (method == "GET")
+                    .then(|| ureq::Agent::new_with_config(self.client.config().clone()));
+                let client = own.as_ref().unwrap_or(&self.client);
                 let builder = if method == "GET" {
-                    self.client.get(&url)
+                    client.get(&url)
                 } else {
-                    self.client.delete(&url)
+                    client.delete(&url)
                 };
                 let mut builder = builder;
                 for (k, v) in &headers {
@@ -358,7 +364,7 @@ impl HttpProxy {
                         {
                             self.registry().remove(id);
                         }
-                        self.relay(request, response, &session, Vec::new());
+                        self.relay(request, response, &session, Vec::new(), own);
                     }
                     Err(e) => self.upstream_failed(request, &e.to_string()),
                 }
@@ -443,7 +449,7 @@ impl HttpProxy {
                 {
                     starting.promote(id);
                 }
-                self.relay(request, response, session, answers);
+                self.relay(request, response, session, answers, None);
             }
             Err(e) => self.upstream_failed(request, &e.to_string()),
         }
@@ -471,13 +477,15 @@ impl HttpProxy {
 
     /// Passes the upstream's answer back: JSON bodies whole, SSE event by event, both
     /// inspected on the way. `refusals` (batch members refused here) are added: into a
-    /// JSON batch answer, or as events ahead of a stream.
+    /// JSON batch answer, or as events ahead of a stream. `own` is the agent the request
+    /// used if it was its own, shut down when the stream's client leaves.
     fn relay(
         self: &Arc<Self>,
         request: Request<'_>,
         response: ureq::http::Response<ureq::Body>,
         session: &Arc<Mutex<Session>>,
         refusals: Vec<Vec<u8>>,
+        own: Option<ureq::Agent>,
     ) {
         let status = response.status().as_u16();
         let headers: Vec<(String, String)> = response
@@ -492,7 +500,15 @@ impl HttpProxy {
         let mut upstream = response.into_body().into_reader();
         if is_stream {
             let writer = request.into_writer();
-            let _ = self.stream(writer, status, &headers, upstream, session, refusals);
+            let streamed = self.stream(writer, status, &headers, upstream, session, refusals);
+            // Whether the client left or the stream ended, nothing more is read: closing
+            // the upstream connection ends a read still blocked on it.
+            if let Some(agent) = own {
+                agent.shutdown();
+            }
+            if let Err(e) = streamed {
+                tracing::debug!(error = %e, "stream to the client ended");
+            }
             return;
         }
         let mut body = Vec::new();
@@ -542,7 +558,8 @@ impl HttpProxy {
 
     /// Relays an SSE stream event by event, flushing each at once. The upstream is read
     /// on a thread of its own, so that while it is silent this one still notices a
-    /// client that went away, and gives the connection back.
+    /// client that went away, and gives the connection back. That reader stops at its
+    /// next piece, or at once when the caller shuts its upstream connection down.
     fn stream(
         self: &Arc<Self>,
         writer: &mut TcpStream,
@@ -569,7 +586,6 @@ impl HttpProxy {
                 Ok(piece) => write_chunk(writer, &piece?)?,
                 Err(RecvTimeoutError::Timeout) => {
                     if toolgate_http::hung_up(writer) {
-                        // The reader stops at its next piece, finding no one to take it.
                         return Ok(());
                     }
                 }

