@@ -3,7 +3,7 @@
 //! refused member, an SSE answer passed byte for byte, oversized bodies, session ids,
 //! and an upstream that is gone.
 
-mod common;
+use crate::common;
 
 use common::{Reaped, start_http_sink};
 use std::io::{Read, Write};

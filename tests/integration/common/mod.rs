@@ -137,5 +137,5 @@ pub fn ocsf_validate(lines: &[String]) -> (bool, String) {
 }
 
 pub mod kafka;
-#[path = "../support/topics.rs"]
+#[path = "../../support/topics.rs"]
 pub mod topics;

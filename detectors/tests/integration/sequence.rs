@@ -3,7 +3,7 @@
 //! learned per-role behaviour (surprising calls, unusual sessions, new terms), caps,
 //! restore mid-stream, and config errors.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

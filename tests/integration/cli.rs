@@ -1,7 +1,7 @@
 //! The `toolgate` binary end to end: import, analyze and eval on real data, bad input,
 //! usage errors, and every example config in the repository.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

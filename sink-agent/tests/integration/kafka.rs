@@ -4,7 +4,7 @@
 //! plus what only a mock can stage cheaply: a full spool, a `kill -9` while the broker
 //! is down, and held calls answered by a stand-in engine.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

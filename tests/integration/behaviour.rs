@@ -3,7 +3,7 @@
 //! lateness, `toolgate train` and a trained model scoring sessions, the shipped Sigma
 //! rules checked by pySigma, and the issue-5 measurement on AgentDojo.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};

@@ -4,7 +4,7 @@
 //! against the Adaptive Card schema, and HEC's envelope and token. OCSF records sent
 //! to HEC are validated by the OCSF models of tests/siem.rs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -3,9 +3,8 @@
 //! a TCP forwarder run by the test, so every client connection goes through it and an
 //! outage is staged by cutting the forwarder while the broker keeps what it holds.
 
-mod common;
-#[path = "../../tests/support/tansu.rs"]
-mod tansu_support;
+use crate::common;
+use crate::tansu_support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -128,7 +127,7 @@ fn tansu_events_reach_kafka_keyed_by_agent_in_order() {
 }
 
 #[test]
-fn tansu_a_30_second_outage_and_a_sink_restart_lose_nothing() {
+fn tansu_an_outage_and_a_sink_restart_lose_nothing() {
     if let Some(binary) = tansu_binary() {
         an_outage_and_a_restart_lose_nothing(&Tansu::start(&binary));
     }

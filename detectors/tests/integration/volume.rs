@@ -2,7 +2,7 @@
 //! distinct values over sliding windows, learned spikes, argument sizes against the
 //! schema and against their history, heavy hitters, late events, caps, restore.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

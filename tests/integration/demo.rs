@@ -1,7 +1,7 @@
 //! `toolgate demo` end to end, as a user runs it: every scripted attack is caught and
 //! shown, the blocks reach the sinks, and the SQL summary reads the run's history.
 
-mod common;
+use crate::common;
 
 use common::{stderr, toolgate};
 

@@ -2,7 +2,7 @@
 //! alone (with `<case>.toml` as config when present), must give exactly the findings in
 //! `<case>.expected.jsonl`: one line per finding with its rule, severity, action,
 //! count, evidence events and redacted evidence. After an intended change, regenerate
-//! with `TOOLGATE_BLESS=1 cargo test -p toolgate-detectors --test corpus` and review
+//! with `TOOLGATE_BLESS=1 cargo test -p toolgate-detectors --test integration corpus::` and review
 //! the diff.
 
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! descriptions and injected returns from MCP-SafetyBench against InjecAgent's 330
 //! clean tool specifications. Target (issue 4): at least 95 % of poisoned descriptions
 //! flagged at no more than 1 % of clean ones. Per-signal counts are printed
-//! (`cargo test -p toolgate-detectors --test injection_corpora -- --nocapture`).
+//! (`cargo test -p toolgate-detectors --test integration injection_corpora:: -- --nocapture`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! Each scenario runs once directly and once through `toolgate-sink`; the client must
 //! see the same thing both times, except where the sink was told to refuse.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

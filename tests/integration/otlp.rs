@@ -11,7 +11,7 @@
 //! (the rest published once) instead of being answered 503 forever. Most run the
 //! receiver alone, with a publisher the test watches and raw sockets for the clients.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

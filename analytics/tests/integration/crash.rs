@@ -86,7 +86,8 @@ fn a_writer_killed_mid_file_loses_nothing_it_acknowledged() {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "crash_child_writer",
+            // The test binary runs every module; this one is named by its path.
+            "crash::crash_child_writer",
             "--nocapture",
             "--test-threads=1",
         ])

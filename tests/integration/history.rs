@@ -2,7 +2,7 @@
 //! runs, read back by `toolgate sql`, by psql through `toolgate serve-sql`, by two other
 //! engines (pyarrow and DuckDB), and written to and read from S3 (moto's server).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -2,7 +2,7 @@
 //! protocol over loopback): events in; findings, signed decisions and dead letters
 //! out; checkpoints that a restart resumes from without loss.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -137,18 +137,35 @@ fn metrics_and_health_are_served_and_parse_as_prometheus_text() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     config.engine.metrics_listen = Some(addr.clone());
+    // The consumer lag comes with librdkafka's statistics: every 5 s by default, often
+    // enough here that the test waits for them instead of sleeping.
+    config
+        .kafka
+        .properties
+        .insert("statistics.interval.ms".into(), "200".into());
     let mut events = sample("");
     events.push(("bad".into(), b"not json".to_vec()));
     produce(&brokers, &events);
     let expected = offline_finding_ids(dir.path(), &events[..events.len() - 1]);
     let engine = start(&config, &brokers);
     await_findings(&brokers, &expected);
-    // The statistics that carry the lag come every 5 s.
-    std::thread::sleep(std::time::Duration::from_secs(6));
     let (status, health) = http_get(&addr, "/healthz");
     assert_eq!((status, health.as_str()), (200, "ok\n"));
-    let (status, text) = http_get(&addr, "/metrics");
-    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let (status, text) = http_get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        let ready = [
+            "toolgate_engine_consumer_lag{",
+            "toolgate_provenance_index_agents{",
+        ]
+        .iter()
+        .all(|gauge| text.contains(gauge));
+        if ready || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert_eq!(http_get(&addr, "/nothing").0, 404);
     stop(engine);
 

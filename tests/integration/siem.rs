@@ -4,9 +4,8 @@
 //! TLS, octet-counted) received by a real rsyslogd, for the findings of every detector
 //! the golden corpora cover.
 
-#[path = "support/certs.rs"]
-mod certs;
-mod common;
+use crate::certs;
+use crate::common;
 
 use std::process::Command;
 

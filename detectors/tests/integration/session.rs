@@ -2,7 +2,7 @@
 //! cluster are raised once idle (not before), explained by their features; a model
 //! that does not fit the config is refused; restore mid-stream.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{Value, json};
