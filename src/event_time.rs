@@ -17,26 +17,6 @@ struct Held {
     event: Event,
 }
 
-/// Counts what is written to it: the encoded size of an event without keeping it.
-struct Counting(usize);
-
-impl std::io::Write for Counting {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// An event's size as JSON, which is about what it holds in memory.
-pub fn encoded_len(event: &Event) -> usize {
-    let mut n = Counting(0);
-    let _ = serde_json::to_writer(&mut n, event);
-    n.0
-}
-
 impl PartialEq for Held {
     fn eq(&self, other: &Self) -> bool {
         (self.time, self.seq) == (other.time, other.seq)
@@ -85,7 +65,7 @@ impl Reorder {
         }
     }
 
-    /// Bounds the events held by their encoded size too ([`encoded_len`]); past it
+    /// Bounds the events held by their encoded size too ([`Event::encoded_len`]); past it
     /// the oldest are released early, as past the count bound.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes.max(1);
@@ -122,7 +102,7 @@ impl Reorder {
             return;
         }
         self.seq += 1;
-        let bytes = encoded_len(&event);
+        let bytes = event.encoded_len();
         self.bytes += bytes;
         self.heap.push(Reverse(Held {
             time,

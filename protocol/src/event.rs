@@ -405,6 +405,27 @@ impl Event {
         // Serializing owned strings and serde_json values into a String cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The length of [`Event::to_json`], counted without building it: about what the
+    /// event holds in memory, so buffers of events are bounded by it.
+    pub fn encoded_len(&self) -> usize {
+        let mut n = Counting(0);
+        let _ = serde_json::to_writer(&mut n, self);
+        n.0
+    }
+}
+
+/// Counts what is written to it.
+struct Counting(usize);
+
+impl std::io::Write for Counting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Serialize for Event {
