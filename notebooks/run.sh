@@ -12,8 +12,15 @@ fi
 archive=../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz
 events=target/notebook-events.jsonl.gz
 history=target/notebook-history
-cargo run --quiet -- import agentdojo --input "$archive" --output "$events"
+# CI passes the binary its tests built (TOOLGATE=target/debug/toolgate): `cargo run`
+# resolves the root package's features alone and would rebuild part of the tree.
+if [ -n "${TOOLGATE:-}" ]; then
+    toolgate=("$TOOLGATE")
+else
+    toolgate=(cargo run --quiet --)
+fi
+"${toolgate[@]}" import agentdojo --input "$archive" --output "$events"
 rm -rf "$history"
-cargo run --quiet -- analyze --input "$events" --history "$history" --output /dev/null
+"${toolgate[@]}" analyze --input "$events" --history "$history" --output /dev/null
 TOOLGATE_HISTORY="$PWD/$history" \
     "$venv/bin/python" notebooks/execute.py target/notebooks-executed notebooks/*.ipynb
