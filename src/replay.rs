@@ -207,7 +207,7 @@ pub fn replay(
     if let Some(path) = pins_file
         && let Some(state) = pipeline.detector_snapshot(definitions::NAME)
     {
-        write_atomically(path, &state?)?;
+        toolgate_edge::fs::replace(path, &state?).context("cannot save the pins")?;
     }
     if let Some(w) = dlq {
         w.finish()?;
@@ -227,14 +227,6 @@ pub fn default_dead_letter_path(output: Option<&str>) -> PathBuf {
         Some(o) if o != "-" => PathBuf::from(format!("{o}.dlq.jsonl")),
         _ => PathBuf::from("toolgate-rejected.dlq.jsonl"),
     }
-}
-
-/// Replaces `path` with `bytes` so that a reader sees the old file or the new one,
-/// never half of it.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// The pins file: the command line's `--pins`, else `[detectors.definitions] pins_file`.

@@ -728,23 +728,11 @@ pub fn sse_fields(event: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// A flag raised by SIGINT, SIGTERM or SIGHUP (blocked in every thread started after
-/// this call and taken by a `sigwait` thread), so the server stops between requests and
-/// the event transports finish.
+/// this call), so the server stops between requests and the event transports finish.
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>, SinkError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let set = crate::block_termination_signals();
-    let raised = stop.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut number = 0;
-            // SAFETY: sigwait on a valid set.
-            if unsafe { libc::sigwait(&set, &mut number) } == 0 {
-                raised.store(true, Ordering::Relaxed);
-            }
-        })
-        .map_err(|e| SinkError::Task(e.to_string()))?;
-    Ok(stop)
+    toolgate_edge::signals::block()
+        .raise_on_first(|_| {})
+        .map_err(|e| SinkError::Task(e.to_string()))
 }
 
 /// Whether a `Host` (`name[:port]`) or `Origin` (`scheme://name[:port]`) names this

@@ -2,8 +2,6 @@
 //! from the host and the agent's process (the proxy's parent: an MCP client starts one
 //! proxy per server, and they must all report the same agent).
 
-use std::io::Read;
-
 /// The agent's id when none is configured: `host/pid-starttime` of the parent process.
 /// The start time (from `/proc`) keeps a reused pid from merging two agents.
 pub fn derived_agent_id(host: &str) -> String {
@@ -34,7 +32,7 @@ pub fn host_name() -> Option<String> {
 /// (the ULID layout), so ids sort by creation time.
 pub fn new_ulid(unix_millis: u64) -> std::io::Result<String> {
     let mut random = [0u8; 10];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    toolgate_edge::random::fill(&mut random)?;
     let mut value: u128 = u128::from(unix_millis & 0xFFFF_FFFF_FFFF) << 80;
     for (i, b) in random.iter().enumerate() {
         value |= u128::from(*b) << (8 * (9 - i));

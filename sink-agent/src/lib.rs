@@ -208,15 +208,10 @@ pub fn unix_millis() -> u64 {
     u64::try_from(toolgate_protocol::Timestamp::now().unix_millis()).unwrap_or(0)
 }
 
-/// Replaces the pins file: written beside it, synced, renamed over it, so a reader or a
-/// crash sees the old pins or the new ones.
+/// Replaces the pins file, so a reader or a crash sees the old pins or the new ones.
 pub fn save_pins(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    let fail = |e: std::io::Error| SinkError::Pins(path.to_path_buf(), e.to_string());
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-    std::io::Write::write_all(&mut f, bytes).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    toolgate_edge::fs::replace(path, bytes)
+        .map_err(|e| SinkError::Pins(path.to_path_buf(), e.to_string()))
 }
 
 /// The event writer `config` asks for: Kafka through the spool when a broker is named
@@ -281,21 +276,6 @@ pub fn decisions_from_kafka(
         return Ok(None);
     }
     kafka::DecisionSubscriber::start(&link, agent_id, apply).map(Some)
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the threads it starts later,
-/// for one thread to take them with `sigwait`; returns the set.
-pub(crate) fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: plain libc signal-set calls on a zeroed sigset_t owned by this frame.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
 }
 
 /// A session for `server` with the checks of `config`; `brokers` (from the command

@@ -303,12 +303,9 @@ impl Spool {
     /// Saves the position and the drop count (at exit, and whenever it matters).
     pub fn save_state(&mut self) -> Result<(), SpoolError> {
         let path = self.dir.join("state");
-        let tmp = self.dir.join("state.tmp");
-        let io = |e| SpoolError::Io(tmp.clone(), e);
-        let mut f = File::create(&tmp).map_err(io)?;
-        write!(f, "acked={}\ndropped={}\n", self.acked, self.dropped).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(|e| SpoolError::Io(path.clone(), e))?;
+        let state = format!("acked={}\ndropped={}\n", self.acked, self.dropped);
+        toolgate_edge::fs::replace(&path, state.as_bytes())
+            .map_err(|e| SpoolError::Io(path.clone(), e))?;
         self.saved_acked = self.acked;
         Ok(())
     }

@@ -67,7 +67,8 @@ pub fn run(
     let (program, args) = command.split_first().ok_or(SinkError::NoCommand)?;
     // Blocked before the spawn, so a signal that comes early waits for the forwarder
     // instead of killing the proxy and orphaning the server; unblocked in the child.
-    let forwarded = crate::block_termination_signals();
+    let blocked = toolgate_edge::signals::block();
+    let forwarded = blocked.set();
     let mut command = Command::new(program);
     // SAFETY: the hook only calls pthread_sigmask, which is async-signal-safe.
     unsafe {
@@ -90,7 +91,9 @@ pub fn run(
         return Err(SinkError::NoCommand);
     };
     let server_in = SharedServer(Arc::new(Mutex::new(Some(child_in))));
-    forward_signals(forwarded, child.id());
+    blocked
+        .forward_to(child.id())
+        .map_err(|e| SinkError::Task(e.to_string()))?;
 
     let counters = Arc::new(Counters::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -349,22 +352,4 @@ impl Write for SharedServer {
             Err(_) => Ok(()),
         }
     }
-}
-
-/// Starts a thread that passes each signal of `set` (blocked everywhere) on to `pid`.
-fn forward_signals(set: libc::sigset_t, pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    let _ = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            loop {
-                let mut number = 0;
-                // SAFETY: sigwait on a valid set; kill with a pid we spawned.
-                unsafe {
-                    if libc::sigwait(&set, &mut number) == 0 {
-                        libc::kill(pid, number);
-                    }
-                }
-            }
-        });
 }

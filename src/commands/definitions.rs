@@ -8,7 +8,7 @@ use toolgate_detectors::injection::analysis::analyze_tool;
 
 use super::load_config;
 use crate::cli::{DefinitionsCommand, PinTarget, PinsArgs};
-use crate::replay::{pins_file, write_atomically};
+use crate::replay::pins_file;
 
 fn locate(args: &PinsArgs) -> Result<PathBuf> {
     let config = load_config(args.config.as_deref())?;
@@ -131,7 +131,7 @@ fn decide(target: &PinTarget, approve: bool) -> Result<()> {
     } else {
         state.pins.reject(&target.server, &target.tool, fp)?
     };
-    write_atomically(&path, &state.to_json()?)?;
+    toolgate_edge::fs::replace(&path, &state.to_json()?).context("cannot save the pins")?;
     eprintln!(
         "{} {} for {}/{} in {}",
         if approve { "approved" } else { "rejected" },

@@ -9,11 +9,11 @@ use crate::demo::{DemoOptions, run as run_demo};
 
 /// Runs the demo until its time is up or SIGINT.
 pub fn run(args: &DemoArgs) -> Result<()> {
+    let stop = stop_on_signals()?;
     let config = match &args.config {
         Some(path) => Some(load_config(Some(path))?),
         None => None,
     };
-    let stop = stop_on_signals()?;
     run_demo(
         DemoOptions {
             config,

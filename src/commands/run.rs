@@ -1,7 +1,7 @@
 //! `toolgate run`: the streaming engine, against the brokers given or an embedded one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 
@@ -10,8 +10,10 @@ use crate::cli::RunArgs;
 use crate::engine::embedded::EmbeddedBroker;
 use crate::engine::{EngineOptions, run as run_engine};
 
-/// Runs until SIGINT or SIGTERM, then checkpoints and prints a summary.
+/// Runs until SIGINT, SIGTERM or SIGHUP, then checkpoints and prints a summary.
 pub fn run(args: &RunArgs) -> Result<()> {
+    // First: the embedded broker's threads must be started with the signals blocked.
+    let stop = stop_on_signals()?;
     let mut config = load_config(args.config.as_deref())?;
     if let Some(dir) = &args.data_dir {
         config.engine.data_dir = dir.clone();
@@ -44,7 +46,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let brokers = brokers
         .or_else(|| embedded.as_ref().map(|b| b.bootstrap().to_string()))
         .context("no brokers")?;
-    let stop = stop_on_signals()?;
     let report = run_engine(
         &config,
         EngineOptions {
@@ -66,31 +67,10 @@ pub fn workers(asked: Option<usize>) -> usize {
     asked.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
-/// A flag raised by SIGINT or SIGTERM.
+/// A flag raised by SIGINT, SIGTERM or SIGHUP. Call it before any thread starts (the
+/// signals are blocked in the threads started after it and taken by one of its own).
 pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let raised = Arc::clone(&stop);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .context("starting the signal listener")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                tracing::info!("stopping: checkpointing and leaving the group");
-                raised.store(true, Ordering::Relaxed);
-            });
-        })
-        .context("starting the signal listener")?;
-    Ok(stop)
+    toolgate_edge::signals::block()
+        .raise_on_first(|_| tracing::info!("stopping: checkpointing and leaving the group"))
+        .context("starting the signal listener")
 }

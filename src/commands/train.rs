@@ -18,7 +18,6 @@ use toolgate_protocol::config::Config;
 use super::load_config;
 use crate::cli::TrainArgs;
 use crate::event_time::Reorder;
-use crate::replay::write_atomically;
 
 enum Filter {
     Is(String, String),
@@ -122,7 +121,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         "sessions": model,
     });
     let text = serde_json::to_vec_pretty(&out).context("cannot encode the model")?;
-    write_atomically(&args.output, &text)?;
+    toolgate_edge::fs::replace(&args.output, &text).context("cannot save the model")?;
     eprintln!(
         "events: {read} read, {rejected} rejected, {used} learned from\nroles: {}",
         sequence

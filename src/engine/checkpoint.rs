@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use toolgate_edge::fs::Access;
 use toolgate_protocol::Timestamp;
 
 const VERSION: u32 = 1;
@@ -113,19 +114,12 @@ impl CheckpointStore {
             pipeline_bytes: checkpoint.pipeline.len(),
         };
         let path = self.path(partition);
-        let tmp = self
-            .dir
-            .join(format!(".{partition}.ckpt.{}.tmp", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            serde_json::to_writer(&mut file, &header)?;
+        toolgate_edge::fs::replace_with(&path, Access::Default, |file| {
+            serde_json::to_writer(&mut *file, &header)?;
             file.write_all(b"\n")?;
-            file.write_all(&checkpoint.pipeline)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
-        };
-        write().with_context(|| format!("cannot write checkpoint {}", path.display()))
+            file.write_all(&checkpoint.pipeline)
+        })
+        .with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
 
     /// Moves an unreadable checkpoint aside (kept for inspection), so the partition

@@ -22,6 +22,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use toolgate_edge::fs::Access;
 use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{Duration, Event, Finding, FindingAction, Timestamp};
@@ -260,49 +261,18 @@ impl BlockLimiter {
 pub fn load_or_create_signer(path: &Path, key_id: &str) -> Result<DecisionSigner> {
     if !path.exists() {
         let mut seed = [0u8; 32];
-        getrandom_seed(&mut seed)?;
+        toolgate_edge::random::fill(&mut seed).context("cannot make a new signing key")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-        write_private(&tmp, B64.encode(seed).as_bytes())?;
-        let published = std::fs::hard_link(&tmp, path);
-        let _ = std::fs::remove_file(&tmp);
-        match published {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot create {}", path.display()));
-            }
-        }
+        toolgate_edge::fs::create_whole(path, B64.encode(seed).as_bytes(), Access::Private)
+            .context("cannot create the signing key")?;
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read signing key {}", path.display()))?;
     DecisionSigner::from_seed_base64(key_id, text.trim())
         .with_context(|| format!("signing key {}", path.display()))
-}
-
-fn getrandom_seed(seed: &mut [u8; 32]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(seed))
-        .context("cannot read /dev/urandom for a new signing key")
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create signing key {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write signing key {}", path.display()))
 }
 
 #[cfg(test)]
