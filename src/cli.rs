@@ -15,8 +15,8 @@ pub struct Cli {
     pub command: Command,
     /// How logs are written to stderr: `text` lines, or `json` lines for a log
     /// pipeline. `TOOLGATE_LOG` filters them (e.g. `warn,toolgate::engine=debug`).
-    #[arg(long, global = true, value_enum, default_value_t = toolgate_sink::logging::LogFormat::Text)]
-    pub log_format: toolgate_sink::logging::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = toolgate_edge::logging::LogFormat::Text)]
+    pub log_format: toolgate_edge::logging::LogFormat,
 }
 
 /// Subcommands.

@@ -4,7 +4,7 @@ use toolgate::commands;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    toolgate_sink::logging::init(cli.log_format);
+    toolgate_edge::logging::init(cli.log_format);
     match &cli.command {
         Command::Import(ImportCommand::Agentdojo(args)) => commands::import::agentdojo(args),
         Command::Import(ImportCommand::Safetybench(args)) => commands::import::safetybench(args),

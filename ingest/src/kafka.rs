@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -290,23 +289,21 @@ impl GroupConsumer {
         settings: &GroupSettings,
         owner: Arc<dyn PartitionOwner>,
     ) -> Result<Self, IngestError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("group.id", &settings.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+        let own = [
+            ("group.id", settings.group_id.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
             // A fetch waits at most this long for data; it bounds how stale a quiet
             // partition's newest record can be (verdicts wait on it).
-            .set("fetch.wait.max.ms", "10")
+            ("fetch.wait.max.ms", "10"),
             // When the engine falls behind, the prefetched queue passes its threshold and
             // librdkafka postpones the partition's next fetch, by a whole second by
             // default: consumption stalled that long once the queue drained, and a held
             // call's event could wait as long. Checking again after 10 ms costs a wake-up.
-            .set("fetch.queue.backoff.ms", "10")
+            ("fetch.queue.backoff.ms", "10"),
             // Lag per partition comes with the client's statistics.
-            .set("statistics.interval.ms", "5000")
+            ("statistics.interval.ms", "5000"),
             // A fetch returns a first batch larger than `fetch.max.bytes` whole, so
             // one record can always make progress, but a response over this limit is
             // a protocol error: the client drops the connection and fetches the same
@@ -314,10 +311,13 @@ impl GroupConsumer {
             // default is 100 MB). At librdkafka's ceiling any record a broker holds
             // arrives, and an over-limit one is dead-lettered (truncated, with its
             // size and digest) instead. Ordinary fetches stay `fetch.max.bytes`.
-            .set("receive.message.max.bytes", RECEIVE_MESSAGE_MAX_BYTES);
-        for (k, v) in &settings.properties {
-            config.set(k, v);
-        }
+            ("receive.message.max.bytes", RECEIVE_MESSAGE_MAX_BYTES),
+        ];
+        let config = toolgate_edge::kafka::client(
+            &settings.brokers,
+            own,
+            settings.properties.iter().map(|(k, v)| (k, v)),
+        );
         let context = GroupContext {
             owner,
             topic: settings.topic.clone(),

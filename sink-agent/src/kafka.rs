@@ -29,7 +29,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde_json::json;
 use toolgate_detectors::finding_id;
 use toolgate_protocol::config::Config;
-use toolgate_protocol::partition::{PARTITIONER, partition_for};
+use toolgate_protocol::partition::partition_for;
 use toolgate_protocol::{DetectorKind, Finding, FindingAction, Severity, Timestamp};
 
 use crate::SinkError;
@@ -93,28 +93,29 @@ impl KafkaLink {
         })
     }
 
-    fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("client.id", "toolgate-sink");
-        c
+    /// A client with the sink's `settings`, then `[kafka.properties]`.
+    fn client_config<'a>(
+        &'a self,
+        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> ClientConfig {
+        toolgate_edge::kafka::client(
+            &self.brokers,
+            [("client.id", "toolgate-sink")].into_iter().chain(settings),
+            &self.properties,
+        )
     }
 
     fn producer_config(&self) -> ClientConfig {
-        let mut c = self.client_config();
-        c.set("partitioner", PARTITIONER)
+        let (max_bytes, queue) = (self.max_message_bytes.to_string(), (WINDOW * 2).to_string());
+        let settings = [
             // Low latency over batching: a held call waits for its own event to arrive.
-            .set("linger.ms", "1")
-            // In order and without duplicates across retries; no deadline, because the
-            // spool, not librdkafka, decides when an event is given up.
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "0")
-            .set("message.max.bytes", self.max_message_bytes.to_string())
-            .set("queue.buffering.max.messages", (WINDOW * 2).to_string());
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c
+            ("linger.ms", "1"),
+            // No deadline: the spool, not librdkafka, decides when an event is given up.
+            ("message.timeout.ms", "0"),
+            ("message.max.bytes", max_bytes.as_str()),
+            ("queue.buffering.max.messages", queue.as_str()),
+        ];
+        self.client_config(toolgate_edge::kafka::PRODUCER.into_iter().chain(settings))
     }
 }
 
@@ -552,16 +553,14 @@ impl DecisionSubscriber {
         agent_id: String,
         apply: impl FnMut(&[u8]) -> Result<String, Rejected> + Send + 'static,
     ) -> Result<DecisionSubscriber, SinkError> {
-        let mut config = link.client_config();
-        config
-            .set("group.id", "toolgate-sink")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+        let fetch_wait = link.decision_fetch_wait_ms.to_string();
+        let config = link.client_config([
+            ("group.id", "toolgate-sink"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
             // A verdict sits on the path of a held call (see the config field).
-            .set("fetch.wait.max.ms", link.decision_fetch_wait_ms.to_string());
-        for (k, v) in &link.properties {
-            config.set(k, v);
-        }
+            ("fetch.wait.max.ms", fetch_wait.as_str()),
+        ]);
         let consumer: BaseConsumer = config
             .create()
             .map_err(|e| SinkError::Kafka(format!("cannot create the decision reader: {e}")))?;

@@ -17,7 +17,7 @@
 //! call matching `[[sink.hold]]` waits for the engine's signed verdict ([`verdicts`]).
 //!
 //! Diagnostics are `tracing` events (target `toolgate_sink::…`): the proxy binary
-//! writes them to stderr ([`logging`]; stdout carries the MCP stream), and an agent
+//! writes them to stderr (`toolgate_edge::logging`; stdout carries the MCP stream), and an agent
 //! embedding the library sends them wherever its own subscriber does.
 
 pub mod decisions;
@@ -27,7 +27,6 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod kafka;
 pub mod library;
-pub mod logging;
 pub mod session;
 pub mod spool;
 pub mod stdio;

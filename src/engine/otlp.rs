@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use toolgate_detectors::secrets::Redactor;
+use toolgate_edge::kafka;
 use toolgate_ingest::otlp::receiver::{Publish, PublishError, Refusal};
 use toolgate_protocol::Event;
-use toolgate_protocol::partition::PARTITIONER;
 
 /// How long one request's events may take to be acknowledged.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,16 +69,13 @@ impl EventsPublisher {
         redactor: Option<Redactor>,
         max_event_bytes: usize,
     ) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("partitioner", PARTITIONER)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "2")
-            .set("message.timeout.ms", ACK_TIMEOUT.as_millis().to_string());
-        for (k, v) in properties {
-            config.set(k, v);
-        }
+        let timeout = ACK_TIMEOUT.as_millis().to_string();
+        let settings = [("linger.ms", "2"), ("message.timeout.ms", timeout.as_str())];
+        let config = kafka::client(
+            brokers,
+            kafka::PRODUCER.into_iter().chain(settings),
+            properties.iter().map(|(k, v)| (k, v)),
+        );
         let producer = config
             .create_with_context(Acks::default())
             .context("creating the OTLP receiver's producer")?;

@@ -15,11 +15,10 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use toolgate_protocol::partition::PARTITIONER;
+use toolgate_edge::kafka;
 
 /// A record the broker refused for good.
 struct Undeliverable {
@@ -82,19 +81,17 @@ impl Outbox {
         properties: &[(String, String)],
         dead_letter_file: PathBuf,
     ) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("client.id", "toolgate-engine")
-            // Sinks find their decisions by computing the partition of their agent id.
-            .set("partitioner", PARTITIONER)
+        let settings = [
+            ("client.id", "toolgate-engine"),
             // A verdict is on an agent's critical path: send at once.
-            .set("linger.ms", "1")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "0");
-        for (k, v) in properties {
-            config.set(k, v);
-        }
+            ("linger.ms", "1"),
+            ("message.timeout.ms", "0"),
+        ];
+        let config = kafka::client(
+            brokers,
+            kafka::PRODUCER.into_iter().chain(settings),
+            properties.iter().map(|(k, v)| (k, v)),
+        );
         let producer = config
             .create_with_context(OutboxContext::default())
             .context("creating the Kafka producer")?;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use toolgate_edge::logging::{self, LogFormat};
 use toolgate_protocol::config::Config;
-use toolgate_sink::logging::{self, LogFormat};
 use toolgate_sink::{read_pins, unix_millis};
 
 /// The per-agent MCP proxy: reports every tool call and enforces local checks.

@@ -1,9 +1,8 @@
 //! Where the logs of both binaries (`toolgate` and `toolgate-sink`) go: `tracing`
 //! events on stderr, as text lines for people or JSON lines (`--log-format json`) for a
-//! log pipeline. It lives here because both binaries depend on this crate; the sink's
-//! library code only emits `tracing` events, and a host process embedding it chooses
-//! where they go. `TOOLGATE_LOG` filters them by level and target (`info` by default;
-//! e.g. `warn,toolgate::engine=debug`).
+//! log pipeline. Libraries only emit `tracing` events; the binary chooses where they
+//! go. `TOOLGATE_LOG` filters them by level and target (`info` by default; e.g.
+//! `warn,toolgate::engine=debug`).
 
 use std::str::FromStr;
 
