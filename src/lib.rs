@@ -4,6 +4,7 @@
 //!
 //! Detection logic lives in `toolgate-detectors`, wire types in `toolgate-protocol`,
 //! sources in `toolgate-ingest`; this crate wires them to files, Kafka and SIEMs.
+#![deny(missing_docs)]
 
 pub mod barrier;
 pub mod cli;

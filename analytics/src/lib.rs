@@ -11,6 +11,7 @@
 //! Everything here does I/O and none of it sits on the per-event hot path: the engine
 //! hands rows to the writer on a thread of its own, and detectors only read what
 //! [`train`] learned.
+#![deny(missing_docs)]
 
 pub mod history;
 pub mod pgwire;

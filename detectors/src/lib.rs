@@ -10,6 +10,7 @@
 //! the same findings, byte for byte, in the engine, in `toolgate analyze` and in the
 //! sink. State is bounded by each detector's caps and restorable through
 //! [`Detector::snapshot`] / [`Detector::restore`].
+#![deny(missing_docs)]
 
 pub mod definitions;
 mod draft;

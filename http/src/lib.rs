@@ -12,6 +12,7 @@
 //! started a thread for every connection however many came, and allocated a request's
 //! declared `Content-Length` when a request was dropped unread: one request could
 //! abort the process.
+#![deny(missing_docs)]
 
 mod connection;
 mod request;

@@ -12,6 +12,7 @@
 //! - [`corpora`]: importers for MCP-SafetyBench and InjecAgent samples.
 //!
 //! Sources decode and route; they hold no detection logic.
+#![deny(missing_docs)]
 
 pub mod agentdojo;
 pub mod corpora;

@@ -14,6 +14,7 @@
 //!
 //! Pure data and validation: no I/O beyond reading a config file, no async runtime, no
 //! Kafka or Arrow, so the per-agent sink can depend on it and stay small.
+#![deny(missing_docs)]
 
 pub mod canonical;
 pub mod config;

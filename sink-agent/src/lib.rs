@@ -19,6 +19,7 @@
 //! Diagnostics are `tracing` events (target `toolgate_sink::…`): the proxy binary
 //! writes them to stderr (`toolgate_edge::logging`; stdout carries the MCP stream), and an agent
 //! embedding the library sends them wherever its own subscriber does.
+#![deny(missing_docs)]
 
 pub mod decisions;
 pub mod framing;
