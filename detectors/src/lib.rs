@@ -14,10 +14,13 @@
 
 pub mod definitions;
 mod draft;
+pub mod factory;
 mod fold;
+pub mod glob;
 pub mod injection;
 mod late;
 pub mod metrics;
+pub mod mode;
 mod pipeline;
 pub mod policy;
 pub mod provenance;
@@ -30,11 +33,10 @@ pub mod volume;
 use toolgate_protocol::{Event, Timestamp};
 
 pub use draft::{FindingDraft, finding_id};
+pub use factory::{BuildError, Configured, DetectorFactory, settings};
 pub use fold::{EmitPolicy, FindingFolder, FoldStats};
 pub use pipeline::{Pipeline, RestoreReport};
-pub use registry::{
-    BuildError, DetectorFactory, build_detectors, build_pipeline, registry, settings,
-};
+pub use registry::{build_detectors, build_pipeline, registry};
 
 /// One detector. Implementations hold their own bounded state.
 pub trait Detector: Send {

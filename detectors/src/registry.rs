@@ -1,77 +1,27 @@
 //! The list of every detector toolgate has, and how the configured set is built.
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use toolgate_protocol::DetectorKind;
 use toolgate_protocol::config::Config;
 
 use crate::Detector;
+use crate::factory::{BuildError, DetectorFactory, factory};
 use crate::fold::{EmitPolicy, FindingFolder};
 use crate::pipeline::Pipeline;
 use crate::secrets::Redactor;
-
-/// Builds a detector from the whole config and its own table (without `enabled`).
-pub type BuildFn = fn(&Config, Value) -> Result<Box<dyn Detector>, BuildError>;
-
-/// How to build one detector from its `[detectors.<name>]` table.
-pub struct DetectorFactory {
-    /// Key under `[detectors]`.
-    pub name: &'static str,
-    /// Family of the findings it raises.
-    pub kind: DetectorKind,
-    /// One line for `--help` and docs.
-    pub summary: &'static str,
-    /// Builds the detector.
-    pub build: BuildFn,
-}
-
-/// A detector could not be built from the config.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// `[detectors.<name>]` names no detector.
-    #[error("`detectors.{name}`: no such detector; known detectors: {known}")]
-    UnknownDetector {
-        /// The name in the config.
-        name: String,
-        /// The names the registry has.
-        known: String,
-    },
-    /// `[redaction]` is wrong.
-    #[error(transparent)]
-    Redaction(#[from] crate::secrets::RedactionError),
-    /// A detector's settings are wrong.
-    #[error("`detectors.{name}`: {message}")]
-    Settings {
-        /// The detector.
-        name: String,
-        /// What is wrong, naming the key.
-        message: String,
-    },
-}
 
 /// Every detector toolgate has, in the order they run. Each detector issue adds its
 /// entry here; there is no other place detectors are registered.
 pub fn registry() -> Vec<DetectorFactory> {
     vec![
-        crate::definitions::factory(),
-        crate::injection::factory(),
-        crate::secrets::factory(),
-        crate::policy::factory(),
-        crate::provenance::factory(),
-        crate::volume::factory(),
-        crate::sequence::factory(),
-        crate::session::factory(),
+        factory::<crate::definitions::DefinitionsDetector>(),
+        factory::<crate::injection::InjectionDetector>(),
+        factory::<crate::secrets::SecretsDetector>(),
+        factory::<crate::policy::PolicyDetector>(),
+        factory::<crate::provenance::ProvenanceDetector>(),
+        factory::<crate::volume::VolumeDetector>(),
+        factory::<crate::sequence::SequenceDetector>(),
+        factory::<crate::session::SessionDetector>(),
     ]
-}
-
-/// Reads a detector's settings table into its typed settings (which should deny unknown
-/// fields), naming the detector in errors.
-pub fn settings<T: DeserializeOwned>(name: &str, table: Value) -> Result<T, BuildError> {
-    serde_json::from_value(table).map_err(|e| BuildError::Settings {
-        name: name.to_string(),
-        message: e.to_string(),
-    })
 }
 
 /// Builds every enabled detector of `factories`: all of them unless a table says

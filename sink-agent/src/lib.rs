@@ -37,7 +37,8 @@ pub mod verdicts;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use toolgate_detectors::policy::{self, GlobSet, PolicySettings};
+use toolgate_detectors::glob::GlobSet;
+use toolgate_detectors::policy::{self, PolicySettings};
 use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{BuildError, definitions};
 use toolgate_protocol::config::Config;
@@ -108,7 +109,9 @@ pub fn checks(
     };
     let definitions = match config.detectors.get(definitions::NAME) {
         Some(table) => {
-            let mut d = (definitions::factory().build)(config, table.clone()).map_err(check)?;
+            let factory =
+                toolgate_detectors::factory::factory::<definitions::DefinitionsDetector>();
+            let mut d = (factory.build)(config, table.clone()).map_err(check)?;
             if let Some(bytes) = pins {
                 d.restore(bytes)
                     .map_err(|e| SinkError::Pins(PathBuf::from("(pins)"), e.to_string()))?;

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value, json};
 use toolgate_detectors::definitions;
-use toolgate_detectors::policy::{CallView, GlobSet, Mode, Policy, Problem};
+use toolgate_detectors::glob::GlobSet;
+use toolgate_detectors::mode::Mode;
+use toolgate_detectors::policy::{CallView, Policy, Problem};
 use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
 pub use toolgate_protocol::config::SecretsMode;

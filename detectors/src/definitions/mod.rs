@@ -22,12 +22,12 @@ pub mod pins;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use toolgate_protocol::config::Config;
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{DetectorKind, Duration, Event, Severity, Timestamp};
 
-use crate::registry::{BuildError, DetectorFactory, settings};
+use crate::factory::{BuildError, Configured};
 use crate::{Detector, FindingDraft, StateError};
 use pins::{PinStore, PinnedDefinition};
 
@@ -116,22 +116,19 @@ impl DefinitionsState {
     }
 }
 
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Definition,
-        summary: "pinned tool definitions: rug pulls, added and removed tools, fleet divergence",
-        build,
-    }
-}
+impl Configured for DefinitionsDetector {
+    const NAME: &'static str = NAME;
+    const KIND: DetectorKind = DetectorKind::Definition;
+    const SUMMARY: &'static str =
+        "pinned tool definitions: rug pulls, added and removed tools, fleet divergence";
+    type Settings = DefinitionSettings;
 
-fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
-    let s: DefinitionSettings = settings(NAME, table)?;
-    Ok(Box::new(DefinitionsDetector {
-        settings: s,
-        state: DefinitionsState::default(),
-    }))
+    fn build(_config: &Config, s: DefinitionSettings) -> Result<Self, BuildError> {
+        Ok(DefinitionsDetector {
+            settings: s,
+            state: DefinitionsState::default(),
+        })
+    }
 }
 
 /// The detector.

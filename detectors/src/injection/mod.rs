@@ -13,7 +13,7 @@ use toolgate_protocol::config::Config;
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{DetectorKind, Event, Severity};
 
-use crate::registry::{BuildError, DetectorFactory, settings};
+use crate::factory::{BuildError, Configured};
 use crate::{Detector, FindingDraft, StateError};
 use analysis::{Analysis, Context, analyze_text, analyze_tool};
 
@@ -49,25 +49,21 @@ fn default_max_result_bytes() -> usize {
     256 * 1024
 }
 
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Definition,
-        summary: "tool poisoning in descriptions and prompt injection in results",
-        build,
-    }
-}
+impl Configured for InjectionDetector {
+    const NAME: &'static str = NAME;
+    const KIND: DetectorKind = DetectorKind::Definition;
+    const SUMMARY: &'static str = "tool poisoning in descriptions and prompt injection in results";
+    type Settings = InjectionSettings;
 
-fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
-    let s: InjectionSettings = settings(NAME, table)?;
-    if s.threshold == 0 || s.threshold > 100 {
-        return Err(BuildError::Settings {
-            name: NAME.into(),
-            message: format!("`threshold` must be 1 to 100, found {}", s.threshold),
-        });
+    fn build(_config: &Config, s: InjectionSettings) -> Result<Self, BuildError> {
+        if s.threshold == 0 || s.threshold > 100 {
+            return Err(BuildError::Settings {
+                name: NAME.into(),
+                message: format!("`threshold` must be 1 to 100, found {}", s.threshold),
+            });
+        }
+        Ok(InjectionDetector { settings: s })
     }
-    Ok(Box::new(InjectionDetector { settings: s }))
 }
 
 /// The detector. Stateless: every event is judged on its own.

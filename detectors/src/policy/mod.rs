@@ -7,7 +7,6 @@
 //! Settings (`[detectors.policy]`): `default`, `default_mode`, `tool_schemas`,
 //! `max_schemas`, `[[detectors.policy.rules]]` (see [`RuleConfig`]).
 
-mod glob;
 pub mod rules;
 pub mod schema;
 
@@ -19,11 +18,11 @@ use toolgate_protocol::config::Config;
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{DetectorKind, Event, Severity};
 
-use crate::registry::{BuildError, DetectorFactory, settings};
+use crate::factory::{BuildError, Configured};
+use crate::mode::Mode;
 use crate::{Detector, FindingDraft, StateError};
-pub use glob::{Glob, GlobSet};
 pub use rules::{
-    ArgumentConstraintConfig, CallView, Effect, Mode, Policy, Problem, Rule, RuleConfig, Violation,
+    ArgumentConstraintConfig, CallView, Effect, Policy, Problem, Rule, RuleConfig, Violation,
 };
 pub use schema::{Schema, SchemaProblem};
 
@@ -69,16 +68,6 @@ fn default_max_schemas() -> usize {
     10_000
 }
 
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Policy,
-        summary: "allow/deny by role, server and tool; argument limits; approvals; tool schemas",
-        build,
-    }
-}
-
 /// Compiles `[detectors.policy]` (for the sink, which checks calls without running the
 /// detector).
 pub fn compile(settings: &PolicySettings) -> Result<Policy, BuildError> {
@@ -90,22 +79,29 @@ pub fn compile(settings: &PolicySettings) -> Result<Policy, BuildError> {
     })
 }
 
-fn build(_config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
-    let s: PolicySettings = settings(NAME, table)?;
-    if s.max_schemas == 0 {
-        return Err(BuildError::Settings {
-            name: NAME.into(),
-            message: "`max_schemas` must be at least 1".into(),
-        });
+impl Configured for PolicyDetector {
+    const NAME: &'static str = NAME;
+    const KIND: DetectorKind = DetectorKind::Policy;
+    const SUMMARY: &'static str =
+        "allow/deny by role, server and tool; argument limits; approvals; tool schemas";
+    type Settings = PolicySettings;
+
+    fn build(_config: &Config, s: PolicySettings) -> Result<Self, BuildError> {
+        if s.max_schemas == 0 {
+            return Err(BuildError::Settings {
+                name: NAME.into(),
+                message: "`max_schemas` must be at least 1".into(),
+            });
+        }
+        Ok(PolicyDetector {
+            policy: compile(&s)?,
+            tool_schemas: s.tool_schemas,
+            max_schemas: s.max_schemas,
+            schemas: BTreeMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+        })
     }
-    Ok(Box::new(PolicyDetector {
-        policy: compile(&s)?,
-        tool_schemas: s.tool_schemas,
-        max_schemas: s.max_schemas,
-        schemas: BTreeMap::new(),
-        order: BTreeMap::new(),
-        next_seq: 0,
-    }))
 }
 
 struct KnownSchema {

@@ -11,7 +11,8 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::glob::{Glob, GlobSet};
+use crate::glob::{Glob, GlobSet};
+use crate::mode::Mode;
 
 /// What a rule does to the calls it matches.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -26,27 +27,6 @@ pub enum Effect {
     RequireApproval,
     /// Only the rule's argument constraints apply; access is decided by other rules.
     Constrain,
-}
-
-/// Whether a rule blocks or only reports.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Report only: findings are alerts and the sink forwards the call.
-    Monitor,
-    /// Block: findings ask for a block and the sink refuses the call.
-    #[default]
-    Enforce,
-}
-
-impl Mode {
-    /// `monitor` or `enforce`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Monitor => "monitor",
-            Mode::Enforce => "enforce",
-        }
-    }
 }
 
 /// One `[[detectors.policy.rules]]` entry.

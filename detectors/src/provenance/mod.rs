@@ -33,19 +33,5 @@ mod settings;
 pub use detector::ProvenanceDetector;
 pub use settings::{EgressClass, FlowException, ProvenanceSettings};
 
-use toolgate_protocol::DetectorKind;
-
-use crate::registry::DetectorFactory;
-
 /// The detector's name under `[detectors]`.
 pub const NAME: &str = "provenance";
-
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Provenance,
-        summary: "data crossing trust domains between servers, and egress destinations taken from untrusted content",
-        build: detector::build,
-    }
-}

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use toolgate_protocol::Duration;
 
-use crate::policy::Mode;
+use crate::mode::Mode;
 
 /// `[detectors.provenance]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -18,8 +18,8 @@ use toolgate_protocol::config::{Config, RedactionConfig, RedactionMode};
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{DetectorKind, Event, Severity};
 
-use crate::policy::Mode;
-use crate::registry::{BuildError, DetectorFactory, settings};
+use crate::factory::{BuildError, Configured};
+use crate::mode::Mode;
 use crate::{Detector, FindingDraft, StateError};
 pub use redact::{RedactionError, Redactor};
 pub use scan::{SecretClass, SecretKind, SecretMatch, scan, scan_into};
@@ -77,16 +77,6 @@ fn default_max_scan_bytes() -> usize {
     256 * 1024
 }
 
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Policy,
-        summary: "credentials, card numbers and other personal data in calls, results and messages",
-        build,
-    }
-}
-
 fn kind_set(key: &str, names: &[String]) -> Result<BTreeSet<SecretKind>, BuildError> {
     let mut set = BTreeSet::new();
     for name in names {
@@ -102,28 +92,35 @@ fn kind_set(key: &str, names: &[String]) -> Result<BTreeSet<SecretKind>, BuildEr
     Ok(set)
 }
 
-fn build(config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
-    let s: SecretsSettings = settings(NAME, table)?;
-    if s.max_scan_bytes == 0 {
-        return Err(BuildError::Settings {
-            name: NAME.into(),
-            message: "`max_scan_bytes` must be at least 1".into(),
-        });
-    }
-    Ok(Box::new(SecretsDetector {
-        in_arguments: kind_set("in_arguments", &s.in_arguments)?,
-        in_results: kind_set("in_results", &s.in_results)?,
-        in_user_messages: kind_set("in_user_messages", &s.in_user_messages)?,
-        block: kind_set("block", &s.block)?,
-        mode: s.mode,
-        max_scan_bytes: s.max_scan_bytes,
-        preview: Redactor::new(&preview_redaction(&config.redaction)).map_err(|e| {
-            BuildError::Settings {
+impl Configured for SecretsDetector {
+    const NAME: &'static str = NAME;
+    const KIND: DetectorKind = DetectorKind::Policy;
+    const SUMMARY: &'static str =
+        "credentials, card numbers and other personal data in calls, results and messages";
+    type Settings = SecretsSettings;
+
+    fn build(config: &Config, s: SecretsSettings) -> Result<Self, BuildError> {
+        if s.max_scan_bytes == 0 {
+            return Err(BuildError::Settings {
                 name: NAME.into(),
-                message: e.to_string(),
-            }
-        })?,
-    }))
+                message: "`max_scan_bytes` must be at least 1".into(),
+            });
+        }
+        Ok(SecretsDetector {
+            in_arguments: kind_set("in_arguments", &s.in_arguments)?,
+            in_results: kind_set("in_results", &s.in_results)?,
+            in_user_messages: kind_set("in_user_messages", &s.in_user_messages)?,
+            block: kind_set("block", &s.block)?,
+            mode: s.mode,
+            max_scan_bytes: s.max_scan_bytes,
+            preview: Redactor::new(&preview_redaction(&config.redaction)).map_err(|e| {
+                BuildError::Settings {
+                    name: NAME.into(),
+                    message: e.to_string(),
+                }
+            })?,
+        })
+    }
 }
 
 /// How found values are shown in evidence: as `[redaction]` says, except that a

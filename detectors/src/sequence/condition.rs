@@ -20,7 +20,7 @@ use toolgate_protocol::Event;
 use toolgate_protocol::config::Config;
 use toolgate_protocol::event::EventBody;
 
-use crate::policy::Glob;
+use crate::glob::Glob;
 
 /// Something on an event a condition can look at.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::{DetectorKind, Duration, Event, FindingAction, Severity, Timestamp};
 
+use crate::factory::{BuildError, Configured};
 use crate::metrics::StateGauge;
-use crate::registry::{BuildError, DetectorFactory, settings};
 use crate::{Detector, FindingDraft, StateError};
 pub use learned::{LearnedModel, LearnedSettings};
 pub use rules::{AbsenceSpec, Rule, RuleKind, RuleSet, RuleSpec, StepSpec};
@@ -97,19 +97,16 @@ pub fn builtin_rules() -> Vec<RuleSpec> {
     }]
 }
 
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Sequence,
-        summary: "ordered rules and Sigma correlations; learned per-role call sequences",
-        build,
-    }
-}
+impl Configured for SequenceDetector {
+    const NAME: &'static str = NAME;
+    const KIND: DetectorKind = DetectorKind::Sequence;
+    const SUMMARY: &'static str =
+        "ordered rules and Sigma correlations; learned per-role call sequences";
+    type Settings = SequenceSettings;
 
-fn build(config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
-    let s: SequenceSettings = settings(NAME, table)?;
-    Ok(Box::new(SequenceDetector::new(config, s)?))
+    fn build(config: &Config, s: SequenceSettings) -> Result<Self, BuildError> {
+        SequenceDetector::new(config, s)
+    }
 }
 
 fn invalid(message: impl Into<String>) -> BuildError {

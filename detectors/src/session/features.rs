@@ -11,7 +11,7 @@ use toolgate_protocol::Event;
 use toolgate_protocol::config::Config;
 use toolgate_protocol::event::EventBody;
 
-use crate::policy::GlobSet;
+use crate::glob::GlobSet;
 use crate::volume::size;
 
 /// Most distinct tools, servers and targets remembered per session.

@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::{DetectorKind, Duration, Event, FindingAction, Severity, Timestamp};
 
+use crate::factory::{BuildError, Configured};
+use crate::glob::GlobSet;
 use crate::late::LateSessions;
 use crate::metrics::StateGauge;
-use crate::policy::GlobSet;
-use crate::registry::{BuildError, DetectorFactory, settings};
 use crate::{Detector, FindingDraft, StateError};
 pub use features::{FeatureSpec, SessionAccumulator};
 
@@ -181,19 +181,16 @@ pub fn feature_spec(config: &Config, s: &SessionSettings) -> FeatureSpec {
     }
 }
 
-/// The registry entry.
-pub fn factory() -> DetectorFactory {
-    DetectorFactory {
-        name: NAME,
-        kind: DetectorKind::Sequence,
-        summary: "whole sessions against clusters of normal sessions (toolgate train)",
-        build,
-    }
-}
+impl Configured for SessionDetector {
+    const NAME: &'static str = NAME;
+    const KIND: DetectorKind = DetectorKind::Sequence;
+    const SUMMARY: &'static str =
+        "whole sessions against clusters of normal sessions (toolgate train)";
+    type Settings = SessionSettings;
 
-fn build(config: &Config, table: Value) -> Result<Box<dyn Detector>, BuildError> {
-    let s: SessionSettings = settings(NAME, table)?;
-    Ok(Box::new(SessionDetector::new(config, s)?))
+    fn build(config: &Config, s: SessionSettings) -> Result<Self, BuildError> {
+        SessionDetector::new(config, s)
+    }
 }
 
 /// The session detector.
