@@ -7,8 +7,7 @@
 # SCRAM test provisions a file and restarts the broker on it with authentication on).
 # An unoptimised build (opt-level 0, no LTO, no debug info): the broker is a test
 # fixture that carries a few hundred records, and this takes 6 minutes on 2 cores where
-# opt-level 1 took 9 and the default profile 15. The build is mostly serial (1.3 cores
-# busy on average), so CI runs it beside clippy.
+# opt-level 1 took 9 and the default profile 15.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=target/tools/tansu-0.6.0
