@@ -123,9 +123,14 @@ pub fn hung_up(stream: &TcpStream) -> bool {
     }
 }
 
-/// Answers a connection past the cap with 503 and closes it, without ever waiting on
-/// it: this runs on the accepting thread.
-pub(crate) fn refuse_connection(mut stream: TcpStream, name: &str, max: usize, setting: &str) {
+/// Answers a connection past the cap with 503 without ever waiting on it (this runs on
+/// the accepting thread) and returns it half-closed, for [`Lingering`] to close.
+pub(crate) fn refuse_connection(
+    mut stream: TcpStream,
+    name: &str,
+    max: usize,
+    setting: &str,
+) -> TcpStream {
     let _ = stream.set_nonblocking(true);
     let body = format!("{name}: {max} connections are open ({setting}); retry later\n");
     let answer = format!(
@@ -134,15 +139,60 @@ pub(crate) fn refuse_connection(mut stream: TcpStream, name: &str, max: usize, s
     );
     // A new connection's send buffer is empty: this does not block.
     let _ = stream.write_all(answer.as_bytes());
-    // What the client already sent is read off, so that closing sends FIN rather than
-    // a reset that could discard the answer.
-    let mut scratch = [0u8; 4096];
-    for _ in 0..16 {
-        if !matches!(stream.read(&mut scratch), Ok(n) if n > 0) {
-            break;
-        }
-    }
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    stream
+}
+
+/// Refused connections, half-closed after their 503 and kept a moment while what their
+/// clients still send is read off. Closed at once, a socket that then receives the
+/// request answers it with a reset, and the client's kernel may discard the 503 before
+/// the client reads it: the client sees "connection reset" instead of "retry later".
+/// The accepting thread drains them between accepts, never blocking; there are at most
+/// [`Lingering::MAX`] of them, the oldest closed first.
+#[derive(Default)]
+pub(crate) struct Lingering {
+    streams: std::collections::VecDeque<(TcpStream, Instant)>,
+}
+
+impl Lingering {
+    const MAX: usize = 256;
+    const FOR: Duration = Duration::from_secs(2);
+
+    /// Keeps `stream` until its client closes it or [`Lingering::FOR`] passes.
+    pub(crate) fn add(&mut self, stream: TcpStream) {
+        if self.streams.len() >= Self::MAX {
+            self.streams.pop_front();
+        }
+        self.streams.push_back((stream, Instant::now() + Self::FOR));
+    }
+
+    /// Whether any are kept.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Reads off what has arrived; closes those whose client closed, failed or whose
+    /// time is up.
+    pub(crate) fn drain(&mut self) {
+        let now = Instant::now();
+        let mut scratch = [0u8; 4096];
+        self.streams.retain_mut(|(stream, until)| {
+            if now >= *until {
+                return false;
+            }
+            // A bounded read per pass: one client cannot hold the accepting thread.
+            for _ in 0..16 {
+                match stream.read(&mut scratch) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+            true
+        });
+    }
 }
 
 /// Reads and answers requests on one connection until the client closes it, is silent

@@ -114,14 +114,23 @@ impl Server {
         handle: &Handler,
     ) -> io::Result<()> {
         listener.set_nonblocking(true)?;
+        let mut lingering = connection::Lingering::default();
         while !stop.load(Ordering::Relaxed) {
-            if !connection::wait_for_connection(listener, Duration::from_millis(100)) {
+            // Refused clients are drained often enough to see their close soon.
+            let wait = if lingering.is_empty() { 100 } else { 20 };
+            let ready = connection::wait_for_connection(listener, Duration::from_millis(wait));
+            lingering.drain();
+            if !ready {
                 continue;
             }
             // A bounded batch, so that `stop` is seen under a flood of connections.
             for _ in 0..64 {
                 match listener.accept() {
-                    Ok((stream, peer)) => self.admit(stream, peer.ip(), handle),
+                    Ok((stream, peer)) => {
+                        if let Some(refused) = self.admit(stream, peer.ip(), handle) {
+                            lingering.add(refused);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -162,14 +171,25 @@ impl Server {
         })
     }
 
-    /// Serves a new connection on a thread of its own, or answers 503 at the cap.
-    fn admit(self: &Arc<Self>, stream: TcpStream, peer: IpAddr, handle: &Handler) {
+    /// Serves a new connection on a thread of its own, or answers 503 at the cap and
+    /// returns the refused connection, to be drained before it is closed.
+    fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: IpAddr,
+        handle: &Handler,
+    ) -> Option<TcpStream> {
         let max = self.limits.max_connections;
         if self.open.load(Ordering::Acquire) >= max {
             self.counters
                 .refused_connections
                 .fetch_add(1, Ordering::Relaxed);
-            return connection::refuse_connection(stream, &self.name, max, self.limits.setting);
+            return Some(connection::refuse_connection(
+                stream,
+                &self.name,
+                max,
+                self.limits.setting,
+            ));
         }
         self.open.fetch_add(1, Ordering::AcqRel);
         let (server, handle) = (Arc::clone(self), Arc::clone(handle));
@@ -190,6 +210,7 @@ impl Server {
             self.open.fetch_sub(1, Ordering::AcqRel);
             tracing::error!(server = %self.name, error = %e, "cannot start a connection thread");
         }
+        None
     }
 }
 

@@ -171,3 +171,41 @@ fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
     // A silent client is no timed-out request: none had begun.
     assert_eq!(server.counters().timed_out.load(Ordering::Relaxed), 0);
 }
+
+/// Issue 20 (a flaky OTLP test): a refused client that sends its request after the
+/// server has already answered 503 must be able to send it whole and read the 503.
+/// Closed at once, the server's socket answered the request's first bytes with a
+/// reset, the client's next write failed with "broken pipe", and clients that stop at
+/// a failed write never read the 503.
+#[test]
+fn issue_20_a_refused_client_that_sends_late_still_reads_its_503() {
+    let running = serve(limits(1, Duration::from_secs(30), 1 << 20), echo);
+    let addr = running.local_addr();
+    let _stalled = TcpStream::connect(addr).expect("connect");
+    let server = Arc::clone(running.server());
+    assert!(wait_for(Duration::from_secs(5), || server
+        .open_connections()
+        == 1));
+    let mut late = TcpStream::connect(addr).expect("connect");
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The server refuses it on accept, before a byte of the request arrives.
+    assert!(wait_for(Duration::from_secs(5), || server
+        .counters()
+        .refused_connections
+        .load(Ordering::Relaxed)
+        == 1));
+    std::thread::sleep(Duration::from_millis(200));
+    let body = vec![b'x'; 256 << 10];
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    late.write_all(head.as_bytes()).expect("the head is taken");
+    std::thread::sleep(Duration::from_millis(200));
+    late.write_all(&body).expect("the body is taken");
+    let mut got = Vec::new();
+    let read = late.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(read.is_ok(), "{read:?} after reading {got:?}");
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+}
