@@ -278,7 +278,7 @@ fn sequence_settings(learned: bool) -> SequenceSettings {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut config = Config::default();
     config.detectors.insert("sequence".into(), table.clone());
-    toolgate::detector_files::resolve(&mut config, &root).expect("rule files");
+    toolgate_engine::detector_files::resolve(&mut config, &root).expect("rule files");
     table = config.detectors.remove("sequence").unwrap_or_default();
     if let Value::Object(t) = &mut table {
         t.insert(

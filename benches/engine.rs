@@ -25,8 +25,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
-use toolgate::engine::embedded::EmbeddedBroker;
-use toolgate::engine::{Counters, EngineOptions, run};
+use toolgate_engine::embedded::EmbeddedBroker;
+use toolgate_engine::{Counters, EngineOptions, run};
 use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::partition::PARTITIONER;
 use toolgate_sink::library::{Sink, Verdict};
@@ -263,7 +263,7 @@ fn spawn_engine(
     history: bool,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<toolgate::engine::EngineReport> {
+) -> std::thread::JoinHandle<toolgate_engine::EngineReport> {
     let brokers = brokers.to_string();
     std::thread::spawn(move || {
         run(
@@ -346,7 +346,7 @@ data_dir = "{data}"
     );
     let mut config = Config::from_toml(&text, "bench").expect("config");
     config.kafka.group_id = "bench-verdicts".into();
-    let signer = toolgate::engine::decisions::load_or_create_signer(
+    let signer = toolgate_engine::decisions::load_or_create_signer(
         &dir.path().join("data/decision-signing.key"),
         "engine-1",
     )

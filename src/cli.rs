@@ -14,7 +14,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// How logs are written to stderr: `text` lines, or `json` lines for a log
-    /// pipeline. `TOOLGATE_LOG` filters them (e.g. `warn,toolgate::engine=debug`).
+    /// pipeline. `TOOLGATE_LOG` filters them (e.g. `warn,toolgate_engine=debug`).
     #[arg(long, global = true, value_enum, default_value_t = toolgate_edge::logging::LogFormat::Text)]
     pub log_format: toolgate_edge::logging::LogFormat,
 }
@@ -379,7 +379,7 @@ pub struct AnalyzeArgs {
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// How to render findings.
-    #[arg(long, default_value = "jsonl", value_parser = crate::outputs::parse_format)]
+    #[arg(long, default_value = "jsonl", value_parser = toolgate_engine::outputs::parse_format)]
     pub format: FindingFormat,
     /// Where to write findings; stdout if absent or `-`.
     #[arg(long)]

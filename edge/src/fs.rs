@@ -17,6 +17,20 @@ pub enum Access {
     Private,
 }
 
+/// The content of `path`, or `None` when there is no such file (a state file that the
+/// first run writes). Any other failure is an error: state that exists but cannot be
+/// read must not be taken for state that is not there yet.
+pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
 /// Replaces `path` with `bytes`: see [`replace_with`].
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_with(path, Access::Default, |file| file.write_all(bytes))

@@ -184,25 +184,14 @@ pub fn identity(config: &Config, server: &str, session_id: String) -> Identity {
     }
 }
 
-/// `[detectors.definitions] pins_file`: the pins shared with `toolgate definitions`.
-pub fn pins_file(config: &Config) -> Option<PathBuf> {
-    config
-        .detectors
-        .get(definitions::NAME)?
-        .get("pins_file")?
-        .as_str()
-        .map(PathBuf::from)
-}
-
 /// The pins file's content, or `None` while there is none yet (the first run writes
 /// it). An unreadable file is an error: running without the pins would let a changed
 /// definition through as new.
 pub fn read_pins(path: Option<&Path>) -> Result<Option<Vec<u8>>, SinkError> {
     match path {
-        Some(p) if p.exists() => std::fs::read(p)
-            .map(Some)
+        Some(p) => toolgate_edge::fs::read_if_exists(p)
             .map_err(|e| SinkError::Pins(p.to_path_buf(), e.to_string())),
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 

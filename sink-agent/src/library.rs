@@ -80,7 +80,7 @@ impl Sink {
         server: &str,
         brokers: Option<&str>,
     ) -> Result<Sink, SinkError> {
-        let pins_file = crate::pins_file(config);
+        let pins_file = config.pins_file();
         let pins = crate::read_pins(pins_file.as_deref())?;
         let session = crate::session(
             config,

@@ -8,7 +8,7 @@ use toolgate_detectors::injection::analysis::analyze_tool;
 
 use super::load_config;
 use crate::cli::{DefinitionsCommand, PinTarget, PinsArgs};
-use crate::replay::pins_file;
+use toolgate_engine::replay::pins_file;
 
 fn locate(args: &PinsArgs) -> Result<PathBuf> {
     let config = load_config(args.config.as_deref())?;

@@ -16,7 +16,7 @@ use toolgate_protocol::{DetectorKind, Severity};
 
 use super::load_config;
 use crate::cli::EvalArgs;
-use crate::replay::{default_dead_letter_path, replay};
+use toolgate_engine::replay::{default_dead_letter_path, replay};
 
 /// The ground-truth class of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,8 +367,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outputs::tests::sample;
-    use toolgate_protocol::FindingAction;
 
     fn labels(outcome: &str, attack: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
@@ -407,7 +405,8 @@ mod tests {
         }
         ev.event("agent", "s9", &BTreeMap::new());
         let mut flag = |session: &str, severity: Severity, detector: DetectorKind| {
-            let mut f = sample(FindingAction::Alert);
+            // Any finding will do: what eval reads of it is set here.
+            let mut f = toolgate_engine::worker::offset_gap_finding("events", 0, 0, 1);
             f.agent_id = "agent".into();
             f.session_id = session.into();
             f.severity = severity;

@@ -27,7 +27,7 @@ pub fn load_config(path: Option<&Path>) -> Result<Config> {
     let mut config = Config::resolve(path).context("invalid configuration")?;
     if let Some(p) = path {
         let base = p.parent().unwrap_or_else(|| Path::new("."));
-        crate::detector_files::resolve(&mut config, base)
+        toolgate_engine::detector_files::resolve(&mut config, base)
             .with_context(|| format!("in configuration {}", p.display()))?;
     }
     Ok(config)

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 
 use super::load_config;
 use crate::cli::RunArgs;
-use crate::engine::embedded::EmbeddedBroker;
-use crate::engine::{EngineOptions, run as run_engine};
+use toolgate_engine::embedded::EmbeddedBroker;
+use toolgate_engine::{EngineOptions, run as run_engine};
 
 /// Runs until SIGINT, SIGTERM or SIGHUP, then checkpoints and prints a summary.
 pub fn run(args: &RunArgs) -> Result<()> {

@@ -17,7 +17,7 @@ use toolgate_protocol::config::Config;
 
 use super::load_config;
 use crate::cli::TrainArgs;
-use crate::event_time::Reorder;
+use toolgate_engine::event_time::Reorder;
 
 enum Filter {
     Is(String, String),

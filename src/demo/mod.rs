@@ -15,10 +15,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::decision::DecisionAction;
 
-use crate::engine::decisions::load_or_create_signer;
-use crate::engine::embedded::EmbeddedBroker;
-use crate::engine::writers::Row;
-use crate::engine::{Counters, EngineOptions, data_path};
+use toolgate_engine::decisions::load_or_create_signer;
+use toolgate_engine::embedded::EmbeddedBroker;
+use toolgate_engine::writers::Row;
+use toolgate_engine::{Counters, EngineOptions, data_path};
 
 /// The demo's configuration (`examples/demo.toml`), built in.
 pub const CONFIG: &str = include_str!("../../examples/demo.toml");
@@ -139,7 +139,7 @@ pub fn run(options: DemoOptions, stop: &AtomicBool) -> Result<()> {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                crate::engine::run(
+                toolgate_engine::run(
                     &config,
                     EngineOptions {
                         brokers,

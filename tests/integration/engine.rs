@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::kafka::*;
 use serde_json::Value;
-use toolgate::engine::embedded::EmbeddedBroker;
+use toolgate_engine::embedded::EmbeddedBroker;
 use toolgate_protocol::config::TopicsConfig;
 use toolgate_protocol::decision::{Decision, DecisionAction};
 
@@ -261,7 +261,7 @@ fn issue_19_an_over_limit_record_is_dead_lettered_with_size_and_digest_and_the_r
     produce(&brokers, &events);
 
     // The engine with counters this test reads while it runs.
-    let counters = std::sync::Arc::new(toolgate::engine::Counters::default());
+    let counters = std::sync::Arc::new(toolgate_engine::Counters::default());
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handle = {
         let (config, brokers, counters, flag) = (
@@ -271,9 +271,9 @@ fn issue_19_an_over_limit_record_is_dead_lettered_with_size_and_digest_and_the_r
             std::sync::Arc::clone(&flag),
         );
         std::thread::spawn(move || {
-            toolgate::engine::run(
+            toolgate_engine::run(
                 &config,
-                toolgate::engine::EngineOptions {
+                toolgate_engine::EngineOptions {
                     brokers,
                     workers: 2,
                     history: false,
@@ -287,7 +287,7 @@ fn issue_19_an_over_limit_record_is_dead_lettered_with_size_and_digest_and_the_r
     };
     let want = (before.len() + after.len()) as u64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while toolgate::engine::Counters::get(&counters.events) < want
+    while toolgate_engine::Counters::get(&counters.events) < want
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -566,7 +566,7 @@ fn issue_19_past_max_blocks_per_agent_an_agents_blocks_are_not_signed_but_counte
 /// themselves are tested against a broker in `engine_tansu.rs`.
 #[test]
 fn issue_19_kafka_tls_and_sasl_are_built_in_and_kerberos_is_refused_at_start_up() {
-    use toolgate::engine::outbox::Outbox;
+    use toolgate_engine::outbox::Outbox;
     let dir = tempfile::tempdir().expect("tempdir");
     let outbox = |pairs: &[(&str, &str)]| {
         let properties: Vec<(String, String)> = pairs

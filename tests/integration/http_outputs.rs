@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::{corpus_findings, ocsf_validate, python_venv, repo};
 use serde_json::Value;
-use toolgate::outputs::webhook;
+use toolgate_engine::outputs::webhook;
 
 const SECRET: &str = "correct horse battery staple";
 const TOKEN: &str = "11111111-2222-3333-4444-555555555555";

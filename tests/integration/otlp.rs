@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::kafka::*;
 use common::{python_venv, repo};
 use serde_json::{Value, json};
-use toolgate::engine::embedded::EmbeddedBroker;
+use toolgate_engine::embedded::EmbeddedBroker;
 use toolgate_ingest::otlp::genai::MappingOptions;
 use toolgate_ingest::otlp::receiver::{
     DEFAULT_MAX_CONNECTIONS, OtlpReceiver, Publish, PublishError, ReceiverCounters,
@@ -77,7 +77,7 @@ fn await_listening(port: u16) {
 
 type Engine = (
     std::sync::Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<toolgate::engine::EngineReport>,
+    std::thread::JoinHandle<toolgate_engine::EngineReport>,
 );
 
 /// An engine on a fresh embedded broker, its receiver listening on the returned port.

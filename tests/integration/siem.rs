@@ -10,7 +10,7 @@ use crate::common;
 use std::process::Command;
 
 use common::{corpus_findings, ocsf_validate as validate, repo};
-use toolgate::outputs::{FindingFormat, Output, render, render_tool_call};
+use toolgate_engine::outputs::{FindingFormat, Output, render, render_tool_call};
 use toolgate_protocol::config::{OutputConfig, SyslogTransport};
 
 #[test]
@@ -230,7 +230,7 @@ fn cef_over_syslog_reaches_rsyslog(tls: bool) {
     assert_eq!(lines.len(), findings.len(), "{lines:#?}");
     for (line, f) in lines.iter().zip(&findings) {
         let fields: Vec<&str> = line.splitn(5, '|').collect();
-        let pri = 10 * 8 + u32::from(toolgate::outputs::syslog::severity(f.severity));
+        let pri = 10 * 8 + u32::from(toolgate_engine::outputs::syslog::severity(f.severity));
         assert_eq!(fields[0], pri.to_string(), "{line}");
         assert_eq!(fields[1], "toolgate");
         assert_eq!(fields[2], "finding");

@@ -450,6 +450,17 @@ impl Config {
         Ok(config)
     }
 
+    /// The pins file of the `definitions` detector, `[detectors.definitions]
+    /// pins_file`, if the config names one. The sink and the engine read it through
+    /// this, so they pin against the same file.
+    pub fn pins_file(&self) -> Option<std::path::PathBuf> {
+        self.detectors
+            .get("definitions")?
+            .get("pins_file")?
+            .as_str()
+            .map(std::path::PathBuf::from)
+    }
+
     /// The trust domain of a server: its `[servers]` entry, else what the event
     /// reported, else the default domain.
     pub fn trust_domain_of<'a>(&'a self, server: &str, reported: Option<&'a str>) -> &'a str {

@@ -86,7 +86,7 @@ fn main() -> Result<()> {
 fn load(config: Option<PathBuf>) -> Result<(Config, Option<PathBuf>)> {
     // The engine's resolution too: the same hash key, the same credentials.
     let config = Config::resolve(config.as_deref())?;
-    let pins_file = toolgate_sink::pins_file(&config);
+    let pins_file = config.pins_file();
     Ok((config, pins_file))
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
-use toolgate::engine::{EngineOptions, EngineReport, run};
+use toolgate_engine::{EngineOptions, EngineReport, run};
 use toolgate_protocol::Timestamp;
 use toolgate_protocol::config::Config;
 use toolgate_protocol::decision::{Decision, DecisionAction, DecisionVerifier};
@@ -174,7 +174,7 @@ pub fn offline_finding_ids(dir: &Path, events: &[(String, Vec<u8>)]) -> BTreeSet
     }
     std::fs::write(&input, text).expect("write");
     let mut ids = BTreeSet::new();
-    toolgate::replay::replay(
+    toolgate_engine::replay::replay(
         &Config::default(),
         input.to_str().expect("utf-8"),
         &dir.join("offline.dlq"),

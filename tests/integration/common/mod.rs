@@ -101,7 +101,7 @@ pub fn corpus_findings() -> Vec<toolgate_protocol::Finding> {
             let toml = input.with_extension("toml");
             let config = toolgate::commands::load_config(toml.exists().then_some(toml.as_path()))
                 .expect("config");
-            toolgate::replay::replay(
+            toolgate_engine::replay::replay(
                 &config,
                 &name,
                 &dir.path().join("dlq.jsonl"),

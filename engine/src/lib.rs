@@ -1,22 +1,30 @@
-//! The streaming engine behind `toolgate run`: a consumer group member on the events
-//! topic, per-partition workers running the detectors, findings and signed decisions
-//! back to Kafka, dead letters, checkpoints, and the history and output writers.
+//! toolgate's engine: everything between events and the places findings go, for
+//! `toolgate run` (a stream) and `toolgate analyze` (a replay). The root package is
+//! the command line and the demo around it.
 //!
-//! Detection is the detectors crate's; decoding is the ingest crate's. This module is
-//! the runtime around them, and its guarantee is at-least-once: a partition's offsets
-//! are committed only after its detector state was checkpointed with them and every
-//! finding, decision and dead letter they caused was acknowledged by the broker and
-//! written by the writers. A restart or a rebalance resumes from the checkpoint;
-//! findings and decisions replayed after it carry the same ids (and decisions the same
-//! bytes), so consumers deduplicate them.
+//! The streaming engine, in this file: a consumer group member on the events topic,
+//! per-partition workers running the detectors, findings and signed decisions back to
+//! Kafka, dead letters, checkpoints, and the history and output writers. Detection is
+//! the detectors crate's; decoding is the ingest crate's. Its guarantee is
+//! at-least-once: a partition's offsets are committed only after its detector state was
+//! checkpointed with them and every finding, decision and dead letter they caused was
+//! acknowledged by the broker and written by the writers. A restart or a rebalance
+//! resumes from the checkpoint; findings and decisions replayed after it carry the same
+//! ids (and decisions the same bytes), so consumers deduplicate them.
+#![deny(missing_docs)]
 
+pub mod barrier;
 pub mod checkpoint;
 pub mod decisions;
+pub mod detector_files;
 pub mod embedded;
+pub mod event_time;
 pub mod metrics;
 pub mod otel;
 pub mod otlp;
 pub mod outbox;
+pub mod outputs;
+pub mod replay;
 pub mod worker;
 pub mod writers;
 
@@ -46,7 +54,7 @@ use checkpoint::{Checkpoint, CheckpointStore};
 use decisions::{Admission, BlockLimiter, DecisionMaker, load_or_create_signer};
 use outbox::Outbox;
 use worker::Work;
-use writers::{Row, Watcher, Writers};
+use writers::{Row, RowSender, Watcher, Writers};
 
 /// How long a checkpoint waits for the broker to acknowledge what it must cover.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,7 +159,7 @@ pub struct Shared {
     decisions: DecisionMaker,
     /// `[engine] max_blocks_per_agent` per `block_rate_window`.
     blocks: Mutex<BlockLimiter>,
-    writer: SyncSender<Row>,
+    writer: RowSender,
     keep_events: bool,
     checkpoints: CheckpointStore,
     pins: Option<Vec<u8>>,
@@ -247,7 +255,6 @@ impl Shared {
     }
 
     fn write(&self, row: Row) {
-        self.gauges.writer_queue.fetch_add(1, Ordering::Relaxed);
         // The writer thread only stops at shutdown or after reporting its error.
         let _ = self.writer.send(row);
     }
@@ -345,7 +352,7 @@ impl Coordinator {
             checkpoints.extend(got.map_err(|e| anyhow!(e))?);
         }
         self.shared.outbox.settle(SETTLE_TIMEOUT)?;
-        if let Err(e) = writers::flush(&self.shared.writer) {
+        if let Err(e) = self.shared.writer.flush() {
             self.shared
                 .gauges
                 .writer_failed
@@ -439,12 +446,19 @@ impl PartitionOwner for Coordinator {
 
 /// Reads the pins file the config names, if it exists.
 fn read_pins(config: &Config) -> Result<Option<Vec<u8>>> {
-    match crate::replay::pins_file(config, None) {
-        Some(path) if path.exists() => std::fs::read(&path)
-            .map(Some)
-            .with_context(|| format!("cannot read pins file {}", path.display())),
-        _ => Ok(None),
+    match config.pins_file() {
+        Some(path) => toolgate_edge::fs::read_if_exists(&path).context("cannot read the pins file"),
+        None => Ok(None),
     }
+}
+
+/// The redactor `[redaction]` configures, or `None` when it is off: what the history,
+/// the dead letters and the OTLP receiver's events are redacted with.
+pub fn configured_redactor(config: &Config) -> Result<Option<Redactor>> {
+    if !config.redaction.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Redactor::new(&config.redaction)?))
 }
 
 /// The engine's data directory and the paths under it.
@@ -480,7 +494,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         "decisions are signed with key {key_id:?}; sinks trust it with [sink.decision_keys] {key_id} = \"{public_key}\""
     );
     let history = if options.history {
-        let redactor = crate::commands::import::redactor(&config, config.redaction.enabled)?;
+        let redactor = configured_redactor(&config)?;
         Some(
             HistoryWriter::open(&config.history, redactor)
                 .with_context(|| format!("opening history {}", config.history.location))?,
@@ -528,7 +542,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         dead_letter_redactor: if config.dead_letter.keep_raw {
             None
         } else {
-            crate::commands::import::redactor(&config, config.redaction.enabled)?
+            configured_redactor(&config)?
         },
         config,
     });
@@ -595,7 +609,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
                 &options.brokers,
                 &properties,
                 &shared.topics.events,
-                crate::commands::import::redactor(&shared.config, shared.config.redaction.enabled)?,
+                configured_redactor(&shared.config)?,
                 shared.config.limits.max_event_bytes,
             )?;
             let receiver = OtlpReceiver::start(

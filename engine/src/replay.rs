@@ -117,10 +117,9 @@ pub fn replay(
     let started = Instant::now();
     let mut pipeline = build_pipeline(config, EmitPolicy::FinalOnly)?;
     if let Some(path) = pins_file
-        && path.exists()
+        && let Some(bytes) =
+            toolgate_edge::fs::read_if_exists(path).context("cannot read the pins file")?
     {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read pins file {}", path.display()))?;
         pipeline
             .restore_detector(definitions::NAME, &bytes)
             .with_context(|| format!("invalid pins file {}", path.display()))?;
@@ -231,6 +230,5 @@ pub fn default_dead_letter_path(output: Option<&str>) -> PathBuf {
 
 /// The pins file: the command line's `--pins`, else `[detectors.definitions] pins_file`.
 pub fn pins_file(config: &Config, flag: Option<&Path>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf)
-        .or_else(|| toolgate_sink::pins_file(config))
+    flag.map(Path::to_path_buf).or_else(|| config.pins_file())
 }

@@ -1,7 +1,8 @@
-//! The engine's writers off the hot path: the Parquet history and the `[[outputs]]`
-//! files, on one thread fed through a bounded channel (a slow disk slows the workers
-//! down rather than growing memory). [`flush`] is the barrier a checkpoint
-//! waits on: every row sent before it is durable when it returns.
+//! The writers off the hot path, for the stream and the replay alike: the Parquet
+//! history and the `[[outputs]]`, on one thread fed through a bounded channel (a slow
+//! disk slows the detectors down rather than growing memory). [`RowSender::flush`] is
+//! the barrier a checkpoint waits on: every row sent before it is durable when it
+//! returns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,9 +34,35 @@ pub enum Row {
 /// Sees every finding and decision as it is written (the demo prints them).
 pub type Watcher = Box<dyn FnMut(&Row) + Send>;
 
+/// Where rows go to the writer thread, counted in the writer queue's gauge until the
+/// thread takes them.
+#[derive(Clone)]
+pub struct RowSender {
+    tx: SyncSender<Row>,
+    gauges: Arc<Gauges>,
+}
+
+impl RowSender {
+    /// Queues a row; waits while the queue is full. Fails only once the thread has
+    /// stopped (at shutdown); a write error is reported by [`RowSender::flush`] and at
+    /// close.
+    pub fn send(&self, row: Row) -> Result<()> {
+        self.gauges.writer_queue.fetch_add(1, Ordering::Relaxed);
+        self.tx
+            .send(row)
+            .map_err(|_| anyhow!("the writer thread stopped"))
+    }
+
+    /// Waits until every row sent before is durable, or returns the writers' error.
+    pub fn flush(&self) -> Result<()> {
+        crate::barrier::flush(&self.tx, Row::Flush, "writer")
+    }
+}
+
 /// The writer thread's handle.
 pub struct Writers {
     tx: Option<SyncSender<Row>>,
+    gauges: Arc<Gauges>,
     thread: Option<JoinHandle<Result<Option<HistoryStats>>>>,
     wants_events: bool,
 }
@@ -52,22 +79,29 @@ impl Writers {
         let files = Output::open_all(outputs, dead_letter_dir)?;
         let wants_events = history.is_some() || files.iter().any(Output::wants_tool_calls);
         let (tx, rx) = sync_channel(8192);
+        let counted = Arc::clone(&gauges);
         let thread = std::thread::Builder::new()
             .name("writers".into())
-            .spawn(move || write_loop(rx, history, files, watcher, &gauges))
+            .spawn(move || write_loop(rx, history, files, watcher, &counted))
             .context("starting the writer thread")?;
         Ok(Writers {
             tx: Some(tx),
+            gauges,
             thread: Some(thread),
             wants_events,
         })
     }
 
-    /// A sender for the workers.
-    pub fn sender(&self) -> Result<SyncSender<Row>> {
-        self.tx
+    /// A sender for the workers or the replay.
+    pub fn sender(&self) -> Result<RowSender> {
+        let tx = self
+            .tx
             .clone()
-            .ok_or_else(|| anyhow!("the writers are closed"))
+            .ok_or_else(|| anyhow!("the writers are closed"))?;
+        Ok(RowSender {
+            tx,
+            gauges: Arc::clone(&self.gauges),
+        })
     }
 
     /// Whether events are kept (the history is on, or an output takes tool calls);
@@ -85,11 +119,6 @@ impl Writers {
             None => Ok(None),
         }
     }
-}
-
-/// Sends a flush through `tx` and waits until every row sent before is durable.
-pub fn flush(tx: &SyncSender<Row>) -> Result<()> {
-    crate::barrier::flush(tx, Row::Flush, "writer")
 }
 
 fn write_loop(
