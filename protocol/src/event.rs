@@ -207,7 +207,21 @@ pub struct ToolResult {
     pub other: Map<String, Value>,
 }
 
+impl ToolDefinition {
+    /// Decodes one MCP `Tool` object as an event's `tools` entry; `path` names it in
+    /// errors (`tools[3]`).
+    pub fn from_value(value: Value, path: &str) -> Result<ToolDefinition, DecodeError> {
+        decode_tool(value, path)
+    }
+}
+
 impl ToolResult {
+    /// Decodes an MCP `CallToolResult` as an event's `result`: every content block an
+    /// object with a string `type`.
+    pub fn from_value(value: Value) -> Result<ToolResult, DecodeError> {
+        decode_result(value)
+    }
+
     /// The text of every `text` content block, in order.
     pub fn texts(&self) -> impl Iterator<Item = &str> {
         self.content.iter().filter_map(|block| {
@@ -360,6 +374,66 @@ impl Event {
             redacted,
             body,
         })
+    }
+
+    /// Checks an event built in code, not decoded (the sink builds its events from the
+    /// MCP messages it parsed), against the rules [`Event::from_value`] applies to its
+    /// identifiers, so that a producer never sends an event the engine would
+    /// dead-letter. Content (tool definitions, results) is checked where it is built,
+    /// by [`ToolDefinition::from_value`] and [`ToolResult::from_value`].
+    pub fn check(&self) -> Result<(), DecodeError> {
+        fn id(field: &str, value: &str) -> Result<(), DecodeError> {
+            if value.is_empty() || value.len() > crate::decode::MAX_IDENTIFIER_BYTES {
+                return Err(DecodeError::field_error(
+                    field,
+                    "a non-empty string of at most 512 bytes",
+                    Some(&Value::String(value.to_string())),
+                    crate::error::FieldProblem::InvalidValue,
+                ));
+            }
+            Ok(())
+        }
+        id("event_id", &self.event_id)?;
+        id("agent_id", &self.agent_id)?;
+        id("session_id", &self.session_id)?;
+        for (field, value) in [
+            ("agent_role", &self.agent_role),
+            ("host", &self.host),
+            ("trust_domain", &self.trust_domain),
+        ] {
+            if let Some(v) = value {
+                id(field, v)?;
+            }
+        }
+        if let Some(rule) = self.sink_action.as_ref().and_then(|a| a.rule.as_deref()) {
+            id("sink_action.rule", rule)?;
+        }
+        match &self.body {
+            EventBody::ToolList { server, tools } => {
+                id("server", server)?;
+                for (i, t) in tools.iter().enumerate() {
+                    id(&format!("tools[{i}].name"), &t.name)?;
+                }
+            }
+            EventBody::ToolCall {
+                server,
+                call_id,
+                tool,
+                ..
+            }
+            | EventBody::ToolResult {
+                server,
+                call_id,
+                tool,
+                ..
+            } => {
+                id("server", server)?;
+                id("call_id", call_id)?;
+                id("tool", tool)?;
+            }
+            EventBody::UserMessage { .. } => {}
+        }
+        Ok(())
     }
 
     /// The event's kind.

@@ -8,7 +8,9 @@
 //! here) through the spool; the policy check runs on every call. Start-up and memory
 //! are measured with the Kafka producer active.
 //!
-//! `cargo bench -p toolgate-sink --bench stdio_proxy` (`CALLS=N` for another count).
+//! `cargo bench -p toolgate-sink --bench stdio_proxy` (`CALLS=N` for another count;
+//! `SINK_BASELINE=path/to/an/older/toolgate-sink` adds a before/after table, the two
+//! binaries' calls interleaved in one run).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -154,6 +156,43 @@ fn main() {
         rate
     );
     in_process(&kafka_config, calls);
+    if let Some(baseline) = std::env::var_os("SINK_BASELINE") {
+        against_baseline(Path::new(&baseline), &config, &kafka_config, calls);
+    }
+}
+
+/// This tree's sink beside another build of it (`SINK_BASELINE`), with both transports,
+/// their calls interleaved so that the machine's noise falls on both alike.
+fn against_baseline(baseline: &Path, config: &Path, kafka_config: &Path, calls: usize) {
+    let this = Path::new(env!("CARGO_BIN_EXE_toolgate-sink"));
+    let mut peers = [
+        Peer::start(None),
+        Peer::start_sink(baseline, config),
+        Peer::start_sink(this, config),
+        Peer::start_sink(baseline, kafka_config),
+        Peer::start_sink(this, kafka_config),
+    ];
+    let [direct, base_file, this_file, base_kafka, this_kafka] = latencies(&mut peers, calls);
+    println!(
+        "\nbefore/after, {calls} interleaved round trips each; added = sink minus direct, by percentile (baseline {})",
+        baseline.display()
+    );
+    println!("\n| added round trip | p50 | p90 | p99 | p99.9 |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, l) in [
+        ("baseline sink, events to a JSONL file", &base_file),
+        ("this sink, events to a JSONL file", &this_file),
+        ("baseline sink, events to Kafka", &base_kafka),
+        ("this sink, events to Kafka", &this_kafka),
+    ] {
+        println!(
+            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.1} µs |",
+            pct(l, 50.0) - pct(&direct, 50.0),
+            pct(l, 90.0) - pct(&direct, 90.0),
+            pct(l, 99.0) - pct(&direct, 99.0),
+            pct(l, 99.9) - pct(&direct, 99.9)
+        );
+    }
 }
 
 /// The same checks and events in-process (`library::Sink`, Kafka producer active): what
@@ -215,6 +254,18 @@ impl Peer {
             }
             None => Command::new(&me),
         };
+        Peer::spawn(cmd.env("ECHO_SERVER", "1"))
+    }
+
+    /// The echo server behind the sink binary at `binary`.
+    fn start_sink(binary: &Path, config: &Path) -> Peer {
+        let me = std::env::current_exe().expect("bench binary");
+        let mut cmd = Command::new(binary);
+        cmd.arg("stdio")
+            .arg("--config")
+            .arg(config)
+            .args(["--server", "echo", "--"])
+            .arg(&me);
         Peer::spawn(cmd.env("ECHO_SERVER", "1"))
     }
 

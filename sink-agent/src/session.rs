@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use toolgate_detectors::definitions;
 use toolgate_detectors::glob::GlobSet;
 use toolgate_detectors::mode::Mode;
@@ -18,7 +18,7 @@ use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
 pub use toolgate_protocol::config::SecretsMode;
 use toolgate_protocol::config::{FailMode, Unparseable};
-use toolgate_protocol::event::{SinkAction, SinkActionKind};
+use toolgate_protocol::event::{EventBody, SinkAction, SinkActionKind, ToolDefinition, ToolResult};
 use toolgate_protocol::{Duration, Event, FindingAction, Timestamp};
 
 use crate::decisions::{Decisions, Rejected};
@@ -134,9 +134,12 @@ pub enum Outbound {
 /// detectors (definition changes).
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Events as complete JSON objects, not yet validated or redacted: that happens in
+    /// Events checked against the protocol, not yet redacted: that happens in
     /// [`finish_event`], off the path of the MCP messages.
-    pub events: Vec<Value>,
+    pub events: Vec<Event>,
+    /// Events the protocol rejects (a server sent a malformed tool list, say): not
+    /// sent, while the messages themselves passed.
+    pub invalid_events: u64,
     /// Findings raised locally.
     pub findings: Vec<FindingDraft>,
     /// Lines that were not JSON even to a lenient peer (forwarded as they were: the
@@ -151,6 +154,14 @@ pub struct Report {
     /// learned in a session must survive the sink being killed, or a definition
     /// changed before the next start would be trusted on first use.
     pub pins: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+impl Report {
+    /// Event `i` as the JSON the engine reads: how the tests look at it.
+    pub(crate) fn json(&self, i: usize) -> Value {
+        serde_json::to_value(&self.events[i]).unwrap_or_default()
+    }
 }
 
 /// Most requests remembered while they wait for a response.
@@ -477,22 +488,18 @@ impl Session {
                         verdict.rule.as_deref().unwrap_or("-")
                     )
                 });
-                let mut body = json!({
-                    "kind": "tool_call",
-                    "server": self.identity.server,
-                    "call_id": call_id,
-                    "tool": tool,
-                    "arguments": arguments,
-                    "sink_action": SinkAction {
-                        action: verdict.action,
-                        rule: verdict.rule,
-                        reason: verdict.reason,
-                    },
-                });
-                if hold.is_some() {
-                    body["await_verdict"] = json!(true);
-                }
-                self.emit(body, now, report);
+                let body = EventBody::ToolCall {
+                    server: self.identity.server.clone(),
+                    call_id: call_id.clone(),
+                    tool: tool.clone(),
+                    arguments,
+                };
+                let action = SinkAction {
+                    action: verdict.action,
+                    rule: verdict.rule,
+                    reason: verdict.reason,
+                };
+                self.emit(body, Some(action), hold.is_some(), now, report);
                 if let Some(text) = text {
                     return Disposition::Answer(jsonrpc::refusal(id, &text));
                 }
@@ -694,35 +701,57 @@ impl Session {
         match pending {
             Pending::Call { call_id, tool } => {
                 let result = match (result, is_error) {
-                    (Some(r), _) => Value::Object(r.clone()),
+                    (Some(r), _) => ToolResult::from_value(Value::Object(r.clone())),
                     // A JSON-RPC error is reported as a failed result.
-                    (None, _) => json!({"content": [], "isError": true}),
+                    (None, _) => Ok(ToolResult {
+                        is_error: Some(true),
+                        ..ToolResult::default()
+                    }),
                 };
-                let body = json!({
-                    "kind": "tool_result",
-                    "server": self.identity.server,
-                    "call_id": call_id,
-                    "tool": tool,
-                    "result": result,
-                });
-                self.emit(body, now, report);
+                let Ok(result) = result else {
+                    report.invalid_events += 1;
+                    return;
+                };
+                let body = EventBody::ToolResult {
+                    server: self.identity.server.clone(),
+                    call_id,
+                    tool,
+                    result,
+                };
+                self.emit(body, None, false, now, report);
             }
             Pending::List => {
                 let Some(tools) = result.as_ref().and_then(|r| r.get("tools")) else {
                     return;
                 };
-                let body = json!({
-                    "kind": "tool_list",
-                    "server": self.identity.server,
-                    "tools": tools,
-                });
-                self.emit(body, now, report);
-                if self.lenient.as_ref().is_some_and(|m| m.refused) {
+                // A listing the protocol rejects (a malformed tool, say) is counted, not
+                // sent; the message itself still passes.
+                let tools = match tools {
+                    Value::Array(items) => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| ToolDefinition::from_value(t.clone(), &format!("tools[{i}]")))
+                        .collect::<Result<Vec<_>, _>>()
+                        .ok(),
+                    _ => None,
+                };
+                let Some(tools) = tools else {
+                    report.invalid_events += 1;
+                    return;
+                };
+                let body = EventBody::ToolList {
+                    server: self.identity.server.clone(),
+                    tools,
+                };
+                if !self.emit(body, None, false, now, report)
+                    || self.lenient.as_ref().is_some_and(|m| m.refused)
+                {
                     // The agent never gets this listing: nothing to pin or hold.
                     return;
                 }
-                let listed = report.events.last().cloned().unwrap_or_default();
-                if let Some(event) = finish_event(listed, &self.checks.redactor) {
+                // The detector sees the listing as the engine will: redacted.
+                if let Some(listed) = report.events.last().cloned() {
+                    let event = finish_event(listed, &self.checks.redactor);
                     self.observe_definitions(&event, report);
                 }
             }
@@ -853,47 +882,54 @@ impl Session {
         })
     }
 
-    /// Completes an event with the session's fields and queues it.
-    fn emit(&mut self, body: Value, now: Timestamp, report: &mut Report) {
-        let Value::Object(mut fields) = body else {
-            return;
-        };
+    /// Completes an event with the session's fields and queues it, if the protocol
+    /// accepts it (an empty request id makes an empty `call_id`, say); otherwise counts
+    /// it, and the message itself still passes. Says whether it was queued.
+    fn emit(
+        &mut self,
+        body: EventBody,
+        sink_action: Option<SinkAction>,
+        await_verdict: bool,
+        now: Timestamp,
+        report: &mut Report,
+    ) -> bool {
         self.next_event += 1;
         let id = &self.identity;
-        fields.insert("schema".into(), json!("toolgate.event.v1"));
-        fields.insert(
-            "event_id".into(),
-            json!(format!("{}-{:08}", self.event_prefix, self.next_event)),
-        );
-        fields.insert("time".into(), json!(now.to_string()));
-        fields.insert("agent_id".into(), json!(id.agent_id));
-        fields.insert("session_id".into(), json!(id.session_id));
-        for (key, value) in [
-            ("agent_role", &id.agent_role),
-            ("host", &id.host),
-            ("trust_domain", &id.trust_domain),
-        ] {
-            if let Some(v) = value {
-                fields.insert(key.into(), json!(v));
-            }
-        }
+        let mut event = Event {
+            event_id: format!("{}-{:08}", self.event_prefix, self.next_event),
+            time: now,
+            agent_id: id.agent_id.clone(),
+            session_id: id.session_id.clone(),
+            agent_role: id.agent_role.clone(),
+            host: id.host.clone(),
+            trust_domain: id.trust_domain.clone(),
+            sink_action,
+            await_verdict,
+            trace_id: None,
+            span_id: None,
+            labels: BTreeMap::new(),
+            redacted: Vec::new(),
+            body,
+        };
         if let Some(mark) = &self.lenient {
-            fields.insert(
-                "labels".into(),
-                json!({ toolgate_detectors::policy::UNPARSEABLE_LABEL: mark.quirks }),
+            event.labels.insert(
+                toolgate_detectors::policy::UNPARSEABLE_LABEL.into(),
+                mark.quirks.clone(),
             );
             if mark.refused {
-                fields.insert(
-                    "sink_action".into(),
-                    json!(SinkAction {
-                        action: SinkActionKind::Blocked,
-                        rule: Some("sink.unparseable".into()),
-                        reason: Some(unparseable_text(&mark.quirks)),
-                    }),
-                );
+                event.sink_action = Some(SinkAction {
+                    action: SinkActionKind::Blocked,
+                    rule: Some("sink.unparseable".into()),
+                    reason: Some(unparseable_text(&mark.quirks)),
+                });
             }
         }
-        report.events.push(Value::Object(fields));
+        if event.check().is_err() {
+            report.invalid_events += 1;
+            return false;
+        }
+        report.events.push(event);
+        true
     }
 }
 
@@ -930,13 +966,10 @@ fn parse_or_pass(
     }
 }
 
-/// Validates and redacts an event the session queued. An event the protocol rejects (a
-/// server sent a malformed tool list, say) is `None`: not sent, while the message
-/// itself still passed.
-pub fn finish_event(value: Value, redactor: &Redactor) -> Option<Event> {
-    let mut event = Event::from_value(value).ok()?;
+/// Redacts an event the session queued: off the path of the MCP messages, once.
+pub fn finish_event(mut event: Event, redactor: &Redactor) -> Event {
     redactor.redact_event(&mut event);
-    Some(event)
+    event
 }
 
 /// The first secret in a call's arguments: in values, in object keys, and in long

@@ -272,7 +272,11 @@ fn pump(
             counters
                 .malformed_calls
                 .fetch_add(report.malformed_calls, Ordering::Relaxed);
-            if !report.events.is_empty() || !report.findings.is_empty() || report.pins.is_some() {
+            if !report.events.is_empty()
+                || report.invalid_events > 0
+                || !report.findings.is_empty()
+                || report.pins.is_some()
+            {
                 events.write(report);
             }
         }

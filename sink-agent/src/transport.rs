@@ -110,21 +110,18 @@ impl EventWriter {
             );
         }
         let fail = |e| SinkError::Events(self.path.clone().unwrap_or_default(), e);
-        for value in report.events {
-            match finish_event(value, &self.redactor) {
-                Some(event) => {
-                    self.written.events += 1;
-                    let json = event.to_json();
-                    if let Some(f) = self.file.as_mut() {
-                        f.write_all(json.as_bytes()).map_err(fail)?;
-                        f.write_all(b"\n").map_err(fail)?;
-                        self.dirty = true;
-                    }
-                    if let Some(k) = &self.kafka {
-                        k.send(&event.agent_id, json.into_bytes());
-                    }
-                }
-                None => self.written.invalid += 1,
+        self.written.invalid += report.invalid_events;
+        for event in report.events {
+            let event = finish_event(event, &self.redactor);
+            self.written.events += 1;
+            let json = event.to_json();
+            if let Some(f) = self.file.as_mut() {
+                f.write_all(json.as_bytes()).map_err(fail)?;
+                f.write_all(b"\n").map_err(fail)?;
+                self.dirty = true;
+            }
+            if let Some(k) = &self.kafka {
+                k.send(&event.agent_id, json.into_bytes());
             }
         }
         Ok(())

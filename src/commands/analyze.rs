@@ -72,7 +72,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
         .with_context(|| format!("writing findings to {output}"))?;
     if let (Some(h), Some(location)) = (written?, &args.history) {
         eprintln!(
-            "history: {} rows in {} files ({} bytes) under {location:?}",
+            "history: {} rows in {} files ({} bytes) under {location}",
             h.rows_published, h.files_published, h.bytes_published
         );
     }

@@ -1,6 +1,7 @@
 //! The session state machine's own tests: lines in, lines and events out.
 
 use super::*;
+use serde_json::json;
 use toolgate_protocol::config::Config;
 
 fn session(toml: &str) -> Session {
@@ -58,7 +59,7 @@ fn a_monitored_rule_lets_the_call_through_and_says_so_in_the_event() {
     let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send_email","arguments":{"to":"x@y.z"}}}"#;
     let (out, report) = client(&mut s, line);
     assert_eq!(out, [Outbound::ToServer(line.as_bytes().to_vec())]);
-    let action = &report.events[0]["sink_action"];
+    let action = &report.json(0)["sink_action"];
     assert_eq!(action["action"], "allowed");
     assert_eq!(action["rule"], "policy.watch-email");
 }
@@ -151,7 +152,7 @@ fn a_json_rpc_error_to_a_call_is_reported_as_a_failed_result() {
         &mut s,
         r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"bad"}}"#,
     );
-    let event = finish_event(report.events[0].clone(), &Redactor::disabled()).expect("valid");
+    let event = finish_event(report.events[0].clone(), &Redactor::disabled());
     assert_eq!(event.call_id(), Some("3"));
     let toolgate_protocol::EventBody::ToolResult { result, .. } = &event.body else {
         panic!("{event:?}")
@@ -221,7 +222,7 @@ fn a_signed_block_decision_refuses_matching_calls_and_a_forged_one_is_ignored() 
         answer.to_string().contains("exfiltration from crm"),
         "{answer}"
     );
-    assert_eq!(report.events[0]["sink_action"]["rule"], "decision.dec-1");
+    assert_eq!(report.json(0)["sink_action"]["rule"], "decision.dec-1");
     let (out, _) = client(
         &mut s,
         r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#,
@@ -241,7 +242,7 @@ fn secrets_in_arguments_are_refused_in_enforce_mode_and_redacted_in_events() {
     );
     assert_eq!(to_client(&out)["result"]["isError"], true);
     let redactor = Redactor::new(&Default::default()).expect("redactor");
-    let event = finish_event(report.events[0].clone(), &redactor).expect("valid");
+    let event = finish_event(report.events[0].clone(), &redactor);
     let event = event.to_json();
     assert!(!event.contains("AKIAIOSFODNN7EXAMPLE"), "{event}");
 }
@@ -315,9 +316,9 @@ fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
     let line = call(7, "send_email");
     let (out, report) = client(&mut s, &line);
     assert!(out.is_empty(), "held, not forwarded: {out:?}");
-    assert_eq!(report.events[0]["await_verdict"], true);
-    assert_eq!(report.events[0]["sink_action"]["action"], "held");
-    assert_eq!(report.events[0]["sink_action"]["rule"], "hold.egress");
+    assert_eq!(report.json(0)["await_verdict"], true);
+    assert_eq!(report.json(0)["sink_action"]["action"], "held");
+    assert_eq!(report.json(0)["sink_action"]["rule"], "hold.egress");
     assert_eq!(s.next_hold_deadline(), Some(at(500)));
 
     // Other messages are not held behind it.
@@ -337,7 +338,7 @@ fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
         &mut s,
         r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#,
     );
-    assert_eq!(report.events[0]["kind"], "tool_result");
+    assert_eq!(report.json(0)["kind"], "tool_result");
 }
 
 #[test]
@@ -416,9 +417,9 @@ fn batched_or_engineless_egress_calls_get_the_fail_mode_at_once() {
     assert!(
         matches!(&out[0], Outbound::ToServer(l) if !String::from_utf8_lossy(l).contains("send_email"))
     );
-    assert_eq!(report.events[0]["sink_action"]["action"], "blocked");
-    assert_eq!(report.events[1]["sink_action"]["action"], "allowed");
-    assert_eq!(report.events[1]["sink_action"]["rule"], "hold.uploads");
+    assert_eq!(report.json(0)["sink_action"]["action"], "blocked");
+    assert_eq!(report.json(1)["sink_action"]["action"], "allowed");
+    assert_eq!(report.json(1)["sink_action"]["rule"], "hold.uploads");
 
     let key = toolgate_protocol::decision::DecisionSigner::from_seed("engine-1", [5; 32])
         .public_key_base64();
@@ -435,5 +436,80 @@ fn batched_or_engineless_egress_calls_get_the_fail_mode_at_once() {
         text.as_str().unwrap().contains("no engine to ask"),
         "{text}"
     );
-    assert_eq!(report.events[0]["sink_action"]["action"], "blocked");
+    assert_eq!(report.json(0)["sink_action"]["action"], "blocked");
+}
+
+/// Issue 20: the session builds its events typed, from the messages it parsed, instead
+/// of JSON it decoded again. What it sends must be exactly what the engine decodes, and
+/// an event the protocol would refuse is counted and never sent.
+#[test]
+fn issue_20_typed_events_decode_to_themselves_and_invalid_ones_are_counted() {
+    let mut s = session(POLICY);
+    let mut events = Vec::new();
+    let (_, r) = client(&mut s, r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+    events.extend(r.events);
+    let (_, r) = server(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"lookup","description":"Finds a customer","inputSchema":{"type":"object"},"x-extra":[1,2.5]}]}}"#,
+    );
+    events.extend(r.events);
+    let (_, r) = client(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"send_email","arguments":{"to":"x@y.z","n":18446744073709551615,"f":0.1}}}"#,
+    );
+    events.extend(r.events);
+    let (_, r) = server(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"sent"}],"isError":false,"_meta":{"k":"v"}}}"#,
+    );
+    events.extend(r.events);
+    let (_, r) = client(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#,
+    );
+    events.extend(r.events);
+    let (_, r) = server(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"no"}}"#,
+    );
+    events.extend(r.events);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind().as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "tool_list",
+            "tool_call",
+            "tool_result",
+            "tool_call",
+            "tool_result"
+        ]
+    );
+    for event in &events {
+        let decoded = Event::decode(event.to_json().as_bytes()).expect("the engine reads it");
+        assert_eq!(&decoded, event);
+    }
+
+    // A listing with a tool that has no name, and a result whose content block has no
+    // type: the messages pass, their events are counted and not sent.
+    let (_, r) = client(&mut s, r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#);
+    assert!(r.events.is_empty());
+    let (out, r) = server(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"description":"nameless"}]}}"#,
+    );
+    assert_eq!(out.len(), 1, "the listing still reaches the agent");
+    assert!(r.events.is_empty());
+    assert_eq!(r.invalid_events, 1);
+    let (_, r) = client(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#,
+    );
+    assert_eq!(r.events.len(), 1);
+    let (out, r) = server(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":5,"result":{"content":[{"text":"untyped"}]}}"#,
+    );
+    assert_eq!(out.len(), 1, "the result still reaches the agent");
+    assert!(r.events.is_empty());
+    assert_eq!(r.invalid_events, 1);
 }
