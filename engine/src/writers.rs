@@ -17,7 +17,7 @@ use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{Event, Finding};
 
 use super::metrics::Gauges;
-use crate::outputs::Output;
+use crate::outputs::{self, Output};
 
 /// What the writers receive.
 pub enum Row {
@@ -76,8 +76,8 @@ impl Writers {
         watcher: Option<Watcher>,
         gauges: Arc<Gauges>,
     ) -> Result<Self> {
-        let files = Output::open_all(outputs, dead_letter_dir)?;
-        let wants_events = history.is_some() || files.iter().any(Output::wants_tool_calls);
+        let files = outputs::open_all(outputs, dead_letter_dir)?;
+        let wants_events = history.is_some() || files.iter().any(|o| o.wants_tool_calls());
         let (tx, rx) = sync_channel(8192);
         let counted = Arc::clone(&gauges);
         let thread = std::thread::Builder::new()
@@ -124,7 +124,7 @@ impl Writers {
 fn write_loop(
     rx: Receiver<Row>,
     mut history: Option<HistoryWriter>,
-    mut files: Vec<Output>,
+    mut files: Vec<Box<dyn Output>>,
     mut watcher: Option<Watcher>,
     gauges: &Gauges,
 ) -> Result<Option<HistoryStats>> {

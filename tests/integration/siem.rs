@@ -10,7 +10,7 @@ use crate::common;
 use std::process::Command;
 
 use common::{corpus_findings, ocsf_validate as validate, repo};
-use toolgate_engine::outputs::{FindingFormat, Output, render, render_tool_call};
+use toolgate_engine::outputs::{FindingFormat, open_all, render, render_tool_call};
 use toolgate_protocol::config::{OutputConfig, SyslogTransport};
 
 #[test]
@@ -220,7 +220,7 @@ fn cef_over_syslog_reaches_rsyslog(tls: bool) {
         app_name: "toolgate".into(),
         buffer: 1000,
     };
-    let mut outputs = Output::open_all(&[output], dir.path()).expect("open");
+    let mut outputs = open_all(&[output], dir.path()).expect("open");
     let mut syslog = outputs.pop().expect("one output");
     for f in &findings {
         syslog.write(f).expect("write");

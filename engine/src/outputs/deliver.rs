@@ -14,6 +14,81 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use toolgate_protocol::{Event, Finding};
+
+use super::Output;
+
+/// How a network output turns findings (and tool calls) into the records it sends.
+pub trait Records: Send {
+    /// The record of one finding.
+    fn finding(&self, finding: &Finding) -> Vec<u8>;
+
+    /// Whether it sends tool calls too.
+    fn wants_tool_calls(&self) -> bool {
+        false
+    }
+
+    /// The record of one tool call, or `None` for events it does not send.
+    fn tool_call(&self, _event: &Event) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// A network output: records made by `R`, sent by a [`Delivery`] thread.
+pub struct Network<R> {
+    name: String,
+    delivery: Delivery,
+    records: R,
+}
+
+impl<R: Records + 'static> Network<R> {
+    /// Starts delivering `records` through `transport`; see [`Delivery::start`].
+    pub fn start(
+        name: String,
+        transport: Box<dyn Transport>,
+        buffer: usize,
+        dead_letter_file: PathBuf,
+        records: R,
+    ) -> Result<Box<dyn Output>> {
+        Ok(Box::new(Network {
+            name,
+            delivery: Delivery::start(transport, buffer, dead_letter_file)?,
+            records,
+        }))
+    }
+}
+
+impl<R: Records> Output for Network<R> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants_tool_calls(&self) -> bool {
+        self.records.wants_tool_calls()
+    }
+
+    fn write(&mut self, finding: &Finding) -> Result<()> {
+        self.delivery.send(self.records.finding(finding))
+    }
+
+    fn write_event(&mut self, event: &Event) -> Result<()> {
+        if !self.records.wants_tool_calls() {
+            return Ok(());
+        }
+        match self.records.tool_call(event) {
+            Some(record) => self.delivery.send(record),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.delivery.flush()
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        self.delivery.close()
+    }
+}
 
 /// Carries records to one collector.
 pub trait Transport: Send {

@@ -3,12 +3,79 @@
 //! `Authorization: Splunk <token>`. A refused batch (bad data, a rejected token) goes to
 //! the dead-letter file whole; a busy collector (503) is retried.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use toolgate_protocol::Timestamp;
+use toolgate_protocol::config::{FindingFormat, OutputConfig};
+use toolgate_protocol::{Event, Finding, Timestamp};
 
-use super::deliver::{Failure, Transport};
+use super::deliver::{Failure, Network, Records, Transport};
 use super::http::HttpPoster;
+use super::{OpenContext, Output, render_json, syslog, tool_call_json};
+
+/// Opens a `splunk_hec` entry.
+pub fn open(config: &OutputConfig, context: &OpenContext<'_>) -> Result<Box<dyn Output>> {
+    let OutputConfig::SplunkHec {
+        url,
+        token_env,
+        format,
+        tool_calls,
+        index,
+        source,
+        sourcetype,
+        tool_call_sourcetype,
+        batch,
+        ca_file,
+        timeout,
+        buffer,
+    } = config
+    else {
+        bail!("not a Splunk HEC output");
+    };
+    let endpoint = endpoint(url);
+    let poster = HttpPoster::new(&endpoint, ca_file.as_deref(), timeout.to_std())
+        .with_context(|| context.key.clone())?;
+    let client = HecClient::new(poster, token_env, *batch).with_context(|| context.key.clone())?;
+    Network::start(
+        format!("{} (Splunk HEC {endpoint})", context.key),
+        Box::new(client),
+        *buffer,
+        context.dead_letter_file("hec", url),
+        HecRecords {
+            envelope: Envelope {
+                host: syslog::hostname(),
+                source: source.clone(),
+                sourcetype: sourcetype.clone(),
+                tool_call_sourcetype: tool_call_sourcetype.clone(),
+                index: index.clone(),
+            },
+            format: *format,
+            tool_calls: *tool_calls,
+        },
+    )
+}
+
+/// Findings, and tool calls if asked, as HEC events.
+struct HecRecords {
+    envelope: Envelope,
+    format: FindingFormat,
+    tool_calls: bool,
+}
+
+impl Records for HecRecords {
+    fn finding(&self, finding: &Finding) -> Vec<u8> {
+        self.envelope
+            .wrap(finding.time, render_json(finding, self.format), false)
+    }
+
+    fn wants_tool_calls(&self) -> bool {
+        self.tool_calls
+    }
+
+    fn tool_call(&self, event: &Event) -> Option<Vec<u8>> {
+        let value = tool_call_json(event, self.format)?;
+        Some(self.envelope.wrap(event.time, value, true))
+    }
+}
 
 /// The collector's endpoint for JSON events.
 pub const EVENT_PATH: &str = "/services/collector/event";

@@ -7,6 +7,7 @@
 pub mod cef;
 pub mod deliver;
 pub mod ecs;
+pub mod file;
 pub mod hec;
 pub mod http;
 pub mod ocsf;
@@ -14,16 +15,13 @@ mod roots;
 pub mod syslog;
 pub mod webhook;
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 pub use toolgate_protocol::config::FindingFormat;
-use toolgate_protocol::config::{OutputConfig, WebhookBody};
+use toolgate_protocol::config::OutputConfig;
 use toolgate_protocol::{Event, EventKind, Finding};
-
-use deliver::Delivery;
 
 /// toolgate's version, as SIEM formats report the product version.
 pub const PRODUCT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -47,7 +45,7 @@ pub fn render_tool_call(event: &Event, format: FindingFormat) -> Option<String> 
 }
 
 /// A tool call as a JSON value in one of the JSON renderings (see [`render_tool_call`]).
-fn tool_call_json(event: &Event, format: FindingFormat) -> Option<serde_json::Value> {
+pub(crate) fn tool_call_json(event: &Event, format: FindingFormat) -> Option<serde_json::Value> {
     if event.kind() != EventKind::ToolCall {
         return None;
     }
@@ -120,51 +118,82 @@ impl<W: Write> FindingWriter<W> {
     }
 }
 
-/// One opened `[[outputs]]` entry.
-pub enum Output {
-    /// Appended to a file.
-    File {
-        /// Renders and writes.
-        writer: FindingWriter<BufWriter<File>>,
-        /// Tool calls are written too.
-        tool_calls: bool,
-    },
-    /// Sent to a collector by a delivery thread.
-    Network {
-        /// For messages.
-        name: String,
-        /// The delivery thread.
-        delivery: Delivery,
-        /// How records are made.
-        records: NetworkRecords,
-    },
+/// One opened `[[outputs]]` entry: where findings (and, if it takes them, tool calls)
+/// go. Each kind is a module here with an `open` function; [`open`] is the registry
+/// that maps a config entry to its kind. A new kind is its module, one arm in [`open`]
+/// and its `OutputConfig` variant.
+pub trait Output: Send {
+    /// What it is, for messages.
+    fn name(&self) -> &str;
+
+    /// Whether it takes tool calls as well as findings.
+    fn wants_tool_calls(&self) -> bool {
+        false
+    }
+
+    /// Writes (or queues) one finding.
+    fn write(&mut self, finding: &Finding) -> Result<()>;
+
+    /// Writes (or queues) one event, if it is a tool call and this output takes them.
+    fn write_event(&mut self, _event: &Event) -> Result<()> {
+        Ok(())
+    }
+
+    /// Makes everything written so far durable: on disk, delivered, or dead-lettered.
+    fn flush(&mut self) -> Result<()>;
+
+    /// Flushes and closes.
+    fn close(self: Box<Self>) -> Result<()>;
 }
 
-/// How a network output turns findings (and tool calls) into records.
-pub enum NetworkRecords {
-    /// Framed syslog messages.
-    Syslog {
-        /// How messages are headed.
-        header: syslog::Header,
-        /// The message body.
-        format: FindingFormat,
-    },
-    /// One request body per finding.
-    Webhook {
-        /// What the body is.
-        body: WebhookBody,
-        /// The rendering, for toolgate bodies.
-        format: FindingFormat,
-    },
-    /// HEC events.
-    Hec {
-        /// The envelope's fixed fields.
-        envelope: hec::Envelope,
-        /// The rendering of each event.
-        format: FindingFormat,
-        /// Tool calls are sent too.
-        tool_calls: bool,
-    },
+/// What opening an output needs besides its own config entry.
+pub struct OpenContext<'a> {
+    /// `outputs[i]`, for errors.
+    pub key: String,
+    /// Its position in `[[outputs]]`, which keeps dead-letter files apart.
+    pub index: usize,
+    /// Where undeliverable records of network outputs go, under `outputs/`.
+    pub dead_letter_dir: &'a Path,
+}
+
+impl OpenContext<'_> {
+    /// The dead-letter file of a network output of `kind` sending to `target`.
+    pub fn dead_letter_file(&self, kind: &str, target: &str) -> std::path::PathBuf {
+        self.dead_letter_dir.join(format!(
+            "outputs/{}-{kind}-{}.dlq.jsonl",
+            self.index,
+            file_safe(target)
+        ))
+    }
+}
+
+/// The registry of output kinds: opens one `[[outputs]]` entry.
+pub fn open(config: &OutputConfig, context: &OpenContext<'_>) -> Result<Box<dyn Output>> {
+    match config {
+        OutputConfig::File { .. } => file::open(config, context),
+        OutputConfig::Syslog { .. } => syslog::open(config, context),
+        OutputConfig::Webhook { .. } => webhook::open(config, context),
+        OutputConfig::SplunkHec { .. } => hec::open(config, context),
+    }
+}
+
+/// Opens every output; undeliverable records of network outputs go to files under
+/// `dead_letter_dir`.
+pub fn open_all(outputs: &[OutputConfig], dead_letter_dir: &Path) -> Result<Vec<Box<dyn Output>>> {
+    outputs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            open(
+                config,
+                &OpenContext {
+                    key: format!("outputs[{index}]"),
+                    index,
+                    dead_letter_dir,
+                },
+            )
+        })
+        .collect()
 }
 
 /// A file-name-safe form of an address or URL.
@@ -183,239 +212,8 @@ fn file_safe(s: &str) -> String {
         .collect()
 }
 
-impl Output {
-    /// Opens every output; undeliverable records of network outputs go to files under
-    /// `dead_letter_dir`.
-    pub fn open_all(outputs: &[OutputConfig], dead_letter_dir: &Path) -> Result<Vec<Output>> {
-        let mut opened = Vec::new();
-        for (i, o) in outputs.iter().enumerate() {
-            let dead_letter_file = |kind: &str, target: &str| {
-                dead_letter_dir.join(format!(
-                    "outputs/{i}-{kind}-{}.dlq.jsonl",
-                    file_safe(target)
-                ))
-            };
-            let key = format!("outputs[{i}]");
-            opened.push(match o {
-                OutputConfig::File {
-                    format,
-                    path,
-                    tool_calls,
-                } => {
-                    let file = OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .with_context(|| format!("cannot open output {path}"))?;
-                    Output::File {
-                        writer: FindingWriter::new(path.clone(), *format, BufWriter::new(file)),
-                        tool_calls: *tool_calls,
-                    }
-                }
-                OutputConfig::Syslog {
-                    address,
-                    transport,
-                    format,
-                    ca_file,
-                    server_name,
-                    facility,
-                    app_name,
-                    buffer,
-                } => {
-                    let client = syslog::SyslogClient::new(
-                        address,
-                        *transport,
-                        ca_file.as_deref(),
-                        server_name.as_deref(),
-                    )
-                    .with_context(|| key.clone())?;
-                    Output::Network {
-                        name: format!("{key} (syslog {address})"),
-                        delivery: Delivery::start(
-                            Box::new(client),
-                            *buffer,
-                            dead_letter_file("syslog", address),
-                        )?,
-                        records: NetworkRecords::Syslog {
-                            header: syslog::Header {
-                                facility: *facility,
-                                hostname: syslog::hostname(),
-                                app_name: app_name.clone(),
-                            },
-                            format: *format,
-                        },
-                    }
-                }
-                OutputConfig::Webhook {
-                    url,
-                    body,
-                    format,
-                    secret_env,
-                    ca_file,
-                    timeout,
-                    buffer,
-                } => {
-                    let poster = http::HttpPoster::new(url, ca_file.as_deref(), timeout.to_std())
-                        .with_context(|| key.clone())?;
-                    let client = webhook::WebhookClient::new(poster, secret_env.as_deref())
-                        .with_context(|| key.clone())?;
-                    Output::Network {
-                        name: format!("{key} (webhook {url})"),
-                        delivery: Delivery::start(
-                            Box::new(client),
-                            *buffer,
-                            dead_letter_file("webhook", url),
-                        )?,
-                        records: NetworkRecords::Webhook {
-                            body: *body,
-                            format: *format,
-                        },
-                    }
-                }
-                OutputConfig::SplunkHec {
-                    url,
-                    token_env,
-                    format,
-                    tool_calls,
-                    index,
-                    source,
-                    sourcetype,
-                    tool_call_sourcetype,
-                    batch,
-                    ca_file,
-                    timeout,
-                    buffer,
-                } => {
-                    let endpoint = hec::endpoint(url);
-                    let poster =
-                        http::HttpPoster::new(&endpoint, ca_file.as_deref(), timeout.to_std())
-                            .with_context(|| key.clone())?;
-                    let client = hec::HecClient::new(poster, token_env, *batch)
-                        .with_context(|| key.clone())?;
-                    Output::Network {
-                        name: format!("{key} (Splunk HEC {endpoint})"),
-                        delivery: Delivery::start(
-                            Box::new(client),
-                            *buffer,
-                            dead_letter_file("hec", url),
-                        )?,
-                        records: NetworkRecords::Hec {
-                            envelope: hec::Envelope {
-                                host: syslog::hostname(),
-                                source: source.clone(),
-                                sourcetype: sourcetype.clone(),
-                                tool_call_sourcetype: tool_call_sourcetype.clone(),
-                                index: index.clone(),
-                            },
-                            format: *format,
-                            tool_calls: *tool_calls,
-                        },
-                    }
-                }
-            });
-        }
-        Ok(opened)
-    }
-
-    /// What it is, for messages.
-    pub fn name(&self) -> &str {
-        match self {
-            Output::File { writer, .. } => writer.name(),
-            Output::Network { name, .. } => name,
-        }
-    }
-
-    /// Whether it takes tool calls as well as findings.
-    pub fn wants_tool_calls(&self) -> bool {
-        match self {
-            Output::File { tool_calls, .. } => *tool_calls,
-            Output::Network {
-                records: NetworkRecords::Hec { tool_calls, .. },
-                ..
-            } => *tool_calls,
-            Output::Network { .. } => false,
-        }
-    }
-
-    /// Writes (or queues) one finding.
-    pub fn write(&mut self, finding: &Finding) -> Result<()> {
-        match self {
-            Output::File { writer, .. } => writer
-                .write(finding)
-                .with_context(|| format!("writing findings to {}", writer.name())),
-            Output::Network {
-                delivery, records, ..
-            } => delivery.send(match records {
-                NetworkRecords::Syslog { header, format } => {
-                    syslog::frame(header, finding, *format)
-                }
-                NetworkRecords::Webhook { body, format } => webhook::body(finding, *body, *format),
-                NetworkRecords::Hec {
-                    envelope, format, ..
-                } => envelope.wrap(finding.time, render_json(finding, *format), false),
-            }),
-        }
-    }
-
-    /// Writes (or queues) one event if it is a tool call and this output takes them.
-    pub fn write_event(&mut self, event: &Event) -> Result<()> {
-        if !self.wants_tool_calls() {
-            return Ok(());
-        }
-        match self {
-            Output::File { writer, .. } => {
-                let Some(line) = render_tool_call(event, writer.format) else {
-                    return Ok(());
-                };
-                let name = writer.name().to_string();
-                let out = writer.out_mut();
-                out.write_all(line.as_bytes())
-                    .and_then(|()| out.write_all(b"\n"))
-                    .with_context(|| format!("writing tool calls to {name}"))
-            }
-            Output::Network {
-                delivery,
-                records:
-                    NetworkRecords::Hec {
-                        envelope, format, ..
-                    },
-                ..
-            } => {
-                let Some(value) = tool_call_json(event, *format) else {
-                    return Ok(());
-                };
-                delivery.send(envelope.wrap(event.time, value, true))
-            }
-            Output::Network { .. } => Ok(()),
-        }
-    }
-
-    /// Makes everything written so far durable: on disk, delivered, or dead-lettered.
-    pub fn flush(&mut self) -> Result<()> {
-        match self {
-            Output::File { writer, .. } => {
-                let name = writer.name().to_string();
-                let out = writer.out_mut();
-                out.flush()
-                    .and_then(|()| out.get_ref().sync_data())
-                    .with_context(|| format!("writing findings to {name}"))
-            }
-            Output::Network { delivery, .. } => delivery.flush(),
-        }
-    }
-
-    /// Flushes and closes.
-    pub fn close(mut self) -> Result<()> {
-        self.flush()?;
-        match self {
-            Output::File { .. } => Ok(()),
-            Output::Network { delivery, .. } => delivery.close(),
-        }
-    }
-}
-
 /// A finding as a JSON value in one of the JSON renderings.
-fn render_json(finding: &Finding, format: FindingFormat) -> serde_json::Value {
+pub(crate) fn render_json(finding: &Finding, format: FindingFormat) -> serde_json::Value {
     match format {
         FindingFormat::Ocsf => ocsf::detection_finding(finding),
         FindingFormat::Ecs => ecs::alert(finding),
@@ -501,7 +299,7 @@ pub(crate) mod tests {
             path: path(name),
             tool_calls,
         });
-        for mut out in super::Output::open_all(&configs, dir.path()).unwrap() {
+        for mut out in super::open_all(&configs, dir.path()).unwrap() {
             out.write_event(&call).unwrap();
             out.write_event(&result).unwrap();
             out.write(&sample(FindingAction::Alert)).unwrap();

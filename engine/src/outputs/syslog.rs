@@ -7,12 +7,62 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use toolgate_protocol::config::{FindingFormat, SyslogTransport};
+use anyhow::{Context, Result, anyhow, bail};
+use toolgate_protocol::config::{FindingFormat, OutputConfig, SyslogTransport};
 use toolgate_protocol::{Finding, Severity};
 
-use super::deliver::{Failure, Transport};
-use super::render;
+use super::deliver::{Failure, Network, Records, Transport};
+use super::{OpenContext, Output, render};
+
+/// Opens a `syslog` entry.
+pub fn open(config: &OutputConfig, context: &OpenContext<'_>) -> Result<Box<dyn Output>> {
+    let OutputConfig::Syslog {
+        address,
+        transport,
+        format,
+        ca_file,
+        server_name,
+        facility,
+        app_name,
+        buffer,
+    } = config
+    else {
+        bail!("not a syslog output");
+    };
+    let client = SyslogClient::new(
+        address,
+        *transport,
+        ca_file.as_deref(),
+        server_name.as_deref(),
+    )
+    .with_context(|| context.key.clone())?;
+    Network::start(
+        format!("{} (syslog {address})", context.key),
+        Box::new(client),
+        *buffer,
+        context.dead_letter_file("syslog", address),
+        SyslogRecords {
+            header: Header {
+                facility: *facility,
+                hostname: hostname(),
+                app_name: app_name.clone(),
+            },
+            format: *format,
+        },
+    )
+}
+
+/// Findings as framed syslog messages.
+struct SyslogRecords {
+    header: Header,
+    format: FindingFormat,
+}
+
+impl Records for SyslogRecords {
+    fn finding(&self, finding: &Finding) -> Vec<u8> {
+        frame(&self.header, finding, self.format)
+    }
+}
 use super::roots::trusted_roots;
 
 /// Syslog severity (RFC 5424 table 2) of a finding's severity.

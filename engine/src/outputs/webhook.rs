@@ -10,16 +10,58 @@
 //! The signature is made when the request is sent, not when the finding is queued, so
 //! a retried request carries a fresh timestamp.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
-use toolgate_protocol::config::{FindingFormat, WebhookBody};
+use toolgate_protocol::config::{FindingFormat, OutputConfig, WebhookBody};
 use toolgate_protocol::fingerprint::hex;
 use toolgate_protocol::{Finding, FindingAction};
 
-use super::deliver::{Failure, Transport};
+use super::deliver::{Failure, Network, Records, Transport};
 use super::http::{HttpPoster, unix_seconds};
-use super::render;
+use super::{OpenContext, Output, render};
+
+/// Opens a `webhook` entry.
+pub fn open(config: &OutputConfig, context: &OpenContext<'_>) -> Result<Box<dyn Output>> {
+    let OutputConfig::Webhook {
+        url,
+        body,
+        format,
+        secret_env,
+        ca_file,
+        timeout,
+        buffer,
+    } = config
+    else {
+        bail!("not a webhook output");
+    };
+    let poster = HttpPoster::new(url, ca_file.as_deref(), timeout.to_std())
+        .with_context(|| context.key.clone())?;
+    let client =
+        WebhookClient::new(poster, secret_env.as_deref()).with_context(|| context.key.clone())?;
+    Network::start(
+        format!("{} (webhook {url})", context.key),
+        Box::new(client),
+        *buffer,
+        context.dead_letter_file("webhook", url),
+        WebhookRecords {
+            body: *body,
+            format: *format,
+        },
+    )
+}
+
+/// Findings as request bodies.
+struct WebhookRecords {
+    body: WebhookBody,
+    format: FindingFormat,
+}
+
+impl Records for WebhookRecords {
+    fn finding(&self, finding: &Finding) -> Vec<u8> {
+        body(finding, self.body, self.format)
+    }
+}
 
 /// The timestamp header.
 pub const TIMESTAMP_HEADER: &str = "X-Toolgate-Timestamp";

@@ -151,8 +151,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::super::{Identity, finish_event};
-    use serde_json::json;
     use super::*;
+    use serde_json::json;
     use toolgate_detectors::secrets::Redactor;
     use toolgate_protocol::config::Config;
 
