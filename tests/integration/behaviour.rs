@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use common::{import_agentdojo, python_venv, repo, stderr, toolgate};
+use common::{agentdojo_replay, python_venv, repo, stderr, toolgate};
 use serde_json::{Value, json};
 
 fn event(kind: &str, id: &str, second: f64, session: &str, extra: Value) -> String {
@@ -457,9 +457,10 @@ print(total)
 #[test]
 fn regression_issue_5_a_trained_session_model_separates_held_out_attacks() {
     let dir = tempfile::tempdir().unwrap();
-    import_agentdojo(dir.path(), "all.jsonl");
-    let reader =
-        std::io::BufReader::new(std::fs::File::open(dir.path().join("all.jsonl")).unwrap());
+    let all = agentdojo_replay().dir.join("events.jsonl.gz");
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(all).unwrap(),
+    ));
     let mut train =
         std::io::BufWriter::new(std::fs::File::create(dir.path().join("train.jsonl")).unwrap());
     let mut test =

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::process::Command;
 
-use common::{import_agentdojo, repo, stderr, toolgate};
+use common::{agentdojo_replay, repo, stderr, toolgate};
 use serde_json::Value;
 
 const GOOD: &str = r#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"e1","time":"2025-01-01T00:00:01Z","agent_id":"a","session_id":"s","server":"mail","call_id":"c1","tool":"send","arguments":{"to":"x@example.com"}}"#;
@@ -311,19 +311,8 @@ fn per_session(
 fn whole_dataset() -> &'static WholeDataset {
     static RUN: std::sync::OnceLock<WholeDataset> = std::sync::OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let import_summary = import_agentdojo(dir.path(), "events.jsonl.gz");
-        let analyze = toolgate(
-            &[
-                "analyze",
-                "--input",
-                "events.jsonl.gz",
-                "--output",
-                "findings.jsonl",
-            ],
-            dir.path(),
-        );
-        assert!(analyze.status.success(), "{}", stderr(&analyze));
+        let replay = agentdojo_replay();
+        let dir = &replay.dir;
         let eval = toolgate(
             &[
                 "eval",
@@ -338,16 +327,15 @@ fn whole_dataset() -> &'static WholeDataset {
                 "--json",
                 "eval.json",
             ],
-            dir.path(),
+            dir,
         );
         assert!(eval.status.success(), "{}", stderr(&eval));
         WholeDataset {
-            import_summary,
-            analyze_summary: stderr(&analyze),
+            import_summary: replay.import_summary.clone(),
+            analyze_summary: replay.analyze_summary.clone(),
             eval_table: String::from_utf8_lossy(&eval.stdout).into_owned(),
-            report: serde_json::from_slice(&std::fs::read(dir.path().join("eval.json")).unwrap())
-                .unwrap(),
-            sessions: per_session(dir.path()),
+            report: serde_json::from_slice(&std::fs::read(dir.join("eval.json")).unwrap()).unwrap(),
+            sessions: per_session(dir),
         }
     })
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::{import_agentdojo, python_venv, repo, stderr, toolgate};
+use common::{agentdojo_replay, python_venv, repo, stderr, toolgate};
 use serde_json::Value;
 
 /// One history of the AgentDojo runs for every test here, with the counts the events
@@ -24,30 +24,23 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir").keep();
-        import_agentdojo(&dir, "events.jsonl");
-        let out = toolgate(
-            &[
-                "analyze",
-                "--input",
-                "events.jsonl",
-                "--output",
-                "findings.jsonl",
-                "--history",
-                "hist",
-            ],
-            &dir,
+        let replay = agentdojo_replay();
+        let dir = replay.dir.clone();
+        assert!(
+            replay.analyze_summary.contains("history: "),
+            "{}",
+            replay.analyze_summary
         );
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("history: "), "{}", stderr(&out));
         let mut rows: BTreeMap<String, u64> =
             ["tool_calls", "tool_results", "tool_lists", "user_messages"]
                 .into_iter()
                 .map(|t| (t.to_string(), 0))
                 .collect();
-        let text = std::fs::read_to_string(dir.join("events.jsonl")).expect("events");
-        for line in text.lines() {
-            let v: Value = serde_json::from_str(line).expect("event json");
+        let events = flate2::read::GzDecoder::new(
+            std::fs::File::open(dir.join("events.jsonl.gz")).expect("events"),
+        );
+        for line in std::io::BufRead::lines(std::io::BufReader::new(events)) {
+            let v: Value = serde_json::from_str(&line.expect("a line")).expect("event json");
             let table = match v["kind"].as_str() {
                 Some("tool_call") => "tool_calls",
                 Some("tool_result") => "tool_results",

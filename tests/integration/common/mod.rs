@@ -49,6 +49,45 @@ pub fn import_agentdojo(dir: &Path, output: &str) -> String {
     stderr(&import)
 }
 
+/// The shared AgentDojo archive imported (`events.jsonl.gz`) and analyzed
+/// (`findings.jsonl`, the history under `hist`) once per test binary, in a directory
+/// kept for the run: the CLI's and the history's tests check what this one run made.
+pub struct AgentdojoReplay {
+    /// Where the files are.
+    pub dir: PathBuf,
+    /// `toolgate import`'s summary.
+    pub import_summary: String,
+    /// `toolgate analyze`'s summary.
+    pub analyze_summary: String,
+}
+
+/// See [`AgentdojoReplay`].
+pub fn agentdojo_replay() -> &'static AgentdojoReplay {
+    static RUN: std::sync::OnceLock<AgentdojoReplay> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let import_summary = import_agentdojo(&dir, "events.jsonl.gz");
+        let analyze = toolgate(
+            &[
+                "analyze",
+                "--input",
+                "events.jsonl.gz",
+                "--output",
+                "findings.jsonl",
+                "--history",
+                "hist",
+            ],
+            &dir,
+        );
+        assert!(analyze.status.success(), "{}", stderr(&analyze));
+        AgentdojoReplay {
+            dir,
+            import_summary,
+            analyze_summary: stderr(&analyze),
+        }
+    })
+}
+
 /// A Python venv under target/ with `requirements` (a file under tests/) installed;
 /// made once, reused by later runs. Returns its python.
 ///
