@@ -2,7 +2,7 @@
 //! events on stderr, as text lines for people or JSON lines (`--log-format json`) for a
 //! log pipeline. Libraries only emit `tracing` events; the binary chooses where they
 //! go. `TOOLGATE_LOG` filters them by level and target (`info` by default; e.g.
-//! `warn,toolgate::engine=debug`).
+//! `warn,toolgate_engine=debug`).
 
 use std::str::FromStr;
 

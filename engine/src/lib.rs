@@ -21,10 +21,10 @@ pub mod embedded;
 pub mod event_time;
 pub mod metrics;
 pub mod otel;
-pub mod otlp;
 pub mod outbox;
 pub mod outputs;
 pub mod replay;
+pub mod sources;
 pub mod worker;
 pub mod writers;
 
@@ -42,10 +42,7 @@ use toolgate_analytics::history::HistoryWriter;
 use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{EmitPolicy, build_pipeline};
 use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner, RawRecord};
-use toolgate_ingest::otlp::genai::MappingOptions;
-use toolgate_ingest::otlp::receiver::{
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, OtlpReceiver, ReceiverCounters, ReceiverOptions,
-};
+use toolgate_ingest::otlp::receiver::ReceiverCounters;
 use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{Finding, FindingAction};
@@ -601,37 +598,12 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             Some(exporter)
         }
     };
-    let otlp_receiver = match &shared.config.otlp.listen {
-        None => None,
-        Some(listen) => {
-            let otlp = &shared.config.otlp;
-            let publisher = otlp::EventsPublisher::new(
-                &options.brokers,
-                &properties,
-                &shared.topics.events,
-                configured_redactor(&shared.config)?,
-                shared.config.limits.max_event_bytes,
-            )?;
-            let receiver = OtlpReceiver::start(
-                ReceiverOptions {
-                    listen: listen.clone(),
-                    max_body_bytes: otlp.max_request_bytes,
-                    // What the consumer accepts: a larger event is rejected up front.
-                    max_event_bytes: shared.config.limits.max_event_bytes,
-                    read_timeout: DEFAULT_READ_TIMEOUT,
-                    max_connections: DEFAULT_MAX_CONNECTIONS,
-                    mapping: MappingOptions {
-                        default_server: otlp.default_server.clone(),
-                    },
-                },
-                Box::new(publisher),
-                Arc::clone(&shared.counters.otlp),
-            )?;
-            let addr = receiver.local_addr();
-            tracing::info!(%addr, "OTLP/HTTP traces on http://{addr}/v1/traces");
-            Some(receiver)
-        }
-    };
+    let sources = sources::start_all(&sources::SourceContext {
+        config: &shared.config,
+        brokers: &options.brokers,
+        properties: &properties,
+        counters: &shared.counters,
+    })?;
     let interval = shared.config.engine.checkpoint_interval.to_std();
     let mut next_checkpoint = Instant::now() + interval;
     let mut poll_errors = 0u64;
@@ -672,7 +644,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             next_checkpoint = Instant::now() + interval;
         }
     }
-    drop(otlp_receiver);
+    drop(sources);
     checkpoint_and_commit(&coordinator, &consumer);
     drop(metrics_server);
     if let Some(exporter) = otel_metrics

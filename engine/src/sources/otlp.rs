@@ -1,4 +1,4 @@
-//! The engine's end of the OTLP/HTTP receiver: the events it makes from tool spans are
+//! The OTLP/HTTP receiver as a source (`[otlp] listen`): the events it makes from tool spans are
 //! redacted as a sink would redact them, then published to the events topic keyed by
 //! agent, like a sink's. A request is answered only after the broker acknowledged every
 //! event, so the engine's workers see OTLP events exactly as sink events: partitioned,
@@ -16,8 +16,58 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use toolgate_detectors::secrets::Redactor;
 use toolgate_edge::kafka;
-use toolgate_ingest::otlp::receiver::{Publish, PublishError, Refusal};
+use toolgate_ingest::otlp::genai::MappingOptions;
+use toolgate_ingest::otlp::receiver::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, OtlpReceiver, Publish, PublishError,
+    ReceiverOptions, Refusal,
+};
 use toolgate_protocol::Event;
+
+use super::{Source, SourceContext};
+
+/// Starts the receiver when `[otlp] listen` is set.
+pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
+    let config = context.config;
+    let otlp = &config.otlp;
+    let Some(listen) = &otlp.listen else {
+        return Ok(None);
+    };
+    let publisher = EventsPublisher::new(
+        context.brokers,
+        context.properties,
+        &config.kafka.topics.events,
+        crate::configured_redactor(config)?,
+        config.limits.max_event_bytes,
+    )?;
+    let receiver = OtlpReceiver::start(
+        ReceiverOptions {
+            listen: listen.clone(),
+            max_body_bytes: otlp.max_request_bytes,
+            // What the consumer accepts: a larger event is rejected up front.
+            max_event_bytes: config.limits.max_event_bytes,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            mapping: MappingOptions {
+                default_server: otlp.default_server.clone(),
+            },
+        },
+        Box::new(publisher),
+        std::sync::Arc::clone(&context.counters.otlp),
+    )?;
+    let addr = receiver.local_addr();
+    tracing::info!(%addr, "OTLP/HTTP traces on http://{addr}/v1/traces");
+    Ok(Some(Box::new(receiver)))
+}
+
+impl Source for OtlpReceiver {
+    fn kind(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        Some(OtlpReceiver::local_addr(self))
+    }
+}
 
 /// How long one request's events may take to be acknowledged.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
