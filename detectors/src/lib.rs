@@ -33,10 +33,10 @@ pub mod volume;
 use toolgate_protocol::{Event, Timestamp};
 
 pub use draft::{FindingDraft, finding_id};
-pub use factory::{BuildError, Configured, DetectorFactory, settings};
+pub use factory::{BuildError, Configured, DetectorFactory, Files, NoFiles, settings};
 pub use fold::{EmitPolicy, FindingFolder, FoldStats};
 pub use pipeline::{Pipeline, RestoreReport};
-pub use registry::{build_detectors, build_pipeline, registry};
+pub use registry::{build_detectors, build_pipeline, load_files, registry};
 
 /// One detector. Implementations hold their own bounded state.
 pub trait Detector: Send {

@@ -4,7 +4,7 @@ use serde_json::Value;
 use toolgate_protocol::config::Config;
 
 use crate::Detector;
-use crate::factory::{BuildError, DetectorFactory, factory};
+use crate::factory::{BuildError, DetectorFactory, Files, factory};
 use crate::fold::{EmitPolicy, FindingFolder};
 use crate::pipeline::Pipeline;
 use crate::secrets::Redactor;
@@ -22,6 +22,18 @@ pub fn registry() -> Vec<DetectorFactory> {
         factory::<crate::sequence::SequenceDetector>(),
         factory::<crate::session::SessionDetector>(),
     ]
+}
+
+/// Reads every file the detectors' settings name into their tables, through `files`:
+/// done once when the config is loaded, so that every pipeline built from it (one per
+/// partition, say) has the same rules and models.
+pub fn load_files(config: &mut Config, files: &dyn Files) -> Result<(), BuildError> {
+    for f in registry() {
+        if let Some(Value::Object(table)) = config.detectors.get_mut(f.name) {
+            (f.load_files)(table, files)?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds every enabled detector of `factories`: all of them unless a table says

@@ -1,57 +1,44 @@
-//! Files named in detector settings, read before the detectors are built (they do no
-//! I/O): `[detectors.sequence] rule_files` (toolgate TOML rule files and Sigma YAML)
-//! and the trained models of `toolgate train` (`[detectors.sequence.learned]
-//! model_file`, `[detectors.session] model_file`). Relative paths are from the config
-//! file's directory.
+//! The files detector settings name, read from disk for the detectors (they do no
+//! I/O): rule files (toolgate TOML and Sigma YAML, converted by the ingest crate) and
+//! the trained models of `toolgate train`. Which settings are files, and where their
+//! content goes, is each detector's own business (`Configured::load_files`); this is
+//! only the reading. Relative paths are from the config file's directory.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use toolgate_detectors::Files;
 use toolgate_ingest::sigma;
 use toolgate_protocol::config::Config;
 
-/// Reads every file the detector tables name and puts its content into the tables.
+/// Reads every file the detectors' settings name into their tables, once.
 pub fn resolve(config: &mut Config, base: &Path) -> Result<()> {
-    if let Some(Value::Object(seq)) = config.detectors.get_mut("sequence") {
-        let files = string_list(seq.get("rule_files"), "detectors.sequence.rule_files")?;
-        let mut loaded = Vec::new();
-        for f in files {
-            for path in expand(&base.join(&f))? {
-                loaded.extend(read_rule_file(&path)?);
-            }
-        }
-        if !loaded.is_empty() {
-            let rules = seq
-                .entry("rules")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            match rules {
-                Value::Array(list) => list.extend(loaded),
-                _ => bail!("`detectors.sequence.rules` must be a list of rule tables"),
-            }
-        }
-        if let Some(Value::Object(learned)) = seq.get_mut("learned") {
-            load_model(learned, base, "sequence", "detectors.sequence.learned")?;
-        }
-    }
-    if let Some(Value::Object(session)) = config.detectors.get_mut("session") {
-        load_model(session, base, "sessions", "detectors.session")?;
-    }
+    toolgate_detectors::load_files(config, &DiskFiles { base })?;
     Ok(())
 }
 
-fn string_list(v: Option<&Value>, key: &str) -> Result<Vec<String>> {
-    match v {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_string)
-                    .with_context(|| format!("`{key}` must list file names, found {i}"))
-            })
-            .collect(),
-        Some(other) => bail!("`{key}` must be a list of file names, found {other}"),
+/// Files read from disk, relative to `base`.
+pub struct DiskFiles<'a> {
+    /// The config file's directory.
+    pub base: &'a Path,
+}
+
+impl Files for DiskFiles<'_> {
+    fn rules(&self, path: &str) -> Result<Vec<Value>, String> {
+        let mut rules = Vec::new();
+        for file in expand(&self.base.join(path)).map_err(|e| format!("{e:#}"))? {
+            rules.extend(read_rule_file(&file).map_err(|e| format!("{e:#}"))?);
+        }
+        Ok(rules)
+    }
+
+    fn model(&self, path: &str) -> Result<Value, String> {
+        let path = self.base.join(path);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read model file {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("model file {} is not JSON: {e}", path.display()))
     }
 }
 
@@ -113,26 +100,4 @@ pub fn read_rule_file(path: &Path) -> Result<Vec<Value>> {
         }
     }
     Ok(rules)
-}
-
-fn load_model(table: &mut Map<String, Value>, base: &Path, part: &str, key: &str) -> Result<()> {
-    let Some(file) = table.get("model_file") else {
-        return Ok(());
-    };
-    let file = file
-        .as_str()
-        .with_context(|| format!("`{key}.model_file` must be a file name"))?;
-    let path = base.join(file);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read model file {}", path.display()))?;
-    let mut model: Value = serde_json::from_str(&text)
-        .with_context(|| format!("model file {} is not JSON", path.display()))?;
-    let section = model.get_mut(part).map(Value::take).with_context(|| {
-        format!(
-            "model file {} has no `{part}` section; write it with `toolgate train`",
-            path.display()
-        )
-    })?;
-    table.insert("model".into(), section);
-    Ok(())
 }

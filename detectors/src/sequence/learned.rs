@@ -81,8 +81,8 @@ pub struct LearnedSettings {
     /// Most live sessions followed; past it the longest idle is scored early.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
-    /// A model trained offline (`toolgate train`), read by the binary from
-    /// `model_file`; not written by hand.
+    /// A model trained offline (`toolgate train`), read from `model_file` when the
+    /// config is loaded; not written by hand.
     #[serde(default)]
     pub model: Option<LearnedModel>,
     /// The trained model's file (JSON from `toolgate train`); relative to the config.

@@ -39,8 +39,9 @@ pub struct SequenceSettings {
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
     /// Rule files: TOML with `[[rules]]` tables, or Sigma YAML (`.yml`/`.yaml`).
-    /// Relative paths are from the config file. The binary reads them and adds their
-    /// rules to `rules`; the detector itself reads no files.
+    /// Relative paths are from the config file. Their rules join `rules` when the
+    /// config is loaded ([`Configured::load_files`]); the detector itself reads no
+    /// files.
     #[serde(default)]
     pub rule_files: Vec<String>,
     /// Most (rule, group) states held; past it the longest idle go first.
@@ -106,6 +107,53 @@ impl Configured for SequenceDetector {
 
     fn build(config: &Config, s: SequenceSettings) -> Result<Self, BuildError> {
         SequenceDetector::new(config, s)
+    }
+
+    /// The rules of `rule_files` join `rules`; `learned.model_file` fills
+    /// `learned.model`.
+    fn load_files(
+        table: &mut Map<String, Value>,
+        files: &dyn crate::Files,
+    ) -> Result<(), BuildError> {
+        let names = match table.get("rule_files") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(str::to_string).ok_or_else(|| {
+                        invalid(format!("`rule_files` must list file names, found {i}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`rule_files` must be a list of file names, found {other}"
+                )));
+            }
+        };
+        let mut loaded = Vec::new();
+        for name in names {
+            loaded.extend(files.rules(&name).map_err(invalid)?);
+        }
+        if !loaded.is_empty() {
+            match table
+                .entry("rules")
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(list) => list.extend(loaded),
+                _ => return Err(invalid("`rules` must be a list of rule tables")),
+            }
+        }
+        if let Some(Value::Object(learned)) = table.get_mut("learned") {
+            crate::factory::load_model(
+                NAME,
+                learned,
+                files,
+                "detectors.sequence.learned",
+                "sequence",
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -34,7 +34,8 @@ pub struct SessionSettings {
     /// The trained model's file (JSON from `toolgate train`), relative to the config.
     #[serde(default)]
     pub model_file: Option<String>,
-    /// The model itself: read by the binary from `model_file`; not written by hand.
+    /// The model itself: read from `model_file` when the config is loaded
+    /// ([`Configured::load_files`]); not written by hand.
     #[serde(default)]
     pub model: Option<SessionModel>,
     /// A session is scored once idle this long (event time).
@@ -190,6 +191,13 @@ impl Configured for SessionDetector {
 
     fn build(config: &Config, s: SessionSettings) -> Result<Self, BuildError> {
         SessionDetector::new(config, s)
+    }
+
+    fn load_files(
+        table: &mut serde_json::Map<String, serde_json::Value>,
+        files: &dyn crate::Files,
+    ) -> Result<(), BuildError> {
+        crate::factory::load_model(NAME, table, files, "detectors.session", "sessions")
     }
 }
 

@@ -126,6 +126,7 @@ fn factories() -> Vec<DetectorFactory> {
                 pending: BTreeMap::new(),
             }))
         },
+        load_files: |_table, _files| Ok(()),
     }]
 }
 
@@ -407,4 +408,85 @@ fn the_shipped_registry_builds_from_the_default_config() {
         .map(|f| f.name)
         .collect();
     assert_eq!(names, registered);
+}
+
+/// Files held in memory, as a test hands them to the detectors.
+struct MemoryFiles(BTreeMap<&'static str, Value>);
+
+impl toolgate_detectors::Files for MemoryFiles {
+    fn rules(&self, path: &str) -> Result<Vec<Value>, String> {
+        match self.0.get(path) {
+            Some(Value::Array(rules)) => Ok(rules.clone()),
+            _ => Err(format!("no rule file {path}")),
+        }
+    }
+
+    fn model(&self, path: &str) -> Result<Value, String> {
+        self.0
+            .get(path)
+            .cloned()
+            .ok_or_else(|| format!("no model file {path}"))
+    }
+}
+
+/// Issue 20: each detector reads the files its settings name through the loader it is
+/// handed (no file names known outside the detector), once, into its table; the rules
+/// then build like inline ones, and a missing file or model section names the key.
+#[test]
+fn issue_20_detectors_read_their_files_through_the_loader_they_are_handed() {
+    let toml = r#"
+[detectors.sequence]
+rule_files = ["payments.toml"]
+[[detectors.sequence.rules]]
+id = "inline"
+steps = [{ name = "a", where = { kind = "tool_call", tool = "a" } }]
+[detectors.sequence.learned]
+model_file = "model.json"
+[detectors.session]
+model_file = "model.json"
+"#;
+    let files = MemoryFiles(BTreeMap::from([
+        (
+            "payments.toml",
+            json!([{ "id": "from_file", "source": "payments.toml",
+                     "steps": [{ "name": "b", "where": { "kind": "tool_call", "tool": "b" } }] }]),
+        ),
+        (
+            "model.json",
+            json!({ "sequence": { "marker": "seq" }, "sessions": { "marker": "ses" } }),
+        ),
+    ]));
+    let mut config = Config::from_toml(toml, "test").expect("config");
+    toolgate_detectors::load_files(&mut config, &files).expect("loaded");
+    let seq = &config.detectors["sequence"];
+    let ids: Vec<&str> = seq["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["inline", "from_file"]);
+    assert_eq!(seq["learned"]["model"], json!({ "marker": "seq" }));
+    assert_eq!(
+        config.detectors["session"]["model"],
+        json!({ "marker": "ses" })
+    );
+
+    // Without a loader that can read, the file is named.
+    let mut config = Config::from_toml(toml, "test").expect("config");
+    let err = toolgate_detectors::load_files(&mut config, &toolgate_detectors::NoFiles)
+        .expect_err("no files here");
+    assert!(err.to_string().contains("payments.toml"), "{err}");
+
+    // A model file without the detector's section says which and how to make it.
+    let files = MemoryFiles(BTreeMap::from([("model.json", json!({ "sequence": {} }))]));
+    let mut config =
+        Config::from_toml("[detectors.session]\nmodel_file = \"model.json\"\n", "test")
+            .expect("config");
+    let err = toolgate_detectors::load_files(&mut config, &files).expect_err("no section");
+    assert!(
+        err.to_string()
+            .contains("`detectors.session`: model file model.json has no `sessions` section"),
+        "{err}"
+    );
 }
