@@ -30,6 +30,15 @@ pub fn client<'a>(
     config
 }
 
+/// A producer of toolgate topics: [`PRODUCER`], then `settings`, then `properties`.
+pub fn producer<'a>(
+    brokers: &str,
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    properties: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> ClientConfig {
+    client(brokers, PRODUCER.into_iter().chain(settings), properties)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

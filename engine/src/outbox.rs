@@ -87,11 +87,7 @@ impl Outbox {
             ("linger.ms", "1"),
             ("message.timeout.ms", "0"),
         ];
-        let config = kafka::client(
-            brokers,
-            kafka::PRODUCER.into_iter().chain(settings),
-            properties.iter().map(|(k, v)| (k, v)),
-        );
+        let config = kafka::producer(brokers, settings, properties.iter().map(|(k, v)| (k, v)));
         let producer = config
             .create_with_context(OutboxContext::default())
             .context("creating the Kafka producer")?;

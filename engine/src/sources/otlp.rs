@@ -121,11 +121,7 @@ impl EventsPublisher {
     ) -> Result<Self> {
         let timeout = ACK_TIMEOUT.as_millis().to_string();
         let settings = [("linger.ms", "2"), ("message.timeout.ms", timeout.as_str())];
-        let config = kafka::client(
-            brokers,
-            kafka::PRODUCER.into_iter().chain(settings),
-            properties.iter().map(|(k, v)| (k, v)),
-        );
+        let config = kafka::producer(brokers, settings, properties.iter().map(|(k, v)| (k, v)));
         let producer = config
             .create_with_context(Acks::default())
             .context("creating the OTLP receiver's producer")?;
