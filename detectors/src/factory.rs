@@ -28,8 +28,8 @@ pub trait Files {
     fn model(&self, path: &str) -> Result<Value, String>;
 }
 
-/// For where no file can be read (the sink's local checks, tests): a setting that
-/// names one is an error saying so.
+/// For where no file is to be read (tests, tools that build detectors from a config
+/// alone): a setting that names one is an error saying so.
 pub struct NoFiles;
 
 impl Files for NoFiles {

@@ -5,9 +5,9 @@
 //! returns.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result, anyhow};
@@ -40,13 +40,18 @@ pub type Watcher = Box<dyn FnMut(&Row) + Send>;
 pub struct RowSender {
     tx: SyncSender<Row>,
     gauges: Arc<Gauges>,
+    failed: Arc<OnceLock<String>>,
 }
 
 impl RowSender {
-    /// Queues a row; waits while the queue is full. Fails only once the thread has
-    /// stopped (at shutdown); a write error is reported by [`RowSender::flush`] and at
-    /// close.
+    /// Queues a row; waits while the queue is full. Fails once the writers have failed
+    /// (so a replay stops at the first write error instead of reading on for nothing)
+    /// or the thread has stopped; the stream, which must go on deciding, ignores that
+    /// and meets the error at its next checkpoint ([`RowSender::flush`]).
     pub fn send(&self, row: Row) -> Result<()> {
+        if let Some(e) = self.failed.get() {
+            return Err(anyhow!("the writers failed: {e}"));
+        }
         self.gauges.writer_queue.fetch_add(1, Ordering::Relaxed);
         self.tx
             .send(row)
@@ -63,6 +68,7 @@ impl RowSender {
 pub struct Writers {
     tx: Option<SyncSender<Row>>,
     gauges: Arc<Gauges>,
+    failed: Arc<OnceLock<String>>,
     thread: Option<JoinHandle<Result<Option<HistoryStats>>>>,
     wants_events: bool,
 }
@@ -80,13 +86,16 @@ impl Writers {
         let wants_events = history.is_some() || files.iter().any(|o| o.wants_tool_calls());
         let (tx, rx) = sync_channel(8192);
         let counted = Arc::clone(&gauges);
+        let failed = Arc::new(OnceLock::new());
+        let said = Arc::clone(&failed);
         let thread = std::thread::Builder::new()
             .name("writers".into())
-            .spawn(move || write_loop(rx, history, files, watcher, &counted))
+            .spawn(move || write_loop(rx, history, files, watcher, &counted, &said))
             .context("starting the writer thread")?;
         Ok(Writers {
             tx: Some(tx),
             gauges,
+            failed,
             thread: Some(thread),
             wants_events,
         })
@@ -101,6 +110,7 @@ impl Writers {
         Ok(RowSender {
             tx,
             gauges: Arc::clone(&self.gauges),
+            failed: Arc::clone(&self.failed),
         })
     }
 
@@ -127,6 +137,7 @@ fn write_loop(
     mut files: Vec<Box<dyn Output>>,
     mut watcher: Option<Watcher>,
     gauges: &Gauges,
+    said: &OnceLock<String>,
 ) -> Result<Option<HistoryStats>> {
     // After an error the thread keeps draining (so senders never block for ever) and
     // reports the error at the next flush and at close.
@@ -186,16 +197,29 @@ fn write_loop(
             && failed.is_none()
         {
             tracing::error!(error = format!("{e:#}"), "writers failed");
+            let _ = said.set(format!("{e:#}"));
             failed = Some(format!("{e:#}"));
         }
     }
-    if let Some(e) = failed {
-        return Err(anyhow!(e));
-    }
+    // Everything is closed whatever failed, so that what was written is kept (one
+    // refused webhook must not cost the history); the first error is returned.
+    let mut first = failed.map(|e| anyhow!(e));
     for w in files {
-        w.close()?;
+        let name = w.name().to_string();
+        if let Err(e) = w.close().with_context(|| format!("closing {name}")) {
+            first.get_or_insert(e);
+        }
     }
-    history
-        .map(|h| h.close_all().context("closing the history"))
-        .transpose()
+    let stats = match history.map(|h| h.close_all().context("closing the history")) {
+        Some(Ok(stats)) => Some(stats),
+        Some(Err(e)) => {
+            first.get_or_insert(e);
+            None
+        }
+        None => None,
+    };
+    match first {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
 }

@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // Every newline ends a line; bytes after the last one are a final line.
     let newlines = data.iter().filter(|b| **b == b'\n').count() as u64;
-    let tail = data.rsplit(|b| *b == b'\n').next().is_some_and(|t| !t.is_empty());
+    let tail = data
+        .rsplit(|b| *b == b'\n')
+        .next()
+        .is_some_and(|t| !t.is_empty());
     let lines = newlines + u64::from(tail);
     assert_eq!(items + source.blank_lines(), lines);
 });

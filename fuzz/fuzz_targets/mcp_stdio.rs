@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use toolgate_detectors::secrets::Redactor;
 use toolgate_protocol::Timestamp;
 use toolgate_protocol::config::Config;
 use toolgate_sink::framing::{Frame, LineFramer};
-use toolgate_detectors::secrets::Redactor;
 use toolgate_sink::session::{Identity, Outbound, Report, Session, finish_event};
 
 fuzz_target!(|data: &[u8]| {
@@ -59,12 +59,13 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     session.from_server(line, Timestamp::EPOCH, &mut out, &mut report);
                 }
-                // What the session queues and the writer accepts must decode again.
+                // Every event the session queues (it checked them) must decode again,
+                // redacted as the writer sends it, to itself.
                 for e in report.events {
-                    if let Some(event) = finish_event(e, &redactor) {
-                        toolgate_protocol::Event::decode(event.to_json().as_bytes())
-                            .expect("written events decode");
-                    }
+                    let event = finish_event(e, &redactor);
+                    let decoded = toolgate_protocol::Event::decode(event.to_json().as_bytes())
+                        .expect("written events decode");
+                    assert_eq!(decoded, event, "an event changed on the wire");
                 }
             }
             Frame::Oversized { bytes, last } => {

@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         let mut found = Vec::new();
         atoms::extract_placed(&leaf.text, &mut found);
         for (atom, _) in found {
-            assert!(!atom.value.is_empty() && !atom.value.contains(char::is_whitespace), "{atom:?}");
+            assert!(
+                !atom.value.is_empty() && !atom.value.contains(char::is_whitespace),
+                "{atom:?}"
+            );
         }
     }
     let Ok(settings) = serde_json::from_value(json!({})) else {
@@ -48,12 +51,26 @@ fuzz_target!(|data: &[u8]| {
         let mut e = json!({"schema": "toolgate.event.v1", "kind": kind, "event_id": "e",
             "time": "2025-01-01T00:00:00Z", "agent_id": "a", "session_id": "s",
             "server": "srv", "call_id": "c", "tool": "t"});
-        e.as_object_mut().unwrap().extend(body.as_object().unwrap().clone());
+        e.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
         Event::from_value(e).expect("well-formed event")
     };
     let mut out = Vec::new();
-    detector.observe(&event("tool_result", json!({"result": {"content": [{"type": "text", "text": input}]}})), &mut out);
-    detector.observe(&event("tool_call", json!({"arguments": {"body": input, "to": input}})), &mut out);
+    detector.observe(
+        &event(
+            "tool_result",
+            json!({"result": {"content": [{"type": "text", "text": input}]}}),
+        ),
+        &mut out,
+    );
+    detector.observe(
+        &event(
+            "tool_call",
+            json!({"arguments": {"body": input, "to": input}}),
+        ),
+        &mut out,
+    );
     let snapshot = detector.snapshot().expect("snapshot");
     detector.restore(&snapshot).expect("restore");
 });

@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(found.windows(2).all(|w| w[0].end <= w[1].start));
     let drop = Redactor::new(&RedactionConfig {
-            mode: RedactionMode::Drop,
-            ..RedactionConfig::default()
+        mode: RedactionMode::Drop,
+        ..RedactionConfig::default()
     })
     .expect("default kinds");
     let (redacted, n) = drop.redact_text(text);

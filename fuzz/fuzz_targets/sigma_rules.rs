@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use toolgate_detectors::sequence::{Rule, RuleSet, RuleSpec};
 use toolgate_detectors::FindingDraft;
+use toolgate_detectors::sequence::{Rule, RuleSet, RuleSpec};
 use toolgate_protocol::Event;
 use toolgate_protocol::config::Config;
 
@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         .filter(|s| Rule::compile(s.clone()).is_ok())
         .collect();
     let mut ids = std::collections::BTreeSet::new();
-    let specs: Vec<RuleSpec> = specs.into_iter().filter(|s| ids.insert(s.id.clone())).collect();
+    let specs: Vec<RuleSpec> = specs
+        .into_iter()
+        .filter(|s| ids.insert(s.id.clone()))
+        .collect();
     let Ok(mut rules) = RuleSet::new(specs, 64) else {
         return;
     };
@@ -41,9 +44,13 @@ fuzz_target!(|data: &[u8]| {
             e["result"] = json!({"content": [{"type": "text", "text": "ok"}], "isError": true});
         }
         if let Ok(event) = Event::from_value(e) {
-            rules.observe(&event, &config, &mut out);
+            rules.observe(&event, &config, i64::MIN, &mut out);
         }
-        rules.advance(1_735_689_600_000_000_000 + i as i64 * 1_000_000_000, true, &mut out);
+        rules.advance(
+            1_735_689_600_000_000_000 + i as i64 * 1_000_000_000,
+            true,
+            &mut out,
+        );
     }
     rules.advance(i64::MAX, false, &mut out);
 });

@@ -46,8 +46,7 @@ fuzz_target!(|data: &[u8]| {
             [Outbound::ToServer(forwarded)] => {
                 assert_eq!(forwarded, &line, "forwarded bytes changed");
                 let event = report.events.first().expect("a forwarded call is reported");
-                let event = finish_event(event.clone(), &Redactor::disabled())
-                    .expect("the event is valid");
+                let event = finish_event(event.clone(), &Redactor::disabled());
                 let toolgate_protocol::EventBody::ToolCall { arguments, .. } = &event.body else {
                     panic!("not a tool_call event");
                 };

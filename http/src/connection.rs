@@ -124,14 +124,16 @@ pub fn hung_up(stream: &TcpStream) -> bool {
 }
 
 /// Answers a connection past the cap with 503 without ever waiting on it (this runs on
-/// the accepting thread) and returns it half-closed, for [`Lingering`] to close.
+/// the accepting thread) and returns it half-closed, for [`Lingering`] to close; `None`
+/// (closed at once) if it cannot be made non-blocking, since reading it could then
+/// hold the accepting thread.
 pub(crate) fn refuse_connection(
     mut stream: TcpStream,
     name: &str,
     max: usize,
     setting: &str,
-) -> TcpStream {
-    let _ = stream.set_nonblocking(true);
+) -> Option<TcpStream> {
+    stream.set_nonblocking(true).ok()?;
     let body = format!("{name}: {max} connections are open ({setting}); retry later\n");
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
@@ -140,7 +142,7 @@ pub(crate) fn refuse_connection(
     // A new connection's send buffer is empty: this does not block.
     let _ = stream.write_all(answer.as_bytes());
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    stream
+    Some(stream)
 }
 
 /// Refused connections, half-closed after their 503 and kept a moment while what their
@@ -157,6 +159,9 @@ pub(crate) struct Lingering {
 impl Lingering {
     const MAX: usize = 256;
     const FOR: Duration = Duration::from_secs(2);
+    /// Read off one connection per pass, at most: a pass every 20 ms takes a refused
+    /// 8 MiB export well within [`Lingering::FOR`].
+    const PASS_BYTES: usize = 1 << 20;
 
     /// Keeps `stream` until its client closes it or [`Lingering::FOR`] passes.
     pub(crate) fn add(&mut self, stream: TcpStream) {
@@ -175,16 +180,18 @@ impl Lingering {
     /// time is up.
     pub(crate) fn drain(&mut self) {
         let now = Instant::now();
-        let mut scratch = [0u8; 4096];
+        let mut scratch = [0u8; 16 * 1024];
         self.streams.retain_mut(|(stream, until)| {
             if now >= *until {
                 return false;
             }
-            // A bounded read per pass: one client cannot hold the accepting thread.
-            for _ in 0..16 {
+            // Until nothing is waiting, within a budget: one client cannot hold the
+            // accepting thread.
+            let mut read = 0;
+            while read < Self::PASS_BYTES {
                 match stream.read(&mut scratch) {
                     Ok(0) => return false,
-                    Ok(_) => {}
+                    Ok(n) => read += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return false,

@@ -184,12 +184,7 @@ impl Server {
             self.counters
                 .refused_connections
                 .fetch_add(1, Ordering::Relaxed);
-            return Some(connection::refuse_connection(
-                stream,
-                &self.name,
-                max,
-                self.limits.setting,
-            ));
+            return connection::refuse_connection(stream, &self.name, max, self.limits.setting);
         }
         self.open.fetch_add(1, Ordering::AcqRel);
         let (server, handle) = (Arc::clone(self), Arc::clone(handle));

@@ -499,9 +499,24 @@ impl Session {
                     rule: verdict.rule,
                     reason: verdict.reason,
                 };
-                self.emit(body, Some(action), hold.is_some(), now, report);
+                let sent = self.emit(body, Some(action), hold.is_some(), now, report);
                 if let Some(text) = text {
                     return Disposition::Answer(jsonrpc::refusal(id, &text));
+                }
+                // A held call whose event the protocol refuses (a tool name over 512
+                // bytes matched by a `*` hold rule, say) never reaches the engine: its
+                // fail mode answers now instead of at the deadline.
+                if !sent && let Some((class, _, fail_mode)) = &hold {
+                    match fail_mode {
+                        FailMode::FailClosed => {
+                            let text = format!(
+                                "toolgate refused this call to {tool:?} on {:?}: its event cannot be reported for a verdict (rule hold.{class}, fail_closed)",
+                                self.identity.server
+                            );
+                            return Disposition::Answer(jsonrpc::refusal(id, &text));
+                        }
+                        FailMode::FailOpen => hold = None,
+                    }
                 }
                 match hold {
                     Some((class, timeout, fail_mode)) => {

@@ -1,6 +1,6 @@
 //! Where events go: Kafka through the spool ([`crate::kafka::Shipper`]), a JSONL file
-//! (the air-gapped transport), or both. Each event is validated, redacted and encoded
-//! by the proxy thread that saw the message, right after the message itself was
+//! (the air-gapped transport), or both. Each event (built and checked by the session) is
+//! redacted and encoded by the proxy thread that saw the message, right after the message itself was
 //! forwarded, while the peer is busy answering, so the work overlaps with a wait the
 //! agent has anyway. The file is flushed every [`FLUSH_INTERVAL`]; the shipper takes
 //! events through a channel and never makes the proxy wait.

@@ -513,3 +513,32 @@ fn issue_20_typed_events_decode_to_themselves_and_invalid_ones_are_counted() {
     assert!(r.events.is_empty());
     assert_eq!(r.invalid_events, 1);
 }
+
+/// Issue 20: a held call whose event the protocol refuses (here a 600-byte tool name)
+/// can never get a verdict; its fail mode answers at once instead of at the deadline.
+#[test]
+fn issue_20_a_held_call_that_cannot_be_reported_takes_its_fail_mode_at_once() {
+    let (mut s, _) = held_session();
+    let long = "x".repeat(600);
+    let (out, report) = client(&mut s, &call(1, &format!("send_{long}")));
+    assert!(report.events.is_empty());
+    assert_eq!(report.invalid_events, 1);
+    let answer = to_client(&out);
+    assert!(
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be reported") && m.contains("fail_closed")),
+        "{answer}"
+    );
+    assert_eq!(s.holding(), 0);
+
+    let line = call(2, &format!("upload_{long}"));
+    let (out, report) = client(&mut s, &line);
+    assert_eq!(report.invalid_events, 1);
+    assert_eq!(
+        out,
+        [Outbound::ToServer(line.into_bytes())],
+        "fail_open forwards"
+    );
+    assert_eq!(s.holding(), 0);
+}
