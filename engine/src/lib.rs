@@ -17,6 +17,7 @@ pub mod barrier;
 pub mod checkpoint;
 pub mod decisions;
 pub mod detector_files;
+pub mod driver;
 pub mod embedded;
 pub mod event_time;
 pub mod metrics;

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{EmitPolicy, FoldStats, build_pipeline, definitions};
 use toolgate_ingest::{DeadLetterWriter, JsonlSource, RejectCounts, SourceItem};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::{Event, Finding};
 
-use crate::event_time::Reorder;
+use crate::configured_redactor;
+use crate::driver::{Driver, Step};
 
 /// What a replay read and produced.
 #[derive(Debug, Default, Serialize)]
@@ -125,21 +125,19 @@ pub fn replay(
             .with_context(|| format!("invalid pins file {}", path.display()))?;
     }
     let mut source = JsonlSource::open(input, config.limits.max_event_bytes)?;
-    let mut reorder = Reorder::new(
-        config.event_time.allowed_lateness,
-        config.event_time.max_buffered_events,
-    )
-    .with_max_bytes(config.event_time.max_buffered_bytes);
     let mut stats = ReplayStats {
         detectors: pipeline.detector_names(),
         ..ReplayStats::default()
     };
+    let mut driver = Driver::new(pipeline, &config.event_time);
     let mut dlq: Option<DeadLetterWriter> = None;
-    let mut ready: Vec<Event> = Vec::new();
-    let mut findings: Vec<Finding> = Vec::new();
+    let mut step = Step::default();
 
-    let mut emit = |findings: &mut Vec<Finding>, stats: &mut ReplayStats| -> Result<()> {
-        for f in findings.drain(..) {
+    let mut emit = |step: &mut Step<Event>, stats: &mut ReplayStats| -> Result<()> {
+        for (event, _) in &step.processed {
+            on_event(event)?;
+        }
+        for f in &step.findings {
             *stats
                 .findings_by_detector
                 .entry(f.detector.as_str())
@@ -148,8 +146,9 @@ pub fn replay(
                 .findings_by_severity
                 .entry(f.severity.as_str())
                 .or_default() += 1;
-            on_finding(&f)?;
+            on_finding(f)?;
         }
+        step.clear();
         Ok(())
     };
 
@@ -157,7 +156,7 @@ pub fn replay(
         match item? {
             SourceItem::Event(event) => {
                 stats.events += 1;
-                reorder.push(*event, &mut ready);
+                driver.push(*event, &mut step);
             }
             SourceItem::Rejected(rejected) => {
                 stats.rejected.add(&rejected.error);
@@ -166,8 +165,9 @@ pub fn replay(
                     None => {
                         let mut w = DeadLetterWriter::create(dead_letter)
                             .context("cannot create the dead-letter file")?;
-                        let redactor = Redactor::new(&config.redaction)?;
-                        if !config.dead_letter.keep_raw && redactor.is_active() {
+                        if !config.dead_letter.keep_raw
+                            && let Some(redactor) = configured_redactor(config)?
+                        {
                             w = w.redacting(Box::new(move |text: &mut String| {
                                 redactor.redact_text_in_place(text)
                             }));
@@ -178,30 +178,19 @@ pub fn replay(
                 writer.write(&rejected)?;
             }
         }
-        for event in ready.drain(..) {
-            on_event(&event)?;
-            pipeline.observe(&event, &mut findings);
-        }
-        if let Some(w) = reorder.watermark() {
-            pipeline.advance(w, &mut findings);
-        }
-        emit(&mut findings, &mut stats)?;
+        emit(&mut step, &mut stats)?;
     }
-    reorder.finish(&mut ready);
-    for event in ready.drain(..) {
-        on_event(&event)?;
-        pipeline.observe(&event, &mut findings);
-    }
-    if let Some(w) = reorder.watermark() {
-        pipeline.advance(w, &mut findings);
-    }
-    stats.state = pipeline
+    driver.finish(&mut step);
+    stats.state = driver
+        .pipeline()
         .gauges()
         .into_iter()
         .map(|(g, v)| (g.name(), v))
         .collect();
-    pipeline.finish(&mut findings);
-    emit(&mut findings, &mut stats)?;
+    let late = driver.reorder().late();
+    let pipeline = driver.pipeline_mut();
+    pipeline.finish(&mut step.findings);
+    emit(&mut step, &mut stats)?;
 
     if let Some(path) = pins_file
         && let Some(state) = pipeline.detector_snapshot(definitions::NAME)
@@ -213,7 +202,7 @@ pub fn replay(
         stats.dead_letter_file = Some(dead_letter.display().to_string());
     }
     stats.blank_lines = source.blank_lines();
-    stats.late_events = reorder.late();
+    stats.late_events = late;
     stats.folding = pipeline.fold_stats();
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)

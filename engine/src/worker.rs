@@ -3,11 +3,15 @@
 //! the order the partition holds them: one agent's events are on one partition, so
 //! one agent's state is on one worker.
 //!
-//! Event time is per partition: its watermark is the newest event time seen minus the
-//! allowed lateness. An event older than the watermark is late: it is still processed
-//! (per-agent detectors still learn from it) and counted. A partition with no events
-//! for `idle_timeout` lets its event time follow the wall clock, so windows of quiet
-//! agents close and other partitions never wait for it.
+//! Each partition runs its events through a [`Driver`], the same path `analyze` takes:
+//! events are put back in event-time order within the allowed lateness (per
+//! partition, its newest event time minus the lateness is its watermark), and a held
+//! call is processed on arrival, after its agent's earlier events, so its verdict is
+//! never kept waiting. An event older than what was already processed is late: it is
+//! still processed (per-agent detectors still learn from it) and counted. A partition
+//! with no events for `idle_timeout` processes everything it holds (nothing earlier is
+//! coming) and lets its event time follow the wall clock, so windows of quiet agents
+//! close and other partitions never wait for it.
 //!
 //! Records arrive undecoded, in batches, and are decoded here, so decoding runs on
 //! every worker at once rather than on the consumer's thread. Work arrives through one
@@ -21,15 +25,16 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration as WallDuration, Instant};
 
 use anyhow::{Context, Result};
-use toolgate_detectors::{EmitPolicy, Pipeline, build_pipeline, definitions};
+use toolgate_detectors::{EmitPolicy, build_pipeline, definitions};
 use toolgate_ingest::kafka::{KafkaRejected, Polled, RawRecord};
-use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{
     DetectorKind, Duration, Event, Finding, FindingAction, Severity, Timestamp,
 };
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{self, Checkpoint};
 use super::decisions::{ForgedEvidence, key_matches};
+use super::driver::{Driver, Step};
+use super::event_time::Pending;
 use super::writers::Row;
 use super::{Counters, Shared, metrics};
 
@@ -56,11 +61,32 @@ pub enum Work {
     },
 }
 
+/// An event as its partition delivered it.
+pub struct Arrived {
+    /// The event.
+    pub event: Event,
+    /// Its record's key was not its `agent_id`: what it causes for that agent is not
+    /// signed.
+    pub forged: bool,
+    /// The size of the record it was decoded from.
+    pub bytes: usize,
+}
+
+impl Pending for Arrived {
+    fn event(&self) -> &Event {
+        &self.event
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 struct PartitionState {
-    pipeline: Pipeline,
-    /// The offset after the last record processed (or the checkpoint's).
+    driver: Driver<Arrived>,
+    /// The offset after the last record read (or the checkpoint's): the events held
+    /// for reordering are in the checkpoint with the detectors' state.
     next_offset: Option<i64>,
-    newest: Option<Timestamp>,
     last_record: Instant,
     /// Recent events whose record key was not their agent_id (not checkpointed).
     forged: ForgedEvidence,
@@ -71,7 +97,7 @@ pub fn run(shared: Arc<Shared>, work: Receiver<Work>) {
     let mut worker = Worker {
         shared,
         partitions: BTreeMap::new(),
-        findings: Vec::new(),
+        step: Step::default(),
     };
     let tick = WallDuration::from_millis(100);
     let mut next_tick = Instant::now() + tick;
@@ -93,7 +119,7 @@ pub fn run(shared: Arc<Shared>, work: Receiver<Work>) {
 struct Worker {
     shared: Arc<Shared>,
     partitions: BTreeMap<i32, PartitionState>,
-    findings: Vec<Finding>,
+    step: Step<Arrived>,
 }
 
 impl Worker {
@@ -110,12 +136,13 @@ impl Worker {
                 for record in records {
                     // The key says whose producer wrote it: checked against the event.
                     let key = record.key.clone();
+                    let bytes = record.payload.len();
                     match record.decode(topic, max_bytes) {
                         Polled::Event {
                             partition,
                             offset,
                             event,
-                        } => self.event(partition, offset, key.as_deref(), *event),
+                        } => self.event(partition, offset, key.as_deref(), *event, bytes),
                         Polled::Rejected(r) => self.rejected(&r),
                     }
                 }
@@ -134,20 +161,20 @@ impl Worker {
         }
     }
 
-    fn fresh_pipeline(&self) -> Result<Pipeline> {
+    fn fresh_driver(&self) -> Result<Driver<Arrived>> {
         let mut pipeline = build_pipeline(&self.shared.config, EmitPolicy::FirstAndFinal)?;
         if let Some(pins) = &self.shared.pins {
             pipeline
                 .restore_detector(definitions::NAME, pins)
                 .context("the pins file")?;
         }
-        Ok(pipeline)
+        Ok(Driver::new(pipeline, &self.shared.config.event_time))
     }
 
     /// Takes a partition over from its checkpoint, if it has a readable one.
     fn assign(&mut self, partition: i32) -> Option<i64> {
-        let mut pipeline = match self.fresh_pipeline() {
-            Ok(p) => p,
+        let mut driver = match self.fresh_driver() {
+            Ok(d) => d,
             Err(e) => {
                 // The config was checked at start-up; this cannot differ per partition.
                 tracing::error!(partition, error = format!("{e:#}"), "building detectors");
@@ -156,13 +183,19 @@ impl Worker {
         };
         let store = &self.shared.checkpoints;
         let restored = store.load(partition).and_then(|ckpt| match ckpt {
-            Some(c) => pipeline
-                .restore(&c.pipeline)
-                .map(|_| Some(c))
-                .with_context(|| format!("restoring partition {partition}")),
+            Some(c) => {
+                driver
+                    .pipeline_mut()
+                    .restore(&c.pipeline)
+                    .with_context(|| format!("restoring partition {partition}"))?;
+                let held = checkpoint::decode_held(&c)
+                    .with_context(|| format!("restoring partition {partition}'s held events"))?;
+                driver.restore_buffer(held);
+                Ok(Some(c.next_offset))
+            }
             None => Ok(None),
         });
-        let checkpoint = match restored {
+        let next_offset = match restored {
             Ok(c) => c,
             Err(e) => {
                 let aside = store.quarantine(partition);
@@ -173,19 +206,17 @@ impl Worker {
                     "unreadable checkpoint; the partition starts afresh from the committed offset"
                 );
                 // A half-restored pipeline is not trusted.
-                if let Ok(p) = self.fresh_pipeline() {
-                    pipeline = p;
+                if let Ok(d) = self.fresh_driver() {
+                    driver = d;
                 }
                 None
             }
         };
-        let next_offset = checkpoint.as_ref().map(|c| c.next_offset);
         self.partitions.insert(
             partition,
             PartitionState {
-                pipeline,
+                driver,
                 next_offset,
-                newest: checkpoint.and_then(|c| c.newest),
                 last_record: Instant::now(),
                 forged: ForgedEvidence::default(),
             },
@@ -209,16 +240,13 @@ impl Worker {
                 continue;
             };
             let pipeline = state
-                .pipeline
+                .driver
+                .pipeline()
                 .snapshot()
                 .map_err(|e| format!("snapshot of partition {p}: {e}"))?;
             out.push((
                 *p,
-                Checkpoint {
-                    next_offset,
-                    newest: state.newest,
-                    pipeline,
-                },
+                Checkpoint::new(next_offset, pipeline, &state.driver.reorder().saved()),
             ));
         }
         if release {
@@ -232,7 +260,14 @@ impl Worker {
         Ok(out)
     }
 
-    fn event(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, event: Event) {
+    fn event(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        event: Event,
+        bytes: usize,
+    ) {
         let read = Instant::now();
         self.check_gap(partition, offset);
         let shared = Arc::clone(&self.shared);
@@ -243,22 +278,12 @@ impl Worker {
             return;
         };
         counters.inc(&counters.events);
-        let lateness = shared.config.event_time.allowed_lateness;
-        if state
-            .newest
-            .is_some_and(|n| event.time < n.saturating_sub(lateness))
-        {
-            counters.inc(&counters.late);
-        }
-        let newest = state.newest.map_or(event.time, |n| n.max(event.time));
-        state.newest = Some(newest);
         state.last_record = Instant::now();
         state.next_offset = Some(offset + 1);
         // An event under another agent's key (or none) is still analysed, but what
         // it causes for the agent it claims is not signed (README, trust model).
-        let claimed = if key_matches(key, &event.agent_id) {
-            None
-        } else {
+        let forged = !key_matches(key, &event.agent_id);
+        if forged {
             counters.inc(&counters.key_mismatch);
             state.forged.note(&event.event_id);
             let mismatched = Counters::get(&counters.key_mismatch);
@@ -274,55 +299,19 @@ impl Worker {
                     "an event's Kafka record key is not its agent_id: its findings go out, it decides nothing"
                 );
             }
-            Some(event.agent_id.clone())
-        };
-        self.findings.clear();
-        state.pipeline.observe(&event, &mut self.findings);
-        // Answer a held call before anything else: an agent is waiting on it.
-        let verdict = match claimed {
-            Some(_) => None,
-            None => shared.decisions.verdict(&event, &self.findings),
-        };
-        // A block resting on forged evidence is not signed; the sink's fail mode
-        // answers the call instead.
-        let tainted = |v: &Decision| {
-            v.finding_ids.iter().any(|id| {
-                self.findings
-                    .iter()
-                    .any(|f| &f.finding_id == id && state.forged.taints(f, None))
-            })
-        };
-        match verdict {
-            Some(v) if tainted(&v) => {
-                metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
-            }
-            Some(v) => {
-                counters.inc(&counters.verdicts);
-                shared.send_decision(v);
-                shared.gauges.verdict_latency.observe(read.elapsed());
-            }
-            None if claimed.is_some() && event.await_verdict => {
-                metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
-            }
-            None => {}
         }
-        let age = Timestamp::now().unix_nanos() - event.time.unix_nanos();
-        if let Ok(age) = u64::try_from(age) {
-            shared
-                .gauges
-                .processing_latency
-                .observe(WallDuration::from_nanos(age));
+        let late = state.driver.reorder().late();
+        self.step.clear();
+        let arrived = Arrived {
+            event,
+            forged,
+            bytes,
+        };
+        state.driver.push(arrived, &mut self.step);
+        if state.driver.reorder().late() > late {
+            counters.inc(&counters.late);
         }
-        state
-            .pipeline
-            .advance(newest.saturating_sub(lateness), &mut self.findings);
-        let findings = std::mem::take(&mut self.findings);
-        let forged = &state.forged;
-        shared.emit(&findings, |f| forged.taints(f, claimed.as_deref()));
-        self.findings = findings;
-        if shared.keep_events {
-            shared.write(Row::Event(Box::new(event)));
-        }
+        processed(&shared, &state.forged, &mut self.step, read);
     }
 
     fn rejected(&mut self, rejected: &KafkaRejected) {
@@ -402,39 +391,98 @@ impl Worker {
     fn report_state(&self) {
         if let Ok(mut state) = self.shared.gauges.state.lock() {
             for (p, s) in &self.partitions {
-                for (gauge, value) in s.pipeline.gauges() {
+                for (gauge, value) in s.driver.pipeline().gauges() {
                     state.insert((*p, gauge.name()), value);
                 }
+                let reorder = s.driver.reorder();
+                for (gauge, value) in [
+                    ("toolgate_engine_reorder_held_events", reorder.buffered()),
+                    (
+                        "toolgate_engine_reorder_held_bytes",
+                        reorder.buffered_bytes(),
+                    ),
+                ] {
+                    state.insert((*p, gauge), value as u64);
+                }
+                state.insert((*p, "toolgate_engine_reorder_early_total"), reorder.early());
             }
         }
     }
 
-    /// Partitions quiet for `idle_timeout` follow the wall clock.
+    /// Partitions quiet for `idle_timeout` process what they hold and follow the wall
+    /// clock.
     fn advance_idle(&mut self, now: Instant) {
         let idle = self.shared.config.engine.idle_timeout.to_std();
         let lateness = self.shared.config.event_time.allowed_lateness;
-        self.findings.clear();
         for state in self.partitions.values_mut() {
             let quiet = now.duration_since(state.last_record);
             if quiet < idle {
                 continue;
             }
-            if let Some(newest) = state.newest {
+            if let Some(newest) = state.driver.reorder().newest() {
                 let clock = newest.saturating_add(Duration::from_std(quiet));
-                state
-                    .pipeline
-                    .advance(clock.saturating_sub(lateness), &mut self.findings);
+                self.step.clear();
+                state.driver.idle(clock, lateness, &mut self.step);
+                processed(&self.shared, &state.forged, &mut self.step, now);
             }
         }
-        if !self.findings.is_empty() {
-            let findings = std::mem::take(&mut self.findings);
-            let partitions = &self.partitions;
-            self.shared.emit(&findings, |f| {
-                partitions.values().any(|s| s.forged.taints(f, None))
-            });
-            self.findings = findings;
+    }
+}
+
+/// What follows a driver's step: verdicts on the held calls it processed (first: an
+/// agent is waiting on each), then its findings, then the history's rows.
+fn processed(shared: &Shared, forged: &ForgedEvidence, step: &mut Step<Arrived>, read: Instant) {
+    for (arrived, range) in &step.processed {
+        if !arrived.event.await_verdict {
+            continue;
+        }
+        if arrived.forged {
+            metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
+            continue;
+        }
+        let findings = &step.findings[range.clone()];
+        let Some(verdict) = shared.decisions.verdict(&arrived.event, findings) else {
+            continue;
+        };
+        // A block resting on forged evidence is not signed; the sink's fail mode
+        // answers the call instead.
+        let tainted = verdict.finding_ids.iter().any(|id| {
+            findings
+                .iter()
+                .any(|f| &f.finding_id == id && forged.taints(f, None))
+        });
+        if tainted {
+            metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
+        } else {
+            shared.counters.inc(&shared.counters.verdicts);
+            shared.send_decision(verdict);
+            shared.gauges.verdict_latency.observe(read.elapsed());
         }
     }
+    let now = Timestamp::now().unix_nanos();
+    for (arrived, _) in &step.processed {
+        if let Ok(age) = u64::try_from(now - arrived.event.time.unix_nanos()) {
+            shared
+                .gauges
+                .processing_latency
+                .observe(WallDuration::from_nanos(age));
+        }
+    }
+    // A finding about an agent a forged event of this step claims may not decide.
+    let claimed = |agent: &str| {
+        step.processed
+            .iter()
+            .any(|(a, _)| a.forged && a.event.agent_id == agent)
+    };
+    shared.emit(&step.findings, |f| {
+        forged.taints(f, None) || claimed(&f.agent_id)
+    });
+    if shared.keep_events {
+        for (arrived, _) in step.processed.drain(..) {
+            shared.write(Row::Event(Box::new(arrived.event)));
+        }
+    }
+    step.clear();
 }
 
 /// The rule of the finding an offset gap makes.

@@ -100,6 +100,58 @@ fn held_calls_get_a_verdict_block_when_a_finding_points_at_them_allow_otherwise(
     }
 }
 
+/// After a broker outage each server's sink replays its spool on its own schedule:
+/// here the payment server's (the agent's message and its `send_money` calls) arrives
+/// before the bank's and the files' (the results those calls carry data from). In
+/// arrival order the calls come before the data they carry, and nothing is found.
+#[test]
+fn issue_22_two_spools_replayed_out_of_order_give_the_findings_analyze_gives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let run: Vec<(String, Vec<u8>)> = sample("")
+        .into_iter()
+        .filter(|(_, bytes)| {
+            let v: Value = serde_json::from_slice(bytes).expect("event");
+            v["time"]
+                .as_str()
+                .expect("time")
+                .starts_with("2025-01-04T23:2")
+        })
+        .collect();
+    assert_eq!(run.len(), 11, "one banking run, 10 s of event time");
+    let (payments, others): (Vec<_>, Vec<_>) = run.iter().cloned().partition(|(_, bytes)| {
+        let v: Value = serde_json::from_slice(bytes).expect("event");
+        v["server"].is_null() || v["server"] == "payments"
+    });
+    assert!(!payments.is_empty() && !others.is_empty());
+    let arrival: Vec<_> = payments.into_iter().chain(others).collect();
+
+    let in_time_order = offline_finding_ids(dir.path(), &run);
+    assert_eq!(
+        offline_finding_ids(dir.path(), &arrival),
+        in_time_order,
+        "analyze puts them back in order"
+    );
+    produce(&brokers, &arrival);
+    let engine = start(&config, &brokers);
+    let findings = await_findings(&brokers, &in_time_order);
+    let report = stop(engine);
+    assert_eq!(report.events, 11);
+    assert_eq!(
+        finding_ids(&findings),
+        in_time_order,
+        "the engine finds what analyze finds"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.json()["detector"] == "provenance"),
+        "the run's exfiltration, found only with its data's result before it"
+    );
+}
+
 #[test]
 fn two_engines_share_the_group_and_a_kill_9_loses_nothing() {
     let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");

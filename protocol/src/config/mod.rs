@@ -272,7 +272,8 @@ fn default_max_event_bytes() -> usize {
     DEFAULT_MAX_EVENT_BYTES
 }
 
-/// Event-time ordering of input.
+/// Event-time ordering of input, the same for `analyze` and the stream (where the
+/// bounds apply per partition). A call held for a verdict is never held back.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventTimeConfig {
@@ -280,11 +281,13 @@ pub struct EventTimeConfig {
     /// order; later ones are processed as they come and counted as late.
     #[serde(default = "default_allowed_lateness")]
     pub allowed_lateness: Duration,
-    /// Most events held for reordering; past it the oldest are released early.
+    /// Most events held for reordering (per partition in the stream); past it the
+    /// oldest are released early.
     #[serde(default = "default_max_buffered_events")]
     pub max_buffered_events: usize,
-    /// Most bytes of events (their encoded size) held for reordering; past it the
-    /// oldest are released early, so large events cannot fill memory.
+    /// Most bytes of events (their encoded size, or their record's) held for
+    /// reordering (per partition in the stream); past it the oldest are released
+    /// early, so large events cannot fill memory.
     #[serde(default = "default_max_buffered_bytes")]
     pub max_buffered_bytes: usize,
 }
