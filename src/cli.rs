@@ -385,7 +385,8 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub output: Option<String>,
     /// Where lines that fail to decode go (created only if one does); by default
-    /// `<output>.dlq.jsonl`, or `toolgate-rejected.dlq.jsonl` when writing to stdout.
+    /// `<output>.dlq.jsonl`, or `toolgate-rejected.dlq.jsonl` when the output is not a
+    /// file (stdout, `/dev/null`).
     #[arg(long)]
     pub dead_letter: Option<PathBuf>,
     /// Pinned tool definitions, read before and written after the run; overrides

@@ -4,6 +4,13 @@ use toolgate::commands;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Servers keep SIGPIPE ignored; every other command writes its product to stdout.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Demo(_) | Command::ServeSql(_)
+    ) {
+        toolgate_edge::signals::default_sigpipe();
+    }
     toolgate_edge::logging::init(cli.log_format);
     match &cli.command {
         Command::Import(ImportCommand::Agentdojo(args)) => commands::import::agentdojo(args),

@@ -10,6 +10,17 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Lets SIGPIPE end the process quietly, as it ends `cat`: for commands whose product
+/// is their standard output (`toolgate definitions list | head`). Rust ignores it by
+/// default, so a closed pipe is an error on every later write, and `println!` panics
+/// on it. Not for servers: a peer closing its socket must not end them.
+pub fn default_sigpipe() {
+    // SAFETY: resetting one signal's disposition to its default, before any thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The termination signals, blocked: see [`block`].
 #[derive(Clone, Copy)]
 pub struct Blocked {

@@ -208,11 +208,13 @@ pub fn replay(
     Ok(stats)
 }
 
-/// Where rejected lines go when the command line does not say: beside the output, or
-/// in the working directory when the output is stdout.
+/// Where rejected lines go when the command line does not say: beside the output when
+/// it is a file, else (stdout, `/dev/null`, a pipe) in the working directory.
 pub fn default_dead_letter_path(output: Option<&str>) -> PathBuf {
+    // An output that does not exist yet will be a file.
+    let is_file = |o: &str| std::fs::metadata(o).map_or(true, |m| m.is_file());
     match output {
-        Some(o) if o != "-" => PathBuf::from(format!("{o}.dlq.jsonl")),
+        Some(o) if o != "-" && is_file(o) => PathBuf::from(format!("{o}.dlq.jsonl")),
         _ => PathBuf::from("toolgate-rejected.dlq.jsonl"),
     }
 }
@@ -220,4 +222,33 @@ pub fn default_dead_letter_path(output: Option<&str>) -> PathBuf {
 /// The pins file: the command line's `--pins`, else `[detectors.definitions] pins_file`.
 pub fn pins_file(config: &Config, flag: Option<&Path>) -> Option<PathBuf> {
     flag.map(Path::to_path_buf).or_else(|| config.pins_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_22_dead_letters_go_beside_a_file_output_and_nowhere_near_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("f.jsonl");
+        let out = out.to_str().unwrap();
+        assert_eq!(
+            default_dead_letter_path(Some(out)),
+            PathBuf::from(format!("{out}.dlq.jsonl")),
+            "not yet written"
+        );
+        std::fs::write(out, "").unwrap();
+        assert_eq!(
+            default_dead_letter_path(Some(out)),
+            PathBuf::from(format!("{out}.dlq.jsonl"))
+        );
+        for other in [Some("/dev/null"), Some("-"), None] {
+            assert_eq!(
+                default_dead_letter_path(other),
+                PathBuf::from("toolgate-rejected.dlq.jsonl"),
+                "{other:?}"
+            );
+        }
+    }
 }

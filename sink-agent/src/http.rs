@@ -171,6 +171,7 @@ impl HttpProxy {
         max_decisions: usize,
         limits: HttpLimits,
     ) -> Result<Arc<HttpProxy>, SinkError> {
+        check_upstream(&upstream)?;
         let verifier = Mutex::new(new_session()?);
         let counters = HttpCounters::default();
         let client: ureq::Agent = ureq::Agent::config_builder()
@@ -824,9 +825,54 @@ fn write_chunk(w: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
     w.flush()
 }
 
+/// Refuses at start an upstream the proxy could never forward to, so the mistake is
+/// named once instead of failing every call.
+fn check_upstream(url: &str) -> Result<(), SinkError> {
+    let problem = |problem| SinkError::Upstream {
+        url: url.to_string(),
+        problem,
+    };
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|_| problem("not a URL (expected e.g. http://127.0.0.1:3000/mcp)"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(_) => return Err(problem("the scheme must be http or https")),
+        None => return Err(problem("no scheme (expected http:// or https://)")),
+    }
+    match uri.host() {
+        Some(h) if !h.is_empty() => Ok(()),
+        _ => Err(problem("no host")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_22_an_upstream_that_is_not_http_is_refused_naming_it() {
+        for ok in [
+            "http://127.0.0.1:3000/mcp",
+            "https://mcp.example.com/mcp",
+            "http://localhost",
+        ] {
+            assert!(check_upstream(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("ftp://x", "scheme must be http or https"),
+            ("127.0.0.1:3000", "scheme"),
+            ("x", "no scheme"),
+            ("http://", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            let err = check_upstream(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{bad:?}")) && err.contains(why),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn sse_fields_follow_the_event_stream_rules() {

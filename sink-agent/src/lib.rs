@@ -89,6 +89,14 @@ pub enum SinkError {
     /// A task of the proxy failed.
     #[error("proxy task: {0}")]
     Task(String),
+    /// The HTTP proxy's upstream is not an MCP endpoint it can reach.
+    #[error("--upstream {url:?}: {problem}")]
+    Upstream {
+        /// What was given.
+        url: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
 }
 
 /// The checks `config` asks for, for `agent_id`, with the pins from `pins` if given.

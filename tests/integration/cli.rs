@@ -552,6 +552,22 @@ fn a_rug_pull_is_held_until_an_operator_approves_or_rejects_it() {
         "{}",
         stderr(&list)
     );
+    // `toolgate definitions list | head`: the reader is gone before the list is
+    // written. The command ends as `cat` would, without a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolgate"))
+        .args(["definitions", "list", "--pins", "pins.json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert!(
+        !stderr(&closed).contains("panicked"),
+        "issue 22: a closed pipe panics: {}",
+        stderr(&closed)
+    );
 
     let diff = toolgate(
         &["definitions", "diff", "--pins", "pins.json", "calc", "add"],
