@@ -102,6 +102,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default()))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    ctx.register_udf(version_udf());
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnlyHook),
         Arc::new(CursorStatementHook),
@@ -134,6 +135,32 @@ pub async fn serve(
             accept(listener, sessions, startup).await
         }
     }
+}
+
+/// What `version()` answers: PostgreSQL's form first, since clients parse it
+/// (SQLAlchemy's PostgreSQL dialects refuse to connect to "Apache DataFusion 55...").
+/// The major version matches the `server_version` sent at startup.
+pub const SERVER_VERSION: &str = concat!(
+    "PostgreSQL 16.6 on toolgate serve-sql ",
+    env!("CARGO_PKG_VERSION"),
+    " (Apache DataFusion; read-only)"
+);
+
+fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use datafusion::scalar::ScalarValue;
+    create_udf(
+        "version",
+        Vec::new(),
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                SERVER_VERSION.to_string(),
+            ))))
+        }),
+    )
 }
 
 /// The shared tables and functions, and what each connection's session is made from.

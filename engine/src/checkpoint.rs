@@ -28,6 +28,10 @@ pub struct Checkpoint {
     /// The next offset to read: everything before it is reflected in `pipeline` or
     /// held in `held`.
     pub next_offset: i64,
+    /// The offset to commit for the group: the oldest held event's, or `next_offset`
+    /// with none held. A member that cannot restore this checkpoint starts there and
+    /// reads the held events again.
+    pub commit_offset: i64,
     /// The newest event time seen in the partition.
     pub newest: Option<Timestamp>,
     /// Every event up to this time was processed.
@@ -46,6 +50,8 @@ struct Header {
     topic: String,
     partition: i32,
     next_offset: i64,
+    #[serde(default)]
+    commit_offset: Option<i64>,
     newest: Option<Timestamp>,
     #[serde(default)]
     released_up_to: Option<Timestamp>,
@@ -60,6 +66,7 @@ struct Header {
 #[derive(Serialize)]
 struct HeldLine<'a> {
     forged: bool,
+    offset: i64,
     event: &'a Event,
 }
 
@@ -67,9 +74,12 @@ impl Checkpoint {
     /// A checkpoint of detectors in `pipeline` and the reorder buffer `saved`.
     pub fn new(next_offset: i64, pipeline: Vec<u8>, saved: &Saved<&Arrived>) -> Self {
         let mut held = Vec::new();
+        let mut commit_offset = next_offset;
         for a in &saved.held {
+            commit_offset = commit_offset.min(a.offset);
             let line = HeldLine {
                 forged: a.forged,
+                offset: a.offset,
                 event: &a.event,
             };
             // Events and booleans always encode.
@@ -78,6 +88,7 @@ impl Checkpoint {
         }
         Checkpoint {
             next_offset,
+            commit_offset,
             newest: saved.newest,
             released_up_to: saved.released_up_to,
             agent_released: saved.agent_released.clone(),
@@ -97,6 +108,10 @@ pub fn decode_held(checkpoint: &Checkpoint) -> Result<Saved<Arrived>> {
         let mut value: serde_json::Value = serde_json::from_slice(line)
             .with_context(|| format!("held event {}: not JSON", n + 1))?;
         let forged = value.get("forged").and_then(|f| f.as_bool()) == Some(true);
+        let offset = value
+            .get("offset")
+            .and_then(|o| o.as_i64())
+            .with_context(|| format!("held event {}: no `offset`", n + 1))?;
         let event = value
             .get_mut("event")
             .map(serde_json::Value::take)
@@ -106,6 +121,7 @@ pub fn decode_held(checkpoint: &Checkpoint) -> Result<Saved<Arrived>> {
             event,
             forged,
             bytes: line.len(),
+            offset,
         });
     }
     Ok(Saved {
@@ -172,6 +188,7 @@ impl CheckpointStore {
             let (pipeline, held) = body.split_at(header.pipeline_bytes);
             Ok(Checkpoint {
                 next_offset: header.next_offset,
+                commit_offset: header.commit_offset.unwrap_or(header.next_offset),
                 newest: header.newest,
                 released_up_to: header.released_up_to,
                 agent_released: header.agent_released,
@@ -193,6 +210,7 @@ impl CheckpointStore {
             topic: self.topic.clone(),
             partition,
             next_offset: checkpoint.next_offset,
+            commit_offset: Some(checkpoint.commit_offset),
             newest: checkpoint.newest,
             released_up_to: checkpoint.released_up_to,
             agent_released: checkpoint.agent_released.clone(),
@@ -241,11 +259,13 @@ mod tests {
                 event: event("e1", "a"),
                 forged: false,
                 bytes: 1,
+                offset: 40,
             },
             Arrived {
                 event: event("e2", "b"),
                 forged: true,
                 bytes: 1,
+                offset: 38,
             },
         ];
         let saved = Saved {
@@ -256,6 +276,11 @@ mod tests {
         };
         let first = Checkpoint::new(42, b"{\"state\":\n1}".to_vec(), &saved);
         assert!(!first.held.is_empty());
+        assert_eq!(
+            (first.next_offset, first.commit_offset),
+            (42, 38),
+            "the group's commit stays before the oldest held event"
+        );
         store.save(3, &first).unwrap();
         let loaded = store.load(3).unwrap().unwrap();
         assert_eq!(loaded, first);
@@ -264,11 +289,19 @@ mod tests {
             (back.newest, back.released_up_to, &back.agent_released),
             (saved.newest, saved.released_up_to, &saved.agent_released)
         );
-        let back: Vec<(&Event, bool)> = back.held.iter().map(|a| (&a.event, a.forged)).collect();
-        let want: Vec<(&Event, bool)> = held.iter().map(|a| (&a.event, a.forged)).collect();
+        let back: Vec<_> = back
+            .held
+            .iter()
+            .map(|a| (&a.event, a.forged, a.offset))
+            .collect();
+        let want: Vec<_> = held
+            .iter()
+            .map(|a| (&a.event, a.forged, a.offset))
+            .collect();
         assert_eq!(back, want, "held events and their forged marks read back");
         let second = Checkpoint {
             next_offset: 99,
+            commit_offset: 99,
             newest: None,
             released_up_to: None,
             agent_released: Vec::new(),
@@ -290,6 +323,7 @@ mod tests {
         let store = CheckpointStore::new(dir.path(), "g", "t");
         let ckpt = Checkpoint {
             next_offset: 1,
+            commit_offset: 1,
             newest: None,
             released_up_to: None,
             agent_released: Vec::new(),
@@ -326,7 +360,10 @@ mod tests {
         )
         .unwrap();
         let c = store.load(0).unwrap().unwrap();
-        assert_eq!((c.next_offset, &c.pipeline[..]), (7, &b"abc"[..]));
+        assert_eq!(
+            (c.next_offset, c.commit_offset, &c.pipeline[..]),
+            (7, 7, &b"abc"[..])
+        );
         assert!(decode_held(&c).unwrap().held.is_empty());
     }
 }

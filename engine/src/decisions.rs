@@ -66,9 +66,17 @@ impl DecisionMaker {
         Some(decision)
     }
 
-    /// The verdict on a held call, given the findings observing it produced; `None`
-    /// for anything but a held `tool_call`.
-    pub fn verdict(&self, event: &Event, findings: &[Finding]) -> Option<Decision> {
+    /// The verdict on a held call, given the findings observing it produced and those
+    /// its step made `earlier` (events of its agent released with it, whose block
+    /// decisions the sink has not seen yet: one whose scope covers the call blocks it,
+    /// as that decision would have at the sink); `None` for anything but a held
+    /// `tool_call`.
+    pub fn verdict(
+        &self,
+        event: &Event,
+        findings: &[Finding],
+        earlier: &[Finding],
+    ) -> Option<Decision> {
         if !event.await_verdict {
             return None;
         }
@@ -81,6 +89,12 @@ impl DecisionMaker {
         else {
             return None;
         };
+        let covers = |f: &Finding| {
+            f.agent_id == event.agent_id
+                && f.session_id == event.session_id
+                && f.server.as_ref().is_none_or(|s| s == server)
+                && f.tool.as_ref().is_none_or(|t| t == tool)
+        };
         let blocking: Vec<&Finding> = findings
             .iter()
             .filter(|f| {
@@ -88,6 +102,11 @@ impl DecisionMaker {
                     && (f.call_id.as_deref() == Some(call_id.as_str())
                         || f.event_ids.contains(&event.event_id))
             })
+            .chain(
+                earlier
+                    .iter()
+                    .filter(|f| f.action == FindingAction::Block && covers(f)),
+            )
             .collect();
         let (action, reason) = match blocking.first() {
             Some(f) => (
@@ -383,24 +402,65 @@ mod tests {
     fn a_held_call_is_answered_block_or_allow_by_its_own_findings() {
         let m = maker();
         let call = held_call("e2");
-        let allow = m.verdict(&call, &[sample(FindingAction::Alert)]).unwrap();
+        let allow = m
+            .verdict(&call, &[sample(FindingAction::Alert)], &[])
+            .unwrap();
         assert_eq!(allow.action, DecisionAction::Allow);
         assert_eq!(allow.scope.call_id.as_deref(), Some("c-9"));
         verifier(&m).verify(&allow).unwrap();
-        let block = m.verdict(&call, &[sample(FindingAction::Block)]).unwrap();
+        let block = m
+            .verdict(&call, &[sample(FindingAction::Block)], &[])
+            .unwrap();
         assert_eq!(block.action, DecisionAction::Block);
         assert_eq!(block.finding_ids.len(), 1);
         let mut other = sample(FindingAction::Block);
         other.call_id = Some("c-other".into());
         other.event_ids = vec!["e-other".into()];
         assert_eq!(
-            m.verdict(&call, &[other]).unwrap().action,
+            m.verdict(&call, &[other], &[]).unwrap().action,
             DecisionAction::Allow,
             "another call's finding does not block this one"
         );
         let mut not_held = call.clone();
         not_held.await_verdict = false;
-        assert!(m.verdict(&not_held, &[]).is_none());
+        assert!(m.verdict(&not_held, &[], &[]).is_none());
+    }
+
+    #[test]
+    fn issue_22_a_block_found_earlier_in_the_same_step_covers_the_held_call() {
+        // A session-wide block found on an earlier event of the agent, released with
+        // the call: the sink has not seen its decision yet, so the verdict carries it.
+        let m = maker();
+        let call = held_call("e9");
+        let mut session_block = sample(FindingAction::Block);
+        (
+            session_block.server,
+            session_block.tool,
+            session_block.call_id,
+        ) = (None, None, None);
+        session_block.event_ids = vec!["e1".into()];
+        let v = m.verdict(&call, &[], &[session_block.clone()]).unwrap();
+        assert_eq!(v.action, DecisionAction::Block);
+        assert_eq!(v.finding_ids, [session_block.finding_id.clone()]);
+        for (what, f) in [
+            ("another session", {
+                let mut f = session_block.clone();
+                f.session_id = "sess-2".into();
+                f
+            }),
+            ("another tool", {
+                let mut f = session_block.clone();
+                f.tool = Some("read".into());
+                f
+            }),
+            ("only an alert", sample(FindingAction::Alert)),
+        ] {
+            assert_eq!(
+                m.verdict(&call, &[], &[f]).unwrap().action,
+                DecisionAction::Allow,
+                "{what}"
+            );
+        }
     }
 
     #[test]

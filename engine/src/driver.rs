@@ -2,7 +2,9 @@
 //! per partition) and the replay (`toolgate analyze`, one driver): events go in in
 //! arrival order, are put back in event-time order ([`Reorder`], with the bounded
 //! lateness of `[event_time]`), run through the detectors, and the watermark is
-//! advanced. Fed the same events in the same order, both make the same findings.
+//! advanced. Fed the same events in the same order, both put them in the same order.
+//! Their findings can still differ where the stream's clock enters: its watermark is
+//! per partition, and a quiet partition processes what it holds after `idle_timeout`.
 //!
 //! Each step says which events it processed and which findings observing each one
 //! made, so the stream can answer a held call from exactly its own findings.

@@ -28,6 +28,12 @@ pub trait Pending {
     fn bytes(&self) -> usize {
         self.event().encoded_len()
     }
+
+    /// Whether someone waits on it (a call held for a verdict), so it is released on
+    /// arrival. A reader that knows it can decide nothing (a forged event) says no.
+    fn urgent(&self) -> bool {
+        self.event().await_verdict
+    }
 }
 
 impl Pending for Event {
@@ -149,7 +155,7 @@ impl<T: Pending> Reorder<T> {
             ready.push(item);
             return;
         }
-        let urgent = event.await_verdict.then(|| event.agent_id.clone());
+        let urgent = item.urgent().then(|| event.agent_id.clone());
         let key = self.hold(item);
         let watermark = self.newest.map(|n| n.saturating_sub(self.lateness));
         self.release_through(watermark, ready);
@@ -241,13 +247,24 @@ impl<T: Pending> Reorder<T> {
     }
 
     /// Drops agent marks the watermark has overtaken, once their number has doubled:
-    /// amortized constant time, and bounded by the agents with a recent held call.
+    /// amortized constant time. Past `max_buffered` marks (held calls of that many
+    /// agents within the lateness, or stamped in the future), only the newest
+    /// `max_buffered / 2` stay: the other agents' older events are then put in order
+    /// instead of counted late. At most `max_buffered + 65` marks are kept.
     fn prune(&mut self) {
         if self.agent_released.len() <= 2 * self.pruned_len + 64 {
             return;
         }
         if let Some(r) = self.released_up_to {
             self.agent_released.retain(|_, t| *t > r);
+        }
+        if self.agent_released.len() > self.max_buffered {
+            // Keep the newest half of the bound.
+            let mut times: Vec<Timestamp> = self.agent_released.values().copied().collect();
+            let drop = times.len() - (self.max_buffered / 2).max(1);
+            let (_, cut, _) = times.select_nth_unstable(drop);
+            let cut = *cut;
+            self.agent_released.retain(|_, t| *t > cut);
         }
         self.pruned_len = self.agent_released.len();
     }
@@ -490,5 +507,23 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn issue_22_agent_marks_stay_bounded() {
+        let mut r = Reorder::new(Duration::from_secs(3600), 100);
+        let mut out = Vec::new();
+        for i in 0..10_000 {
+            r.push(
+                of(1_000 + i, &i.to_string(), &format!("agent-{i}"), true),
+                &mut out,
+            );
+            assert!(
+                r.agent_released.len() <= 2 * 100 + 64 + 1,
+                "{}",
+                r.agent_released.len()
+            );
+        }
+        assert_eq!(out.len(), 10_000, "every held call released at once");
     }
 }

@@ -78,8 +78,12 @@ pub struct Counters {
     pub events: AtomicU64,
     /// Records that failed to decode (dead-lettered).
     pub rejected: AtomicU64,
-    /// Events older than their partition's watermark.
+    /// Events older than what was already processed (their partition's watermark, or
+    /// their agent's last held call).
     pub late: AtomicU64,
+    /// Events held for reordering now, across this member's partitions (updated by
+    /// each worker every 100 ms).
+    pub held: AtomicU64,
     /// Findings emitted (first and final emissions both count).
     pub findings: AtomicU64,
     /// Decisions sent, verdicts included.
@@ -362,7 +366,7 @@ impl Coordinator {
         }
         Ok(checkpoints
             .into_iter()
-            .map(|(p, c)| (p, c.next_offset))
+            .map(|(p, c)| (p, c.commit_offset))
             .collect())
     }
 }

@@ -74,7 +74,8 @@ pub struct Gauges {
     pub decisions_refused: Mutex<BTreeMap<String, u64>>,
     /// Records not yet read, per partition (from the client's statistics).
     pub lag: Mutex<BTreeMap<i32, i64>>,
-    /// Detector state per partition, by the detectors' gauge names.
+    /// Detector state per partition, by the detectors' gauge names, and the reorder
+    /// buffer's (`toolgate_engine_reorder_*`).
     pub state: Mutex<BTreeMap<(i32, &'static str), u64>>,
     /// Rows waiting for the history and output writers.
     pub writer_queue: AtomicI64,
@@ -141,7 +142,7 @@ pub const EXPORTED: [Exported; 23] = [
     ),
     (
         "toolgate_engine_late_events_total",
-        "Events older than their partition's watermark (still processed).",
+        "Events older than what was already processed (still processed).",
         |c| &c.late,
     ),
     (

@@ -103,7 +103,9 @@ fn register(meter: &Meter, counters: &Arc<Counters>, gauges: &Arc<Gauges>) {
     let g = Arc::clone(gauges);
     meter
         .u64_observable_gauge("toolgate_detector_state")
-        .with_description("Detector state per partition, by the detectors' gauge names.")
+        .with_description(
+            "Detector and reorder-buffer state per partition, by the gauges' Prometheus names.",
+        )
         .with_callback(move |o| {
             if let Ok(m) = g.state.lock() {
                 for ((partition, gauge), value) in m.iter() {

@@ -1,7 +1,6 @@
 //! A worker thread owns the detector state of some partitions of the events topic
-//! (partition `p` goes to worker `p % workers`) and runs their events through it, in
-//! the order the partition holds them: one agent's events are on one partition, so
-//! one agent's state is on one worker.
+//! (partition `p` goes to worker `p % workers`) and runs their events through it: one
+//! agent's events are on one partition, so one agent's state is on one worker.
 //!
 //! Each partition runs its events through a [`Driver`], the same path `analyze` takes:
 //! events are put back in event-time order within the allowed lateness (per
@@ -18,7 +17,7 @@
 //! channel, so a checkpoint or a revocation is handled after every record dispatched
 //! before it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -70,6 +69,9 @@ pub struct Arrived {
     pub forged: bool,
     /// The size of the record it was decoded from.
     pub bytes: usize,
+    /// Its record's offset: the partition's commit stays before its oldest held
+    /// event, so a lost checkpoint costs state, never an unprocessed event.
+    pub offset: i64,
 }
 
 impl Pending for Arrived {
@@ -80,6 +82,12 @@ impl Pending for Arrived {
     fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// A forged event gets no verdict, so it must not hurry (and mark late) the
+    /// events of the agent it claims.
+    fn urgent(&self) -> bool {
+        self.event.await_verdict && !self.forged
+    }
 }
 
 struct PartitionState {
@@ -87,8 +95,11 @@ struct PartitionState {
     /// The offset after the last record read (or the checkpoint's): the events held
     /// for reordering are in the checkpoint with the detectors' state.
     next_offset: Option<i64>,
+    /// When an event last moved the partition's event time on: quiet is measured
+    /// from here, so dead letters and late events cannot keep held events waiting.
     last_record: Instant,
-    /// Recent events whose record key was not their agent_id (not checkpointed).
+    /// Recently processed events whose record key was not their agent_id (held ones
+    /// carry their own mark, checkpointed).
     forged: ForgedEvidence,
 }
 
@@ -98,6 +109,7 @@ pub fn run(shared: Arc<Shared>, work: Receiver<Work>) {
         shared,
         partitions: BTreeMap::new(),
         step: Step::default(),
+        held: 0,
     };
     let tick = WallDuration::from_millis(100);
     let mut next_tick = Instant::now() + tick;
@@ -120,6 +132,8 @@ struct Worker {
     shared: Arc<Shared>,
     partitions: BTreeMap<i32, PartitionState>,
     step: Step<Arrived>,
+    /// This worker's share of [`Counters::held`], as last reported.
+    held: u64,
 }
 
 impl Worker {
@@ -278,14 +292,12 @@ impl Worker {
             return;
         };
         counters.inc(&counters.events);
-        state.last_record = Instant::now();
         state.next_offset = Some(offset + 1);
         // An event under another agent's key (or none) is still analysed, but what
         // it causes for the agent it claims is not signed (README, trust model).
         let forged = !key_matches(key, &event.agent_id);
         if forged {
             counters.inc(&counters.key_mismatch);
-            state.forged.note(&event.event_id);
             let mismatched = Counters::get(&counters.key_mismatch);
             if mismatched.is_power_of_two() {
                 // Whatever the producer put there, escaped and cut short.
@@ -300,18 +312,25 @@ impl Worker {
                 );
             }
         }
-        let late = state.driver.reorder().late();
+        let (late, newest) = (
+            state.driver.reorder().late(),
+            state.driver.reorder().newest(),
+        );
         self.step.clear();
         let arrived = Arrived {
             event,
             forged,
             bytes,
+            offset,
         };
         state.driver.push(arrived, &mut self.step);
         if state.driver.reorder().late() > late {
             counters.inc(&counters.late);
         }
-        processed(&shared, &state.forged, &mut self.step, read);
+        if state.driver.reorder().newest() > newest {
+            state.last_record = Instant::now();
+        }
+        processed(&shared, &mut state.forged, &mut self.step, read);
     }
 
     fn rejected(&mut self, rejected: &KafkaRejected) {
@@ -323,7 +342,6 @@ impl Worker {
             return;
         };
         state.next_offset = Some(rejected.offset + 1);
-        state.last_record = Instant::now();
         shared.counters.inc(&shared.counters.rejected);
         metrics::count(&shared.gauges.rejected_by_kind, rejected.error.kind());
         let mut headers = rejected.headers();
@@ -388,7 +406,16 @@ impl Worker {
     }
 
     /// The detectors' state gauges of each partition, for metrics.
-    fn report_state(&self) {
+    fn report_state(&mut self) {
+        let held: u64 = self
+            .partitions
+            .values()
+            .map(|s| s.driver.reorder().buffered() as u64)
+            .sum();
+        let counters = &self.shared.counters;
+        counters.held.fetch_add(held, Ordering::Relaxed);
+        counters.held.fetch_sub(self.held, Ordering::Relaxed);
+        self.held = held;
         if let Ok(mut state) = self.shared.gauges.state.lock() {
             for (p, s) in &self.partitions {
                 for (gauge, value) in s.driver.pipeline().gauges() {
@@ -423,7 +450,7 @@ impl Worker {
                 let clock = newest.saturating_add(Duration::from_std(quiet));
                 self.step.clear();
                 state.driver.idle(clock, lateness, &mut self.step);
-                processed(&self.shared, &state.forged, &mut self.step, now);
+                processed(&self.shared, &mut state.forged, &mut self.step, now);
             }
         }
     }
@@ -431,7 +458,37 @@ impl Worker {
 
 /// What follows a driver's step: verdicts on the held calls it processed (first: an
 /// agent is waiting on each), then its findings, then the history's rows.
-fn processed(shared: &Shared, forged: &ForgedEvidence, step: &mut Step<Arrived>, read: Instant) {
+///
+/// What a forged event causes decides nothing: a finding citing one, or made while
+/// observing one for the agent it claims, or made by the watermark in a step that
+/// observed one for that agent.
+fn processed(
+    shared: &Shared,
+    forged: &mut ForgedEvidence,
+    step: &mut Step<Arrived>,
+    read: Instant,
+) {
+    let mut claimed: HashSet<&str> = HashSet::new();
+    for (arrived, _) in &step.processed {
+        if arrived.forged {
+            forged.note(&arrived.event.event_id);
+            claimed.insert(&arrived.event.agent_id);
+        }
+    }
+    let forged = &*forged;
+    let findings = &step.findings;
+    let tainted = |k: usize| {
+        let f = &findings[k];
+        if forged.taints(f, None) {
+            return true;
+        }
+        // The processed event whose observation made finding k, if one did.
+        let i = step.processed.partition_point(|(_, r)| r.end <= k);
+        match step.processed.get(i) {
+            Some((a, r)) if r.contains(&k) => a.forged && a.event.agent_id == f.agent_id,
+            _ => claimed.contains(f.agent_id.as_str()),
+        }
+    };
     for (arrived, range) in &step.processed {
         if !arrived.event.await_verdict {
             continue;
@@ -440,18 +497,18 @@ fn processed(shared: &Shared, forged: &ForgedEvidence, step: &mut Step<Arrived>,
             metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
             continue;
         }
-        let findings = &step.findings[range.clone()];
-        let Some(verdict) = shared.decisions.verdict(&arrived.event, findings) else {
+        let own = &findings[range.clone()];
+        let earlier = &findings[..range.start];
+        let Some(verdict) = shared.decisions.verdict(&arrived.event, own, earlier) else {
             continue;
         };
         // A block resting on forged evidence is not signed; the sink's fail mode
         // answers the call instead.
-        let tainted = verdict.finding_ids.iter().any(|id| {
-            findings
-                .iter()
-                .any(|f| &f.finding_id == id && forged.taints(f, None))
-        });
-        if tainted {
+        let forged_basis = verdict
+            .finding_ids
+            .iter()
+            .any(|id| (0..range.end).any(|k| &findings[k].finding_id == id && tainted(k)));
+        if forged_basis {
             metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
         } else {
             shared.counters.inc(&shared.counters.verdicts);
@@ -468,15 +525,9 @@ fn processed(shared: &Shared, forged: &ForgedEvidence, step: &mut Step<Arrived>,
                 .observe(WallDuration::from_nanos(age));
         }
     }
-    // A finding about an agent a forged event of this step claims may not decide.
-    let claimed = |agent: &str| {
-        step.processed
-            .iter()
-            .any(|(a, _)| a.forged && a.event.agent_id == agent)
-    };
-    shared.emit(&step.findings, |f| {
-        forged.taints(f, None) || claimed(&f.agent_id)
-    });
+    for k in 0..findings.len() {
+        shared.emit(&findings[k..=k], |_| tainted(k));
+    }
     if shared.keep_events {
         for (arrived, _) in step.processed.drain(..) {
             shared.write(Row::Event(Box::new(arrived.event)));

@@ -205,6 +205,14 @@ pub fn run(options: DemoOptions, stop: &AtomicBool) -> Result<()> {
     while Counters::get(&counters.events) < sent && Instant::now() < drained {
         std::thread::sleep(Duration::from_millis(50));
     }
+    // And process what it holds for event-time order (a partition goes quiet after
+    // `[engine] idle_timeout`); a stopped engine would only checkpoint them.
+    let quiet = Instant::now() + config.engine.idle_timeout.to_std() + Duration::from_secs(5);
+    // The workers report what they hold every 100 ms.
+    std::thread::sleep(Duration::from_millis(250));
+    while Counters::get(&counters.held) > 0 && Instant::now() < quiet {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     engine_stop.store(true, Ordering::Relaxed);
     let report = engine
         .join()

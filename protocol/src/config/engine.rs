@@ -64,8 +64,9 @@ pub struct EngineConfig {
     /// How long a block decision made from a finding stays in force at the sinks.
     #[serde(default = "default_decision_ttl")]
     pub decision_ttl: Duration,
-    /// A partition with no events for this long (wall clock) lets its event time run
-    /// on with the clock, so windows of quiet agents still close.
+    /// A partition whose event time has not moved for this long (wall clock)
+    /// processes every event it holds for ordering and lets its event time run on
+    /// with the clock, so windows of quiet agents still close.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Duration,
     /// Where `/metrics` (Prometheus) and `/healthz` are served, e.g. `127.0.0.1:9464`;

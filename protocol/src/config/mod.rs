@@ -278,7 +278,8 @@ fn default_max_event_bytes() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct EventTimeConfig {
     /// How far behind the newest event another event may arrive and still be put in
-    /// order; later ones are processed as they come and counted as late.
+    /// order; later ones (and an agent's events older than its last held call, which
+    /// is processed on arrival) are processed as they come and counted as late.
     #[serde(default = "default_allowed_lateness")]
     pub allowed_lateness: Duration,
     /// Most events held for reordering (per partition in the stream); past it the
