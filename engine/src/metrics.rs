@@ -129,7 +129,7 @@ pub const LABELLED: [Labelled; 3] = [
 ];
 
 /// Every engine counter.
-pub const EXPORTED: [Exported; 23] = [
+pub const EXPORTED: [Exported; 24] = [
     (
         "toolgate_engine_events_total",
         "Events decoded from the events topic.",
@@ -204,6 +204,11 @@ pub const EXPORTED: [Exported; 23] = [
         "toolgate_otlp_bad_requests_total",
         "OTLP/HTTP requests refused (undecodable, too large, wrong path or encoding).",
         |c| &c.otlp.bad_requests,
+    ),
+    (
+        "toolgate_otlp_unauthorized_total",
+        "OTLP/HTTP requests refused for a missing or wrong bearer token (401).",
+        |c| &c.otlp.unauthorized,
     ),
     (
         "toolgate_otlp_publish_failures_total",

@@ -82,21 +82,46 @@ type Engine = (
 
 /// An engine on a fresh embedded broker, its receiver listening on the returned port.
 fn receiving_engine() -> (tempfile::TempDir, EmbeddedBroker, u16, Engine) {
+    receiving_engine_with(None)
+}
+
+/// The same, asking exporters for `token`.
+fn receiving_engine_with(token: Option<&str>) -> (tempfile::TempDir, EmbeddedBroker, u16, Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
     let port = free_port();
-    let engine = start(&otlp_config(dir.path(), port), broker.bootstrap());
+    let mut config = otlp_config(dir.path(), port);
+    config.otlp.token = token.map(str::to_string);
+    let engine = start(&config, broker.bootstrap());
     await_listening(port);
     (dir, broker, port, engine)
 }
 
 #[test]
 fn genai_tool_spans_from_the_opentelemetry_sdk_become_events_and_findings() {
-    let (_dir, broker, port, engine) = receiving_engine();
+    // Issue 22: the receiver takes events only from exporters with its token; the
+    // SDK's exporter sends it from its standard headers variable.
+    let token = "issue-22-otlp-token";
+    let (_dir, broker, port, engine) = receiving_engine_with(Some(token));
     let brokers = broker.bootstrap().to_string();
+    let span = export(vec![tool_span("01", "search", "nothing")]);
+    for authorization in [None, Some("Bearer wrong-token"), Some("Basic aXNzdWU=")] {
+        let (status, head, _) =
+            raw_post_with(port, authorization, &span, Duration::from_secs(10)).expect("an answer");
+        assert_eq!(status, 401, "{authorization:?}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{head}"
+        );
+    }
 
     let python = python_venv("test-venv-otel", "requirements-otel.txt");
     let out = Command::new(python)
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            format!("Authorization=Bearer%20{token}"),
+        )
         .arg(repo().join("tests/python/otel_agent.py"))
         .args(["--endpoint", &format!("http://127.0.0.1:{port}/v1/traces")])
         .args([
@@ -368,6 +393,7 @@ fn mock_receiver(
             mapping: MappingOptions {
                 default_server: "otel".into(),
             },
+            token: None,
         },
         Box::new(publisher.clone()),
         Arc::clone(&counters),
@@ -405,9 +431,32 @@ fn raw_post(
     body: &[u8],
     within: Duration,
 ) -> Option<(u16, String, Vec<u8>)> {
+    raw_post_as(port, content_type, None, body, within)
+}
+
+/// [`raw_post`] of OTLP/JSON with `authorization`, if any.
+fn raw_post_with(
+    port: u16,
+    authorization: Option<&str>,
+    body: &[u8],
+    within: Duration,
+) -> Option<(u16, String, Vec<u8>)> {
+    raw_post_as(port, "application/json", authorization, body, within)
+}
+
+fn raw_post_as(
+    port: u16,
+    content_type: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+    within: Duration,
+) -> Option<(u16, String, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let authorization = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n{authorization}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).ok()?;

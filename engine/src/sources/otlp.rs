@@ -32,6 +32,11 @@ pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
     let Some(listen) = &otlp.listen else {
         return Ok(None);
     };
+    if otlp.token.is_none() && !is_loopback(listen) {
+        anyhow::bail!(
+            "[otlp] listen = {listen:?} is reachable from the network, and without a token anyone who reaches it can write events in any agent's name: set [otlp] token_env, or listen on 127.0.0.1"
+        );
+    }
     let publisher = EventsPublisher::new(
         context.brokers,
         context.properties,
@@ -50,6 +55,7 @@ pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
             mapping: MappingOptions {
                 default_server: otlp.default_server.clone(),
             },
+            token: otlp.token.clone(),
         },
         Box::new(publisher),
         std::sync::Arc::clone(&context.counters.otlp),
@@ -57,6 +63,15 @@ pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
     let addr = receiver.local_addr();
     tracing::info!(%addr, "OTLP/HTTP traces on http://{addr}/v1/traces");
     Ok(Some(Box::new(receiver)))
+}
+
+/// Whether `listen` (`host:port`) is only reachable from this host.
+fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(mut addrs) => addrs.all(|a| a.ip().is_loopback()),
+        Err(_) => false,
+    }
 }
 
 impl Source for OtlpReceiver {
@@ -216,5 +231,39 @@ impl Publish for EventsPublisher {
         } else {
             Err(PublishError::Refused(refused))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Counters;
+
+    #[test]
+    fn issue_22_a_receiver_reachable_from_the_network_needs_a_token() {
+        for (listen, loopback) in [
+            ("127.0.0.1:4318", true),
+            ("[::1]:4318", true),
+            ("localhost:4318", true),
+            ("0.0.0.0:4318", false),
+            ("[::]:4318", false),
+            ("not an address", false),
+        ] {
+            assert_eq!(is_loopback(listen), loopback, "{listen}");
+        }
+        let mut config = toolgate_protocol::config::Config::default();
+        config.otlp.listen = Some("0.0.0.0:0".into());
+        let counters = Counters::default();
+        let context = SourceContext {
+            config: &config,
+            brokers: "127.0.0.1:1",
+            properties: &[],
+            counters: &counters,
+        };
+        let err = start(&context).err().expect("refused").to_string();
+        assert!(
+            err.contains("[otlp] listen = \"0.0.0.0:0\"") && err.contains("token_env"),
+            "{err}"
+        );
     }
 }

@@ -8,6 +8,8 @@
 //!   [`ReceiverOptions::max_event_bytes`], or refused by the publisher
 //!   ([`PublishError::Refused`]). The other spans are published once; the exporter does
 //!   not send them again;
+//! - 401 for a request without the bearer token, when one is configured
+//!   ([`ReceiverOptions::token`]), before anything else is looked at;
 //! - 400 for a body that does not decode, 404 and 405 for another path or method, 413
 //!   past the size limit, 415 for an encoding it does not speak, 408 for a body that did
 //!   not arrive within [`ReceiverOptions::read_timeout`]; none of these is retried;
@@ -74,6 +76,8 @@ pub struct ReceiverCounters {
     pub requests: AtomicU64,
     /// Requests refused (400, 404, 405, 413, 415).
     pub bad_requests: AtomicU64,
+    /// Requests without the bearer token (401).
+    pub unauthorized: AtomicU64,
     /// Requests answered 503 because publishing failed for now.
     pub publish_failures: AtomicU64,
     /// What the HTTP server refused itself: connections past
@@ -126,6 +130,8 @@ pub struct ReceiverOptions {
     pub max_connections: usize,
     /// How spans become events.
     pub mapping: MappingOptions,
+    /// The bearer token every request must carry; `None` serves anyone (loopback).
+    pub token: Option<String>,
 }
 
 /// A running receiver; stops when dropped, after answering the requests in progress.
@@ -212,6 +218,25 @@ struct Answer {
     retry_after: bool,
 }
 
+/// Whether an `Authorization` header carries `token` as its bearer token. Compared in
+/// time that does not depend on where they differ.
+fn authorized(authorization: Option<&str>, token: &str) -> bool {
+    let Some(given) = authorization.and_then(|v| {
+        let (scheme, value) = v.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(value.trim())
+    }) else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(a.len() ^ b.len(), |acc, (x, y)| acc | usize::from(x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
 fn error(status: u16, code: i32, message: &str, encoding: Option<Encoding>) -> Answer {
     match encoding {
         Some(Encoding::Protobuf) => Answer {
@@ -239,6 +264,7 @@ fn error(status: u16, code: i32, message: &str, encoding: Option<Encoding>) -> A
 
 // google.rpc.Code values.
 const INVALID_ARGUMENT: i32 = 3;
+const UNAUTHENTICATED: i32 = 16;
 const NOT_FOUND: i32 = 5;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
@@ -250,6 +276,18 @@ fn serve(mut request: Request<'_>, shared: &Shared) {
     match answer.status {
         200 => counters.requests.fetch_add(1, Ordering::Relaxed),
         503 => counters.publish_failures.fetch_add(1, Ordering::Relaxed),
+        401 => {
+            let n = counters.unauthorized.fetch_add(1, Ordering::Relaxed) + 1;
+            // Audited, without flooding the log: the first, then at each power of two.
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    peer = %request.peer,
+                    refused = n,
+                    "OTLP request without the bearer token refused (401)"
+                );
+            }
+            0
+        }
         _ => counters.bad_requests.fetch_add(1, Ordering::Relaxed),
     };
     respond(request, answer);
@@ -266,6 +304,12 @@ fn respond(request: Request<'_>, answer: Answer) {
     let mut headers = vec![("Content-Type".to_string(), answer.content_type.to_string())];
     if answer.retry_after {
         headers.push(("Retry-After".to_string(), "1".to_string()));
+    }
+    if answer.status == 401 {
+        headers.push((
+            "WWW-Authenticate".to_string(),
+            "Bearer realm=\"toolgate-otlp\"".to_string(),
+        ));
     }
     request.respond(answer.status, &headers, &answer.body);
 }
@@ -289,6 +333,17 @@ fn encoding_of(request: &Request<'_>) -> Result<Encoding, String> {
 
 fn handle(request: &mut Request<'_>, shared: &Shared) -> Answer {
     let options = &shared.options;
+    // Before anything else: an unknown client learns nothing, not even the path.
+    if let Some(token) = &options.token
+        && !authorized(request.header("Authorization"), token)
+    {
+        return error(
+            401,
+            UNAUTHENTICATED,
+            "a bearer token is required (Authorization: Bearer <[otlp] token_env>)",
+            None,
+        );
+    }
     let path = request.target.split('?').next().unwrap_or_default();
     if path != "/v1/traces" {
         return error(
@@ -528,4 +583,33 @@ fn read_body(request: &mut Request<'_>, gzip: bool, max_bytes: usize) -> Body {
         return Body::TooLarge;
     }
     Body::Complete(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_22_only_the_configured_bearer_token_is_let_in() {
+        let token = "s3cret-token";
+        for ok in [
+            "Bearer s3cret-token",
+            "bearer s3cret-token",
+            "  Bearer   s3cret-token ",
+        ] {
+            assert!(authorized(Some(ok), token), "{ok:?}");
+        }
+        for bad in [
+            None,
+            Some(""),
+            Some("s3cret-token"),
+            Some("Basic s3cret-token"),
+            Some("Bearer s3cret-toke"),
+            Some("Bearer s3cret-token2"),
+            Some("Bearer S3CRET-TOKEN"),
+            Some("Bearer"),
+        ] {
+            assert!(!authorized(bad, token), "{bad:?}");
+        }
+    }
 }

@@ -22,6 +22,14 @@ pub struct OtlpConfig {
     /// `server.address`).
     #[serde(default = "default_otlp_server")]
     pub default_server: String,
+    /// The environment variable holding the bearer token exporters must send
+    /// (`Authorization: Bearer <token>`); others get 401. Required unless `listen`
+    /// is a loopback address.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// The token `token_env` names, read at start.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 impl Default for OtlpConfig {
@@ -30,6 +38,8 @@ impl Default for OtlpConfig {
             listen: None,
             max_request_bytes: default_otlp_max_request_bytes(),
             default_server: default_otlp_server(),
+            token_env: None,
+            token: None,
         }
     }
 }
