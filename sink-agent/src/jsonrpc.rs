@@ -165,6 +165,117 @@ pub fn error(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
+/// Finds a request's top-level `id` in a message too large to parse whole, reading
+/// it as it streams past (parts of a line), in constant memory: so a refusal of an
+/// oversized request still carries its id and the client can match it. Members
+/// before `id` (a huge `params` first) are skipped at any depth.
+#[derive(Debug, Default)]
+pub struct IdSniffer {
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+    /// At depth 1, the next string is a member name.
+    expect_key: bool,
+    in_key: bool,
+    key: Vec<u8>,
+    /// A member name ended; its `:` comes next.
+    after_key: bool,
+    capturing: bool,
+    value: Vec<u8>,
+    found: Option<Value>,
+    done: bool,
+}
+
+/// The longest id text kept: longer ones are not ids a client could have sent.
+const MAX_ID_BYTES: usize = 1024;
+
+impl IdSniffer {
+    /// Reads the next bytes of the message.
+    pub fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.done {
+                return;
+            }
+            self.byte(b);
+        }
+    }
+
+    /// The id, once read: a string or a number.
+    pub fn id(&self) -> Option<&Value> {
+        self.found.as_ref()
+    }
+
+    fn byte(&mut self, b: u8) {
+        if self.capturing {
+            let ends = !self.in_string && self.depth == 1 && (b == b',' || b == b'}');
+            if ends {
+                self.found = serde_json::from_slice::<Value>(&self.value)
+                    .ok()
+                    .filter(|v| v.is_string() || v.is_number());
+                self.done = true;
+                return;
+            }
+            self.value.push(b);
+            if self.value.len() > MAX_ID_BYTES {
+                self.done = true;
+                return;
+            }
+        }
+        if self.in_string {
+            if self.escape {
+                self.escape = false;
+            } else if b == b'\\' {
+                self.escape = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if self.in_key {
+                    self.in_key = false;
+                    self.after_key = true;
+                }
+                return;
+            }
+            if self.in_key && self.key.len() <= 2 {
+                self.key.push(b);
+            }
+            return;
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.depth == 1 && self.expect_key {
+                    self.expect_key = false;
+                    self.in_key = true;
+                    self.key.clear();
+                }
+            }
+            b'{' | b'[' => {
+                if self.depth == 0 && b == b'[' {
+                    // A batch: no one id to answer with.
+                    self.done = true;
+                }
+                self.depth += 1;
+                if self.depth == 1 {
+                    self.expect_key = true;
+                }
+            }
+            b'}' | b']' => {
+                self.depth = self.depth.saturating_sub(1);
+                if self.depth == 0 {
+                    self.done = true;
+                }
+            }
+            b',' if self.depth == 1 => self.expect_key = true,
+            b':' if self.depth == 1 && self.after_key => {
+                self.after_key = false;
+                if self.key == b"id" {
+                    self.capturing = true;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +333,52 @@ mod tests {
     fn numeric_and_string_ids_stay_distinct() {
         assert_ne!(Id::of(&json!(1)), Id::of(&json!("1")));
         assert_eq!(Id::of(&json!(null)), None);
+    }
+
+    fn sniff(parts: &[&[u8]]) -> Option<Value> {
+        let mut s = IdSniffer::default();
+        for p in parts {
+            s.push(p);
+        }
+        s.id().cloned()
+    }
+
+    #[test]
+    fn issue_22_an_oversized_requests_id_is_read_as_it_streams_past() {
+        let pad = "x".repeat(100_000);
+        let tail = format!(
+            r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"w","arguments":{{"text":"{pad}","id":"not this","nested":{{"id":9}}}}}},"id":"req-7"}}"#
+        );
+        // Split anywhere, even inside the id.
+        let bytes = tail.as_bytes();
+        for cut in [1, 17, bytes.len() - 5, bytes.len() - 1] {
+            assert_eq!(
+                sniff(&[&bytes[..cut], &bytes[cut..]]),
+                Some(json!("req-7")),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(
+            sniff(&[
+                br#"{"id": 42 , "method":"tools/call","params":{"#,
+                pad.as_bytes()
+            ]),
+            Some(json!(42)),
+            "found before the rest arrives"
+        );
+        assert_eq!(
+            sniff(&[br#"{"method":"x","params":{"s":"a \"id\": 5, \\"},"id":"k\"q"}"#]),
+            Some(json!("k\"q")),
+            "escaped quotes and backslashes in strings"
+        );
+        for none in [
+            &br#"{"method":"notifications/x","params":{"id":1}}"#[..],
+            br#"{"id":null,"method":"x"}"#,
+            br#"{"id":{"a":1},"method":"x"}"#,
+            br#"[{"id":1}]"#,
+            br#"{"idx":1}"#,
+        ] {
+            assert_eq!(sniff(&[none]), None, "{}", String::from_utf8_lossy(none));
+        }
     }
 }

@@ -19,7 +19,7 @@ use toolgate_protocol::Timestamp;
 
 use crate::SinkError;
 use crate::framing::{Frame, LineFramer};
-use crate::jsonrpc;
+use crate::jsonrpc::{self, IdSniffer};
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{EventWriter, ReportWriter, Written};
 use crate::verdicts::VerdictSignal;
@@ -105,6 +105,8 @@ pub fn run(
             .name("from-agent".into())
             .spawn(move || {
                 let mut stdin = std::io::stdin().lock();
+                // The id of the oversized request streaming past, for its refusal.
+                let mut sniffer = IdSniffer::default();
                 pump(
                     &mut stdin,
                     max_message_bytes,
@@ -121,10 +123,12 @@ pub fn run(
                                 signal.notify();
                             }
                         }
-                        Frame::Oversized { last: true, .. } => {
+                        Frame::Oversized { last: true, bytes } => {
                             counters.refused_oversized.fetch_add(1, Ordering::Relaxed);
+                            sniffer.push(&bytes);
+                            let sniffed = std::mem::take(&mut sniffer);
                             let answer = jsonrpc::error(
-                                &serde_json::Value::Null,
+                                sniffed.id().unwrap_or(&serde_json::Value::Null),
                                 -32600,
                                 &format!(
                                     "toolgate refused a message larger than {max_message_bytes} bytes"
@@ -132,7 +136,7 @@ pub fn run(
                             );
                             out.push(Outbound::ToClient(answer.to_string().into_bytes()));
                         }
-                        Frame::Oversized { .. } => {}
+                        Frame::Oversized { bytes, .. } => sniffer.push(&bytes),
                     },
                     &mut server_in,
                     &counters,

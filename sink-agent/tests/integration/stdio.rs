@@ -195,14 +195,16 @@ fn oversized_messages_and_bad_bytes_leave_the_session_alive() {
         reply
     };
 
-    // From the agent, too large: refused with a JSON-RPC error, nothing forwarded.
+    // From the agent, too large: refused with a JSON-RPC error, nothing forwarded. The
+    // refusal carries the request's id, read as the message streamed past, even from
+    // behind its large params, so the agent can match it (issue 22: it said `null`).
     let big_request = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}}}}"#,
+        r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{}"}}}},"id":"big-1"}}"#,
         "y".repeat(5000)
     );
     let refused = json(&String::from_utf8_lossy(&send(big_request.as_bytes())));
     assert_eq!(refused["error"]["code"], -32600);
-    assert_eq!(refused["id"], Value::Null);
+    assert_eq!(refused["id"], "big-1");
 
     // From the server, too large to inspect: passed through whole.
     let reply = send(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"size":20000}}}"#);
