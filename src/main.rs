@@ -4,10 +4,16 @@ use toolgate::commands;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Servers keep SIGPIPE ignored; every other command writes its product to stdout.
-    if !matches!(
+    // Commands whose product is stdout and that write to no socket end quietly on a
+    // closed pipe. The others keep SIGPIPE ignored: TLS and HTTP clients write with
+    // `writev`, and a peer's reset must be an error they retry, not a silent exit.
+    if matches!(
         cli.command,
-        Command::Run(_) | Command::Demo(_) | Command::ServeSql(_)
+        Command::Import(_)
+            | Command::Eval(_)
+            | Command::Definitions(_)
+            | Command::Rules(_)
+            | Command::Train(_)
     ) {
         toolgate_edge::signals::default_sigpipe();
     }

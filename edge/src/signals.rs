@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Lets SIGPIPE end the process quietly, as it ends `cat`: for commands whose product
 /// is their standard output (`toolgate definitions list | head`). Rust ignores it by
 /// default, so a closed pipe is an error on every later write, and `println!` panics
-/// on it. Not for servers: a peer closing its socket must not end them.
+/// on it. Not for anything writing to sockets: TLS and HTTP clients write with
+/// `writev`, which raises SIGPIPE on a reset peer.
 pub fn default_sigpipe() {
     // SAFETY: resetting one signal's disposition to its default, before any thread.
     unsafe {

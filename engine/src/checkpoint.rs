@@ -5,8 +5,8 @@
 //!
 //! Layout: `<data_dir>/checkpoints/<group>/<topic>/<partition>.ckpt`, a JSON header
 //! line followed by the pipeline snapshot's bytes, then the events held for
-//! reordering, one JSON line each (`{"forged":false,"event":{...}}`): they were read
-//! before the checkpoint's offset but not yet processed.
+//! reordering, one JSON line each (`{"forged":false,"offset":41,"event":{...}}`): they
+//! were read before the checkpoint's offset but not yet processed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -108,10 +108,11 @@ pub fn decode_held(checkpoint: &Checkpoint) -> Result<Saved<Arrived>> {
         let mut value: serde_json::Value = serde_json::from_slice(line)
             .with_context(|| format!("held event {}: not JSON", n + 1))?;
         let forged = value.get("forged").and_then(|f| f.as_bool()) == Some(true);
+        // Lines written before offsets were kept: the checkpoint's own offset.
         let offset = value
             .get("offset")
             .and_then(|o| o.as_i64())
-            .with_context(|| format!("held event {}: no `offset`", n + 1))?;
+            .unwrap_or(checkpoint.next_offset);
         let event = value
             .get_mut("event")
             .map(serde_json::Value::take)

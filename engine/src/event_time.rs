@@ -11,8 +11,9 @@
 //! earlier. Order is kept per agent: that agent's events older than the released call
 //! are late from then on; other agents' events are not disturbed.
 //!
-//! The rule depends only on the events and the order they arrive in, so `analyze`
-//! and the stream, fed the same events in the same order, process them identically.
+//! The rule depends only on the events and the order they arrive in (and, in the
+//! stream, on which events were forged: those never hurry), so `analyze` and the
+//! stream, fed the same events in the same order, process them identically.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -250,7 +251,7 @@ impl<T: Pending> Reorder<T> {
     /// amortized constant time. Past `max_buffered` marks (held calls of that many
     /// agents within the lateness, or stamped in the future), only the newest
     /// `max_buffered / 2` stay: the other agents' older events are then put in order
-    /// instead of counted late. At most `max_buffered + 65` marks are kept.
+    /// instead of counted late. At most `2 * max_buffered + 65` marks are kept.
     fn prune(&mut self) {
         if self.agent_released.len() <= 2 * self.pruned_len + 64 {
             return;

@@ -72,7 +72,8 @@ pub struct Gauges {
     pub rejected_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Block decisions not signed, by reason (`key_mismatch`, `rate_limit`).
     pub decisions_refused: Mutex<BTreeMap<String, u64>>,
-    /// Records not yet read, per partition (from the client's statistics).
+    /// Records after the partition's committed offset, per partition (from the
+    /// client's statistics): those not yet read, and those held for event-time order.
     pub lag: Mutex<BTreeMap<i32, i64>>,
     /// Detector state per partition, by the detectors' gauge names, and the reorder
     /// buffer's (`toolgate_engine_reorder_*`).
@@ -273,7 +274,7 @@ pub fn render(counters: &Counters, gauges: &Gauges) -> String {
     let name = "toolgate_engine_consumer_lag";
     let _ = writeln!(
         out,
-        "# HELP {name} Records of the events topic not yet read, per partition.\n# TYPE {name} gauge"
+        "# HELP {name} Records of the events topic after the committed offset (not yet read, or held for event-time order), per partition.\n# TYPE {name} gauge"
     );
     if let Ok(lag) = gauges.lag.lock() {
         for (p, n) in lag.iter() {

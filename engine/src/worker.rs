@@ -26,12 +26,13 @@ use std::time::{Duration as WallDuration, Instant};
 use anyhow::{Context, Result};
 use toolgate_detectors::{EmitPolicy, build_pipeline, definitions};
 use toolgate_ingest::kafka::{KafkaRejected, Polled, RawRecord};
+use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{
     DetectorKind, Duration, Event, Finding, FindingAction, Severity, Timestamp,
 };
 
 use super::checkpoint::{self, Checkpoint};
-use super::decisions::{ForgedEvidence, key_matches};
+use super::decisions::{DecisionMaker, ForgedEvidence, key_matches};
 use super::driver::{Driver, Step};
 use super::event_time::Pending;
 use super::writers::Row;
@@ -95,8 +96,8 @@ struct PartitionState {
     /// The offset after the last record read (or the checkpoint's): the events held
     /// for reordering are in the checkpoint with the detectors' state.
     next_offset: Option<i64>,
-    /// When an event last moved the partition's event time on: quiet is measured
-    /// from here, so dead letters and late events cannot keep held events waiting.
+    /// When an event that was not late last arrived: quiet is measured from here, so
+    /// dead letters and late events cannot keep held events waiting.
     last_record: Instant,
     /// Recently processed events whose record key was not their agent_id (held ones
     /// carry their own mark, checkpointed).
@@ -312,10 +313,7 @@ impl Worker {
                 );
             }
         }
-        let (late, newest) = (
-            state.driver.reorder().late(),
-            state.driver.reorder().newest(),
-        );
+        let late = state.driver.reorder().late();
         self.step.clear();
         let arrived = Arrived {
             event,
@@ -326,8 +324,7 @@ impl Worker {
         state.driver.push(arrived, &mut self.step);
         if state.driver.reorder().late() > late {
             counters.inc(&counters.late);
-        }
-        if state.driver.reorder().newest() > newest {
+        } else {
             state.last_record = Instant::now();
         }
         processed(&shared, &mut state.forged, &mut self.step, read);
@@ -456,66 +453,110 @@ impl Worker {
     }
 }
 
+/// Which findings of a step may not decide: one citing a forged event, one made
+/// while observing a forged event for the agent it claims, and one the watermark made
+/// in a step that observed a forged event for its agent.
+struct Taint<'a> {
+    forged: &'a ForgedEvidence,
+    step: &'a Step<Arrived>,
+    claimed: HashSet<&'a str>,
+}
+
+impl<'a> Taint<'a> {
+    fn new(forged: &'a ForgedEvidence, step: &'a Step<Arrived>) -> Self {
+        let claimed = step
+            .processed
+            .iter()
+            .filter(|(a, _)| a.forged)
+            .map(|(a, _)| a.event.agent_id.as_str())
+            .collect();
+        Taint {
+            forged,
+            step,
+            claimed,
+        }
+    }
+
+    /// Whether finding `k` of the step is tainted.
+    fn of(&self, k: usize) -> bool {
+        let f = &self.step.findings[k];
+        if self.forged.taints(f, None) {
+            return true;
+        }
+        // The processed event whose observation made finding k, if one did.
+        let processed = &self.step.processed;
+        let i = processed.partition_point(|(_, r)| r.end <= k);
+        match processed.get(i) {
+            Some((a, r)) if r.contains(&k) => a.forged && a.event.agent_id == f.agent_id,
+            _ => self.claimed.contains(f.agent_id.as_str()),
+        }
+    }
+}
+
+/// The verdict on each held call a step processed, in order: the decision to sign,
+/// or `None` when it may not be signed (the call was forged, or its block rests on
+/// a tainted finding; the sink's fail mode answers it then).
+fn verdicts(
+    decisions: &DecisionMaker,
+    step: &Step<Arrived>,
+    taint: &Taint<'_>,
+) -> Vec<Option<Decision>> {
+    let findings = &step.findings;
+    let mut out = Vec::new();
+    for (arrived, range) in &step.processed {
+        if !arrived.event.await_verdict {
+            continue;
+        }
+        if arrived.forged {
+            out.push(None);
+            continue;
+        }
+        let own = &findings[range.clone()];
+        // Earlier blocks count as their decisions would at the sink: a tainted one is
+        // never signed, so it neither blocks the call nor spoils its verdict.
+        let earlier: Vec<Finding> = (0..range.start)
+            .filter(|&k| findings[k].action == FindingAction::Block && !taint.of(k))
+            .map(|k| findings[k].clone())
+            .collect();
+        let Some(verdict) = decisions.verdict(&arrived.event, own, &earlier) else {
+            continue;
+        };
+        let forged_basis = verdict.finding_ids.iter().any(|id| {
+            range
+                .clone()
+                .any(|k| &findings[k].finding_id == id && taint.of(k))
+        });
+        out.push((!forged_basis).then_some(verdict));
+    }
+    out
+}
+
 /// What follows a driver's step: verdicts on the held calls it processed (first: an
-/// agent is waiting on each), then its findings, then the history's rows.
-///
-/// What a forged event causes decides nothing: a finding citing one, or made while
-/// observing one for the agent it claims, or made by the watermark in a step that
-/// observed one for that agent.
+/// agent is waiting on each), then its findings, then the history's rows. What a
+/// forged event causes decides nothing ([`Taint`]).
 fn processed(
     shared: &Shared,
     forged: &mut ForgedEvidence,
     step: &mut Step<Arrived>,
     read: Instant,
 ) {
-    let mut claimed: HashSet<&str> = HashSet::new();
     for (arrived, _) in &step.processed {
         if arrived.forged {
             forged.note(&arrived.event.event_id);
-            claimed.insert(&arrived.event.agent_id);
         }
     }
-    let forged = &*forged;
+    let taint = Taint::new(forged, step);
+    for answer in verdicts(&shared.decisions, step, &taint) {
+        match answer {
+            Some(verdict) => {
+                shared.counters.inc(&shared.counters.verdicts);
+                shared.send_decision(verdict);
+                shared.gauges.verdict_latency.observe(read.elapsed());
+            }
+            None => metrics::count(&shared.gauges.decisions_refused, "key_mismatch"),
+        }
+    }
     let findings = &step.findings;
-    let tainted = |k: usize| {
-        let f = &findings[k];
-        if forged.taints(f, None) {
-            return true;
-        }
-        // The processed event whose observation made finding k, if one did.
-        let i = step.processed.partition_point(|(_, r)| r.end <= k);
-        match step.processed.get(i) {
-            Some((a, r)) if r.contains(&k) => a.forged && a.event.agent_id == f.agent_id,
-            _ => claimed.contains(f.agent_id.as_str()),
-        }
-    };
-    for (arrived, range) in &step.processed {
-        if !arrived.event.await_verdict {
-            continue;
-        }
-        if arrived.forged {
-            metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
-            continue;
-        }
-        let own = &findings[range.clone()];
-        let earlier = &findings[..range.start];
-        let Some(verdict) = shared.decisions.verdict(&arrived.event, own, earlier) else {
-            continue;
-        };
-        // A block resting on forged evidence is not signed; the sink's fail mode
-        // answers the call instead.
-        let forged_basis = verdict
-            .finding_ids
-            .iter()
-            .any(|id| (0..range.end).any(|k| &findings[k].finding_id == id && tainted(k)));
-        if forged_basis {
-            metrics::count(&shared.gauges.decisions_refused, "key_mismatch");
-        } else {
-            shared.counters.inc(&shared.counters.verdicts);
-            shared.send_decision(verdict);
-            shared.gauges.verdict_latency.observe(read.elapsed());
-        }
-    }
     let now = Timestamp::now().unix_nanos();
     for (arrived, _) in &step.processed {
         if let Ok(age) = u64::try_from(now - arrived.event.time.unix_nanos()) {
@@ -526,7 +567,7 @@ fn processed(
         }
     }
     for k in 0..findings.len() {
-        shared.emit(&findings[k..=k], |_| tainted(k));
+        shared.emit(&findings[k..=k], |_| taint.of(k));
     }
     if shared.keep_events {
         for (arrived, _) in step.processed.drain(..) {
@@ -585,5 +626,68 @@ pub fn offset_gap_finding(topic: &str, partition: i32, expected: i64, got: i64) 
         }),
         tags: vec!["toolgate:telemetry-gap".into()],
         action: FindingAction::Alert,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::tests::sample;
+    use toolgate_protocol::decision::{DecisionAction, DecisionSigner};
+
+    fn arrived(line: &str, forged: bool) -> Arrived {
+        Arrived {
+            event: Event::decode(line.as_bytes()).unwrap(),
+            forged,
+            bytes: line.len(),
+            offset: 0,
+        }
+    }
+
+    const RESULT: &str = r#"{"schema":"toolgate.event.v1","kind":"tool_result","event_id":"e1","time":"2025-03-01T10:00:01Z","agent_id":"agent-7","session_id":"sess-1","server":"mail","call_id":"c-1","tool":"read","result":{"content":[]}}"#;
+    const CALL: &str = r#"{"schema":"toolgate.event.v1","kind":"tool_call","event_id":"e9","time":"2025-03-01T10:00:05Z","agent_id":"agent-7","session_id":"sess-1","server":"web","call_id":"c-9","tool":"post","arguments":{},"await_verdict":true}"#;
+
+    /// A step that processed a result whose observation made a session-wide block,
+    /// then the agent's held call, which made nothing itself.
+    fn step(result_forged: bool, call_forged: bool) -> Step<Arrived> {
+        let mut block = sample(FindingAction::Block);
+        (block.server, block.tool, block.call_id) = (None, None, None);
+        block.event_ids = vec!["e1".into()];
+        let mut step = Step::default();
+        step.findings.push(block);
+        step.processed.push((arrived(RESULT, result_forged), 0..1));
+        step.processed.push((arrived(CALL, call_forged), 1..1));
+        step
+    }
+
+    fn answers(step: &Step<Arrived>) -> Vec<Option<DecisionAction>> {
+        let maker = DecisionMaker::new(
+            DecisionSigner::from_seed("k1", [7; 32]),
+            Duration::from_secs(60),
+        );
+        let forged = ForgedEvidence::default();
+        verdicts(&maker, step, &Taint::new(&forged, step))
+            .into_iter()
+            .map(|v| v.map(|d| d.action))
+            .collect()
+    }
+
+    #[test]
+    fn issue_22_an_earlier_block_in_the_step_blocks_the_held_call_unless_forged() {
+        assert_eq!(
+            answers(&step(false, false)),
+            [Some(DecisionAction::Block)],
+            "the sink had not seen the earlier block's decision yet"
+        );
+        assert_eq!(
+            answers(&step(true, false)),
+            [Some(DecisionAction::Allow)],
+            "a forged event's block is never signed, so it neither blocks nor spoils the verdict"
+        );
+        assert_eq!(
+            answers(&step(false, true)),
+            [None],
+            "a forged call gets no verdict"
+        );
     }
 }

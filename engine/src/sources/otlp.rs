@@ -32,7 +32,12 @@ pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
     let Some(listen) = &otlp.listen else {
         return Ok(None);
     };
-    if otlp.token.is_none() && !is_loopback(listen) {
+    let token = match (&otlp.token, &otlp.token_env) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(var)) => Some(read_token(var)?),
+        (None, None) => None,
+    };
+    if token.is_none() && !is_loopback(listen) {
         anyhow::bail!(
             "[otlp] listen = {listen:?} is reachable from the network, and without a token anyone who reaches it can write events in any agent's name: set [otlp] token_env, or listen on 127.0.0.1"
         );
@@ -55,7 +60,7 @@ pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
             mapping: MappingOptions {
                 default_server: otlp.default_server.clone(),
             },
-            token: otlp.token.clone(),
+            token,
         },
         Box::new(publisher),
         std::sync::Arc::clone(&context.counters.otlp),
@@ -63,6 +68,21 @@ pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
     let addr = receiver.local_addr();
     tracing::info!(%addr, "OTLP/HTTP traces on http://{addr}/v1/traces");
     Ok(Some(Box::new(receiver)))
+}
+
+/// The token in the environment variable `var`, without surrounding whitespace (a
+/// trailing newline from a secrets file would refuse every exporter).
+fn read_token(var: &str) -> Result<String> {
+    let value = std::env::var_os(var)
+        .with_context(|| format!("[otlp] token_env names {var}, which is not set"))?;
+    let value = value
+        .into_string()
+        .map_err(|_| anyhow::anyhow!("[otlp] token_env: {var} is not UTF-8"))?;
+    let token = value.trim();
+    if token.is_empty() {
+        anyhow::bail!("[otlp] token_env: {var} is empty");
+    }
+    Ok(token.to_string())
 }
 
 /// Whether `listen` (`host:port`) is only reachable from this host.

@@ -24,10 +24,12 @@ pub struct OtlpConfig {
     pub default_server: String,
     /// The environment variable holding the bearer token exporters must send
     /// (`Authorization: Bearer <token>`); others get 401. Required unless `listen`
-    /// is a loopback address.
+    /// is a loopback address. Read only by the engine, when the receiver starts: the
+    /// sinks and other commands sharing this file need not have it.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// The token `token_env` names, read at start.
+    /// The token itself, when the program embedding the engine supplies it (never
+    /// from the file); otherwise read from `token_env`.
     #[serde(skip)]
     pub token: Option<String>,
 }

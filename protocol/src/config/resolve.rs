@@ -44,15 +44,6 @@ impl Config {
             let key = read("redaction.hash_key_env".into(), var)?;
             self.redaction.hash_key = Some(key.into_encoded_bytes());
         }
-        if let Some(var) = &self.otlp.token_env {
-            let token = read("otlp.token_env".into(), var)?;
-            let token = token.into_string().map_err(|_| ConfigError::Invalid {
-                origin: origin.to_string(),
-                key: "otlp.token_env".into(),
-                message: format!("the environment variable {var} is not UTF-8"),
-            })?;
-            self.otlp.token = Some(token);
-        }
         for (property, var) in &self.kafka.properties_env {
             let value = read(format!("kafka.properties_env.{property}"), var)?;
             let value = value.into_string().map_err(|_| ConfigError::Invalid {
