@@ -59,6 +59,8 @@ pub fn config(dir: &Path) -> Config {
 [engine]
 data_dir = "{data}"
 checkpoint_interval = "200ms"
+# Held events of a quiet partition are processed after this (tests wait on it).
+idle_timeout = "1s"
 
 [history]
 location = "{data}/history"
