@@ -37,7 +37,7 @@ use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use datafusion_postgres::pgwire::api::auth::sasl::scram::ScramAuth;
 use datafusion_postgres::pgwire::api::auth::{DefaultServerParameterProvider, StartupHandler};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::tokio::process_socket;
@@ -103,7 +103,13 @@ pub async fn serve(
     setup_pg_catalog(&ctx, "datafusion", Arc::new(AuthManager::default()))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     ctx.register_udf(version_udf());
+    ctx.register_udf(
+        to_regtype_udf(&ctx)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(SavepointHook),
         Arc::new(ReadOnlyHook),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
@@ -161,6 +167,62 @@ fn version_udf() -> datafusion::logical_expr::ScalarUDF {
             ))))
         }),
     )
+}
+
+/// `to_regtype(name)`: the oid of the type named, or NULL, from the catalog's
+/// `pg_type` (read once: it is static). psycopg looks types up with it (SQLAlchemy's
+/// psycopg dialect asks for `hstore` on connect).
+async fn to_regtype_udf(
+    ctx: &SessionContext,
+) -> Result<datafusion::logical_expr::ScalarUDF, DataFusionError> {
+    use std::collections::HashMap;
+
+    use datafusion::arrow::array::{Array, AsArray, Int64Array};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use datafusion::scalar::ScalarValue;
+
+    let frame = ctx
+        .sql("SELECT typname, CAST(oid AS BIGINT) AS oid FROM pg_catalog.pg_type")
+        .await?;
+    let mut oids: HashMap<String, i64> = HashMap::new();
+    for batch in frame.collect().await? {
+        let names = cast(batch.column(0), &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let values = batch.column(1).as_primitive::<Int64Type>();
+        for i in 0..batch.num_rows() {
+            if names.is_valid(i) && values.is_valid(i) {
+                oids.insert(names.value(i).to_string(), values.value(i));
+            }
+        }
+    }
+    let lookup = move |name: &str| {
+        let name = name.trim().trim_matches('"').to_ascii_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        oids.get(name).copied()
+    };
+    Ok(create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| match &args[0] {
+            ColumnarValue::Scalar(ScalarValue::Utf8(name)) => Ok(ColumnarValue::Scalar(
+                ScalarValue::Int64(name.as_deref().and_then(&lookup)),
+            )),
+            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::Int64(None))),
+            ColumnarValue::Array(names) => {
+                let names = cast(names, &DataType::Utf8)?;
+                let oids: Int64Array = names
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|n| n.and_then(&lookup))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(oids)))
+            }
+        }),
+    ))
 }
 
 /// The shared tables and functions, and what each connection's session is made from.
@@ -336,6 +398,63 @@ impl NoopStartupHandler for Open {}
 const SCRAM_ITERATIONS: usize = 4096;
 
 /// Refuses every statement that is not a read, before it is planned.
+/// Savepoints, accepted and kept as nothing: nothing here can be written, so there is
+/// nothing to roll back to. psycopg (and SQLAlchemy's psycopg dialect on connect) wraps
+/// work in `SAVEPOINT`; refusing it refused the connection. `ROLLBACK TO SAVEPOINT`
+/// keeps the transaction open, as PostgreSQL does, where DataFusion-postgres's
+/// transaction hook would end it.
+struct SavepointHook;
+
+fn savepoint_tag(statement: &Statement) -> Option<&'static str> {
+    match statement {
+        Statement::Savepoint { .. } => Some("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Some("RELEASE"),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Some("ROLLBACK"),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl QueryHook for SavepointHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        savepoint_tag(statement).map(|tag| Ok(Response::Execution(Tag::new(tag))))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        savepoint_tag(statement).map(|_| {
+            Ok(LogicalPlan::EmptyRelation(
+                datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: Arc::new(datafusion::common::DFSchema::empty()),
+                },
+            ))
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        savepoint_tag(statement).map(|tag| Ok(Response::Execution(Tag::new(tag))))
+    }
+}
+
 struct ReadOnlyHook;
 
 fn refusal(statement: &Statement) -> Option<PgWireError> {

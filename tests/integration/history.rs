@@ -212,30 +212,38 @@ fn pyarrow_and_duckdb_read_the_same_files_with_identical_counts() {
 }
 
 /// Issue 22: SQLAlchemy (and so Superset and other BI tools) refused to connect,
-/// since `version()` answered "Apache DataFusion ..." where it parses PostgreSQL's.
+/// since `version()` answered "Apache DataFusion ..." where it parses PostgreSQL's, and
+/// psycopg's `SAVEPOINT` was refused as a write.
 #[test]
 fn issue_22_sqlalchemy_connects_and_queries() {
     let f = fixture();
     let python = python_venv("test-venv-history", "requirements-history.txt");
     let server = serve_sql(&f.history, Some("s3cret-pw"));
-    let out = Command::new(&python)
-        .arg(repo().join("tests/python/sqlalchemy_query.py"))
-        .args([
-            &server.port.to_string(),
-            "toolgate",
-            "s3cret-pw",
-            "SELECT count(*) FROM findings",
-        ])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(got["server_version_info"], serde_json::json!([16, 6]));
-    assert_eq!(got["value"].as_u64(), Some(f.rows["findings"]));
+    for driver in ["psycopg", "pg8000"] {
+        let out = Command::new(&python)
+            .arg(repo().join("tests/python/sqlalchemy_query.py"))
+            .args([
+                driver,
+                &server.port.to_string(),
+                "toolgate",
+                "s3cret-pw",
+                "SELECT count(*) FROM findings",
+            ])
+            .output()
+            .expect("python");
+        assert!(
+            out.status.success(),
+            "{driver}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(
+            got["server_version_info"],
+            serde_json::json!([16, 6]),
+            "{driver}"
+        );
+        assert_eq!(got["value"].as_u64(), Some(f.rows["findings"]), "{driver}");
+    }
 }
 
 struct Server {

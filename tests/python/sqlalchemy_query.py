@@ -1,7 +1,8 @@
-"""Connects to toolgate serve-sql through SQLAlchemy's PostgreSQL dialect (pg8000), as
-Superset and other BI tools do, and prints the server version it parsed and a count.
+"""Connects to toolgate serve-sql through SQLAlchemy's PostgreSQL dialect, as Superset
+and other BI tools do, with a driver (psycopg, pg8000), and prints the server version
+it parsed and the query's value.
 
-Usage: sqlalchemy_query.py PORT USER PASSWORD SQL
+Usage: sqlalchemy_query.py DRIVER PORT USER PASSWORD SQL
 """
 
 import json
@@ -9,8 +10,8 @@ import sys
 
 from sqlalchemy import create_engine, text
 
-port, user, password, sql = sys.argv[1:5]
-engine = create_engine(f"postgresql+pg8000://{user}:{password}@127.0.0.1:{port}/toolgate")
+driver, port, user, password, sql = sys.argv[1:6]
+engine = create_engine(f"postgresql+{driver}://{user}:{password}@127.0.0.1:{port}/toolgate")
 with engine.connect() as connection:
     value = connection.execute(text(sql)).scalar()
 print(json.dumps({"server_version_info": list(engine.dialect.server_version_info), "value": value}))
