@@ -539,12 +539,16 @@ impl ProvenanceDetector {
         let mut candidates: Vec<ChunkRef<'_>> = Vec::new();
         let mut per_entry: BTreeMap<u64, (f64, f64, u32)> = BTreeMap::new();
         for (start, end) in sketch::query_chunks(&buf) {
-            let Some(query) = sketch::sketch(&buf[start..end]) else {
+            let window = &buf[start..end];
+            let Some(query) = sketch::sketch(window) else {
                 continue;
             };
             candidates.clear();
             per_entry.clear();
-            self.index.candidates(agent, &query, &mut candidates);
+            match sketch::halves(window) {
+                Some([a, b]) => self.index.candidates(agent, &[&query, &a, &b], &mut candidates),
+                None => self.index.candidates(agent, &[&query], &mut candidates),
+            }
             for c in &candidates {
                 let o = sketch::overlap(&query, c.sketch);
                 let e = per_entry

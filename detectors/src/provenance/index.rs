@@ -371,16 +371,24 @@ impl Index {
         self.agents.retain(|_, idx| !idx.entries.is_empty());
     }
 
-    /// Chunks of `agent` sharing at least one LSH band with `sketch`, and their
+    /// Chunks of `agent` sharing at least one LSH band with any of `probes`, and their
     /// neighbours in the same entry, newest first, each once, at most
     /// [`MAX_CANDIDATES`] of them, appended to `out`.
-    pub fn candidates<'a>(&'a self, agent: &str, sketch: &Sketch, out: &mut Vec<ChunkRef<'a>>) {
+    pub fn candidates<'a>(
+        &'a self,
+        agent: &str,
+        probes: &[&Sketch],
+        out: &mut Vec<ChunkRef<'a>>,
+    ) {
         let Some(idx) = self.agents.get(agent) else {
             return;
         };
         // Positions from the oldest live chunk, so that sorting puts the newest first.
         let mut seen: Vec<u32> = Vec::new();
-        for (b, key) in band_keys(sketch).into_iter().enumerate() {
+        let keys = probes
+            .iter()
+            .flat_map(|s| band_keys(s).into_iter().enumerate());
+        for (b, key) in keys {
             let Some(&head) = idx.bands.get(&key) else {
                 continue;
             };
@@ -603,7 +611,7 @@ mod tests {
             100,
         );
         let mut found = Vec::new();
-        index.candidates("a", &sk("the quarterly numbers are in"), &mut found);
+        index.candidates("a", &[&sk("the quarterly numbers are in")], &mut found);
         assert_eq!(found.iter().map(|c| c.entry).collect::<Vec<_>>(), vec![0]);
         let mut atoms = Vec::new();
         index.atom_sources("a", 7, &mut atoms);
@@ -611,7 +619,7 @@ mod tests {
         drop(found);
         index.expire(Timestamp::from_unix_nanos(120 * 1_000_000_000));
         let mut found = Vec::new();
-        index.candidates("a", &sk("the quarterly numbers are in"), &mut found);
+        index.candidates("a", &[&sk("the quarterly numbers are in")], &mut found);
         assert!(found.is_empty());
         atoms.clear();
         index.atom_sources("a", 7, &mut atoms);
@@ -623,7 +631,7 @@ mod tests {
     impl Index {
         fn candidates_for_other_agents_are_empty(&self) -> bool {
             let mut v = Vec::new();
-            self.candidates("b", &sk("the quarterly numbers are in"), &mut v);
+            self.candidates("b", &[&sk("the quarterly numbers are in")], &mut v);
             v.is_empty()
         }
     }
@@ -679,8 +687,8 @@ mod tests {
         assert_eq!(index.stats(), copy.stats());
         for agent in ["a", "b"] {
             let (mut x, mut y) = (Vec::new(), Vec::new());
-            index.candidates(agent, &sk("shared header"), &mut x);
-            copy.candidates(agent, &sk("shared header"), &mut y);
+            index.candidates(agent, &[&sk("shared header")], &mut x);
+            copy.candidates(agent, &[&sk("shared header")], &mut y);
             let ids = |v: &Vec<ChunkRef>| v.iter().map(|c| c.entry).collect::<Vec<_>>();
             assert_eq!(ids(&x).len(), ids(&y).len());
             let (mut p, mut q) = (Vec::new(), Vec::new());
