@@ -48,6 +48,29 @@ pub enum Command {
     /// Maintain the Parquet history.
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Check a config for gaps in protection, as the binaries do at start.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `toolgate config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print where the config leaves protection off or weaker than it looks, for the
+    /// sink and the engine; fails when a binary would refuse to start with it.
+    Check(ConfigCheckArgs),
+}
+
+/// `toolgate config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// toolgate.toml; the built-in defaults if absent.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The sinks are started with `--brokers` (an engine to talk to) although
+    /// `[kafka] brokers` is empty.
+    #[arg(long)]
+    pub brokers: bool,
 }
 
 /// Which history to read: `--history`, else the config's `[history] location`.

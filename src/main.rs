@@ -1,5 +1,5 @@
 use clap::Parser;
-use toolgate::cli::{Cli, Command, HistoryCommand, ImportCommand, RulesCommand};
+use toolgate::cli::{Cli, Command, ConfigCommand, HistoryCommand, ImportCommand, RulesCommand};
 use toolgate::commands;
 
 fn main() -> anyhow::Result<()> {
@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
             | Command::Definitions(_)
             | Command::Rules(_)
             | Command::Train(_)
+            | Command::Config(_)
     ) {
         toolgate_edge::signals::default_sigpipe();
     }
@@ -33,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sql(args) => commands::sql::run(args),
         Command::ServeSql(args) => commands::sql::serve(args),
         Command::History(HistoryCommand::Compact(args)) => commands::history::compact(args),
+        Command::Config(ConfigCommand::Check(args)) => commands::config::check(args),
     }
 }

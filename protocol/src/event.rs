@@ -14,8 +14,17 @@ use crate::time::Timestamp;
 /// The schema tag every event carries.
 pub const EVENT_SCHEMA: &str = "toolgate.event.v1";
 
-/// Default size limit for one encoded event (1 MiB); configurable per reader.
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+/// Default for `[sink] max_message_bytes`: the largest JSON-RPC message a sink
+/// inspects (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Room for the event around a message: identity, labels, times (64 KiB).
+pub const EVENT_ENVELOPE_BYTES: usize = 64 << 10;
+
+/// Default size limit for one encoded event: whatever a sink with the default
+/// `max_message_bytes` produces, so the engine never dead-letters as too large an
+/// event a sink made (issue 22: it took 1 MiB while sinks made up to 16).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = DEFAULT_MAX_MESSAGE_BYTES + EVENT_ENVELOPE_BYTES;
 
 /// Which of the four event shapes this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

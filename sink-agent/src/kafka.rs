@@ -88,7 +88,8 @@ impl KafkaLink {
             spool_dir: PathBuf::from(&config.sink.spool_dir),
             spool_max_bytes: config.sink.spool_max_bytes,
             flush_timeout: Duration::from_millis(config.sink.flush_timeout_ms),
-            max_message_bytes: config.sink.max_message_bytes + 64 * 1024,
+            max_message_bytes: config.sink.max_message_bytes
+                + toolgate_protocol::event::EVENT_ENVELOPE_BYTES,
             decision_fetch_wait_ms: config.sink.decision_fetch_wait_ms,
         })
     }

@@ -74,6 +74,12 @@ pub enum SinkError {
     /// Redaction could not be set up.
     #[error("invalid [redaction]: {0}")]
     Redaction(String),
+    /// `TOOLGATE_SESSION_ID` is not a usable session id.
+    #[error("{0}")]
+    SessionId(String),
+    /// The config would leave protection off without a word (`toolgate config check`).
+    #[error("refusing to start: {0}")]
+    Unprotected(String),
     /// The pins file could not be read or written.
     #[error("pins file {path}: {message}", path = .0.display(), message = .1)]
     Pins(PathBuf, String),
@@ -115,18 +121,28 @@ pub fn checks(
         }
         None => None,
     };
-    let definitions = match config.detectors.get(definitions::NAME) {
-        Some(table) => {
+    // On unless `enabled = false`, as in the engine: pins that are off by default let a
+    // rug pull through (issue 22).
+    let definitions = match config.detector_enabled(definitions::NAME) {
+        true => {
+            let mut table = config
+                .detectors
+                .get(definitions::NAME)
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+            if let Some(t) = table.as_object_mut() {
+                t.remove("enabled");
+            }
             let factory =
                 toolgate_detectors::factory::factory::<definitions::DefinitionsDetector>();
-            let mut d = (factory.build)(config, table.clone()).map_err(check)?;
+            let mut d = (factory.build)(config, table).map_err(check)?;
             if let Some(bytes) = pins {
                 d.restore(bytes)
                     .map_err(|e| SinkError::Pins(PathBuf::from("(pins)"), e.to_string()))?;
             }
             Some(d)
         }
-        None => None,
+        false => None,
     };
     let secrets = config.sink.secrets;
     let redactor =
@@ -210,7 +226,10 @@ pub fn unix_millis() -> u64 {
 
 /// Replaces the pins file, so a reader or a crash sees the old pins or the new ones.
 pub fn save_pins(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    toolgate_edge::fs::replace(path, bytes)
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    parent
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| toolgate_edge::fs::replace(path, bytes))
         .map_err(|e| SinkError::Pins(path.to_path_buf(), e.to_string()))
 }
 
@@ -232,6 +251,28 @@ pub fn event_writer(
         kafka,
         redactor,
     )
+}
+
+/// Checks `config` for gaps in protection before a sink starts (`brokers` from the
+/// command line): logs each warning and note once, and refuses the config when a gap
+/// would switch protection off silently, naming every key to change.
+pub fn check_protection(config: &Config, brokers: Option<&str>) -> Result<(), SinkError> {
+    use toolgate_protocol::config::{Level, Role};
+    let role = Role::Sink {
+        brokers_flag: brokers.is_some_and(|b| !b.is_empty()),
+    };
+    let mut refused = Vec::new();
+    for gap in config.gaps(role) {
+        match gap.level {
+            Level::Refuse => refused.push(gap.to_string()),
+            Level::Warn => tracing::warn!(key = %gap.key, "{}", gap.message),
+            Level::Note => tracing::info!(key = %gap.key, "{}", gap.message),
+        }
+    }
+    match refused.is_empty() {
+        true => Ok(()),
+        false => Err(SinkError::Unprotected(refused.join("; "))),
+    }
 }
 
 /// Reads the engine's decisions from Kafka into `session` when a broker is named and
@@ -272,10 +313,22 @@ pub fn decisions_from_kafka(
     let Some(link) = kafka::KafkaLink::from_config(config, brokers) else {
         return Ok(None);
     };
-    if config.sink.decision_keys.is_empty() {
+    if config.sink.decision_keys.is_empty() || config.sink.enforce_decisions == Some(false) {
         return Ok(None);
     }
     kafka::DecisionSubscriber::start(&link, agent_id, apply).map(Some)
+}
+
+/// Which session a new [`session`] belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionScope {
+    /// A session of its own (the HTTP proxy's MCP sessions).
+    Own,
+    /// The agent run's: [`identity::agent_run_session_id`] (the stdio proxy, started by
+    /// the agent).
+    AgentRun,
+    /// `TOOLGATE_SESSION_ID` if set, else its own (an agent embedding the library).
+    FromEnv,
 }
 
 /// A session for `server` with the checks of `config`; `brokers` (from the command
@@ -286,9 +339,21 @@ pub fn session(
     brokers: Option<&str>,
     pins: Option<&[u8]>,
     unix_millis: u64,
+    scope: SessionScope,
 ) -> Result<Session, SinkError> {
-    let session_id = identity::new_ulid(unix_millis).map_err(SinkError::Random)?;
-    let prefix = session_id.clone();
+    // Ids of events and calls start with a prefix of this sink's own, unique even when
+    // several sinks share the session id.
+    let prefix = identity::new_ulid(unix_millis).map_err(SinkError::Random)?;
+    let shared = match scope {
+        SessionScope::Own => None,
+        SessionScope::AgentRun => {
+            let host = identity::host_name();
+            identity::agent_run_session_id(host.as_deref().unwrap_or("localhost"))
+                .map_err(SinkError::SessionId)?
+        }
+        SessionScope::FromEnv => identity::session_from_env().map_err(SinkError::SessionId)?,
+    };
+    let session_id = shared.unwrap_or_else(|| prefix.clone());
     let identity = identity(config, server, session_id);
     let engine_link = kafka::KafkaLink::from_config(config, brokers).is_some();
     let checks = checks(config, pins, &identity.agent_id, engine_link)?;

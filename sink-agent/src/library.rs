@@ -67,7 +67,8 @@ pub struct Sink {
 
 impl Sink {
     /// A session with `server`, with the checks, identity and event transports of
-    /// `config` (pins from `[detectors.definitions] pins_file` if it exists). With
+    /// `config` (pins from [`Config::sink_pins_file`]), after
+    /// [`crate::check_protection`]. With
     /// `[kafka] brokers` set, events go to Kafka and, when `[sink.decision_keys]` is
     /// set, the engine's decisions are read and applied as they come.
     pub fn new(config: &Config, server: &str) -> Result<Sink, SinkError> {
@@ -80,7 +81,8 @@ impl Sink {
         server: &str,
         brokers: Option<&str>,
     ) -> Result<Sink, SinkError> {
-        let pins_file = config.pins_file();
+        crate::check_protection(config, brokers)?;
+        let pins_file = config.sink_pins_file();
         let pins = crate::read_pins(pins_file.as_deref())?;
         let session = crate::session(
             config,
@@ -88,6 +90,7 @@ impl Sink {
             brokers,
             pins.as_deref(),
             crate::unix_millis(),
+            crate::SessionScope::FromEnv,
         )?;
         let events = crate::event_writer(config, session.identity(), brokers)?;
         let session = Arc::new(Mutex::new(session));

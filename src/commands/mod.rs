@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into work and a summary.
 
 pub mod analyze;
+pub mod config;
 pub mod definitions;
 pub mod demo;
 pub mod eval;

@@ -15,6 +15,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // First: the embedded broker's threads must be started with the signals blocked.
     let stop = stop_on_signals()?;
     let mut config = load_config(args.config.as_deref())?;
+    for gap in config.gaps(toolgate_protocol::config::Role::Engine) {
+        tracing::warn!(key = %gap.key, "{}", gap.message);
+    }
     if let Some(dir) = &args.data_dir {
         config.engine.data_dir = dir.clone();
     }

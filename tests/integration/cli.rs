@@ -182,6 +182,43 @@ fn a_bad_config_is_refused_naming_the_key() {
     }
 }
 
+/// Issue 22: states where protection is off without a word are reported by `toolgate
+/// config check`, naming the key, and the ones a sink refuses make it fail.
+#[test]
+fn issue_22_config_check_names_every_gap_and_fails_on_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str, extra: &[&str]| {
+        std::fs::write(dir.path().join("c.toml"), config).unwrap();
+        let mut args = vec!["config", "check", "--config", "c.toml"];
+        args.extend_from_slice(extra);
+        let out = toolgate(&args, dir.path());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), stdout, stderr(&out))
+    };
+    let (ok, out, err) = check("[kafka]\nbrokers = [\"kafka-1:9092\"]\n", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("refuse `sink.decision_keys`"), "{out}");
+    assert!(out.contains("warn `redaction.mode`"), "{out}");
+    assert!(err.contains("1 gap(s)"), "{err}");
+
+    let hold = "[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\n";
+    let (ok, out, _) = check(hold, &[]);
+    assert!(!ok && out.contains("refuse `sink.hold[0]`"), "{out}");
+    // Started with --brokers, the class has an engine, but no key to trust it with.
+    let (ok, out, _) = check(hold, &["--brokers"]);
+    assert!(!ok && !out.contains("sink.hold[0]"), "{out}");
+    assert!(out.contains("refuse `sink.decision_keys`"), "{out}");
+
+    let safe = "[redaction]\nmode = \"hash\"\n[limits]\nmax_event_bytes = 100000\n";
+    let (ok, out, _) = check(safe, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("note `detectors.definitions.pins_file`"),
+        "{out}"
+    );
+    assert!(out.contains("warn `limits.max_event_bytes`"), "{out}");
+}
+
 #[test]
 fn every_example_config_in_the_repository_loads() {
     let mut configs = Vec::new();

@@ -717,7 +717,7 @@ fn issue_19_publishing_that_fails_for_now_is_still_503_with_retry_after() {
     assert_eq!(counters.http.refused_connections.load(Ordering::Relaxed), 0);
 }
 
-/// End to end with the engine's default limits, as the issue's attacker found it: a
+/// End to end, as the issue's attacker found it (with a 1 MiB event limit): a
 /// span with a result over `[limits] max_event_bytes` was answered 503 forever (the
 /// producer refused the event), and the valid span of its batch was published again
 /// at every retry.
@@ -743,7 +743,7 @@ fn issue_19_a_span_over_the_event_limit_is_rejected_once_not_retried_forever() {
         )
     };
 
-    let huge = "x".repeat(DEFAULT_MAX_EVENT_BYTES + 100_000);
+    let huge = "x".repeat(TEST_MAX_EVENT_BYTES + 100_000);
     let (status, answer) = post(&export(vec![
         tool_span("01", "lookup", "ok"),
         tool_span("02", "lookup", &huge),

@@ -546,7 +546,9 @@ impl ProvenanceDetector {
             candidates.clear();
             per_entry.clear();
             match sketch::halves(window) {
-                Some([a, b]) => self.index.candidates(agent, &[&query, &a, &b], &mut candidates),
+                Some([a, b]) => self
+                    .index
+                    .candidates(agent, &[&query, &a, &b], &mut candidates),
                 None => self.index.candidates(agent, &[&query], &mut candidates),
             }
             for c in &candidates {

@@ -374,12 +374,7 @@ impl Index {
     /// Chunks of `agent` sharing at least one LSH band with any of `probes`, and their
     /// neighbours in the same entry, newest first, each once, at most
     /// [`MAX_CANDIDATES`] of them, appended to `out`.
-    pub fn candidates<'a>(
-        &'a self,
-        agent: &str,
-        probes: &[&Sketch],
-        out: &mut Vec<ChunkRef<'a>>,
-    ) {
+    pub fn candidates<'a>(&'a self, agent: &str, probes: &[&Sketch], out: &mut Vec<ChunkRef<'a>>) {
         let Some(idx) = self.agents.get(agent) else {
             return;
         };

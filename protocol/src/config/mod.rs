@@ -52,9 +52,11 @@ pub enum ConfigError {
 }
 
 mod engine;
+mod gaps;
 mod resolve;
 mod sink;
 pub use engine::{EngineConfig, HistoryConfig, OtlpConfig, S3Config};
+pub use gaps::{Gap, Level, Role};
 pub use sink::{FailMode, HoldClass, SecretsMode, SinkConfig, Unparseable};
 
 /// The whole file. Every section is optional; an empty file is a valid config.

@@ -43,6 +43,11 @@ pub struct SinkConfig {
     /// base64. A decision signed with any other key is logged and ignored.
     #[serde(default)]
     pub decision_keys: BTreeMap<String, String>,
+    /// Apply the engine's decisions (blocks, verdicts on held calls). Unset means yes,
+    /// and a sink sending events to a broker without `decision_keys` then refuses to
+    /// start; `false` runs it as a reporter only, said once at start.
+    #[serde(default)]
+    pub enforce_decisions: Option<bool>,
     /// Most engine decisions kept at once (the oldest go first).
     #[serde(default = "default_sink_max_decisions")]
     pub max_decisions: usize,
@@ -165,6 +170,7 @@ impl Default for SinkConfig {
             secrets: SecretsMode::default(),
             unparseable: Unparseable::default(),
             decision_keys: BTreeMap::new(),
+            enforce_decisions: None,
             max_decisions: default_sink_max_decisions(),
             spool_dir: default_sink_spool_dir(),
             spool_max_bytes: default_sink_spool_max_bytes(),
@@ -221,5 +227,5 @@ fn default_sink_max_decisions() -> usize {
 }
 
 fn default_sink_max_message_bytes() -> usize {
-    16 << 20
+    crate::event::DEFAULT_MAX_MESSAGE_BYTES
 }

@@ -83,10 +83,11 @@ fn main() -> Result<()> {
     }
 }
 
-fn load(config: Option<PathBuf>) -> Result<(Config, Option<PathBuf>)> {
+fn load(config: Option<PathBuf>, brokers: Option<&str>) -> Result<(Config, Option<PathBuf>)> {
     // The engine's resolution too: the same hash key, the same credentials.
     let config = Config::resolve(config.as_deref())?;
-    let pins_file = config.pins_file();
+    toolgate_sink::check_protection(&config, brokers)?;
+    let pins_file = config.sink_pins_file();
     Ok((config, pins_file))
 }
 
@@ -98,13 +99,14 @@ fn http(
     brokers: Option<&str>,
 ) -> Result<()> {
     let stop = toolgate_sink::http::stop_on_signals()?;
-    let (config, pins_file) = load(config)?;
+    let (config, pins_file) = load(config, brokers)?;
     let first = toolgate_sink::session(
         &config,
         server,
         brokers,
         read_pins(pins_file.as_deref())?.as_deref(),
         unix_millis(),
+        toolgate_sink::SessionScope::Own,
     )?;
     let agent_id = first.identity().agent_id.clone();
     let events = toolgate_sink::event_writer(&config, first.identity(), brokers)?;
@@ -120,6 +122,7 @@ fn http(
                 brokers.as_deref(),
                 pins.as_deref(),
                 unix_millis(),
+                toolgate_sink::SessionScope::Own,
             )
         })
     };
@@ -174,10 +177,18 @@ fn stdio(
     brokers: Option<&str>,
     command: &[OsString],
 ) -> Result<()> {
-    let (config, pins_file) = load(config)?;
+    let (config, pins_file) = load(config, brokers)?;
     let pins = read_pins(pins_file.as_deref())?;
     let millis = unix_millis();
-    let session = toolgate_sink::session(&config, server, brokers, pins.as_deref(), millis)?;
+    // Started by the agent: the proxies of one agent run share its session.
+    let session = toolgate_sink::session(
+        &config,
+        server,
+        brokers,
+        pins.as_deref(),
+        millis,
+        toolgate_sink::SessionScope::AgentRun,
+    )?;
     let events = toolgate_sink::event_writer(&config, session.identity(), brokers)?;
     let session = Arc::new(Mutex::new(session));
     let signal = toolgate_sink::verdicts::VerdictSignal::default();

@@ -127,8 +127,9 @@ fn config(dir: &Path, extra: &str) -> (PathBuf, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "[sink]\nagent_id = \"peer-test\"\nevents_file = \"{}\"\n{extra}",
-            events.display()
+            "[sink]\nagent_id = \"peer-test\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\n{extra}",
+            events.display(),
+            dir.join("spool").display()
         ),
     )
     .expect("config");
@@ -259,6 +260,7 @@ fn everything_over_http(config: &Path) -> (String, String, Reaped, Reaped) {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("server-everything"),
+        None,
     );
     wait_for_port(server_port);
     let upstream = format!("http://127.0.0.1:{server_port}/mcp");
@@ -481,7 +483,10 @@ fn raw_stdio(
     let mut command = match sink {
         Some(config) => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"));
-            c.args(["stdio", "--config"])
+            // The spool and pins the defaults put in the working directory stay beside
+            // the test's config.
+            c.current_dir(config.parent().unwrap_or(Path::new(".")))
+                .args(["stdio", "--config"])
                 .arg(config)
                 .args(["--server", "everything", "--"])
                 .args(server);
@@ -500,6 +505,7 @@ fn raw_stdio(
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("server"),
+        None,
     );
     let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel::<String>();

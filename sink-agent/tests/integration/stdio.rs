@@ -150,6 +150,131 @@ pins_file = "{}"
     assert!(saved.contains("sha256:"), "{saved}");
 }
 
+/// Issue 22: with no `pins_file` and no `[detectors.definitions]`, the sink pins under
+/// its spool directory, so a definition changed between two runs of the agent is held;
+/// before, the pins died with each process and the rug pull went through.
+#[test]
+fn issue_22_without_a_pins_file_a_rug_pull_between_two_runs_is_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "[sink]\nagent_id = \"a\"\nspool_dir = \"{}\"\n",
+        dir.path().join("spool").display()
+    );
+    let run = |rug_pull_at: &str| -> Vec<Value> {
+        let mut proxy = proxy_env(dir.path(), &config, &[("RUG_PULL_AT", rug_pull_at)]);
+        let mut to_proxy = proxy.stdin.take().expect("stdin");
+        let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+        let mut replies = Vec::new();
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#,
+        ] {
+            writeln!(to_proxy, "{line}").expect("write");
+            to_proxy.flush().expect("flush");
+            let mut reply = String::new();
+            from_proxy.read_line(&mut reply).expect("read");
+            replies.push(json(&reply));
+        }
+        drop(to_proxy);
+        proxy.wait().expect("wait");
+        replies
+    };
+    let first = run("99");
+    assert_eq!(first[2]["result"]["content"][0]["text"], "hi", "{first:?}");
+    assert!(dir.path().join("spool/pins.json").exists(), "pins kept");
+    let second = run("1");
+    assert_eq!(second[2]["result"]["isError"], true, "{second:?}");
+    let text = second[2]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(text.contains("definitions.rug_pull"), "{text}");
+}
+
+/// Issue 22: each sink minted its own `session_id`, so one agent run across two servers
+/// was two sessions. Proxies started by one agent process (here, this test) share one,
+/// and an agent that sets `TOOLGATE_SESSION_ID` names it itself.
+#[test]
+fn issue_22_proxies_started_by_one_agent_share_its_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session_of = |name: &str, env: &[(&str, &str)]| -> String {
+        let events = dir.path().join(format!("{name}.jsonl"));
+        let config = format!(
+            "[sink]\nagent_id = \"a\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\n",
+            events.display(),
+            dir.path().join("spool").display()
+        );
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let mut proxy = proxy_env(&sub, &config, env);
+        let mut to_proxy = proxy.stdin.take().expect("stdin");
+        writeln!(
+            to_proxy,
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}"#
+        )
+        .expect("write");
+        drop(to_proxy);
+        proxy.wait_with_output().expect("wait");
+        let text = std::fs::read_to_string(&events).expect("events");
+        let first = text.lines().next().expect("an event");
+        json(first)["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_string()
+    };
+    let files = session_of("files", &[]);
+    let mail = session_of("mail", &[]);
+    assert_eq!(files, mail, "one agent process, one session");
+    assert_eq!(
+        files.len(),
+        26,
+        "a ULID dated at the agent's start: {files}"
+    );
+    let named = session_of("named", &[("TOOLGATE_SESSION_ID", "run-2026-12-03.7")]);
+    assert_eq!(named, "run-2026-12-03.7");
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let config = "[sink]\nagent_id = \"a\"\n";
+    let out = proxy_full(
+        dir2.path(),
+        config,
+        &[],
+        &[("TOOLGATE_SESSION_ID", "no spaces allowed")],
+    )
+    .wait_with_output()
+    .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("TOOLGATE_SESSION_ID"),
+        "{stderr}"
+    );
+}
+
+/// Issue 22: a sink sending events to a broker with no key to verify the engine's
+/// decisions would never enforce one, and used to say nothing: it now refuses to
+/// start, naming the key, before the server is started.
+#[test]
+fn issue_22_a_sink_with_brokers_and_no_decision_keys_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "[sink]\nagent_id = \"a\"\n";
+    let out = proxy_with(dir.path(), config, &["--brokers", "127.0.0.1:9"])
+        .wait_with_output()
+        .expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("`sink.decision_keys`"), "{stderr}");
+    assert!(stderr.contains("enforce_decisions = false"), "{stderr}");
+    assert!(!stderr.contains("rug_pull_server: ready"), "{stderr}");
+
+    // Said explicitly, it runs as a reporter and says so.
+    let config = "[sink]\nagent_id = \"a\"\nenforce_decisions = false\n";
+    let mut proxy = proxy_with(dir.path(), config, &["--brokers", "127.0.0.1:9"]);
+    drop(proxy.stdin.take());
+    let out = proxy.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("sink.enforce_decisions"), "{stderr}");
+}
+
 /// Starts the proxy with `config` (a toolgate.toml) in front of the fixture.
 fn proxy(dir: &std::path::Path, config: &str) -> std::process::Child {
     proxy_with(dir, config, &[])
@@ -157,6 +282,20 @@ fn proxy(dir: &std::path::Path, config: &str) -> std::process::Child {
 
 /// As [`proxy`], with `options` before `--config`.
 fn proxy_with(dir: &std::path::Path, config: &str, options: &[&str]) -> std::process::Child {
+    proxy_full(dir, config, options, &[])
+}
+
+/// As [`proxy`], with `env` set for the proxy and so for the fixture.
+fn proxy_env(dir: &std::path::Path, config: &str, env: &[(&str, &str)]) -> std::process::Child {
+    proxy_full(dir, config, &[], env)
+}
+
+fn proxy_full(
+    dir: &std::path::Path,
+    config: &str,
+    options: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let path = dir.join("toolgate.toml");
     std::fs::write(&path, config).expect("config");
     let fixture = concat!(
@@ -169,6 +308,9 @@ fn proxy_with(dir: &std::path::Path, config: &str, options: &[&str]) -> std::pro
         .arg("--config")
         .arg(&path)
         .args(["--server", "files", "--", "python3", fixture])
+        .envs(env.iter().copied())
+        // Defaults relative to the working directory (spool, pins) stay in `dir`.
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -239,8 +381,11 @@ fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
     let mut proxy = proxy(dir.path(), &limited(1 << 20));
     let mut stderr = BufReader::new(proxy.stderr.take().expect("stderr"));
     let mut line = String::new();
-    stderr.read_line(&mut line).expect("the server is up");
-    assert!(line.contains("ready"), "{line}");
+    // The sink's warnings about the config come first (issue 22).
+    while !line.contains("ready") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("the server is up") > 0);
+    }
     // A round trip first: the server is in its loop, past its start-up.
     let mut to_proxy = proxy.stdin.take().expect("stdin");
     let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
@@ -331,7 +476,7 @@ fn issue_19_planted_secrets_never_reach_the_sinks_events_spool_or_log() {
     let mut proxy = proxy(
         dir.path(),
         &format!(
-            "[kafka]\nbrokers = [\"127.0.0.1:9\"]\n[sink]\nagent_id = \"a\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\nflush_timeout_ms = 100\n",
+            "[kafka]\nbrokers = [\"127.0.0.1:9\"]\n[sink]\nagent_id = \"a\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\nflush_timeout_ms = 100\nenforce_decisions = false\n",
             events.display(),
             spool.display()
         ),
@@ -429,6 +574,7 @@ fn issue_20_the_sink_and_the_engine_hash_the_same_value_alike_under_each_key() {
         std::fs::write(dir.path().join("toolgate.toml"), &config).expect("config");
         let mut command = Command::new(env!("CARGO_BIN_EXE_toolgate-sink"));
         command
+            .current_dir(dir.path())
             .args(["stdio", "--config"])
             .arg(dir.path().join("toolgate.toml"))
             .args(["--server", "files", "--", "python3"])

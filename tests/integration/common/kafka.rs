@@ -53,6 +53,9 @@ pub fn read_until(brokers: &str, topic: &str, done: impl Fn(&[Record]) -> bool) 
     super::topics::read_until(brokers, topic, PARTITIONS, done)
 }
 
+/// `[limits] max_event_bytes` of [`config`].
+pub const TEST_MAX_EVENT_BYTES: usize = 1 << 20;
+
 pub fn config(dir: &Path) -> Config {
     let text = format!(
         r#"
@@ -64,6 +67,11 @@ idle_timeout = "1s"
 
 [history]
 location = "{data}/history"
+
+# The limit the oversized-record tests are sized for: the embedded broker holds 5 MiB
+# per partition, under the default (what a sink may produce, 16 MiB and more).
+[limits]
+max_event_bytes = {TEST_MAX_EVENT_BYTES}
 
 [kafka.properties]
 "session.timeout.ms" = "6000"

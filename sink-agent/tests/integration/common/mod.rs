@@ -36,13 +36,21 @@ pub trait Broker {
 pub const EVENTS: &str = "toolgate.events";
 pub const PARTITIONS: i32 = 4;
 
+/// A sink config for `agent`. Without `[sink.decision_keys]` in `extra` the sink only
+/// reports (`enforce_decisions = false`): it would refuse to start with a broker and no
+/// key to verify decisions with (issue 22).
 pub fn config(dir: &Path, agent: &str, flush_timeout_ms: u64, extra: &str) -> Config {
+    let reporter = match extra.contains("[sink.decision_keys]") {
+        true => "",
+        false => "enforce_decisions = false",
+    };
     let text = format!(
         r#"
 [sink]
 agent_id = "{agent}"
 spool_dir = "{}"
 flush_timeout_ms = {flush_timeout_ms}
+{reporter}
 {extra}
 "#,
         dir.join("spool").display()
@@ -359,7 +367,7 @@ pub fn verdict_engine(
 }
 
 /// A child process killed when dropped, so a failing test leaves none behind.
-pub struct Reaped(pub std::process::Child);
+pub struct Reaped(pub std::process::Child, pub Option<tempfile::TempDir>);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -384,7 +392,11 @@ impl Reaped {
 /// output.
 pub fn start_http_sink(args: &[&str]) -> (String, Reaped) {
     use std::io::BufRead;
+    // Its own working directory: what the defaults put under the current directory
+    // (the spool, the pins) stays out of the source tree and out of other tests.
+    let cwd = tempfile::tempdir().expect("tempdir");
     let mut sink = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .current_dir(cwd.path())
         .arg("http")
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
@@ -392,8 +404,15 @@ pub fn start_http_sink(args: &[&str]) -> (String, Reaped) {
         .spawn()
         .expect("toolgate-sink http");
     let mut stderr = std::io::BufReader::new(sink.stderr.take().expect("stderr"));
+    // Warnings about the config (issue 22) come first; the address line after them.
     let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
+    while !line.contains("http://") {
+        eprint!("{line}");
+        line.clear();
+        if stderr.read_line(&mut line).expect("the listening line") == 0 {
+            panic!("the sink exited before listening");
+        }
+    }
     let address = line
         .split("http://")
         .nth(1)
@@ -405,7 +424,7 @@ pub fn start_http_sink(args: &[&str]) -> (String, Reaped) {
             eprintln!("{line}");
         }
     });
-    (format!("http://{address}/mcp"), Reaped(sink))
+    (format!("http://{address}/mcp"), Reaped(sink, Some(cwd)))
 }
 
 /// A proxy config for `agent` whose `tools` wait for verdicts signed by `engine`.
@@ -433,7 +452,7 @@ pub fn hold_config(
 pub fn stdio_proxy(dir: &Path, brokers: &str) -> std::process::Child {
     let config = dir.join("proxy.toml");
     let text = format!(
-        "[sink]\nagent_id = \"agent-k5\"\nspool_dir = \"{}\"\n",
+        "[sink]\nagent_id = \"agent-k5\"\nspool_dir = \"{}\"\nenforce_decisions = false\n",
         dir.join("spool").display()
     );
     std::fs::write(&config, text).expect("config");
@@ -447,6 +466,7 @@ pub fn stdio_proxy_with(config: &Path, brokers: &str) -> std::process::Child {
         "/tests/fixtures/rug_pull_server.py"
     );
     std::process::Command::new(env!("CARGO_BIN_EXE_toolgate-sink"))
+        .current_dir(config.parent().unwrap_or(Path::new(".")))
         .args(["stdio", "--config"])
         .arg(config)
         .args([
