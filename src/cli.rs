@@ -51,6 +51,45 @@ pub enum Command {
     /// Check a config for gaps in protection, as the binaries do at start.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The engine's block decisions in force, and lifting one.
+    #[command(subcommand)]
+    Decisions(DecisionsCommand),
+}
+
+/// `toolgate decisions`.
+#[derive(Debug, Subcommand)]
+pub enum DecisionsCommand {
+    /// Every block decision in force: signed by the engine's key, not expired, not
+    /// lifted.
+    List(DecisionsTarget),
+    /// Lift a block: publish a signed `allow` of its scope, with who and why, until
+    /// the block would have expired.
+    Lift(DecisionsLiftArgs),
+}
+
+/// Where the decisions are and which key signs them.
+#[derive(Debug, Args)]
+pub struct DecisionsTarget {
+    /// toolgate.toml: `[kafka]` (topic, client properties) and `[engine]` (the data
+    /// directory holding the signing key).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, instead of `[kafka] brokers`.
+    #[arg(long)]
+    pub brokers: Option<String>,
+}
+
+/// `toolgate decisions lift`.
+#[derive(Debug, Args)]
+pub struct DecisionsLiftArgs {
+    /// The block's `decision_id` (as `toolgate decisions list` shows it).
+    pub decision_id: String,
+    /// Why it is lifted; kept in the `allow` decision with the operator's name.
+    #[arg(long)]
+    pub reason: String,
+    /// Where and which key.
+    #[command(flatten)]
+    pub target: DecisionsTarget,
 }
 
 /// `toolgate config`.

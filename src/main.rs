@@ -35,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::ServeSql(args) => commands::sql::serve(args),
         Command::History(HistoryCommand::Compact(args)) => commands::history::compact(args),
         Command::Config(ConfigCommand::Check(args)) => commands::config::check(args),
+        Command::Decisions(cmd) => commands::decisions::run(cmd),
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod barrier;
 pub mod checkpoint;
+pub mod decision_log;
 pub mod decisions;
 pub mod detector_files;
 pub mod driver;

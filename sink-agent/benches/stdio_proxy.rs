@@ -38,10 +38,11 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[sink]\nagent_id = \"bench\"\nevents_file = \"{}\"\n\n\
+            "[sink]\nagent_id = \"bench\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\n\n\
              [detectors.policy]\n[[detectors.policy.rules]]\nid = \"no-deletes\"\n\
              tools = [\"delete_*\"]\neffect = \"deny\"\n",
-            dir.path().join("events.jsonl").display()
+            dir.path().join("events.jsonl").display(),
+            dir.path().join("spool").display()
         ),
     )
     .expect("config");
@@ -53,7 +54,9 @@ fn main() {
     std::fs::write(
         &kafka_config,
         format!(
-            "[sink]\nagent_id = \"bench\"\nspool_dir = \"{}\"\n\n\
+            "[sink]\nagent_id = \"bench\"\nspool_dir = \"{}\"\n\
+             # Shipping events is measured, not enforcement.\n\
+             enforce_decisions = false\n\n\
              [kafka]\nbrokers = [\"{}\"]\n\n\
              [detectors.policy]\n[[detectors.policy.rules]]\nid = \"no-deletes\"\n\
              tools = [\"delete_*\"]\neffect = \"deny\"\n",

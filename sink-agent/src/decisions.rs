@@ -101,17 +101,30 @@ impl Decisions {
     }
 
     /// The engine's verdict on one held call: a decision naming that `call_id` (and
-    /// matching the rest of the call), the latest if several.
+    /// matching the rest of the call) whose id is `verdict-<event_id>` of the call's
+    /// event, the latest if several. The event id is this sink's own: sinks of one
+    /// agent run share its session, and their JSON-RPC ids (the `call_id`) collide, so
+    /// the call id alone could let one sink's verdict release another's call.
     pub fn verdict_for_call(
         &self,
         session_id: &str,
         server: &str,
         tool: &str,
-        call_id: &str,
+        (call_id, event_id): (&str, &str),
         now: Timestamp,
     ) -> Option<&Decision> {
-        self.lookup(session_id, server, tool, Some(call_id), now)
-            .filter(|d| d.scope.call_id.as_deref() == Some(call_id))
+        let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        self.held
+            .iter()
+            .filter(|d| !d.is_expired(now))
+            .filter(|d| {
+                d.scope.call_id.as_deref() == Some(call_id)
+                    && d.decision_id.strip_prefix("verdict-") == Some(event_id)
+                    && matches(&d.scope.session_id, session_id)
+                    && matches(&d.scope.server, server)
+                    && matches(&d.scope.tool, tool)
+            })
+            .max_by_key(|d| d.time)
     }
 
     /// Forgets verdicts on `call_id`: a new call that reuses a JSON-RPC id must not

@@ -215,16 +215,7 @@ impl Drop for Shipper {
 }
 
 fn open_spool(dir: &Path, server: &str, max_bytes: u64) -> Result<Spool, SinkError> {
-    let name: String = server
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = toolgate_protocol::config::file_name_of(server);
     for n in 0..64 {
         let path = if n == 0 {
             dir.join(&name)

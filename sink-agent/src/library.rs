@@ -82,7 +82,7 @@ impl Sink {
         brokers: Option<&str>,
     ) -> Result<Sink, SinkError> {
         crate::check_protection(config, brokers)?;
-        let pins_file = config.sink_pins_file();
+        let pins_file = config.sink_pins_file(server);
         let pins = crate::read_pins(pins_file.as_deref())?;
         let session = crate::session(
             config,
@@ -275,11 +275,12 @@ mod tests {
         let events = dir.path().join("events.jsonl");
         let config = Config::from_toml(
             &format!(
-                "[sink]\nagent_id = \"rust-agent\"\nevents_file = \"{}\"\n\
+                "[sink]\nagent_id = \"rust-agent\"\nevents_file = \"{}\"\nspool_dir = \"{}\"\n\
                  [detectors.policy]\n[[detectors.policy.rules]]\nid = \"no-wire\"\n\
                  tools = [\"wire_money\"]\neffect = \"deny\"\nreason = \"payments need a person\"\n\
                  [detectors.definitions]\n",
-                events.display()
+                events.display(),
+                dir.path().join("spool").display()
             ),
             "test",
         )

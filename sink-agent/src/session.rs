@@ -91,6 +91,8 @@ struct HeldCall {
     key: Id,
     id: Value,
     call_id: String,
+    /// The held call's event: the engine's verdict on it is `verdict-<event_id>`.
+    event_id: String,
     tool: String,
     line: Vec<u8>,
     class: String,
@@ -114,6 +116,7 @@ pub(crate) struct HeldCallSpec {
     key: Id,
     id: Value,
     call_id: String,
+    event_id: String,
     tool: String,
     class: String,
     deadline: Timestamp,
@@ -525,6 +528,7 @@ impl Session {
                             key,
                             id: id.clone(),
                             call_id,
+                            event_id: self.last_event_id(),
                             tool,
                             class,
                             deadline: now.saturating_add(timeout),
@@ -589,7 +593,13 @@ impl Session {
         let id = &self.identity;
         let decisions = &self.checks.decisions;
         let verdict = decisions
-            .verdict_for_call(&id.session_id, &id.server, &h.tool, &h.call_id, now)
+            .verdict_for_call(
+                &id.session_id,
+                &id.server,
+                &h.tool,
+                (&h.call_id, &h.event_id),
+                now,
+            )
             .or_else(|| {
                 decisions
                     .lookup(&id.session_id, &id.server, &h.tool, None, now)
@@ -645,6 +655,7 @@ impl Session {
             key: spec.key,
             id: spec.id,
             call_id: spec.call_id,
+            event_id: spec.event_id,
             tool: spec.tool,
             line,
             class: spec.class,
@@ -897,6 +908,11 @@ impl Session {
         })
     }
 
+    /// The id of the event [`Session::emit`] made last.
+    fn last_event_id(&self) -> String {
+        format!("{}-{:08}", self.event_prefix, self.next_event)
+    }
+
     /// Completes an event with the session's fields and queues it, if the protocol
     /// accepts it (an empty request id makes an empty `call_id`, say); otherwise counts
     /// it, and the message itself still passes. Says whether it was queued.
@@ -911,7 +927,7 @@ impl Session {
         self.next_event += 1;
         let id = &self.identity;
         let mut event = Event {
-            event_id: format!("{}-{:08}", self.event_prefix, self.next_event),
+            event_id: self.last_event_id(),
             time: now,
             agent_id: id.agent_id.clone(),
             session_id: id.session_id.clone(),

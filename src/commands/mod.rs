@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod config;
+pub mod decisions;
 pub mod definitions;
 pub mod demo;
 pub mod eval;

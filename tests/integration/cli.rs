@@ -201,7 +201,8 @@ fn issue_22_config_check_names_every_gap_and_fails_on_a_refusal() {
     assert!(out.contains("warn `redaction.mode`"), "{out}");
     assert!(err.contains("1 gap(s)"), "{err}");
 
-    let hold = "[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\n";
+    let hold =
+        "[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\nfail_mode = \"fail_open\"\n";
     let (ok, out, _) = check(hold, &[]);
     assert!(!ok && out.contains("refuse `sink.hold[0]`"), "{out}");
     // Started with --brokers, the class has an engine, but no key to trust it with.

@@ -661,3 +661,142 @@ fn issue_19_kafka_tls_and_sasl_are_built_in_and_kerberos_is_refused_at_start_up(
     );
     assert!(e.contains("GSSAPI"), "{e}");
 }
+
+/// Issue 22: a block could not be lifted before its TTL. `toolgate decisions list`
+/// shows the blocks the engine's key signed and nothing forged; `lift` publishes a
+/// signed `allow` of the block's scope with who and why, and a sink subscribed to the
+/// topic lets the tool's calls through again.
+#[test]
+fn issue_22_a_block_is_listed_lifted_and_the_sink_lets_calls_through_again() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use toolgate_protocol::decision::{DecisionSigner, Scope};
+    use toolgate_protocol::{Duration, Timestamp};
+    use toolgate_sink::library::{Sink, Verdict};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = EmbeddedBroker::start(&TopicsConfig::default(), PARTITIONS).expect("broker");
+    let brokers = broker.bootstrap().to_string();
+    let config = config(dir.path());
+    let key = toolgate_engine::data_path(&config, &config.engine.signing_key_file);
+    let engine = toolgate_engine::decisions::load_or_create_signer(&key, &config.engine.key_id)
+        .expect("signing key");
+    let now = Timestamp::now();
+    let block = |signer: &DecisionSigner, id: &str| {
+        let mut d = Decision {
+            schema: Default::default(),
+            decision_id: id.into(),
+            time: now,
+            expires_at: Some(now.saturating_add(Duration::from_secs(3600))),
+            action: DecisionAction::Block,
+            scope: Scope {
+                agent_id: "agent-lift".into(),
+                session_id: None,
+                server: Some("chat".into()),
+                tool: Some("post_message".into()),
+                call_id: None,
+            },
+            reason: "exfiltration (provenance)".into(),
+            finding_ids: vec!["f-1".into()],
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        signer.sign(&mut d);
+        d
+    };
+    let forger =
+        DecisionSigner::from_seed_base64(&config.engine.key_id, &format!("{}A=", "B".repeat(42)))
+            .expect("another key");
+    let producer: BaseProducer = common::topics::client(&brokers)
+        .set("partitioner", toolgate_protocol::partition::PARTITIONER)
+        .create()
+        .expect("producer");
+    for d in [block(&engine, "block-1"), block(&forger, "block-forged")] {
+        let payload = serde_json::to_vec(&d).expect("json");
+        producer
+            .send(
+                BaseRecord::to("toolgate.decisions")
+                    .key("agent-lift")
+                    .payload(&payload),
+            )
+            .expect("queue");
+    }
+    producer
+        .flush(std::time::Duration::from_secs(10))
+        .expect("flush");
+
+    // A sink of that agent, trusting the engine's key, applies the block.
+    let sink_config = toolgate_protocol::config::Config::from_toml(
+        &format!(
+            "[sink]\nagent_id = \"agent-lift\"\nspool_dir = \"{}\"\n[sink.decision_keys]\n{} = \"{}\"\n",
+            dir.path().join("spool").display(),
+            config.engine.key_id,
+            engine.public_key_base64()
+        ),
+        "sink",
+    )
+    .expect("sink config");
+    let mut sink = Sink::with_brokers(&sink_config, "chat", Some(&brokers)).expect("sink");
+    let args = serde_json::Map::from_iter([("text".to_string(), Value::from("lunch at noon?"))]);
+    let mut refused_until = |want_refused: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let refused = matches!(
+                sink.before_call("post_message", &args).expect("check"),
+                Verdict::Refuse { .. }
+            );
+            if refused == want_refused {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still refused: {refused}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    refused_until(true);
+
+    let toolgate_cmd = |args: &[&str]| {
+        let config_path = dir.path().join("toolgate.toml");
+        let mut all = vec!["decisions"];
+        all.extend_from_slice(args);
+        all.extend([
+            "--config",
+            config_path.to_str().unwrap(),
+            "--brokers",
+            &brokers,
+        ]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolgate"))
+            .args(&all)
+            .env("USER", "alice")
+            .output()
+            .expect("toolgate");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let listed = toolgate_cmd(&["list"]);
+    assert!(listed.contains("block-1\tagent=agent-lift"), "{listed}");
+    assert!(!listed.contains("block-forged"), "{listed}");
+    assert!(listed.contains("1 block(s) in force"), "{listed}");
+    assert!(listed.contains("1 record(s) ignored"), "{listed}");
+
+    let lifted = toolgate_cmd(&["lift", "block-1", "--reason", "false positive"]);
+    assert!(
+        lifted.contains("lifted block-1 with lift-block-1"),
+        "{lifted}"
+    );
+    assert!(
+        lifted.contains("lifted by alice: false positive"),
+        "{lifted}"
+    );
+    assert!(toolgate_cmd(&["list"]).contains("0 block(s) in force"));
+    assert!(toolgate_cmd(&["lift", "block-1", "--reason", "again"]).contains("already lifted"));
+
+    refused_until(false);
+    sink.close().expect("close");
+}

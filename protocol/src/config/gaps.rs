@@ -75,17 +75,20 @@ impl Config {
             .unwrap_or(true)
     }
 
-    /// Where a sink keeps its pins: `[detectors.definitions] pins_file`, else
-    /// `pins.json` in `[sink] spool_dir`, so a definition changed between two runs of
-    /// the agent is caught; `None` when the `definitions` detector is off.
-    pub fn sink_pins_file(&self) -> Option<PathBuf> {
+    /// Where the sink of `server` keeps its pins: `[detectors.definitions] pins_file`,
+    /// else `@pins/<server>.json` under `[sink] spool_dir` (one file per server, so
+    /// the proxies an agent starts for its servers never overwrite each other's pins;
+    /// `@` is in no spool directory's name), so a definition changed between two runs
+    /// of the agent is caught; `None` when the `definitions` detector is off.
+    pub fn sink_pins_file(&self, server: &str) -> Option<PathBuf> {
         if !self.detector_enabled("definitions") {
             return None;
         }
-        Some(
-            self.pins_file()
-                .unwrap_or_else(|| PathBuf::from(&self.sink.spool_dir).join("pins.json")),
-        )
+        Some(self.pins_file().unwrap_or_else(|| {
+            PathBuf::from(&self.sink.spool_dir)
+                .join("@pins")
+                .join(format!("{}.json", super::file_name_of(server)))
+        }))
     }
 
     /// The gaps of this config for `role`, worst first.
@@ -124,8 +127,8 @@ impl Config {
             gap(
                 Level::Warn,
                 "sink.enforce_decisions",
-                "false: the engine's blocks and verdicts are not applied here; this sink \
-                 only reports"
+                "false: the engine's blocks and verdicts are not applied here (the local \
+                 policy, secret and pin checks still are)"
                     .into(),
             );
         }
@@ -137,12 +140,19 @@ impl Config {
             } else {
                 continue;
             };
-            let outcome = match hold.fail_mode {
-                super::FailMode::FailOpen => "every call of the class would pass unchecked",
-                super::FailMode::FailClosed => "every call of the class would be refused",
+            // Failing open passes every call unchecked, without a word: refused.
+            // Failing closed refuses every call of the class: safe, but said.
+            let (level, outcome) = match hold.fail_mode {
+                super::FailMode::FailOpen => (
+                    Level::Refuse,
+                    "fail_open would let every call of the class pass unchecked",
+                ),
+                super::FailMode::FailClosed => {
+                    (Level::Warn, "fail_closed refuses every call of the class")
+                }
             };
             gap(
-                Level::Refuse,
+                level,
                 &format!("sink.hold[{i}]"),
                 format!(
                     "class {:?} holds calls for a verdict, but {why}: {outcome}",
@@ -167,12 +177,13 @@ impl Config {
                 );
             }
         }
-        match self.sink_pins_file() {
+        match self.sink_pins_file("SERVER") {
             Some(path) if self.pins_file().is_none() => gap(
                 Level::Note,
                 "detectors.definitions.pins_file",
                 format!(
-                    "not set: tool definitions are pinned in {} (under [sink] spool_dir)",
+                    "not set: each server's tool definitions are pinned in {} (under [sink] \
+                     spool_dir; `toolgate definitions list --pins` reads it)",
                     path.display()
                 ),
             ),
@@ -253,11 +264,15 @@ mod tests {
     }
 
     #[test]
-    fn issue_22_a_hold_class_with_no_engine_to_ask_refuses() {
-        let hold = "[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\n";
+    fn issue_22_a_hold_class_with_no_engine_to_ask_refuses_when_it_fails_open() {
+        let hold =
+            "[[sink.hold]]\nname = \"egress\"\ntools = [\"send_*\"]\nfail_mode = \"fail_open\"\n";
         assert_eq!(gaps(hold, SINK)[0], (Level::Refuse, "sink.hold[0]".into()));
         let message = &Config::from_toml(hold, "<inline>").unwrap().gaps(SINK)[0].message;
         assert!(message.contains("no engine to ask"), "{message}");
+        // Failing closed refuses the calls: safe, and said.
+        let closed = hold.replace("fail_open", "fail_closed");
+        assert_eq!(gaps(&closed, SINK)[0], (Level::Warn, "sink.hold[0]".into()));
         let linked =
             format!("[kafka]\nbrokers = [\"k:9092\"]\n[sink.decision_keys]\ne = \"k\"\n{hold}");
         assert!(gaps(&linked, SINK).iter().all(|(l, _)| *l != Level::Refuse));
@@ -276,15 +291,15 @@ mod tests {
     fn issue_22_pins_default_under_the_spool_dir() {
         let c = Config::from_toml("[sink]\nspool_dir = \"/var/lib/sink\"\n", "<inline>").unwrap();
         assert_eq!(
-            c.sink_pins_file(),
-            Some(PathBuf::from("/var/lib/sink/pins.json"))
+            c.sink_pins_file("git/hub"),
+            Some(PathBuf::from("/var/lib/sink/@pins/git_hub.json"))
         );
         let named = "[detectors.definitions]\npins_file = \"/etc/pins.json\"\n";
         let c = Config::from_toml(named, "<inline>").unwrap();
-        assert_eq!(c.sink_pins_file(), Some(PathBuf::from("/etc/pins.json")));
+        assert_eq!(c.sink_pins_file("x"), Some(PathBuf::from("/etc/pins.json")));
         let off =
             Config::from_toml("[detectors.definitions]\nenabled = false\n", "<inline>").unwrap();
-        assert_eq!(off.sink_pins_file(), None);
+        assert_eq!(off.sink_pins_file("x"), None);
         assert!(
             off.gaps(SINK).contains(&Gap {
                 level: Level::Warn,

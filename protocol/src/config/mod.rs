@@ -57,7 +57,7 @@ mod resolve;
 mod sink;
 pub use engine::{EngineConfig, HistoryConfig, OtlpConfig, S3Config};
 pub use gaps::{Gap, Level, Role};
-pub use sink::{FailMode, HoldClass, SecretsMode, SinkConfig, Unparseable};
+pub use sink::{FailMode, HoldClass, SecretsMode, SinkConfig, Unparseable, file_name_of};
 
 /// The whole file. Every section is optional; an empty file is a valid config.
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -99,6 +99,18 @@ pub struct SinkConfig {
     pub http_client_timeout_ms: u64,
 }
 
+/// `server` as one file name: letters, digits and `-_.` kept, anything else `_`
+/// (the spool's and the pins' per-server names).
+pub fn file_name_of(server: &str) -> String {
+    server
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect()
+}
+
 /// A class of tools (egress: send, post, pay, share, write outside) whose calls are
 /// held until the engine answers for that call, so data leaving is stopped before it
 /// leaves.

@@ -83,11 +83,15 @@ fn main() -> Result<()> {
     }
 }
 
-fn load(config: Option<PathBuf>, brokers: Option<&str>) -> Result<(Config, Option<PathBuf>)> {
+fn load(
+    config: Option<PathBuf>,
+    server: &str,
+    brokers: Option<&str>,
+) -> Result<(Config, Option<PathBuf>)> {
     // The engine's resolution too: the same hash key, the same credentials.
     let config = Config::resolve(config.as_deref())?;
     toolgate_sink::check_protection(&config, brokers)?;
-    let pins_file = config.sink_pins_file();
+    let pins_file = config.sink_pins_file(server);
     Ok((config, pins_file))
 }
 
@@ -99,7 +103,7 @@ fn http(
     brokers: Option<&str>,
 ) -> Result<()> {
     let stop = toolgate_sink::http::stop_on_signals()?;
-    let (config, pins_file) = load(config, brokers)?;
+    let (config, pins_file) = load(config, server, brokers)?;
     let first = toolgate_sink::session(
         &config,
         server,
@@ -177,7 +181,7 @@ fn stdio(
     brokers: Option<&str>,
     command: &[OsString],
 ) -> Result<()> {
-    let (config, pins_file) = load(config, brokers)?;
+    let (config, pins_file) = load(config, server, brokers)?;
     let pins = read_pins(pins_file.as_deref())?;
     let millis = unix_millis();
     // Started by the agent: the proxies of one agent run share its session.

@@ -276,15 +276,16 @@ fn held_session() -> (Session, toolgate_protocol::decision::DecisionSigner) {
     )
 }
 
+/// The engine's verdict on the held call `call_id` whose event is `event_id`.
 fn verdict(
     signer: &toolgate_protocol::decision::DecisionSigner,
-    call_id: &str,
+    (call_id, event_id): (&str, &str),
     action: DecisionAction,
 ) -> Vec<u8> {
     use toolgate_protocol::decision::{Decision, DecisionSchema, Scope};
     let mut d = Decision {
         schema: DecisionSchema::V1,
-        decision_id: format!("verdict-{call_id}"),
+        decision_id: format!("verdict-{event_id}"),
         time: at(0),
         expires_at: Some(at(60_000)),
         action,
@@ -315,6 +316,7 @@ fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
     let (mut s, signer) = held_session();
     let line = call(7, "send_email");
     let (out, report) = client(&mut s, &line);
+    let event_id = report.json(0)["event_id"].as_str().unwrap().to_string();
     assert!(out.is_empty(), "held, not forwarded: {out:?}");
     assert_eq!(report.json(0)["await_verdict"], true);
     assert_eq!(report.json(0)["sink_action"]["action"], "held");
@@ -328,8 +330,11 @@ fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
     let mut out = Vec::new();
     s.resolve_holds(at(100), &mut out);
     assert!(out.is_empty(), "no verdict yet");
-    s.apply_decision(&verdict(&signer, "7", DecisionAction::Allow), at(120))
-        .expect("verdict");
+    s.apply_decision(
+        &verdict(&signer, ("7", &event_id), DecisionAction::Allow),
+        at(120),
+    )
+    .expect("verdict");
     s.resolve_holds(at(120), &mut out);
     assert_eq!(out, [Outbound::ToServer(line.into_bytes())]);
     assert_eq!(s.holding(), 0);
@@ -341,12 +346,44 @@ fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
     assert_eq!(report.json(0)["kind"], "tool_result");
 }
 
+/// Issue 22: sinks of one agent run share its session, and their JSON-RPC ids
+/// collide: a verdict on another sink's call 3 must not release this sink's call 3.
+#[test]
+fn issue_22_a_verdict_on_another_sinks_call_with_the_same_id_does_not_release_this_one() {
+    let (mut s, signer) = held_session();
+    let (_, report) = client(&mut s, &call(3, "send_email"));
+    let mine = report.json(0)["event_id"].as_str().unwrap().to_string();
+    s.apply_decision(
+        &verdict(
+            &signer,
+            ("3", "01OTHERSINK-00000001"),
+            DecisionAction::Allow,
+        ),
+        at(10),
+    )
+    .expect("verdict");
+    let mut out = Vec::new();
+    s.resolve_holds(at(20), &mut out);
+    assert!(out.is_empty(), "another sink's verdict: {out:?}");
+    s.apply_decision(
+        &verdict(&signer, ("3", &mine), DecisionAction::Allow),
+        at(30),
+    )
+    .expect("verdict");
+    s.resolve_holds(at(40), &mut out);
+    assert_eq!(out.len(), 1, "its own verdict releases it");
+}
+
 #[test]
 fn a_block_verdict_refuses_the_held_call_with_the_engines_reason() {
     let (mut s, signer) = held_session();
-    client(&mut s, &call(9, "send_email"));
-    s.apply_decision(&verdict(&signer, "9", DecisionAction::Block), at(50))
-        .expect("verdict");
+    let (_, report) = client(&mut s, &call(9, "send_email"));
+    let event_id = report.json(0)["event_id"].as_str().unwrap().to_string();
+    s.apply_decision(
+        &verdict(&signer, ("9", &event_id), DecisionAction::Block),
+        at(50),
+    )
+    .expect("verdict");
     let mut out = Vec::new();
     s.resolve_holds(at(50), &mut out);
     let answer = to_client(&out);
@@ -354,7 +391,10 @@ fn a_block_verdict_refuses_the_held_call_with_the_engines_reason() {
     assert_eq!(answer["result"]["isError"], true);
     let text = answer["result"]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("untrusted web page"), "{text}");
-    assert!(text.contains("decision.verdict-9"), "{text}");
+    assert!(
+        text.contains(&format!("decision.verdict-{event_id}")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -386,8 +426,13 @@ fn without_a_verdict_in_time_the_fail_mode_decides() {
 #[test]
 fn a_stale_verdict_for_a_reused_id_does_not_release_a_new_call() {
     let (mut s, signer) = held_session();
-    s.apply_decision(&verdict(&signer, "4", DecisionAction::Allow), at(0))
-        .expect("verdict");
+    // The verdict names the event the call will have: only its time is stale.
+    let event_id = "ev-00000001";
+    s.apply_decision(
+        &verdict(&signer, ("4", event_id), DecisionAction::Allow),
+        at(0),
+    )
+    .expect("verdict");
     client(&mut s, &call(4, "send_email"));
     let mut out = Vec::new();
     s.resolve_holds(at(10), &mut out);

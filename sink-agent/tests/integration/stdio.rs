@@ -182,7 +182,10 @@ fn issue_22_without_a_pins_file_a_rug_pull_between_two_runs_is_held() {
     };
     let first = run("99");
     assert_eq!(first[2]["result"]["content"][0]["text"], "hi", "{first:?}");
-    assert!(dir.path().join("spool/pins.json").exists(), "pins kept");
+    assert!(
+        dir.path().join("spool/@pins/files.json").exists(),
+        "pins kept"
+    );
     let second = run("1");
     assert_eq!(second[2]["result"]["isError"], true, "{second:?}");
     let text = second[2]["result"]["content"][0]["text"]
