@@ -302,7 +302,8 @@ pub enum DefinitionsCommand {
 /// Where the pins are.
 #[derive(Debug, Args)]
 pub struct PinsArgs {
-    /// The pins file; `[detectors.definitions] pins_file` of the config if absent.
+    /// The pins file; `[detectors.definitions] pins_file` of the config if absent,
+    /// else the sinks' own files under `[sink] spool_dir` (`@pins/<server>.json`).
     #[arg(long)]
     pub pins: Option<PathBuf>,
     /// toolgate.toml.

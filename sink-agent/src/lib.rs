@@ -224,6 +224,33 @@ pub fn unix_millis() -> u64 {
     u64::try_from(toolgate_protocol::Timestamp::now().unix_millis()).unwrap_or(0)
 }
 
+/// Checks, before the sink starts, that pins can be kept at `path`: its directory is
+/// made and a file written and removed there. Pins that cannot be saved are lost at
+/// exit, and a rug pull between two runs passes with only a log line (issue 22).
+pub fn prepare_pins(path: &Path) -> Result<(), SinkError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let probe = dir.join(format!(
+        ".{}.{}.probe",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            SinkError::Pins(
+                path.to_path_buf(),
+                format!(
+                    "cannot be written ({e}): set [detectors.definitions] pins_file or [sink] spool_dir to a writable place, or [detectors.definitions] enabled = false"
+                ),
+            )
+        })
+}
+
 /// Replaces the pins file, so a reader or a crash sees the old pins or the new ones.
 pub fn save_pins(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());

@@ -83,6 +83,9 @@ impl Sink {
     ) -> Result<Sink, SinkError> {
         crate::check_protection(config, brokers)?;
         let pins_file = config.sink_pins_file(server);
+        if let Some(path) = &pins_file {
+            crate::prepare_pins(path)?;
+        }
         let pins = crate::read_pins(pins_file.as_deref())?;
         let session = crate::session(
             config,

@@ -10,11 +10,47 @@ use super::load_config;
 use crate::cli::{DefinitionsCommand, PinTarget, PinsArgs};
 use toolgate_engine::replay::pins_file;
 
-fn locate(args: &PinsArgs) -> Result<PathBuf> {
+/// The pins files: `--pins`, else `[detectors.definitions] pins_file`, else the sinks'
+/// own per-server files under `[sink] spool_dir` (the one of `server` if named).
+fn locate(args: &PinsArgs, server: Option<&str>) -> Result<Vec<PathBuf>> {
     let config = load_config(args.config.as_deref())?;
-    match pins_file(&config, args.pins.as_deref()) {
-        Some(p) => Ok(p),
-        None => bail!("name the pins file with --pins or [detectors.definitions] pins_file"),
+    if let Some(p) = pins_file(&config, args.pins.as_deref()) {
+        return Ok(vec![p]);
+    }
+    let dir = config.sink_pins_dir();
+    if let Some(p) = server.and_then(|s| config.sink_pins_file(s)) {
+        if !p.exists() {
+            bail!(
+                "no pins file for this server at {} (name one with --pins)",
+                p.display()
+            );
+        }
+        return Ok(vec![p]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "no pins: name the file with --pins or [detectors.definitions] pins_file (the sinks' own are in {})",
+            dir.display()
+        );
+    }
+    Ok(files)
+}
+
+/// The one pins file of `target`'s server.
+fn locate_one(target: &PinTarget) -> Result<PathBuf> {
+    let mut files = locate(&target.pins, Some(&target.server))?;
+    match files.len() {
+        1 => Ok(files.remove(0)),
+        _ => bail!("several pins files; name one with --pins"),
     }
 }
 
@@ -40,8 +76,14 @@ pub fn run(cmd: &DefinitionsCommand) -> Result<()> {
 }
 
 fn list(args: &PinsArgs) -> Result<()> {
-    let path = locate(args)?;
-    let state = load(&path)?;
+    for path in locate(args, None)? {
+        list_one(&path)?;
+    }
+    Ok(())
+}
+
+fn list_one(path: &PathBuf) -> Result<()> {
+    let state = load(path)?;
     let mut pending_total = 0;
     for (server, tools) in &state.pins.servers {
         for (tool, pins) in tools {
@@ -69,7 +111,7 @@ fn list(args: &PinsArgs) -> Result<()> {
 }
 
 fn show_diff(target: &PinTarget) -> Result<()> {
-    let path = locate(&target.pins)?;
+    let path = locate_one(target)?;
     let state = load(&path)?;
     let Some(pins) = state.pins.get(&target.server, &target.tool) else {
         bail!(
@@ -123,7 +165,7 @@ fn show_diff(target: &PinTarget) -> Result<()> {
 }
 
 fn decide(target: &PinTarget, approve: bool) -> Result<()> {
-    let path = locate(&target.pins)?;
+    let path = locate_one(target)?;
     let mut state = load(&path)?;
     let fp = target.fingerprint.as_deref();
     let chosen = if approve {

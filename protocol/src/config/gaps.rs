@@ -85,10 +85,14 @@ impl Config {
             return None;
         }
         Some(self.pins_file().unwrap_or_else(|| {
-            PathBuf::from(&self.sink.spool_dir)
-                .join("@pins")
+            self.sink_pins_dir()
                 .join(format!("{}.json", super::file_name_of(server)))
         }))
+    }
+
+    /// Where sinks keep their per-server pins files when `pins_file` is not set.
+    pub fn sink_pins_dir(&self) -> PathBuf {
+        PathBuf::from(&self.sink.spool_dir).join("@pins")
     }
 
     /// The gaps of this config for `role`, worst first.

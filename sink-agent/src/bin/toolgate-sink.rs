@@ -92,6 +92,9 @@ fn load(
     let config = Config::resolve(config.as_deref())?;
     toolgate_sink::check_protection(&config, brokers)?;
     let pins_file = config.sink_pins_file(server);
+    if let Some(path) = &pins_file {
+        toolgate_sink::prepare_pins(path)?;
+    }
     Ok((config, pins_file))
 }
 

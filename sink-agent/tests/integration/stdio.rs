@@ -192,6 +192,20 @@ fn issue_22_without_a_pins_file_a_rug_pull_between_two_runs_is_held() {
         .as_str()
         .unwrap_or("");
     assert!(text.contains("definitions.rug_pull"), "{text}");
+
+    // Where pins cannot be kept, the sink refuses to start rather than lose them.
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, "").expect("file");
+    let config = format!(
+        "[sink]\nagent_id = \"a\"\nspool_dir = \"{}\"\n",
+        blocked.join("spool").display()
+    );
+    let out = proxy(dir.path(), &config).wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot be written"), "{stderr}");
+    assert!(stderr.contains("[sink] spool_dir"), "{stderr}");
+    assert!(!stderr.contains("rug_pull_server: ready"), "{stderr}");
 }
 
 /// Issue 22: each sink minted its own `session_id`, so one agent run across two servers
