@@ -159,6 +159,7 @@ impl RowBuffer {
         r.text(Some(&to_json(&f.evidence)));
         r.text(Some(&to_json(&f.tags)));
         r.text(Some(f.action.as_str()));
+        r.text(f.outcome.map(|o| o.as_str()));
         r.finish();
     }
 

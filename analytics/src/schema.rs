@@ -160,6 +160,8 @@ fn finding_fields() -> Vec<Field> {
         json("evidence", false),
         json("tags", false),
         text("action", false),
+        // What was done (issue 22); null in findings of older versions.
+        text("outcome", true),
     ]
 }
 

@@ -5,9 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use toolgate_protocol::finding::FindingSchema;
-use toolgate_protocol::{Duration, Finding, FindingAction, Timestamp};
+use toolgate_protocol::{Duration, Finding, FindingAction, FindingOutcome, Timestamp};
 
 use crate::draft::{FindingDraft, finding_id};
+use crate::outcome::{CallRef, awaits_settlement};
 
 /// When a folded finding is emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,10 @@ struct OpenFinding {
     finding: Finding,
     window_end: Timestamp,
     emitted_count: u64,
+    /// The call of the latest occurrence, whose outcome the finding carries (the
+    /// finding's own `call_id` is the first occurrence's).
+    #[serde(default)]
+    latest_call: Option<String>,
 }
 
 /// Holds open findings until their fold window closes.
@@ -96,8 +101,9 @@ impl FindingFolder {
         self.open.len()
     }
 
-    /// Adds one occurrence.
-    pub fn add(&mut self, draft: FindingDraft, out: &mut Vec<Finding>) {
+    /// Adds one occurrence, with what was done about it: a folded finding carries its
+    /// latest occurrence's outcome.
+    pub fn add(&mut self, draft: FindingDraft, outcome: FindingOutcome, out: &mut Vec<Finding>) {
         self.stats.drafts += 1;
         let window_start = draft.time.floor_to(self.window);
         let window_end = window_start.saturating_add(self.window);
@@ -109,10 +115,14 @@ impl FindingFolder {
         );
         if let Some(open) = self.open.get_mut(&id) {
             self.stats.folded += 1;
+            open.latest_call.clone_from(&draft.call_id);
             merge(&mut open.finding, draft, self.max_event_ids);
+            open.finding.outcome = Some(outcome);
             return;
         }
+        let latest_call = draft.call_id.clone();
         let mut finding = new_finding(id.clone(), draft);
+        finding.outcome = Some(outcome);
         finding.event_ids.truncate(self.max_event_ids);
         if window_end <= self.watermark {
             self.stats.late += 1;
@@ -132,6 +142,7 @@ impl FindingFolder {
                 finding,
                 window_end,
                 emitted_count,
+                latest_call,
             },
         );
         while self.open.len() > self.max_open {
@@ -141,6 +152,40 @@ impl FindingFolder {
             self.stats.closed_early += 1;
             self.close(&oldest, out);
         }
+    }
+
+    /// A sink settled held call `call` otherwise than its findings expected (the
+    /// verdict came after the hold's deadline, say): the open findings about it take
+    /// the real outcome, and one already emitted is emitted again with it (same id). A
+    /// finding whose window closed before the settlement keeps the expected outcome.
+    pub(crate) fn settle(
+        &mut self,
+        call: &CallRef<'_>,
+        really: FindingOutcome,
+        time: Timestamp,
+        out: &mut Vec<Finding>,
+    ) {
+        let start = out.len();
+        for open in self.open.values_mut() {
+            let f = &mut open.finding;
+            if open.latest_call.as_deref() != Some(call.call_id)
+                || f.server.as_deref() != Some(call.server)
+                || f.agent_id != call.agent_id
+                || f.session_id != call.session_id
+                || !awaits_settlement(f.outcome)
+                || f.outcome == Some(really)
+            {
+                continue;
+            }
+            f.outcome = Some(really);
+            if open.emitted_count > 0 {
+                let mut again = f.clone();
+                again.time = again.time.max(time);
+                out.push(again);
+            }
+        }
+        // The open findings are a hash map: their order is not event time's.
+        out[start..].sort_by(|a, b| a.finding_id.cmp(&b.finding_id));
     }
 
     /// Event time reached `watermark`: emits every finding whose window has ended.
@@ -221,6 +266,7 @@ fn new_finding(finding_id: String, d: FindingDraft) -> Finding {
         evidence: d.evidence,
         tags: d.tags,
         action: d.action,
+        outcome: None,
     }
 }
 

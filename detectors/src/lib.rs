@@ -21,6 +21,7 @@ pub mod injection;
 mod late;
 pub mod metrics;
 pub mod mode;
+mod outcome;
 mod pipeline;
 pub mod policy;
 pub mod provenance;

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use toolgate_protocol::{Event, Finding, Timestamp};
+use toolgate_protocol::{Event, Finding, FindingOutcome, Timestamp};
 
 use crate::fold::{FindingFolder, FoldStats, FolderState};
+use crate::outcome;
 use crate::secrets::Redactor;
 use crate::{Detector, FindingDraft, StateError};
 
@@ -64,10 +65,16 @@ impl Pipeline {
         self.redacted
     }
 
-    fn fold_drafts(&mut self, out: &mut Vec<Finding>) {
-        for mut draft in self.drafts.drain(..) {
+    /// Folds the drafts made; `observed` is the event they came from (none for a
+    /// window closing or the end), which says what was done about each.
+    fn fold_drafts(&mut self, observed: Option<&Event>, out: &mut Vec<Finding>) {
+        let fates = match observed {
+            Some(event) => outcome::of_drafts(event, &self.drafts),
+            None => vec![FindingOutcome::Observed; self.drafts.len()],
+        };
+        for (mut draft, fate) in self.drafts.drain(..).zip(fates) {
             self.redacted += self.redactor.redact_draft(&mut draft) as u64;
-            self.folder.add(draft, out);
+            self.folder.add(draft, fate, out);
         }
     }
 
@@ -95,7 +102,10 @@ impl Pipeline {
         for d in &mut self.detectors {
             d.observe(event, &mut self.drafts);
         }
-        self.fold_drafts(out);
+        self.fold_drafts(Some(event), out);
+        if let Some((call, really)) = outcome::settlement(event) {
+            self.folder.settle(&call, really, event.time, out);
+        }
     }
 
     /// Event time reached `watermark` (ignored if it goes backwards).
@@ -107,7 +117,7 @@ impl Pipeline {
         for d in &mut self.detectors {
             d.advance(watermark, &mut self.drafts);
         }
-        self.fold_drafts(out);
+        self.fold_drafts(None, out);
         self.folder.advance(watermark, out);
     }
 
@@ -116,7 +126,7 @@ impl Pipeline {
         for d in &mut self.detectors {
             d.finish(&mut self.drafts);
         }
-        self.fold_drafts(out);
+        self.fold_drafts(None, out);
         self.folder.flush(out);
     }
 

@@ -28,7 +28,7 @@ use toolgate_detectors::{EmitPolicy, build_pipeline, definitions};
 use toolgate_ingest::kafka::{KafkaRejected, Polled, RawRecord};
 use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{
-    DetectorKind, Duration, Event, Finding, FindingAction, Severity, Timestamp,
+    DetectorKind, Duration, Event, Finding, FindingAction, FindingOutcome, Severity, Timestamp,
 };
 
 use super::checkpoint::{self, Checkpoint};
@@ -626,6 +626,7 @@ pub fn offset_gap_finding(topic: &str, partition: i32, expected: i64, got: i64) 
         }),
         tags: vec!["toolgate:telemetry-gap".into()],
         action: FindingAction::Alert,
+        outcome: Some(FindingOutcome::Observed),
     }
 }
 

@@ -119,6 +119,47 @@ impl FindingAction {
     }
 }
 
+/// What happened to the call a finding is about, as far as toolgate knows when it
+/// emits the finding: the action a finding asks for (`action`) is not always what was
+/// done, and SIEM dispositions follow this, never the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingOutcome {
+    /// The sink refused the call by its own rules; the server never saw it.
+    RefusedAtSink,
+    /// The call was held for a verdict and refused.
+    HeldRefused,
+    /// The call was held for a verdict and then forwarded.
+    HeldReleased,
+    /// The call was forwarded without waiting (its class is not held): a block can
+    /// only stop later calls.
+    Forwarded,
+    /// Nothing was there to stop: the finding is about a result, a tool list, a
+    /// message, or a window of events.
+    Observed,
+}
+
+impl FindingOutcome {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingOutcome::RefusedAtSink => "refused_at_sink",
+            FindingOutcome::HeldRefused => "held_refused",
+            FindingOutcome::HeldReleased => "held_released",
+            FindingOutcome::Forwarded => "forwarded",
+            FindingOutcome::Observed => "observed",
+        }
+    }
+
+    /// Whether the call was stopped.
+    pub fn stopped(self) -> bool {
+        matches!(
+            self,
+            FindingOutcome::RefusedAtSink | FindingOutcome::HeldRefused
+        )
+    }
+}
+
 /// One finding. Repeats of the same detector, rule, group and window are folded into
 /// one finding (`count`, `first_seen`, `last_seen`) under a deterministic id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,8 +210,12 @@ pub struct Finding {
     pub evidence: Value,
     /// Framework tags such as `owasp-asi:ASI01`, `atlas:AML.T0051`.
     pub tags: Vec<String>,
-    /// Alert or block.
+    /// Alert or block: what the finding asks for.
     pub action: FindingAction,
+    /// What was done (`toolgate run` and `analyze` stamp it; absent in findings of
+    /// older versions and of detectors run on their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<FindingOutcome>,
 }
 
 impl Finding {

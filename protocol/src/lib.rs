@@ -31,5 +31,5 @@ pub mod time;
 pub use decode::MAX_IDENTIFIER_BYTES;
 pub use error::{DecodeError, FieldProblem};
 pub use event::{Event, EventBody, EventKind, ToolDefinition, ToolResult};
-pub use finding::{DetectorKind, Finding, FindingAction, Severity};
+pub use finding::{DetectorKind, Finding, FindingAction, FindingOutcome, Severity};
 pub use time::{Duration, Timestamp};

@@ -462,7 +462,10 @@ impl HttpProxy {
             let seen = self.signal.generation();
             let deadline = {
                 let mut s = session.lock().ok()?;
-                if let Some(o) = s.resolve_hold(id, Timestamp::now()) {
+                let mut report = Report::default();
+                if let Some(o) = s.resolve_hold(id, Timestamp::now(), &mut report) {
+                    drop(s);
+                    self.events.write(report);
                     return Some(o);
                 }
                 if !s.is_held(id) {

@@ -30,7 +30,9 @@ use serde_json::json;
 use toolgate_detectors::finding_id;
 use toolgate_protocol::config::Config;
 use toolgate_protocol::partition::partition_for;
-use toolgate_protocol::{DetectorKind, Finding, FindingAction, Severity, Timestamp};
+use toolgate_protocol::{
+    DetectorKind, Finding, FindingAction, FindingOutcome, Severity, Timestamp,
+};
 
 use crate::SinkError;
 use crate::decisions::Rejected;
@@ -516,6 +518,7 @@ pub fn dropped_finding(identity: &Identity, dropped: u64, spool_max_bytes: u64) 
         evidence: json!({ "dropped_events": dropped, "spool_max_bytes": spool_max_bytes }),
         tags: vec!["toolgate:telemetry-gap".into()],
         action: FindingAction::Alert,
+        outcome: Some(FindingOutcome::Observed),
     }
 }
 

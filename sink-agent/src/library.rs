@@ -181,12 +181,15 @@ impl Sink {
     fn await_verdict(&mut self, call_id: String) -> Result<Verdict, SinkError> {
         loop {
             let seen = self.signal.generation();
-            let mut out = Vec::new();
+            let (mut out, mut report) = (Vec::new(), Report::default());
             let deadline = {
                 let mut session = self.session()?;
-                session.resolve_holds(Timestamp::now(), &mut out);
+                session.resolve_holds(Timestamp::now(), &mut out, &mut report);
                 session.next_hold_deadline()
             };
+            if !report.events.is_empty() {
+                self.events.write(report)?;
+            }
             match out.pop() {
                 Some(Outbound::ToServer(_)) => return Ok(Verdict::Forward { call_id }),
                 Some(Outbound::ToClient(line)) => {

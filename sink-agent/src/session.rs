@@ -24,7 +24,12 @@ use toolgate_protocol::{Duration, Event, FindingAction, Timestamp};
 use crate::decisions::{Decisions, Rejected};
 use crate::jsonrpc::{self, Id, Message, Parsed};
 
+mod holds;
 mod unparseable;
+
+use holds::HeldCall;
+pub(crate) use holds::HeldCallSpec;
+pub use holds::MAX_HOLDS;
 use toolgate_protocol::decision::DecisionAction;
 use unparseable::{LenientMark, unparseable_text};
 
@@ -82,25 +87,6 @@ pub struct HoldRule {
     pub fail_mode: FailMode,
 }
 
-/// Calls waiting for a verdict at once, at most; past it a call of a held class gets
-/// its fail mode at once.
-pub const MAX_HOLDS: usize = 1_024;
-
-/// A `tools/call` waiting for the engine's verdict.
-struct HeldCall {
-    key: Id,
-    id: Value,
-    call_id: String,
-    /// The held call's event: the engine's verdict on it is `verdict-<event_id>`.
-    event_id: String,
-    tool: String,
-    line: Vec<u8>,
-    class: String,
-    deadline: Timestamp,
-    timeout: Duration,
-    fail_mode: FailMode,
-}
-
 /// What becomes of one message from the agent.
 pub(crate) enum Disposition {
     /// Forward it.
@@ -109,19 +95,6 @@ pub(crate) enum Disposition {
     Answer(Value),
     /// Keep it until the engine's verdict (a `tools/call` of a held class).
     Hold(HeldCallSpec),
-}
-
-/// A call to hold, as [`Session::client_message`] found it.
-pub(crate) struct HeldCallSpec {
-    key: Id,
-    id: Value,
-    call_id: String,
-    event_id: String,
-    tool: String,
-    class: String,
-    deadline: Timestamp,
-    timeout: Duration,
-    fail_mode: FailMode,
 }
 
 /// Where a line goes. The edge appends the newline.
@@ -174,7 +147,12 @@ pub const MAX_PENDING: usize = 65_536;
 pub const MAX_PENDING_BATCHES: usize = 1_024;
 
 enum Pending {
-    Call { call_id: String, tool: String },
+    /// A call forwarded to the server; `released` says how a held call was let go.
+    Call {
+        call_id: String,
+        tool: String,
+        released: Option<SinkAction>,
+    },
     List,
 }
 
@@ -537,7 +515,14 @@ impl Session {
                         })
                     }
                     None => {
-                        self.track(key, Pending::Call { call_id, tool });
+                        self.track(
+                            key,
+                            Pending::Call {
+                                call_id,
+                                tool,
+                                released: None,
+                            },
+                        );
                         Disposition::Forward
                     }
                 }
@@ -560,134 +545,6 @@ impl Session {
             .holds
             .iter()
             .find(|h| h.tools.matches(Some(tool)) && h.servers.matches(Some(&self.identity.server)))
-    }
-
-    /// Settles the held calls that can be settled at `now`: the engine's verdict on the
-    /// call (or a block covering it) decides; past the deadline, the class's fail mode.
-    /// Forwarded calls go to `out` for the server, refusals for the agent.
-    pub fn resolve_holds(&mut self, now: Timestamp, out: &mut Vec<Outbound>) {
-        let mut i = 0;
-        while i < self.holds.len() {
-            match self.settle(i, now) {
-                Some(o) => out.push(o),
-                None => i += 1,
-            }
-        }
-    }
-
-    /// [`Session::resolve_holds`] for the one held call with JSON-RPC id `key`:
-    /// `None` while it still waits (or if no such call is held).
-    pub fn resolve_hold(&mut self, key: &Id, now: Timestamp) -> Option<Outbound> {
-        let i = self.holds.iter().position(|h| &h.key == key)?;
-        self.settle(i, now)
-    }
-
-    /// Whether the call with JSON-RPC id `key` is held.
-    pub fn is_held(&self, key: &Id) -> bool {
-        self.holds.iter().any(|h| &h.key == key)
-    }
-
-    /// Settles held call `i` if its verdict is in or its deadline has passed.
-    fn settle(&mut self, i: usize, now: Timestamp) -> Option<Outbound> {
-        let h = &self.holds[i];
-        let id = &self.identity;
-        let decisions = &self.checks.decisions;
-        let verdict = decisions
-            .verdict_for_call(
-                &id.session_id,
-                &id.server,
-                &h.tool,
-                (&h.call_id, &h.event_id),
-                now,
-            )
-            .or_else(|| {
-                decisions
-                    .lookup(&id.session_id, &id.server, &h.tool, None, now)
-                    .filter(|d| d.action != DecisionAction::Allow)
-            });
-        let outcome: Result<(), String> = match verdict {
-            Some(d) => match d.action {
-                DecisionAction::Allow => Ok(()),
-                DecisionAction::Block => {
-                    Err(format!("{} (rule decision.{})", d.reason, d.decision_id))
-                }
-                DecisionAction::RequireApproval => Err(format!(
-                    "needs a person's approval: {} (rule decision.{})",
-                    d.reason, d.decision_id
-                )),
-            },
-            None if now >= h.deadline => match h.fail_mode {
-                FailMode::FailOpen => Ok(()),
-                FailMode::FailClosed => Err(format!(
-                    "the engine gave no verdict within {} ms (rule hold.{}, fail_closed)",
-                    h.timeout.as_nanos() / 1_000_000,
-                    h.class
-                )),
-            },
-            None => return None,
-        };
-        let h = self.holds.remove(i);
-        Some(match outcome {
-            Ok(()) => {
-                self.track(
-                    h.key,
-                    Pending::Call {
-                        call_id: h.call_id,
-                        tool: h.tool,
-                    },
-                );
-                Outbound::ToServer(h.line)
-            }
-            Err(reason) => {
-                let text = format!(
-                    "toolgate refused this call to {:?} on {:?}: {reason}",
-                    h.tool, self.identity.server
-                );
-                Outbound::ToClient(encode(&jsonrpc::refusal(&h.id, &text)))
-            }
-        })
-    }
-
-    /// Keeps a call (its line as the agent sent it) until [`Session::resolve_holds`]
-    /// settles it.
-    pub(crate) fn hold(&mut self, spec: HeldCallSpec, line: Vec<u8>) {
-        self.holds.push(HeldCall {
-            key: spec.key,
-            id: spec.id,
-            call_id: spec.call_id,
-            event_id: spec.event_id,
-            tool: spec.tool,
-            line,
-            class: spec.class,
-            deadline: spec.deadline,
-            timeout: spec.timeout,
-            fail_mode: spec.fail_mode,
-        });
-    }
-
-    /// The earliest deadline of a held call.
-    pub fn next_hold_deadline(&self) -> Option<Timestamp> {
-        self.holds.iter().map(|h| h.deadline).min()
-    }
-
-    /// Calls waiting for a verdict.
-    pub fn holding(&self) -> usize {
-        self.holds.len()
-    }
-
-    /// The agent gave up on a request (`notifications/cancelled`): a held call it names
-    /// is dropped, never to reach the server.
-    fn cancel_hold(&mut self, line: &[u8]) {
-        let Ok(value) = serde_json::from_slice::<Value>(line) else {
-            return;
-        };
-        if let Some(key) = value
-            .get("params")
-            .and_then(|p| p.get("requestId"))
-            .and_then(Id::of)
-        {
-            self.holds.retain(|h| h.key != key);
-        }
     }
 
     /// Remembers a request until its response. A server that never answers must not
@@ -725,7 +582,11 @@ impl Session {
             return;
         };
         match pending {
-            Pending::Call { call_id, tool } => {
+            Pending::Call {
+                call_id,
+                tool,
+                released,
+            } => {
                 let result = match (result, is_error) {
                     (Some(r), _) => ToolResult::from_value(Value::Object(r.clone())),
                     // A JSON-RPC error is reported as a failed result.
@@ -744,7 +605,7 @@ impl Session {
                     tool,
                     result,
                 };
-                self.emit(body, None, false, now, report);
+                self.emit(body, released, false, now, report);
             }
             Pending::List => {
                 let Some(tools) = result.as_ref().and_then(|r| r.get("tools")) else {

@@ -154,10 +154,10 @@ pub fn run(
 
     let verdicts = {
         let (session, signal, done) = (session.clone(), signal.clone(), done.clone());
-        let mut server_in = server_in.clone();
+        let (mut server_in, events) = (server_in.clone(), events.clone());
         std::thread::Builder::new()
             .name("verdicts".into())
-            .spawn(move || settle_held_calls(&session, &signal, &mut server_in, &done))
+            .spawn(move || settle_held_calls(&session, &signal, &mut server_in, &events, &done))
             .map_err(|e| SinkError::Task(e.to_string()))?
     };
 
@@ -295,19 +295,23 @@ fn settle_held_calls(
     session: &Mutex<Session>,
     signal: &VerdictSignal,
     server: &mut SharedServer,
+    events: &ReportWriter,
     done: &AtomicBool,
 ) {
     let idle = std::time::Duration::from_millis(100);
     while !done.load(Ordering::Relaxed) {
         let seen = signal.generation();
-        let mut out = Vec::new();
+        let (mut out, mut report) = (Vec::new(), Report::default());
         let deadline = match session.lock() {
             Ok(mut s) => {
-                s.resolve_holds(Timestamp::now(), &mut out);
+                s.resolve_holds(Timestamp::now(), &mut out, &mut report);
                 s.next_hold_deadline()
             }
             Err(_) => return,
         };
+        if !report.events.is_empty() {
+            events.write(report);
+        }
         for o in out {
             let _ = match o {
                 Outbound::ToServer(mut line) => {

@@ -77,7 +77,30 @@ fn held_calls_get_a_verdict_block_when_a_finding_points_at_them_allow_otherwise(
     produce(&brokers, &events);
     let engine = start(&config, &brokers);
     let records = read_all(&brokers, "toolgate.decisions", held.len() + 1);
+    // Issue 22: the finding says what was done, not only what it asks for: the held
+    // exfiltration was refused by this very verdict.
+    let about_exfiltration = |r: &common::topics::Record| r.json()["call_id"] == exfiltration;
+    let findings = read_until(&brokers, "toolgate.findings", |rs| {
+        rs.iter().any(about_exfiltration)
+    });
     stop(engine);
+    let blocking: Vec<Value> = findings
+        .iter()
+        .filter(|r| about_exfiltration(r))
+        .map(|r| r.json())
+        .filter(|f| f["action"] == "block")
+        .collect();
+    assert!(!blocking.is_empty(), "{findings:?}");
+    for f in &blocking {
+        assert_eq!(f["outcome"], "held_refused", "{f}");
+    }
+    for f in findings.iter().map(|r| r.json()) {
+        assert!(
+            ["held_refused", "held_released", "observed"]
+                .contains(&f["outcome"].as_str().unwrap_or("none")),
+            "every call is held here, so nothing is forwarded: {f}"
+        );
+    }
 
     let verifier = verifier(&config);
     let mut verdicts = BTreeMap::new();

@@ -392,6 +392,7 @@ fn psql_reads_the_history_and_cannot_change_it() {
         "sessions",
         "flows",
         "agents",
+        "call_outcomes",
     ] {
         assert!(tables.lines().any(|l| l == t), "{t} missing from {tables}");
     }

@@ -211,6 +211,68 @@ fn events_land_in_hive_partitions_by_event_hour_and_read_back_with_sql() {
     assert_eq!(ints(&b, 0), [0]);
 }
 
+/// `event` with `sink_action` set to `action` by `rule`.
+fn sink_said(event: Event, action: &str, rule: &str) -> Event {
+    let mut v: Value = serde_json::from_str(&event.to_json()).expect("json");
+    v["sink_action"] = json!({ "action": action, "rule": rule });
+    Event::decode(v.to_string().as_bytes()).expect("test event decodes")
+}
+
+/// Issue 22: a held call refused by the engine's verdict stayed `held` in the history,
+/// and `sessions.blocked_calls` missed it. The sink reports the settlement on the
+/// call's result; the views count it, and `call_outcomes` gives every call's final
+/// action.
+#[test]
+fn issue_22_refused_held_calls_count_as_blocked_and_every_call_has_its_final_action() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = HistoryWriter::open(&config(dir.path()), None).expect("open");
+    let events = [
+        call(1, T0, "a1", "lookup", json!({})),
+        sink_said(call(2, T0 + 1, "a1", "exec", json!({})), "blocked", "deny"),
+        sink_said(
+            call(3, T0 + 2, "a1", "send", json!({})),
+            "held",
+            "hold.egress",
+        ),
+        sink_said(
+            result(3, T0 + 3, "a1", "refused"),
+            "blocked",
+            "decision.verdict-c3",
+        ),
+        sink_said(
+            call(4, T0 + 4, "a1", "send", json!({})),
+            "held",
+            "hold.egress",
+        ),
+        sink_said(
+            result(4, T0 + 5, "a1", "sent"),
+            "allowed",
+            "decision.verdict-c4",
+        ),
+    ];
+    for e in &events {
+        w.append_event(e).expect("append");
+    }
+    w.close_all().expect("commit");
+    let b = query(dir.path(), "SELECT calls, blocked_calls FROM sessions");
+    assert_eq!((ints(&b, 0), ints(&b, 1)), (vec![4], vec![2]));
+    let b = query(dir.path(), "SELECT blocked_calls FROM agents");
+    assert_eq!(ints(&b, 0), [2]);
+    let b = query(
+        dir.path(),
+        "SELECT call_id, coalesce(sink_action_at_call, '-'), coalesce(sink_action, '-'),
+                coalesce(sink_rule, '-')
+         FROM call_outcomes ORDER BY call_id",
+    );
+    assert_eq!(strings(&b, 0), ["k1", "k2", "k3", "k4"]);
+    assert_eq!(strings(&b, 1), ["-", "blocked", "held", "held"]);
+    assert_eq!(strings(&b, 2), ["-", "blocked", "blocked", "allowed"]);
+    assert_eq!(
+        strings(&b, 3),
+        ["-", "deny", "decision.verdict-c3", "decision.verdict-c4"]
+    );
+}
+
 #[test]
 fn files_roll_by_size_and_each_row_group_is_sorted_by_agent() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -13,7 +13,7 @@ use toolgate_detectors::{
 use toolgate_protocol::config::Config;
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{
-    DetectorKind, Duration, Event, Finding, FindingAction, Severity, Timestamp,
+    DetectorKind, Duration, Event, Finding, FindingAction, FindingOutcome, Severity, Timestamp,
 };
 
 /// Flags every call to `tool`, and every call that got no result within `timeout`.
@@ -489,4 +489,95 @@ model_file = "model.json"
             .contains("`detectors.session`: model file model.json has no `sessions` section"),
         "{err}"
     );
+}
+
+/// `event` with `extra` members set (`sink_action`, `await_verdict`).
+fn with(event: Event, extra: Value) -> Event {
+    let mut v: Value = serde_json::from_str(&event.to_json()).unwrap();
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    Event::decode(v.to_string().as_bytes()).unwrap()
+}
+
+fn held(event: Event) -> Event {
+    with(
+        event,
+        json!({"await_verdict": true, "sink_action": {"action": "held", "rule": "hold.egress"}}),
+    )
+}
+
+/// `result(secs, call_id)` reporting how the sink settled the held call.
+fn settled(secs: i64, call_id: &str, action: &str) -> Event {
+    with(
+        result(secs, call_id),
+        json!({"sink_action": {"action": action, "rule": "hold.egress"}}),
+    )
+}
+
+fn outcome_of(found: &[Finding], session: &str, rule: &str) -> Vec<Option<FindingOutcome>> {
+    found
+        .iter()
+        .filter(|f| f.session_id == session && f.rule_id == rule)
+        .map(|f| f.outcome)
+        .collect()
+}
+
+/// Issue 22: a finding says what was done about its call, not only what it asks for.
+#[test]
+fn issue_22_each_finding_says_what_was_done_about_its_call() {
+    let mut p = pipeline(EmitPolicy::FinalOnly, Duration::from_secs(60), 100);
+    let refused = with(
+        call(1, "s3", "c2", "send"),
+        json!({"sink_action": {"action": "blocked", "rule": "deny", "reason": "policy"}}),
+    );
+    let mut found = run(
+        &mut p,
+        &[
+            call(0, "s2", "c1", "send"),
+            refused,
+            held(call(2, "s1", "c3", "send")),
+            settled(3, "c3", "allowed"),
+        ],
+    );
+    p.advance(at(100), &mut found);
+    p.finish(&mut found);
+    use FindingOutcome::*;
+    assert_eq!(outcome_of(&found, "s2", "watched_tool"), [Some(Forwarded)]);
+    assert_eq!(
+        outcome_of(&found, "s3", "watched_tool"),
+        [Some(RefusedAtSink)]
+    );
+    assert_eq!(
+        outcome_of(&found, "s1", "watched_tool"),
+        [Some(HeldReleased)]
+    );
+    // Raised when a window of event time closed: nothing was there to stop.
+    assert_eq!(outcome_of(&found, "s2", "no_result"), [Some(Observed)]);
+}
+
+/// Issue 22: the verdict came after the hold's deadline and the sink's fail mode
+/// refused the call the engine let go: the finding is emitted again, same id, with
+/// what really happened, and its final version keeps it.
+#[test]
+fn issue_22_a_settlement_unlike_the_expected_one_corrects_the_finding() {
+    let mut p = pipeline(EmitPolicy::FirstAndFinal, Duration::from_secs(60), 100);
+    let mut found = run(
+        &mut p,
+        &[
+            held(call(0, "s1", "c1", "send")),
+            settled(1, "c1", "blocked"),
+            held(call(2, "s1", "c2", "send")),
+            settled(3, "c2", "allowed"),
+        ],
+    );
+    p.finish(&mut found);
+    use FindingOutcome::*;
+    let versions = outcome_of(&found, "s1", "watched_tool");
+    assert_eq!(
+        versions,
+        [Some(HeldReleased), Some(HeldRefused), Some(HeldReleased)],
+        "first, corrected, final (the latest occurrence's, as settled)"
+    );
+    assert!(found.iter().all(|f| f.finding_id == found[0].finding_id));
 }

@@ -1,7 +1,7 @@
 //! ArcSight Common Event Format lines (`CEF:0|...`), the payload the engine sends over
 //! RFC 5424 syslog.
 
-use toolgate_protocol::{Finding, Severity};
+use toolgate_protocol::{Finding, FindingOutcome, Severity};
 
 use super::PRODUCT_VERSION;
 
@@ -54,7 +54,15 @@ pub fn line(f: &Finding) -> String {
         ("cnt", f.count.to_string()),
         ("externalId", f.finding_id.clone()),
         ("cat", f.detector.as_str().to_string()),
-        ("act", f.action.as_str().to_string()),
+        // `act` is what the device did; what the finding asked for is a custom field.
+        (
+            "act",
+            f.outcome
+                .map_or("unknown", FindingOutcome::as_str)
+                .to_string(),
+        ),
+        ("flexString1Label", "requestedAction".into()),
+        ("flexString1", f.action.as_str().to_string()),
         ("msg", f.description.clone()),
         ("cs1Label", "agentId".into()),
         ("cs1", f.agent_id.clone()),
@@ -163,7 +171,8 @@ mod tests {
 
     #[test]
     fn escaping_round_trips_through_a_cef_parser() {
-        let f = sample(FindingAction::Block);
+        let mut f = sample(FindingAction::Block);
+        f.outcome = Some(FindingOutcome::Forwarded);
         let line = line(&f);
         assert!(line.starts_with("CEF:0|toolgate|toolgate|"));
         let (header, ext) = parse(&line);
@@ -173,7 +182,8 @@ mod tests {
         assert_eq!(ext["msg"], f.description);
         assert_eq!(ext["externalId"], f.finding_id);
         assert_eq!(ext["cnt"], "3");
-        assert_eq!(ext["act"], "block");
+        assert_eq!(ext["act"], "forwarded", "issue 22: what was done");
+        assert_eq!(ext["flexString1"], "block");
         assert_eq!(ext["cs1"], "agent-7");
         assert_eq!(ext["cs3Label"], "mcpServer");
         assert_eq!(ext["cs6"], "owasp-asi:ASI01");

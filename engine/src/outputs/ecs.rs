@@ -2,7 +2,7 @@
 //! the agent, conversation and tool.
 
 use serde_json::{Value, json};
-use toolgate_protocol::{Finding, FindingAction, Severity};
+use toolgate_protocol::{Finding, FindingOutcome, Severity};
 
 use super::PRODUCT_VERSION;
 
@@ -22,7 +22,13 @@ pub fn severity(s: Severity) -> u8 {
 
 /// The finding as an ECS document.
 pub fn alert(f: &Finding) -> Value {
-    let blocked = f.action == FindingAction::Block;
+    // `event.type` and `event.action` say what was done, never what was asked for.
+    // `event.outcome` is the call's: refused is a failure, forwarded a success.
+    let (kind, outcome) = match f.outcome {
+        Some(o) if o.stopped() => ("denied", "failure"),
+        Some(FindingOutcome::HeldReleased | FindingOutcome::Forwarded) => ("allowed", "success"),
+        _ => ("info", "unknown"),
+    };
     json!({
         "@timestamp": f.time.to_string(),
         "ecs": {"version": ECS_VERSION},
@@ -30,8 +36,9 @@ pub fn alert(f: &Finding) -> Value {
         "event": {
             "kind": "alert",
             "category": ["intrusion_detection"],
-            "type": if blocked { json!(["denied"]) } else { json!(["info"]) },
-            "action": if blocked { "block" } else { "alert" },
+            "type": [kind],
+            "action": f.outcome.map_or("unknown", FindingOutcome::as_str),
+            "outcome": outcome,
             "id": f.finding_id,
             "created": f.time.to_string(),
             "start": f.first_seen.to_string(),
@@ -66,6 +73,7 @@ pub fn alert(f: &Finding) -> Value {
             "server": f.server,
             "event_ids": f.event_ids,
             "evidence": f.evidence,
+            "requested_action": f.action.as_str(),
         },
     })
 }
@@ -74,10 +82,12 @@ pub fn alert(f: &Finding) -> Value {
 mod tests {
     use super::*;
     use crate::outputs::tests::sample;
+    use toolgate_protocol::FindingAction;
 
     #[test]
     fn alert_uses_ecs_and_gen_ai_fields() {
-        let f = sample(FindingAction::Block);
+        let mut f = sample(FindingAction::Block);
+        f.outcome = Some(FindingOutcome::HeldRefused);
         let d = alert(&f);
         assert_eq!(d["@timestamp"], "2025-03-01T10:00:05.5Z");
         assert_eq!(d["event"]["kind"], "alert");
@@ -90,5 +100,18 @@ mod tests {
         assert_eq!(d["gen_ai"]["tool"]["name"], "post");
         assert_eq!(d["gen_ai"]["tool"]["call"]["id"], "c-9");
         assert_eq!(d["toolgate"]["count"], 3);
+        assert_eq!(d["event"]["action"], "held_refused");
+    }
+
+    /// Issue 22: a block asked for on a call that went out is no denial.
+    #[test]
+    fn issue_22_event_type_and_action_follow_the_outcome() {
+        let mut f = sample(FindingAction::Block);
+        f.outcome = Some(FindingOutcome::Forwarded);
+        let d = alert(&f);
+        assert_eq!(d["event"]["type"][0], "allowed");
+        assert_eq!(d["event"]["action"], "forwarded");
+        assert_eq!(d["event"]["outcome"], "success");
+        assert_eq!(d["toolgate"]["requested_action"], "block");
     }
 }

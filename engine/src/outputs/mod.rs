@@ -256,6 +256,7 @@ pub(crate) mod tests {
             evidence: json!({"containment": 0.97}),
             tags: vec!["owasp-asi:ASI01".into()],
             action,
+            outcome: None,
         }
     }
 

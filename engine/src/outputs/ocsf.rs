@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 use toolgate_protocol::event::{EventBody, SinkActionKind};
-use toolgate_protocol::{Event, Finding, FindingAction, Severity};
+use toolgate_protocol::{Event, Finding, FindingOutcome, Severity};
 
 use super::PRODUCT_VERSION;
 
@@ -128,15 +128,26 @@ pub fn detection_finding(f: &Finding) -> Value {
                 "call_id": f.call_id,
                 "tags": f.tags,
                 "action": f.action,
+                "outcome": f.outcome,
             }
         },
     });
-    // The security-control profile's disposition says what was done about it.
-    if f.action == FindingAction::Block {
-        record["action_id"] = json!(2);
-        record["action"] = json!("Denied");
-        record["disposition_id"] = json!(2);
-        record["disposition"] = json!("Blocked");
+    // The security-control profile's action and disposition say what was done, never
+    // what the finding asked for (a block that came after the call went out is no
+    // `Blocked`); a finding without an outcome (an older version's) has none.
+    let done = match f.outcome {
+        Some(o) if o.stopped() => Some(((2, "Denied"), (2, "Blocked"))),
+        Some(FindingOutcome::HeldReleased | FindingOutcome::Forwarded) => {
+            Some(((1, "Allowed"), (1, "Allowed")))
+        }
+        Some(_) => Some(((3, "Observed"), (15, "Detected"))),
+        None => None,
+    };
+    if let Some(((action_id, action), (disposition_id, disposition))) = done {
+        record["action_id"] = json!(action_id);
+        record["action"] = json!(action);
+        record["disposition_id"] = json!(disposition_id);
+        record["disposition"] = json!(disposition);
     }
     record
 }
@@ -225,6 +236,7 @@ pub fn api_activity(e: &Event) -> Option<Value> {
 mod tests {
     use super::*;
     use crate::outputs::tests::sample;
+    use toolgate_protocol::FindingAction;
 
     #[test]
     fn detection_finding_carries_the_class_and_the_finding() {
@@ -258,10 +270,29 @@ mod tests {
     }
 
     #[test]
-    fn a_block_is_a_denied_disposition() {
-        let o = detection_finding(&sample(FindingAction::Block));
+    fn a_refused_call_is_a_denied_disposition() {
+        let mut f = sample(FindingAction::Alert);
+        f.outcome = Some(FindingOutcome::HeldRefused);
+        let o = detection_finding(&f);
         assert_eq!(o["action_id"], 2);
         assert_eq!(o["disposition_id"], 2);
         assert_eq!(o["metadata"]["profiles"][0], "security_control");
+    }
+
+    /// Issue 22: a finding asking for a block on a call that was not held (it went
+    /// out) is no `Blocked`.
+    #[test]
+    fn issue_22_the_disposition_follows_the_outcome_not_the_request() {
+        let mut f = sample(FindingAction::Block);
+        f.outcome = Some(FindingOutcome::Forwarded);
+        let o = detection_finding(&f);
+        assert_eq!(o["action_id"], 1);
+        assert_eq!(o["disposition"], "Allowed");
+        assert_eq!(o["unmapped"]["toolgate"]["action"], "block");
+        assert_eq!(o["unmapped"]["toolgate"]["outcome"], "forwarded");
+        f.outcome = Some(FindingOutcome::Observed);
+        let o = detection_finding(&f);
+        assert_eq!(o["action_id"], 3);
+        assert_eq!(o["disposition_id"], 15);
     }
 }

@@ -328,22 +328,29 @@ fn an_egress_call_waits_for_the_engine_and_goes_ahead_when_allowed() {
     assert_eq!(out.len(), 1);
 
     let mut out = Vec::new();
-    s.resolve_holds(at(100), &mut out);
+    s.resolve_holds(at(100), &mut out, &mut Report::default());
     assert!(out.is_empty(), "no verdict yet");
     s.apply_decision(
         &verdict(&signer, ("7", &event_id), DecisionAction::Allow),
         at(120),
     )
     .expect("verdict");
-    s.resolve_holds(at(120), &mut out);
+    let mut settled = Report::default();
+    s.resolve_holds(at(120), &mut out, &mut settled);
     assert_eq!(out, [Outbound::ToServer(line.into_bytes())]);
     assert_eq!(s.holding(), 0);
-    // Its result is reported like any other.
+    assert!(settled.events.is_empty(), "a release waits for the result");
+    // Its result says how the held call was let go (issue 22: the final action).
     let (_, report) = server(
         &mut s,
         r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#,
     );
     assert_eq!(report.json(0)["kind"], "tool_result");
+    assert_eq!(report.json(0)["sink_action"]["action"], "allowed");
+    assert_eq!(
+        report.json(0)["sink_action"]["rule"],
+        format!("decision.verdict-{event_id}")
+    );
 }
 
 /// Issue 22: sinks of one agent run share its session, and their JSON-RPC ids
@@ -363,14 +370,14 @@ fn issue_22_a_verdict_on_another_sinks_call_with_the_same_id_does_not_release_th
     )
     .expect("verdict");
     let mut out = Vec::new();
-    s.resolve_holds(at(20), &mut out);
+    s.resolve_holds(at(20), &mut out, &mut Report::default());
     assert!(out.is_empty(), "another sink's verdict: {out:?}");
     s.apply_decision(
         &verdict(&signer, ("3", &mine), DecisionAction::Allow),
         at(30),
     )
     .expect("verdict");
-    s.resolve_holds(at(40), &mut out);
+    s.resolve_holds(at(40), &mut out, &mut Report::default());
     assert_eq!(out.len(), 1, "its own verdict releases it");
 }
 
@@ -384,8 +391,20 @@ fn a_block_verdict_refuses_the_held_call_with_the_engines_reason() {
         at(50),
     )
     .expect("verdict");
-    let mut out = Vec::new();
-    s.resolve_holds(at(50), &mut out);
+    let (mut out, mut settled) = (Vec::new(), Report::default());
+    s.resolve_holds(at(50), &mut out, &mut settled);
+    // Issue 22: the refusal is reported as the call's result, so the history keeps
+    // the call's final action (its event said `held`).
+    assert_eq!(settled.events.len(), 1);
+    let refused = settled.json(0);
+    assert_eq!(refused["kind"], "tool_result");
+    assert_eq!(refused["call_id"], "9");
+    assert_eq!(refused["result"]["isError"], true);
+    assert_eq!(refused["sink_action"]["action"], "blocked");
+    assert_eq!(
+        refused["sink_action"]["rule"],
+        format!("decision.verdict-{event_id}")
+    );
     let answer = to_client(&out);
     assert_eq!(answer["id"], 9);
     assert_eq!(answer["result"]["isError"], true);
@@ -404,10 +423,27 @@ fn without_a_verdict_in_time_the_fail_mode_decides() {
     client(&mut s, &call(1, "send_email"));
     client(&mut s, &upload);
     let mut out = Vec::new();
-    s.resolve_holds(at(499), &mut out);
+    s.resolve_holds(at(499), &mut out, &mut Report::default());
     assert!(out.is_empty());
-    s.resolve_holds(at(500), &mut out);
+    let mut settled = Report::default();
+    s.resolve_holds(at(500), &mut out, &mut settled);
     assert_eq!(out.len(), 2);
+    assert_eq!(settled.events.len(), 1, "the refusal is reported");
+    assert_eq!(settled.json(0)["sink_action"]["action"], "blocked");
+    assert_eq!(settled.json(0)["sink_action"]["rule"], "hold.egress");
+    let (_, report) = server(
+        &mut s,
+        r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#,
+    );
+    let released = report.json(0);
+    assert_eq!(released["sink_action"]["action"], "allowed");
+    assert!(
+        released["sink_action"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fail_open"),
+        "{released}"
+    );
     let closed = out
         .iter()
         .find_map(|o| match o {
@@ -435,7 +471,7 @@ fn a_stale_verdict_for_a_reused_id_does_not_release_a_new_call() {
     .expect("verdict");
     client(&mut s, &call(4, "send_email"));
     let mut out = Vec::new();
-    s.resolve_holds(at(10), &mut out);
+    s.resolve_holds(at(10), &mut out, &mut Report::default());
     assert!(
         out.is_empty(),
         "an allow from before the call must not count"

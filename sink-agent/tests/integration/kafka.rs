@@ -154,6 +154,25 @@ fn held_egress_calls_go_ahead_or_are_refused_on_the_engines_verdict() {
     sink.close().expect("close");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(answering.join().expect("engine"), 2);
+
+    // Issue 22: each call's event said `held`; the two refusals are reported as the
+    // calls' results, naming what refused them.
+    let events = read_all(&brokers, EVENTS, 5);
+    let settled: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|(_, _, e)| e["kind"] == "tool_result")
+        .map(|(_, _, e)| {
+            assert_eq!(e["result"]["isError"], true, "{e}");
+            (
+                e["sink_action"]["action"].as_str().unwrap_or_default(),
+                e["sink_action"]["rule"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(settled.len(), 2, "{events:?}");
+    assert_eq!(settled[0].0, "blocked");
+    assert!(settled[0].1.starts_with("decision.verdict-"), "{settled:?}");
+    assert_eq!(settled[1], ("blocked", "hold.posts"));
 }
 
 #[test]
