@@ -22,7 +22,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use toolgate_detectors::glob::GlobSet;
 use toolgate_edge::fs::Access;
+use toolgate_protocol::config::{BlockRule, BlockScope};
 use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
 use toolgate_protocol::event::EventBody;
 use toolgate_protocol::{Duration, Event, Finding, FindingAction, Timestamp};
@@ -31,32 +33,70 @@ use toolgate_protocol::{Duration, Event, Finding, FindingAction, Timestamp};
 pub struct DecisionMaker {
     signer: DecisionSigner,
     ttl: Duration,
+    /// `[[engine.blocks]]`, compiled: the first whose rules match a finding applies.
+    blocks: Vec<(GlobSet, Option<BlockScope>, Option<Duration>)>,
 }
 
 impl DecisionMaker {
     /// Signs with `signer`; block decisions last `ttl`.
     pub fn new(signer: DecisionSigner, ttl: Duration) -> Self {
-        DecisionMaker { signer, ttl }
+        DecisionMaker {
+            signer,
+            ttl,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Scopes and times blocks per rule (`[[engine.blocks]]`).
+    pub fn with_blocks(mut self, rules: &[BlockRule]) -> Self {
+        self.blocks = rules
+            .iter()
+            .map(|r| (GlobSet::new(&r.rules), r.scope, r.ttl))
+            .collect();
+        self
+    }
+
+    /// What the block a blocking finding asks for covers and for how long: `None`
+    /// when it makes no standing block (scope `call`, or not a block at all).
+    pub fn standing_block(&self, finding: &Finding) -> Option<(Scope, Duration)> {
+        if finding.action != FindingAction::Block {
+            return None;
+        }
+        let rule = format!("{}/{}", finding.detector.as_str(), finding.rule_id);
+        let (scope, ttl) = self
+            .blocks
+            .iter()
+            .find(|(rules, _, _)| rules.matches(Some(&rule)))
+            .map_or((None, None), |(_, scope, ttl)| (*scope, *ttl));
+        let mut covers = Scope {
+            agent_id: finding.agent_id.clone(),
+            session_id: Some(finding.session_id.clone()),
+            server: finding.server.clone(),
+            tool: finding.tool.clone(),
+            call_id: None,
+        };
+        match scope {
+            None | Some(BlockScope::Tool) => {}
+            Some(BlockScope::Call) => return None,
+            Some(BlockScope::Server) => covers.tool = None,
+            Some(BlockScope::Session) => (covers.server, covers.tool) = (None, None),
+            Some(BlockScope::Agent) => {
+                (covers.session_id, covers.server, covers.tool) = (None, None, None);
+            }
+        }
+        Some((covers, ttl.unwrap_or(self.ttl)))
     }
 
     /// The block decision a finding calls for, if it calls for one.
     pub fn for_finding(&self, finding: &Finding) -> Option<Decision> {
-        if finding.action != FindingAction::Block {
-            return None;
-        }
+        let (scope, ttl) = self.standing_block(finding)?;
         let mut decision = Decision {
             schema: Default::default(),
             decision_id: format!("block-{}", finding.finding_id),
             time: finding.first_seen,
-            expires_at: Some(finding.first_seen.saturating_add(self.ttl)),
+            expires_at: Some(finding.first_seen.saturating_add(ttl)),
             action: DecisionAction::Block,
-            scope: Scope {
-                agent_id: finding.agent_id.clone(),
-                session_id: Some(finding.session_id.clone()),
-                server: finding.server.clone(),
-                tool: finding.tool.clone(),
-                call_id: None,
-            },
+            scope,
             reason: format!("{} ({})", finding.title, finding.rule_id),
             finding_ids: vec![finding.finding_id.clone()],
             key_id: String::new(),
@@ -89,11 +129,16 @@ impl DecisionMaker {
         else {
             return None;
         };
+        // An earlier block covers the call as its decision would at the sink.
         let covers = |f: &Finding| {
-            f.agent_id == event.agent_id
-                && f.session_id == event.session_id
-                && f.server.as_ref().is_none_or(|s| s == server)
-                && f.tool.as_ref().is_none_or(|t| t == tool)
+            self.standing_block(f).is_some_and(|(s, _)| {
+                s.agent_id == event.agent_id
+                    && s.session_id
+                        .as_ref()
+                        .is_none_or(|id| id == &event.session_id)
+                    && s.server.as_ref().is_none_or(|s| s == server)
+                    && s.tool.as_ref().is_none_or(|t| t == tool)
+            })
         };
         let blocking: Vec<&Finding> = findings
             .iter()
@@ -298,6 +343,7 @@ pub fn load_or_create_signer(path: &Path, key_id: &str) -> Result<DecisionSigner
 mod tests {
     use super::*;
     use crate::outputs::tests::sample;
+    use toolgate_protocol::DetectorKind;
     use toolgate_protocol::decision::DecisionVerifier;
 
     fn maker() -> DecisionMaker {
@@ -461,6 +507,83 @@ mod tests {
                 "{what}"
             );
         }
+    }
+
+    /// Issue 22: one block refused every later call to the tool for an hour. Each rule
+    /// now says what its blocks cover and for how long (`[[engine.blocks]]`).
+    #[test]
+    fn issue_22_blocks_are_scoped_and_timed_per_rule() {
+        let config = toolgate_protocol::config::Config::from_toml(
+            r#"
+[[engine.blocks]]
+rules = ["provenance/internal_to_*"]
+scope = "call"
+
+[[engine.blocks]]
+rules = ["policy/*"]
+scope = "server"
+ttl = "5m"
+
+[[engine.blocks]]
+rules = ["sequence/*"]
+scope = "agent"
+"#,
+            "test.toml",
+        )
+        .expect("config");
+        let m = maker().with_blocks(&config.engine.blocks);
+        let flow = sample(FindingAction::Block);
+        assert_eq!(flow.rule_id, "internal_to_external");
+        assert!(m.for_finding(&flow).is_none(), "call: no standing block");
+        // Nor does it cover another held call of the session.
+        let other = held_call("e-other");
+        assert_eq!(
+            m.verdict(&other, &[], std::slice::from_ref(&flow))
+                .unwrap()
+                .action,
+            DecisionAction::Allow
+        );
+
+        let mut policy = sample(FindingAction::Block);
+        (policy.detector, policy.rule_id) = (DetectorKind::Policy, "deny-exec".into());
+        let d = m.for_finding(&policy).unwrap();
+        assert_eq!(
+            (d.scope.server.as_deref(), d.scope.tool.as_deref()),
+            (Some("web"), None)
+        );
+        assert_eq!(d.scope.session_id.as_deref(), Some("sess-1"));
+        assert_eq!(
+            d.expires_at,
+            Some(policy.first_seen.saturating_add(Duration::from_secs(300)))
+        );
+
+        let mut sequence = sample(FindingAction::Block);
+        sequence.detector = DetectorKind::Sequence;
+        let d = m.for_finding(&sequence).unwrap();
+        assert_eq!(d.scope.session_id, None, "every session of the agent");
+        assert_eq!((d.scope.server, d.scope.tool), (None, None));
+        assert_eq!(
+            d.expires_at,
+            Some(sequence.first_seen.saturating_add(Duration::from_secs(60))),
+            "decision_ttl when the rule sets none"
+        );
+
+        let mut volume = sample(FindingAction::Block);
+        volume.detector = DetectorKind::Volume;
+        let d = m.for_finding(&volume).unwrap();
+        assert_eq!(
+            d.scope.tool.as_deref(),
+            Some("post"),
+            "no entry: as the finding"
+        );
+
+        let bad = toolgate_protocol::config::Config::from_toml(
+            "[[engine.blocks]]\nrules = []\n",
+            "bad.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("engine.blocks[0].rules"), "{bad}");
     }
 
     #[test]

@@ -489,7 +489,8 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         &data_path(&config, &config.engine.signing_key_file),
         &config.engine.key_id,
     )?;
-    let decisions = DecisionMaker::new(signer, config.engine.decision_ttl);
+    let decisions =
+        DecisionMaker::new(signer, config.engine.decision_ttl).with_blocks(&config.engine.blocks);
     let (key_id, public_key) = decisions.public_key();
     tracing::info!(
         key_id,

@@ -42,6 +42,7 @@ use toolgate_protocol::config::SinkConfig;
 use crate::SinkError;
 use crate::decisions::Rejected;
 use crate::jsonrpc::{self, Id};
+use crate::oversized::Capture;
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{ReportWriter, Written};
 use crate::verdicts::VerdictSignal;
@@ -526,9 +527,12 @@ impl HttpProxy {
             return self.upstream_failed(request, "the answer broke off");
         }
         if body.len() as u64 == limit {
-            // Larger than the limit: passed through whole and uninspected.
+            // Larger than the limit: passed through whole as it streams, and reported
+            // truncated (head, tail, size, digest) when it ends.
+            let mut capture = Capture::new(self.max_message_bytes);
+            capture.push(&body);
             let mut writer = request.into_writer();
-            let _ = write_head(&mut writer, status, &headers, true).and_then(|()| {
+            let passed = write_head(&mut writer, status, &headers, true).and_then(|()| {
                 write_chunk(&mut writer, &body)?;
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
@@ -536,11 +540,20 @@ impl HttpProxy {
                     if n == 0 {
                         break;
                     }
+                    capture.push(&buf[..n]);
                     write_chunk(&mut writer, &buf[..n])?;
                 }
                 writer.write_all(b"0\r\n\r\n")?;
                 writer.flush()
             });
+            if let Err(e) = passed {
+                tracing::debug!(error = %e, "an oversized answer broke off");
+            }
+            let mut report = Report::default();
+            if let Ok(mut s) = session.lock() {
+                s.oversized_from_server(&capture.finish(), Timestamp::now(), &mut report);
+            }
+            self.events.write(report);
             return;
         }
         let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -614,6 +627,9 @@ impl HttpProxy {
         let mut upstream = BufReader::with_capacity(64 * 1024, upstream);
         let mut event = Vec::new();
         let mut line = Vec::new();
+        // An event too large to inspect: sent on as it comes, its data kept for its
+        // report (head, tail, size, digest, id) until the event ends.
+        let mut oversized: Option<Capture> = None;
         loop {
             line.clear();
             let n = match upstream.read_until(b'\n', &mut line) {
@@ -624,12 +640,34 @@ impl HttpProxy {
                 }
             };
             let blank = line == b"\n" || line == b"\r\n";
+            if let Some(capture) = oversized.as_mut() {
+                if n > 0 && !blank {
+                    capture.push(&sse_fields(&line).0);
+                    if !send(line.clone()) {
+                        return;
+                    }
+                    continue;
+                }
+                if let Some(capture) = oversized.take() {
+                    let mut report = Report::default();
+                    if let Ok(mut s) = session.lock() {
+                        s.oversized_from_server(&capture.finish(), Timestamp::now(), &mut report);
+                    }
+                    self.events.write(report);
+                }
+                if n == 0 || !send(line.clone()) {
+                    return;
+                }
+                continue;
+            }
             if n > 0 && !blank {
                 event.extend_from_slice(&line);
                 if event.len() <= self.max_message_bytes {
                     continue;
                 }
-                // Too large to inspect: what came so far goes on as it is.
+                let mut capture = Capture::new(self.max_message_bytes);
+                capture.push(&sse_fields(&event).0);
+                oversized = Some(capture);
                 if !send(std::mem::take(&mut event)) {
                     return;
                 }

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod kafka;
 pub mod library;
+pub mod oversized;
 pub mod session;
 pub mod spool;
 pub mod stdio;

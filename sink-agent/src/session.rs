@@ -25,6 +25,7 @@ use crate::decisions::{Decisions, Rejected};
 use crate::jsonrpc::{self, Id, Message, Parsed};
 
 mod holds;
+mod oversized;
 mod unparseable;
 
 use holds::HeldCall;
@@ -181,6 +182,8 @@ pub struct Session {
     event_prefix: String,
     /// Set while the message being handled was read leniently: its events are marked.
     lenient: Option<LenientMark>,
+    /// Labels for the next event only (a truncated message's size and digest).
+    next_labels: Vec<(String, String)>,
 }
 
 struct Verdict {
@@ -205,6 +208,7 @@ impl Session {
             next_event: 0,
             event_prefix,
             lenient: None,
+            next_labels: Vec::new(),
         }
     }
 
@@ -799,7 +803,7 @@ impl Session {
             await_verdict,
             trace_id: None,
             span_id: None,
-            labels: BTreeMap::new(),
+            labels: self.next_labels.drain(..).collect(),
             redacted: Vec::new(),
             body,
         };

@@ -20,6 +20,7 @@ use toolgate_protocol::Timestamp;
 use crate::SinkError;
 use crate::framing::{Frame, LineFramer};
 use crate::jsonrpc::{self, IdSniffer};
+use crate::oversized::Capture;
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{EventWriter, ReportWriter, Written};
 use crate::verdicts::VerdictSignal;
@@ -35,7 +36,7 @@ pub struct Totals {
     pub malformed_calls: u64,
     /// Oversized messages from the agent, refused.
     pub refused_oversized: u64,
-    /// Oversized messages from the server, passed through uninspected.
+    /// Oversized messages from the server, passed through whole and reported truncated.
     pub passed_oversized: u64,
     /// What the event writer did.
     pub written: Written,
@@ -170,6 +171,8 @@ pub fn run(
                 // Held from the first part of an oversized line to its last, so the
                 // other thread cannot write into the middle of it.
                 let mut streaming: Option<std::io::StdoutLock<'static>> = None;
+                // What is kept of it for its event: head, tail, size, digest, id.
+                let mut capture: Option<Capture> = None;
                 pump(
                     &mut child_out,
                     max_message_bytes,
@@ -180,6 +183,9 @@ pub fn run(
                             }
                         }
                         Frame::Oversized { bytes, last } => {
+                            capture
+                                .get_or_insert_with(|| Capture::new(max_message_bytes))
+                                .push(&bytes);
                             let stdout = streaming.get_or_insert_with(|| std::io::stdout().lock());
                             let _ = stdout.write_all(&bytes);
                             if last {
@@ -187,6 +193,9 @@ pub fn run(
                                 let _ = stdout.flush();
                                 streaming = None;
                                 counters.passed_oversized.fetch_add(1, Ordering::Relaxed);
+                                if let (Some(c), Ok(mut s)) = (capture.take(), session.lock()) {
+                                    s.oversized_from_server(&c.finish(), Timestamp::now(), report);
+                                }
                             }
                         }
                     },

@@ -15,7 +15,8 @@ pub struct OtlpConfig {
     /// no receiver when absent.
     #[serde(default)]
     pub listen: Option<String>,
-    /// Request bodies larger than this, after gunzip, are refused (413).
+    /// Request bodies larger than this, after gunzip, are refused (413). Defaults to
+    /// the event limit's default, so a span as large as an event fits.
     #[serde(default = "default_otlp_max_request_bytes")]
     pub max_request_bytes: usize,
     /// The `server` of a tool span that names none (no `mcp.server.name` or
@@ -46,8 +47,10 @@ impl Default for OtlpConfig {
     }
 }
 
+/// A request holds at least one span as large as an event may be (issue 22: at 8 MiB
+/// it refused what the engine would take).
 fn default_otlp_max_request_bytes() -> usize {
-    8 << 20
+    crate::event::DEFAULT_MAX_EVENT_BYTES
 }
 fn default_otlp_server() -> String {
     "otel".into()
@@ -101,6 +104,44 @@ pub struct EngineConfig {
     /// The window `max_blocks_per_agent` counts in (event time).
     #[serde(default = "default_block_rate_window")]
     pub block_rate_window: Duration,
+    /// How the block a finding asks for is scoped and how long it lasts, by rule
+    /// (`[[engine.blocks]]`): the first entry whose `rules` match applies. A finding
+    /// no entry matches blocks what it names (its session, and its server and tool
+    /// when it names them) for `decision_ttl`.
+    #[serde(default)]
+    pub blocks: Vec<BlockRule>,
+}
+
+/// One `[[engine.blocks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRule {
+    /// `<detector>/<rule_id>` patterns (`*` matches any run of characters), e.g.
+    /// `provenance/cross_domain_flow`, `policy/*`.
+    pub rules: Vec<String>,
+    /// What the block covers; the finding's own scope when absent.
+    #[serde(default)]
+    pub scope: Option<BlockScope>,
+    /// How long it lasts; `decision_ttl` when absent.
+    #[serde(default)]
+    pub ttl: Option<Duration>,
+}
+
+/// What a block made from a finding covers at the sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockScope {
+    /// No standing block: only the call the finding is about, when it is held, is
+    /// refused (its verdict); later calls are judged on their own findings.
+    Call,
+    /// Later calls of the session to the finding's tool on its server.
+    Tool,
+    /// Later calls of the session to the finding's server.
+    Server,
+    /// Every later call of the session.
+    Session,
+    /// Every later call of the agent, in any session.
+    Agent,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +158,7 @@ impl Default for EngineConfig {
             metrics_otlp_interval: default_metrics_otlp_interval(),
             max_blocks_per_agent: default_max_blocks_per_agent(),
             block_rate_window: default_block_rate_window(),
+            blocks: Vec::new(),
         }
     }
 }

@@ -218,6 +218,19 @@ impl Config {
                 ),
             });
         }
+        // An OTLP request carries a tool span whole: one smaller than an event may be
+        // refuses the span an event would hold.
+        if self.otlp.listen.is_some() && self.otlp.max_request_bytes < self.limits.max_event_bytes {
+            out.push(Gap {
+                level: Level::Warn,
+                key: "otlp.max_request_bytes".into(),
+                message: format!(
+                    "{} is below [limits] max_event_bytes {}: a tool span as large as an \
+                     event is refused (413) and never inspected",
+                    self.otlp.max_request_bytes, self.limits.max_event_bytes
+                ),
+            });
+        }
         if !self.detector_enabled("definitions") {
             out.push(Gap {
                 level: Level::Warn,
@@ -326,6 +339,13 @@ mod tests {
         assert_eq!(
             gaps(small, Role::Engine),
             [(Level::Warn, "limits.max_event_bytes".to_string())]
+        );
+        let otlp = "[otlp]\nlisten = \"127.0.0.1:4318\"\n";
+        assert!(gaps(otlp, Role::Engine).is_empty(), "the defaults agree");
+        let small = format!("{otlp}max_request_bytes = 8388608\n");
+        assert_eq!(
+            gaps(&small, Role::Engine),
+            [(Level::Warn, "otlp.max_request_bytes".to_string())]
         );
     }
 }

@@ -55,7 +55,7 @@ mod engine;
 mod gaps;
 mod resolve;
 mod sink;
-pub use engine::{EngineConfig, HistoryConfig, OtlpConfig, S3Config};
+pub use engine::{BlockRule, BlockScope, EngineConfig, HistoryConfig, OtlpConfig, S3Config};
 pub use gaps::{Gap, Level, Role};
 pub use sink::{FailMode, HoldClass, SecretsMode, SinkConfig, Unparseable, file_name_of};
 
@@ -501,6 +501,15 @@ impl Config {
                 format!("kafka.properties_env.{both}"),
                 "is also set in `kafka.properties`; give it in one place".into(),
             ));
+        }
+        for (i, b) in self.engine.blocks.iter().enumerate() {
+            if b.rules.is_empty() || b.rules.iter().any(|r| !r.contains('/')) {
+                return Err(invalid(
+                    format!("engine.blocks[{i}].rules"),
+                    "needs at least one `<detector>/<rule_id>` pattern (`*/*` for every rule)"
+                        .into(),
+                ));
+            }
         }
         let domains = &self.trust.domains;
         let known = |d: &str| domains.iter().any(|x| x == d);

@@ -22,9 +22,9 @@ pub struct SinkConfig {
     /// Append events to this JSONL file (the air-gapped transport).
     #[serde(default)]
     pub events_file: Option<String>,
-    /// Largest JSON-RPC message the proxy inspects, in bytes. A larger message from the
-    /// agent is refused with a JSON-RPC error; a larger one from the server is passed
-    /// through uninspected and counted.
+    /// Largest JSON-RPC message the proxy inspects whole, in bytes. A larger message
+    /// from the agent is refused with a JSON-RPC error; a larger one from the server is
+    /// passed through and reported truncated (head, tail, size, SHA-256).
     #[serde(default = "default_sink_max_message_bytes")]
     pub max_message_bytes: usize,
     /// Secrets (keys, tokens) in a call's arguments: `off`, `monitor` (report) or

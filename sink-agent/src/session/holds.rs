@@ -15,19 +15,11 @@ use crate::jsonrpc::{self, Id};
 /// its fail mode at once.
 pub const MAX_HOLDS: usize = 1_024;
 
-/// A `tools/call` waiting for the engine's verdict.
+/// A `tools/call` waiting for the engine's verdict: the call as
+/// [`Session::client_message`] found it and the line the agent sent.
 pub(super) struct HeldCall {
-    pub(super) key: Id,
-    pub(super) id: Value,
-    pub(super) call_id: String,
-    /// The held call's event: the engine's verdict on it is `verdict-<event_id>`.
-    pub(super) event_id: String,
-    pub(super) tool: String,
-    pub(super) line: Vec<u8>,
-    pub(super) class: String,
-    pub(super) deadline: Timestamp,
-    pub(super) timeout: Duration,
-    pub(super) fail_mode: FailMode,
+    spec: HeldCallSpec,
+    line: Vec<u8>,
 }
 
 /// A call to hold, as [`Session::client_message`] found it.
@@ -35,6 +27,7 @@ pub(crate) struct HeldCallSpec {
     pub(super) key: Id,
     pub(super) id: Value,
     pub(super) call_id: String,
+    /// The held call's event: the engine's verdict on it is `verdict-<event_id>`.
     pub(super) event_id: String,
     pub(super) tool: String,
     pub(super) class: String,
@@ -66,13 +59,13 @@ impl Session {
         now: Timestamp,
         report: &mut Report,
     ) -> Option<Outbound> {
-        let i = self.holds.iter().position(|h| &h.key == key)?;
+        let i = self.holds.iter().position(|h| &h.spec.key == key)?;
         self.settle(i, now, report)
     }
 
     /// Whether the call with JSON-RPC id `key` is held.
     pub fn is_held(&self, key: &Id) -> bool {
-        self.holds.iter().any(|h| &h.key == key)
+        self.holds.iter().any(|h| &h.spec.key == key)
     }
 
     /// Settles held call `i` if its verdict is in or its deadline has passed. The call's
@@ -89,16 +82,16 @@ impl Session {
             .verdict_for_call(
                 &id.session_id,
                 &id.server,
-                &h.tool,
-                (&h.call_id, &h.event_id),
+                &h.spec.tool,
+                (&h.spec.call_id, &h.spec.event_id),
                 now,
             )
             .or_else(|| {
                 decisions
-                    .lookup(&id.session_id, &id.server, &h.tool, None, now)
+                    .lookup(&id.session_id, &id.server, &h.spec.tool, None, now)
                     .filter(|d| d.action != DecisionAction::Allow)
             });
-        let timeout_ms = h.timeout.as_nanos() / 1_000_000;
+        let timeout_ms = h.spec.timeout.as_nanos() / 1_000_000;
         // (forwarded, rule, reason)
         let (forward, rule, reason) = match verdict {
             Some(d) => {
@@ -113,9 +106,9 @@ impl Session {
                     ),
                 }
             }
-            None if now >= h.deadline => {
-                let rule = format!("hold.{}", h.class);
-                match h.fail_mode {
+            None if now >= h.spec.deadline => {
+                let rule = format!("hold.{}", h.spec.class);
+                match h.spec.fail_mode {
                     FailMode::FailOpen => (
                         true,
                         rule,
@@ -142,10 +135,10 @@ impl Session {
         };
         if forward {
             self.track(
-                h.key,
+                h.spec.key,
                 Pending::Call {
-                    call_id: h.call_id,
-                    tool: h.tool,
+                    call_id: h.spec.call_id,
+                    tool: h.spec.tool,
                     released: Some(settled),
                 },
             );
@@ -153,12 +146,12 @@ impl Session {
         }
         let text = format!(
             "toolgate refused this call to {:?} on {:?}: {} (rule {})",
-            h.tool,
+            h.spec.tool,
             self.identity.server,
             settled.reason.as_deref().unwrap_or_default(),
             settled.rule.as_deref().unwrap_or_default(),
         );
-        let refusal = jsonrpc::refusal(&h.id, &text);
+        let refusal = jsonrpc::refusal(&h.spec.id, &text);
         let result = ToolResult {
             content: vec![json!({"type": "text", "text": text})],
             structured_content: None,
@@ -167,8 +160,8 @@ impl Session {
         };
         let body = EventBody::ToolResult {
             server: self.identity.server.clone(),
-            call_id: h.call_id,
-            tool: h.tool,
+            call_id: h.spec.call_id,
+            tool: h.spec.tool,
             result,
         };
         self.emit(body, Some(settled), false, now, report);
@@ -178,23 +171,12 @@ impl Session {
     /// Keeps a call (its line as the agent sent it) until [`Session::resolve_holds`]
     /// settles it.
     pub(crate) fn hold(&mut self, spec: HeldCallSpec, line: Vec<u8>) {
-        self.holds.push(HeldCall {
-            key: spec.key,
-            id: spec.id,
-            call_id: spec.call_id,
-            event_id: spec.event_id,
-            tool: spec.tool,
-            line,
-            class: spec.class,
-            deadline: spec.deadline,
-            timeout: spec.timeout,
-            fail_mode: spec.fail_mode,
-        });
+        self.holds.push(HeldCall { spec, line });
     }
 
     /// The earliest deadline of a held call.
     pub fn next_hold_deadline(&self) -> Option<Timestamp> {
-        self.holds.iter().map(|h| h.deadline).min()
+        self.holds.iter().map(|h| h.spec.deadline).min()
     }
 
     /// Calls waiting for a verdict.
@@ -213,7 +195,7 @@ impl Session {
             .and_then(|p| p.get("requestId"))
             .and_then(Id::of)
         {
-            self.holds.retain(|h| h.key != key);
+            self.holds.retain(|h| h.spec.key != key);
         }
     }
 }
