@@ -26,6 +26,14 @@ pub const EVENT_ENVELOPE_BYTES: usize = 64 << 10;
 /// event a sink made (issue 22: it took 1 MiB while sinks made up to 16).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = DEFAULT_MAX_MESSAGE_BYTES + EVENT_ENVELOPE_BYTES;
 
+/// The label on the event of a message too large for a sink to inspect whole
+/// (`"true"`): its body holds the inspected head and tail (issue 22).
+pub const TRUNCATED_LABEL: &str = "toolgate.truncated";
+/// The truncated message's size in bytes, as a label.
+pub const ORIGINAL_BYTES_LABEL: &str = "toolgate.original_bytes";
+/// The truncated message's SHA-256 (hex), as a label.
+pub const ORIGINAL_SHA256_LABEL: &str = "toolgate.original_sha256";
+
 /// Which of the four event shapes this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,14 +14,6 @@ pub const HEAD_BYTES: usize = 1 << 20;
 /// Most bytes kept from the end of an oversized message.
 pub const TAIL_BYTES: usize = 256 << 10;
 
-/// The label an event of a truncated message carries (`"true"`), with the original's
-/// size in bytes (`toolgate.original_bytes`) and SHA-256 (`toolgate.original_sha256`).
-pub const TRUNCATED_LABEL: &str = "toolgate.truncated";
-/// The original message's size in bytes, as a label.
-pub const ORIGINAL_BYTES_LABEL: &str = "toolgate.original_bytes";
-/// The original message's SHA-256 (hex), as a label.
-pub const ORIGINAL_SHA256_LABEL: &str = "toolgate.original_sha256";
-
 /// What is kept of one oversized message while it streams past.
 pub struct Capture {
     head: Vec<u8>,
@@ -133,6 +125,67 @@ impl Truncated {
     pub fn texts(&self) -> (String, String) {
         (unescape(&self.head), unescape(&self.tail))
     }
+
+    /// The tool a `tools/call` names, read from the message's start (where the MCP
+    /// SDKs write `params.name`, ahead of the arguments) or its end (members sorted by
+    /// name put it last); `(unreadable)` when neither shows it. `None` for any other
+    /// method, or when neither end shows the method.
+    pub fn called_tool(&self) -> Option<String> {
+        let method = member(&self.head, b"method", Occurrence::First)
+            .or_else(|| member(&self.tail, b"method", Occurrence::Last))?;
+        if method.as_str() != Some("tools/call") {
+            return None;
+        }
+        let first_param = find(&self.head, b"\"params\"").and_then(|at| {
+            let rest = self.head[at + 8..].trim_ascii_start().strip_prefix(b":")?;
+            let rest = rest.trim_ascii_start().strip_prefix(b"{")?;
+            let rest = rest.trim_ascii_start();
+            rest.starts_with(b"\"name\"")
+                .then(|| member(rest, b"name", Occurrence::First))
+                .flatten()
+        });
+        let name = first_param.or_else(|| member(&self.tail, b"name", Occurrence::Last));
+        Some(
+            name.as_ref()
+                .and_then(|v| v.as_str())
+                .filter(|n| !n.is_empty() && n.len() <= 512)
+                .unwrap_or("(unreadable)")
+                .to_string(),
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Occurrence {
+    First,
+    Last,
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The value of the first (or last) member named `key` in `bytes`, a piece of a JSON
+/// text, if it is there whole.
+fn member(bytes: &[u8], key: &[u8], which: Occurrence) -> Option<serde_json::Value> {
+    let quoted = [b"\"", key, b"\""].concat();
+    let mut places: Vec<usize> = bytes
+        .windows(quoted.len())
+        .enumerate()
+        .filter(|(_, w)| *w == quoted.as_slice())
+        .map(|(i, _)| i + quoted.len())
+        .collect();
+    if let Occurrence::Last = which {
+        places.reverse();
+    }
+    places.into_iter().find_map(|from| {
+        let value = bytes[from..].trim_ascii_start().strip_prefix(b":")?;
+        serde_json::Deserializer::from_slice(value.trim_ascii_start())
+            .into_iter::<serde_json::Value>()
+            .next()?
+            .ok()
+    })
 }
 
 fn unescape(bytes: &[u8]) -> String {
@@ -209,6 +262,36 @@ mod tests {
         let (head, tail) = t.texts();
         assert_eq!(head, "{\"text\":\"line one\nsay \"hi\" \\ done");
         assert!(tail.is_empty());
+    }
+
+    #[test]
+    fn the_tool_of_a_call_is_read_from_its_head() {
+        let call = format!(
+            r#"{{"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {{"name": "send_email", "arguments": {{"body": "{}"}}}}}}"#,
+            "z".repeat(5000)
+        );
+        let t = capture(call.as_bytes(), 512, 200, 50);
+        assert_eq!(t.called_tool().as_deref(), Some("send_email"));
+        let list = capture(
+            br#"{"id": 1, "method": "tools/list", "params": {"name": "x"}}"#,
+            9,
+            200,
+            50,
+        );
+        assert_eq!(list.called_tool(), None);
+        // Members sorted by name: the arguments come first, the name at the end.
+        let sorted = format!(
+            r#"{{"id":3,"jsonrpc":"2.0","method":"tools/call","params":{{"arguments":{{"name":"decoy","body":"{}"}},"name":"send_email"}}}}"#,
+            "z".repeat(5000)
+        );
+        let t = capture(sorted.as_bytes(), 512, 200, 50);
+        assert_eq!(t.called_tool().as_deref(), Some("send_email"));
+        let hidden = format!(
+            r#"{{"method":"tools/call","params":{{"a":"{0}","name":"x","b":"{0}"}}}}"#,
+            "z".repeat(5000)
+        );
+        let t = capture(hidden.as_bytes(), 512, 200, 50);
+        assert_eq!(t.called_tool().as_deref(), Some("(unreadable)"));
     }
 
     #[test]

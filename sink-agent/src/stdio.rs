@@ -19,7 +19,7 @@ use toolgate_protocol::Timestamp;
 
 use crate::SinkError;
 use crate::framing::{Frame, LineFramer};
-use crate::jsonrpc::{self, IdSniffer};
+use crate::jsonrpc;
 use crate::oversized::Capture;
 use crate::session::{Outbound, Report, Session};
 use crate::transport::{EventWriter, ReportWriter, Written};
@@ -106,8 +106,9 @@ pub fn run(
             .name("from-agent".into())
             .spawn(move || {
                 let mut stdin = std::io::stdin().lock();
-                // The id of the oversized request streaming past, for its refusal.
-                let mut sniffer = IdSniffer::default();
+                // What is kept of an oversized request streaming past: its id for the
+                // refusal, its head and tail, size and digest for its event.
+                let mut capture: Option<Capture> = None;
                 pump(
                     &mut stdin,
                     max_message_bytes,
@@ -126,10 +127,21 @@ pub fn run(
                         }
                         Frame::Oversized { last: true, bytes } => {
                             counters.refused_oversized.fetch_add(1, Ordering::Relaxed);
-                            sniffer.push(&bytes);
-                            let sniffed = std::mem::take(&mut sniffer);
+                            let mut kept = capture
+                                .take()
+                                .unwrap_or_else(|| Capture::new(max_message_bytes));
+                            kept.push(&bytes);
+                            let kept = kept.finish();
+                            if let Ok(mut s) = session.lock() {
+                                s.oversized_from_client(
+                                    &kept,
+                                    max_message_bytes,
+                                    Timestamp::now(),
+                                    report,
+                                );
+                            }
                             let answer = jsonrpc::error(
-                                sniffed.id().unwrap_or(&serde_json::Value::Null),
+                                kept.id.as_ref().unwrap_or(&serde_json::Value::Null),
                                 -32600,
                                 &format!(
                                     "toolgate refused a message larger than {max_message_bytes} bytes"
@@ -137,7 +149,11 @@ pub fn run(
                             );
                             out.push(Outbound::ToClient(answer.to_string().into_bytes()));
                         }
-                        Frame::Oversized { bytes, .. } => sniffer.push(&bytes),
+                        Frame::Oversized { bytes, .. } => {
+                            capture
+                                .get_or_insert_with(|| Capture::new(max_message_bytes))
+                                .push(&bytes);
+                        }
                     },
                     &mut server_in,
                     &counters,

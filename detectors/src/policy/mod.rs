@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use toolgate_protocol::config::Config;
-use toolgate_protocol::event::EventBody;
+use toolgate_protocol::event::{
+    EventBody, ORIGINAL_BYTES_LABEL, ORIGINAL_SHA256_LABEL, TRUNCATED_LABEL,
+};
 use toolgate_protocol::{DetectorKind, Event, Severity};
 
 use crate::factory::{BuildError, Configured};
@@ -43,7 +45,7 @@ pub enum SchemaCheck {
 }
 
 /// `[detectors.policy]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettings {
     /// Effect for calls that no `allow`/`deny`/`require_approval` rule matches.
@@ -62,10 +64,32 @@ pub struct PolicySettings {
     /// Rules, read in order (see [`RuleConfig`]).
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Calls their sink refused for being too large to inspect whole (the event
+    /// carries their start and end): `monitor` reports each (`oversized_arguments`,
+    /// high); `enforce` also asks for a block (scoped by `[[engine.blocks]]`).
+    #[serde(default = "monitor")]
+    pub oversized_arguments: Mode,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings {
+            default: Effect::default(),
+            default_mode: Mode::default(),
+            tool_schemas: SchemaCheck::default(),
+            max_schemas: default_max_schemas(),
+            rules: Vec::new(),
+            oversized_arguments: monitor(),
+        }
+    }
 }
 
 fn default_max_schemas() -> usize {
     10_000
+}
+
+fn monitor() -> Mode {
+    Mode::Monitor
 }
 
 /// Compiles `[detectors.policy]` (for the sink, which checks calls without running the
@@ -96,6 +120,7 @@ impl Configured for PolicyDetector {
         Ok(PolicyDetector {
             policy: compile(&s)?,
             tool_schemas: s.tool_schemas,
+            oversized_arguments: s.oversized_arguments,
             max_schemas: s.max_schemas,
             schemas: BTreeMap::new(),
             order: BTreeMap::new(),
@@ -114,6 +139,7 @@ struct KnownSchema {
 pub struct PolicyDetector {
     policy: Policy,
     tool_schemas: SchemaCheck,
+    oversized_arguments: Mode,
     max_schemas: usize,
     schemas: BTreeMap<(String, String), KnownSchema>,
     order: BTreeMap<u64, (String, String)>,
@@ -319,6 +345,43 @@ fn unparseable_draft(event: &Event) -> Option<FindingDraft> {
     )
 }
 
+/// `oversized_arguments`: a call whose message was too large for its sink to inspect
+/// (issue 22): padding is a way past every check, and no real tool call needs
+/// megabytes of arguments. The event carries the inspected head and tail; the sink
+/// refused the call. Blocks in `enforce` mode, like the policy's own rules.
+fn oversized_draft(event: &Event, mode: Mode) -> Option<FindingDraft> {
+    let EventBody::ToolCall { tool, .. } = &event.body else {
+        return None;
+    };
+    if event.labels.get(TRUNCATED_LABEL).map(String::as_str) != Some("true") {
+        return None;
+    }
+    let size = event
+        .labels
+        .get(ORIGINAL_BYTES_LABEL)
+        .map_or("?", String::as_str);
+    let mut draft = FindingDraft::about(DetectorKind::Policy, "oversized_arguments", event)
+        .describe(
+            format!("Oversized arguments in a call to {tool:?}"),
+            format!(
+                "The call's message was {size} bytes, more than its sink inspects whole; \
+                 only its start and end were read. Padding a payload past the limit is a \
+                 way around every check."
+            ),
+        )
+        .rate(Severity::High, 70, 0.8)
+        .evidence(json!({
+            "original_bytes": size,
+            "original_sha256": event.labels.get(ORIGINAL_SHA256_LABEL),
+            "sink_action": event.sink_action,
+        }))
+        .tags(["owasp-asi:ASI02"]);
+    if mode == Mode::Enforce {
+        draft = draft.block();
+    }
+    Some(draft)
+}
+
 impl Detector for PolicyDetector {
     fn name(&self) -> &'static str {
         NAME
@@ -326,6 +389,7 @@ impl Detector for PolicyDetector {
 
     fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
         out.extend(unparseable_draft(event));
+        out.extend(oversized_draft(event, self.oversized_arguments));
         match &event.body {
             EventBody::ToolList { server, tools } if self.tool_schemas != SchemaCheck::Off => {
                 for tool in tools {

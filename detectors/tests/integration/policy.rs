@@ -370,6 +370,44 @@ fn issue_19_a_leniently_read_message_is_an_unparseable_message_finding() {
     assert!(run(&mut d, &plain).is_empty());
 }
 
+/// Issue 22: padding arguments past the sink's limit was a way past every check. The
+/// sink refuses such a call and reports its head and tail, labelled truncated; policy
+/// raises `oversized_arguments`, blocking in enforce mode.
+#[test]
+fn issue_22_a_call_too_large_to_inspect_is_an_oversized_arguments_finding() {
+    let truncated = || {
+        let mut e = call(
+            None,
+            "mail",
+            "send_email",
+            json!({"toolgate.truncated_head": "{"}),
+        );
+        for (k, v) in [
+            ("toolgate.truncated", "true"),
+            ("toolgate.original_bytes", "25000000"),
+            ("toolgate.original_sha256", "ab"),
+        ] {
+            e.labels.insert(k.into(), v.into());
+        }
+        e
+    };
+    let found = run(&mut detector(""), &truncated());
+    let f = found
+        .iter()
+        .find(|f| f.rule_id == "oversized_arguments")
+        .expect("finding");
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.evidence["original_bytes"], "25000000");
+    assert_eq!(f.action, FindingAction::Alert, "monitor unless asked");
+    let enforcing = "[detectors.policy]\noversized_arguments = \"enforce\"\n";
+    let found = run(&mut detector(enforcing), &truncated());
+    let f = found
+        .iter()
+        .find(|f| f.rule_id == "oversized_arguments")
+        .expect("finding");
+    assert_eq!(f.action, FindingAction::Block);
+}
+
 /// Issue 19: sinks and the OTLP receiver redact before publishing, so the engine's
 /// `secrets` detector saw only `[REDACTED:aws_access_key]` and raised nothing. The
 /// event's `redacted` list carries what was there; the finding names kind and field.

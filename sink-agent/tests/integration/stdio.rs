@@ -455,6 +455,49 @@ fn issue_22_an_oversized_result_is_reported_truncated_with_its_size_digest_head_
     );
 }
 
+/// Issue 22: a call padded past the limit is refused, with its id, and reported: its
+/// tool read from the message's start, its start and end as arguments, refused by
+/// `sink.oversized`, so the engine's policy raises `oversized_arguments`.
+#[test]
+fn issue_22_an_oversized_call_is_refused_and_reported_with_its_tool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let config = format!(
+        "[sink]\nagent_id = \"a\"\nmax_message_bytes = 4096\nevents_file = \"{}\"\n",
+        events.display()
+    );
+    let mut proxy = proxy(dir.path(), &config);
+    let mut to_proxy = proxy.stdin.take().expect("stdin");
+    let mut from_proxy = BufReader::new(proxy.stdout.take().expect("stdout"));
+    let call = json!({"jsonrpc": "2.0", "id": "padded-1", "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": format!("{}the end", "p".repeat(50_000))}}});
+    writeln!(to_proxy, "{call}").expect("write");
+    to_proxy.flush().expect("flush");
+    let mut reply = String::new();
+    from_proxy.read_line(&mut reply).expect("read");
+    let refusal = json(&reply);
+    assert_eq!(refusal["id"], "padded-1");
+    assert_eq!(refusal["error"]["code"], -32600);
+    drop(to_proxy);
+    proxy.wait_with_output().expect("wait");
+
+    let text = std::fs::read_to_string(&events).expect("events");
+    let reported: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("event"))
+        .find(|e| e["kind"] == "tool_call")
+        .unwrap_or_else(|| panic!("no call event in {text}"));
+    assert_eq!(reported["tool"], "echo");
+    assert_eq!(reported["call_id"], "padded-1");
+    assert_eq!(reported["sink_action"]["action"], "blocked");
+    assert_eq!(reported["sink_action"]["rule"], "sink.oversized");
+    assert_eq!(reported["labels"]["toolgate.truncated"], "true");
+    let tail = reported["arguments"]["toolgate.truncated_tail"]
+        .as_str()
+        .unwrap();
+    assert!(tail.contains("the end"), "{tail}");
+}
+
 #[test]
 fn sigterm_reaches_the_server_and_its_exit_code_comes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
