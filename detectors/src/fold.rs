@@ -118,6 +118,15 @@ impl FindingFolder {
             open.latest_call.clone_from(&draft.call_id);
             merge(&mut open.finding, draft, self.max_event_ids);
             open.finding.outcome = Some(outcome);
+            // A repeat that blocks a held call is emitted at once, naming that call: the
+            // engine answers a held call from the findings its event made, and a folded
+            // repeat would otherwise let the second exfiltration through.
+            if outcome == FindingOutcome::HeldRefused && self.policy == EmitPolicy::FirstAndFinal {
+                let mut again = open.finding.clone();
+                again.call_id.clone_from(&open.latest_call);
+                out.push(again);
+                open.emitted_count = open.finding.count;
+            }
             return;
         }
         let latest_call = draft.call_id.clone();
@@ -182,6 +191,7 @@ impl FindingFolder {
                 let mut again = f.clone();
                 again.time = again.time.max(time);
                 out.push(again);
+                open.emitted_count = f.count;
             }
         }
         // The open findings are a hash map: their order is not event time's.

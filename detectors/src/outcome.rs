@@ -67,7 +67,13 @@ pub(crate) fn settlement(event: &Event) -> Option<(CallRef<'_>, FindingOutcome)>
     else {
         return None;
     };
-    let really = match event.sink_action.as_ref()?.action {
+    let settled = event.sink_action.as_ref()?;
+    // Only a held call's settlement names its verdict or its hold class; a result the
+    // sink refused for other reasons (`sink.unparseable`) is not one.
+    if !is_settlement_rule(settled.rule.as_deref()) {
+        return None;
+    }
+    let really = match settled.action {
         SinkActionKind::Blocked => FindingOutcome::HeldRefused,
         SinkActionKind::Allowed => FindingOutcome::HeldReleased,
         SinkActionKind::Held => return None,
@@ -81,6 +87,12 @@ pub(crate) fn settlement(event: &Event) -> Option<(CallRef<'_>, FindingOutcome)>
         },
         really,
     ))
+}
+
+/// Whether a `tool_result`'s `sink_action.rule` says a held call was settled: an
+/// engine decision (`decision.<id>`) or the hold class's fail mode (`hold.<class>`).
+pub(crate) fn is_settlement_rule(rule: Option<&str>) -> bool {
+    rule.is_some_and(|r| r.starts_with("decision.") || r.starts_with("hold."))
 }
 
 /// Whether `outcome` was an expectation a settlement can correct.

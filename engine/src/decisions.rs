@@ -584,6 +584,13 @@ scope = "agent"
         .unwrap_err()
         .to_string();
         assert!(bad.contains("engine.blocks[0].rules"), "{bad}");
+        let zero = toolgate_protocol::config::Config::from_toml(
+            "[[engine.blocks]]\nrules = [\"*/*\"]\nttl = \"0s\"\n",
+            "zero.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(zero.contains("engine.blocks[0].ttl"), "{zero}");
     }
 
     #[test]

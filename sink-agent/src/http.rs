@@ -642,7 +642,11 @@ impl HttpProxy {
             let blank = line == b"\n" || line == b"\r\n";
             if let Some(capture) = oversized.as_mut() {
                 if n > 0 && !blank {
-                    capture.push(&sse_fields(&line).0);
+                    if line.starts_with(b"data:") {
+                        // Data lines join with a newline, as the client reads them.
+                        capture.push(b"\n");
+                        capture.push(&sse_fields(&line).0);
+                    }
                     if !send(line.clone()) {
                         return;
                     }

@@ -187,7 +187,7 @@ impl Sink {
                 session.resolve_holds(Timestamp::now(), &mut out, &mut report);
                 session.next_hold_deadline()
             };
-            if !report.events.is_empty() {
+            if !report.events.is_empty() || report.invalid_events > 0 {
                 self.events.write(report)?;
             }
             match out.pop() {

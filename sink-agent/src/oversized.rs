@@ -44,13 +44,14 @@ pub struct Truncated {
 }
 
 impl Capture {
-    /// Keeps at most [`HEAD_BYTES`] and [`TAIL_BYTES`], and no more than a quarter and
-    /// a sixteenth of `max_message_bytes`, so the event stays far below the limit
-    /// events are held to.
+    /// Keeps at most [`HEAD_BYTES`] and [`TAIL_BYTES`], and no more than a sixteenth
+    /// and a sixty-fourth of `max_message_bytes`: encoded in the event, a byte may take
+    /// six (a control character escaped as `\u0001`), and the event must stay below the
+    /// limit events are held to.
     pub fn new(max_message_bytes: usize) -> Self {
         Self::with_bounds(
-            HEAD_BYTES.min(max_message_bytes / 4),
-            TAIL_BYTES.min(max_message_bytes / 16),
+            HEAD_BYTES.min(max_message_bytes / 16),
+            TAIL_BYTES.min(max_message_bytes / 64),
         )
     }
 
@@ -131,9 +132,16 @@ impl Truncated {
     /// name put it last); `(unreadable)` when neither shows it. `None` for any other
     /// method, or when neither end shows the method.
     pub fn called_tool(&self) -> Option<String> {
+        // The first `"method"` may be a nested key (in the arguments), so any mention
+        // of the method at either end counts: a refused message is better reported
+        // once too often than not at all.
         let method = member(&self.head, b"method", Occurrence::First)
-            .or_else(|| member(&self.tail, b"method", Occurrence::Last))?;
-        if method.as_str() != Some("tools/call") {
+            .or_else(|| member(&self.tail, b"method", Occurrence::Last));
+        let named = |bytes: &[u8]| find(bytes, b"\"tools/call\"").is_some();
+        if method.as_ref().and_then(|m| m.as_str()) != Some("tools/call")
+            && !named(&self.head)
+            && !named(&self.tail)
+        {
             return None;
         }
         let first_param = find(&self.head, b"\"params\"").and_then(|at| {
@@ -299,6 +307,6 @@ mod tests {
         let c = Capture::new(64 << 20);
         assert_eq!((c.head_max, c.tail_max), (HEAD_BYTES, TAIL_BYTES));
         let c = Capture::new(1 << 20);
-        assert_eq!((c.head_max, c.tail_max), (256 << 10, 64 << 10));
+        assert_eq!((c.head_max, c.tail_max), (64 << 10, 16 << 10));
     }
 }

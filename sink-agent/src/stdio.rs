@@ -334,7 +334,7 @@ fn settle_held_calls(
             }
             Err(_) => return,
         };
-        if !report.events.is_empty() {
+        if !report.events.is_empty() || report.invalid_events > 0 {
             events.write(report);
         }
         for o in out {

@@ -14,7 +14,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -199,7 +201,7 @@ fn merge<W: std::io::Write + Send>(
             .and_then(|b| b.build())
             .map_err(parquet_err(&name))?;
         for batch in reader {
-            batches.push(batch?);
+            batches.push(to_table_schema(table, batch?)?);
         }
     }
     let all = concat_batches(&table.schema(), &batches)?;
@@ -209,6 +211,25 @@ fn merge<W: std::io::Write + Send>(
     writer.write(&sorted).map_err(parquet_err("merged"))?;
     let out = writer.into_inner().map_err(parquet_err("merged"))?;
     Ok((sorted.num_rows() as u64, out))
+}
+
+/// A batch of a file written before the table gained columns (`findings.outcome`),
+/// with those columns as nulls: the schemas are extended, never renamed, so every
+/// column of the file is in the table.
+fn to_table_schema(table: Table, batch: RecordBatch) -> Result<RecordBatch, HistoryError> {
+    let schema = table.schema();
+    if batch.schema().fields().len() == schema.fields().len() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => column.clone(),
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn swap_local(

@@ -24,6 +24,7 @@ pub const VIEWS: [(&str, &str); 4] = [
            ON c.agent_id = f.agent_id AND c.session_id = f.session_id
          LEFT JOIN (SELECT agent_id, session_id, count(*) AS refused
                     FROM tool_results WHERE sink_action = 'blocked'
+                      AND (sink_rule LIKE 'decision.%' OR sink_rule LIKE 'hold.%')
                     GROUP BY agent_id, session_id) r
            ON c.agent_id = r.agent_id AND c.session_id = r.session_id
          GROUP BY c.agent_id, c.session_id",
@@ -64,6 +65,7 @@ pub const VIEWS: [(&str, &str); 4] = [
            ON c.agent_id = f.agent_id
          LEFT JOIN (SELECT agent_id, count(*) AS refused
                     FROM tool_results WHERE sink_action = 'blocked'
+                      AND (sink_rule LIKE 'decision.%' OR sink_rule LIKE 'hold.%')
                     GROUP BY agent_id) r
            ON c.agent_id = r.agent_id
          GROUP BY c.agent_id",
@@ -82,7 +84,8 @@ pub const VIEWS: [(&str, &str); 4] = [
          LEFT JOIN (SELECT agent_id, session_id, server, call_id,
                            min(sink_action) AS sink_action, min(sink_rule) AS sink_rule,
                            min(sink_reason) AS sink_reason
-                    FROM tool_results WHERE sink_action IS NOT NULL
+                    FROM tool_results
+                    WHERE sink_rule LIKE 'decision.%' OR sink_rule LIKE 'hold.%'
                     GROUP BY agent_id, session_id, server, call_id) r
            ON c.agent_id = r.agent_id AND c.session_id = r.session_id
           AND c.server = r.server AND c.call_id = r.call_id",

@@ -307,6 +307,55 @@ fn files_roll_by_size_and_each_row_group_is_sorted_by_agent() {
     assert_eq!(ints(&b, 1), [2_000]);
 }
 
+/// Issue 22 added `findings.outcome`: a partition holding files written before it is
+/// still compacted (the old files' rows get a null outcome), not a panic.
+#[test]
+fn issue_22_compaction_takes_findings_files_written_before_the_outcome_column() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = HistoryConfig {
+        compact_min_files: 2,
+        ..config(dir.path())
+    };
+    let mut w = HistoryWriter::open(&cfg, None).expect("open");
+    for i in 0..3 {
+        w.append_finding(&finding(&format!("f{i}"), T0 + i, "a1"))
+            .expect("append");
+        w.commit().expect("commit");
+    }
+    // One file as the version before wrote it: no `outcome` column.
+    let old = dir
+        .path()
+        .join("findings")
+        .join(&parquet_files(&dir.path().join("findings"))[0]);
+    let file = std::fs::File::open(&old).expect("open");
+    let mut batch = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .expect("reader")
+        .next()
+        .expect("a batch")
+        .expect("batch");
+    let outcome = batch
+        .schema()
+        .index_of("outcome")
+        .expect("new files have it");
+    batch.remove_column(outcome);
+    let mut out = ArrowWriter::try_new(
+        std::fs::File::create(&old).expect("rewrite"),
+        batch.schema(),
+        None,
+    )
+    .expect("writer");
+    out.write(&batch).expect("write");
+    out.close().expect("close");
+
+    let stats = w.compact(std::time::Duration::ZERO).expect("compact");
+    assert_eq!((stats.files_in, stats.files_out, stats.rows), (3, 1, 3));
+    let b = query(dir.path(), "SELECT count(*), count(outcome) FROM findings");
+    assert_eq!((ints(&b, 0), ints(&b, 1)), (vec![3], vec![0]));
+}
+
 #[test]
 fn compaction_merges_small_files_without_changing_any_row() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -47,13 +47,22 @@ impl Detector for Watch {
 
     fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
         match &event.body {
-            EventBody::ToolCall { tool, call_id, .. } => {
+            EventBody::ToolCall {
+                tool,
+                call_id,
+                arguments,
+                ..
+            } => {
                 if *tool == self.tool {
-                    out.push(
-                        FindingDraft::about(DetectorKind::Rule, "watched_tool", event)
-                            .describe("watched tool called", format!("{tool} was called"))
-                            .rate(Severity::Low, 20, 0.9),
-                    );
+                    let draft = FindingDraft::about(DetectorKind::Rule, "watched_tool", event)
+                        .describe("watched tool called", format!("{tool} was called"))
+                        .rate(Severity::Low, 20, 0.9);
+                    // `{"block": true}` makes the occurrence ask for a block.
+                    out.push(if arguments.get("block") == Some(&json!(true)) {
+                        draft.block()
+                    } else {
+                        draft
+                    });
                 }
                 self.pending
                     .insert(call_id.clone(), (event.time, event.clone()));
@@ -580,4 +589,31 @@ fn issue_22_a_settlement_unlike_the_expected_one_corrects_the_finding() {
         "first, corrected, final (the latest occurrence's, as settled)"
     );
     assert!(found.iter().all(|f| f.finding_id == found[0].finding_id));
+}
+
+/// Issue 22 review: a repeat that blocks a held call folded silently into the open
+/// finding, so the engine's verdict on that second call (drawn from the findings its
+/// event made) was `allow`. It is emitted at once, naming the call it blocks.
+#[test]
+fn issue_22_a_folded_repeat_that_blocks_a_held_call_is_emitted_with_that_call() {
+    let mut p = pipeline(EmitPolicy::FirstAndFinal, Duration::from_secs(60), 100);
+    let blocking = |secs, call_id| {
+        held(with(
+            call(secs, "s1", call_id, "send"),
+            json!({"arguments": {"block": true}}),
+        ))
+    };
+    let found = run(&mut p, &[blocking(0, "c1"), blocking(1, "c2")]);
+    let calls: Vec<(Option<&str>, Option<FindingOutcome>, u64)> = found
+        .iter()
+        .map(|f| (f.call_id.as_deref(), f.outcome, f.count))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (Some("c1"), Some(FindingOutcome::HeldRefused), 1),
+            (Some("c2"), Some(FindingOutcome::HeldRefused), 2)
+        ]
+    );
+    assert_eq!(found[0].action, FindingAction::Block);
 }

@@ -510,6 +510,12 @@ impl Config {
                         .into(),
                 ));
             }
+            if b.ttl.is_some_and(|t| t.as_nanos() == 0) {
+                return Err(invalid(
+                    format!("engine.blocks[{i}].ttl"),
+                    "must be longer than 0 (scope = \"call\" makes no standing block)".into(),
+                ));
+            }
         }
         let domains = &self.trust.domains;
         let known = |d: &str| domains.iter().any(|x| x == d);
