@@ -268,7 +268,7 @@ impl Session {
                     && method == "notifications/cancelled"
                     && !self.holds.is_empty()
                 {
-                    self.cancel_hold(line);
+                    self.cancel_hold(line, now, report);
                 }
                 match self.client_message(&message, now, false, report) {
                     Disposition::Forward => out.push(Outbound::ToServer(line.to_vec())),

@@ -185,17 +185,44 @@ impl Session {
     }
 
     /// The agent gave up on a request (`notifications/cancelled`): a held call it names
-    /// is dropped, never to reach the server.
-    pub(super) fn cancel_hold(&mut self, line: &[u8]) {
+    /// is dropped, never to reach the server, and reported as the call's result, refused
+    /// under its hold class, so the history never keeps it `held`.
+    pub(super) fn cancel_hold(&mut self, line: &[u8], now: Timestamp, report: &mut Report) {
         let Ok(value) = serde_json::from_slice::<Value>(line) else {
             return;
         };
-        if let Some(key) = value
+        let Some(key) = value
             .get("params")
             .and_then(|p| p.get("requestId"))
             .and_then(Id::of)
-        {
-            self.holds.retain(|h| h.spec.key != key);
-        }
+        else {
+            return;
+        };
+        let Some(i) = self.holds.iter().position(|h| h.spec.key == key) else {
+            return;
+        };
+        let h = self.holds.remove(i);
+        let reason = "the agent cancelled it while it waited for a verdict".to_string();
+        let text = format!(
+            "toolgate dropped this call to {:?} on {:?}: {reason}",
+            h.spec.tool, self.identity.server
+        );
+        let body = EventBody::ToolResult {
+            server: self.identity.server.clone(),
+            call_id: h.spec.call_id,
+            tool: h.spec.tool,
+            result: ToolResult {
+                content: vec![json!({"type": "text", "text": text})],
+                structured_content: None,
+                is_error: Some(true),
+                other: Map::new(),
+            },
+        };
+        let dropped = SinkAction {
+            action: SinkActionKind::Blocked,
+            rule: Some(format!("hold.{}", h.spec.class)),
+            reason: Some(reason),
+        };
+        self.emit(body, Some(dropped), false, now, report);
     }
 }

@@ -483,9 +483,15 @@ fn a_cancelled_held_call_never_reaches_the_server() {
     let (mut s, _) = held_session();
     client(&mut s, &call(5, "send_email"));
     let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#;
-    let (out, _) = client(&mut s, cancel);
+    let (out, report) = client(&mut s, cancel);
     assert_eq!(out, [Outbound::ToServer(cancel.as_bytes().to_vec())]);
     assert_eq!(s.holding(), 0);
+    // Issue 22: reported as the call's result, so the history does not keep it held.
+    let dropped = report.json(0);
+    assert_eq!(dropped["kind"], "tool_result");
+    assert_eq!(dropped["call_id"], "5");
+    assert_eq!(dropped["sink_action"]["action"], "blocked");
+    assert_eq!(dropped["sink_action"]["rule"], "hold.egress");
 }
 
 #[test]
