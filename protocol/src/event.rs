@@ -239,6 +239,16 @@ impl ToolResult {
         decode_result(value)
     }
 
+    /// A failed result whose one text block is `text` (what a sink answers for a call
+    /// it refused).
+    pub fn error(text: &str) -> ToolResult {
+        ToolResult {
+            content: vec![serde_json::json!({"type": "text", "text": text})],
+            is_error: Some(true),
+            ..ToolResult::default()
+        }
+    }
+
     /// The text of every `text` content block, in order.
     pub fn texts(&self) -> impl Iterator<Item = &str> {
         self.content.iter().filter_map(|block| {

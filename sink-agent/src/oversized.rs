@@ -6,6 +6,7 @@
 //! padded payload cannot pass unseen.
 
 use sha2::{Digest, Sha256};
+use toolgate_protocol::fingerprint::hex;
 
 use crate::jsonrpc::IdSniffer;
 
@@ -103,12 +104,7 @@ impl Capture {
     pub fn finish(self) -> Truncated {
         let mut tail = self.tail;
         tail.rotate_left(self.tail_at);
-        let sha256 = self
-            .digest
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = hex(&self.digest.finalize());
         Truncated {
             id: self.id.id().cloned(),
             size: self.size,
@@ -239,10 +235,7 @@ mod tests {
             r#"{{"result":{{"content":[{{"type":"text","text":"{}"}}]}},"jsonrpc":"2.0","id":7}}"#,
             "x".repeat(10_000)
         );
-        let whole: String = Sha256::digest(message.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let whole = hex(&Sha256::digest(message.as_bytes()));
         for chunk in [1, 7, 64, 4096, 1 << 20] {
             let t = capture(message.as_bytes(), chunk, 100, 40);
             assert_eq!(t.size, message.len() as u64);

@@ -2,7 +2,7 @@
 //! when the verdict (or a block covering them) arrives or their deadline passes, and
 //! reported either way so the history keeps every call's final action.
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use toolgate_protocol::config::FailMode;
 use toolgate_protocol::decision::DecisionAction;
 use toolgate_protocol::event::{EventBody, SinkAction, SinkActionKind, ToolResult};
@@ -152,20 +152,27 @@ impl Session {
             settled.rule.as_deref().unwrap_or_default(),
         );
         let refusal = jsonrpc::refusal(&h.spec.id, &text);
-        let result = ToolResult {
-            content: vec![json!({"type": "text", "text": text})],
-            structured_content: None,
-            is_error: Some(true),
-            other: Map::new(),
-        };
+        self.report_refused(h.spec, &text, settled, now, report);
+        Some(Outbound::ToClient(encode(&refusal)))
+    }
+
+    /// Reports held call `spec`, which never reached the server, as its result: the
+    /// refusal `text` the agent got, with the sink's action on it.
+    fn report_refused(
+        &mut self,
+        spec: HeldCallSpec,
+        text: &str,
+        action: SinkAction,
+        now: Timestamp,
+        report: &mut Report,
+    ) {
         let body = EventBody::ToolResult {
             server: self.identity.server.clone(),
-            call_id: h.spec.call_id,
-            tool: h.spec.tool,
-            result,
+            call_id: spec.call_id,
+            tool: spec.tool,
+            result: ToolResult::error(text),
         };
-        self.emit(body, Some(settled), false, now, report);
-        Some(Outbound::ToClient(encode(&refusal)))
+        self.emit(body, Some(action), false, now, report);
     }
 
     /// Keeps a call (its line as the agent sent it) until [`Session::resolve_holds`]
@@ -207,22 +214,11 @@ impl Session {
             "toolgate dropped this call to {:?} on {:?}: {reason}",
             h.spec.tool, self.identity.server
         );
-        let body = EventBody::ToolResult {
-            server: self.identity.server.clone(),
-            call_id: h.spec.call_id,
-            tool: h.spec.tool,
-            result: ToolResult {
-                content: vec![json!({"type": "text", "text": text})],
-                structured_content: None,
-                is_error: Some(true),
-                other: Map::new(),
-            },
-        };
         let dropped = SinkAction {
             action: SinkActionKind::Blocked,
             rule: Some(format!("hold.{}", h.spec.class)),
             reason: Some(reason),
         };
-        self.emit(body, Some(dropped), false, now, report);
+        self.report_refused(h.spec, &text, dropped, now, report);
     }
 }

@@ -437,10 +437,8 @@ fn issue_22_an_oversized_result_is_reported_truncated_with_its_size_digest_head_
         result["labels"]["toolgate.original_bytes"],
         whole.len().to_string()
     );
-    let digest: String = <sha2::Sha256 as sha2::Digest>::digest(whole)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest =
+        toolgate_protocol::fingerprint::hex(&<sha2::Sha256 as sha2::Digest>::digest(whole));
     assert_eq!(result["labels"]["toolgate.original_sha256"], digest);
     let head = result["result"]["content"][0]["text"].as_str().unwrap();
     let tail = result["result"]["content"][1]["text"].as_str().unwrap();
