@@ -43,7 +43,7 @@ use serde::Serialize;
 use toolgate_analytics::history::HistoryWriter;
 use toolgate_detectors::secrets::Redactor;
 use toolgate_detectors::{EmitPolicy, build_pipeline};
-use toolgate_ingest::kafka::{Commit, GroupConsumer, GroupSettings, PartitionOwner, RawRecord};
+use toolgate_ingest::kafka::{Commit, PartitionOwner, RawRecord};
 use toolgate_ingest::otlp::receiver::ReceiverCounters;
 use toolgate_protocol::config::{Config, TopicsConfig};
 use toolgate_protocol::decision::Decision;
@@ -52,6 +52,7 @@ use toolgate_protocol::{Finding, FindingAction};
 use checkpoint::{Checkpoint, CheckpointStore};
 use decisions::{Admission, BlockLimiter, DecisionMaker, load_or_create_signer};
 use outbox::Outbox;
+use sources::Next;
 use worker::Work;
 use writers::{Row, RowSender, Watcher, Writers};
 
@@ -568,14 +569,15 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         pending: Mutex::new(vec![Vec::new(); senders.len()]),
         workers: senders,
     });
-    let settings = GroupSettings {
-        brokers: options.brokers.clone(),
-        group_id: shared.config.kafka.group_id.clone(),
-        topic: shared.topics.events.clone(),
-        properties: properties.clone(),
-        max_event_bytes: shared.config.limits.max_event_bytes,
-    };
-    let consumer = GroupConsumer::join(&settings, coordinator.clone())?;
+    let mut input = sources::open_input(
+        "kafka",
+        &sources::InputContext {
+            config: &shared.config,
+            location: None,
+            brokers: &options.brokers,
+            owner: Some(coordinator.clone()),
+        },
+    )?;
     // Served until the run ends, when this is dropped.
     let metrics_server = match &shared.config.engine.metrics_listen {
         None => None,
@@ -605,7 +607,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             Some(exporter)
         }
     };
-    let sources = sources::start_all(&sources::SourceContext {
+    let receivers = sources::start_receivers(&sources::ReceiverContext {
         config: &shared.config,
         brokers: &options.brokers,
         properties: &properties,
@@ -614,7 +616,10 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
     let interval = shared.config.engine.checkpoint_interval.to_std();
     let mut next_checkpoint = Instant::now() + interval;
     let mut poll_errors = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    // An input that ends stops the stream as a signal would: what is buffered is
+    // checkpointed, not processed, and a restart carries on from it.
+    let mut ended = false;
+    while !ended && !stop.load(Ordering::Relaxed) {
         shared
             .gauges
             .heartbeat_ms
@@ -622,20 +627,24 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         // Whatever is fetched already is taken in one go and handed over in batches;
         // the batches leave as soon as nothing more is waiting, so a held call's
         // record never waits for a batch to fill.
-        let mut polled = consumer.poll(Duration::from_millis(50));
+        let mut polled = input.next(Duration::from_millis(50));
         let mut taken = 0;
         loop {
             match polled {
-                Ok(Some(record)) => {
+                Ok(Next::Record(record)) => {
                     coordinator.dispatch(record)?;
                     taken += 1;
                 }
-                Ok(None) => break,
+                Ok(Next::Idle) => break,
+                Ok(Next::Ended) => {
+                    ended = true;
+                    break;
+                }
                 Err(e) => {
                     poll_errors += 1;
                     // A broker outage repeats the same error; say it now and then.
                     if poll_errors.is_power_of_two() {
-                        tracing::warn!(error = %e, poll_errors, "consuming");
+                        tracing::warn!(error = %e, poll_errors, "reading the {} input", input.kind());
                     }
                     break;
                 }
@@ -643,16 +652,16 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             if taken >= BATCH * coordinator.workers.len() {
                 break;
             }
-            polled = consumer.poll(Duration::ZERO);
+            polled = input.next(Duration::ZERO);
         }
         coordinator.flush_pending()?;
         if Instant::now() >= next_checkpoint {
-            checkpoint_and_commit(&coordinator, &consumer);
+            checkpoint_and_commit(&coordinator, input.as_mut());
             next_checkpoint = Instant::now() + interval;
         }
     }
-    drop(sources);
-    checkpoint_and_commit(&coordinator, &consumer);
+    drop(receivers);
+    checkpoint_and_commit(&coordinator, input.as_mut());
     drop(metrics_server);
     if let Some(exporter) = otel_metrics
         && let Err(e) = exporter.shutdown()
@@ -660,7 +669,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
         tracing::warn!(error = format!("{e:#}"), "exporting metrics");
     }
     // Leaving the group revokes what is left (a last checkpoint of nothing new).
-    drop(consumer);
+    drop(input);
     let coordinator = Arc::into_inner(coordinator)
         .ok_or_else(|| anyhow!("the consumer still holds the coordinator"))?;
     let Coordinator {
@@ -708,11 +717,11 @@ fn take(counts: &Mutex<BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
     counts.lock().map(|m| m.clone()).unwrap_or_default()
 }
 
-fn checkpoint_and_commit(coordinator: &Coordinator, consumer: &GroupConsumer) {
+fn checkpoint_and_commit(coordinator: &Coordinator, input: &mut dyn sources::Input) {
     let counters = &coordinator.shared.counters;
     let done = coordinator
         .checkpoint(None, false)
-        .and_then(|offsets| consumer.commit(&offsets).map_err(anyhow::Error::from));
+        .and_then(|offsets| input.commit(&offsets).map_err(anyhow::Error::from));
     match done {
         Ok(()) => counters.inc(&counters.checkpoints),
         Err(e) => {

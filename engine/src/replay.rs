@@ -1,20 +1,22 @@
-//! Offline replay: events from JSONL, put in event-time order, run through the
+//! Offline replay: events from the `jsonl` input, put in event-time order, run through the
 //! configured detectors, findings handed to the caller as they close. Streams: memory
 //! is bounded by the reorder buffer and the detectors' own caps, not by the input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use toolgate_detectors::{EmitPolicy, FoldStats, build_pipeline, definitions};
-use toolgate_ingest::{DeadLetterWriter, JsonlSource, RejectCounts, SourceItem};
+use toolgate_ingest::kafka::Polled;
+use toolgate_ingest::{DeadLetterWriter, RejectCounts, Rejected};
 use toolgate_protocol::config::Config;
 use toolgate_protocol::{Event, Finding};
 
 use crate::configured_redactor;
 use crate::driver::{Driver, Step};
+use crate::sources::{InputContext, Next, open_input};
 
 /// What a replay read and produced.
 #[derive(Debug, Default, Serialize)]
@@ -124,7 +126,16 @@ pub fn replay(
             .restore_detector(definitions::NAME, &bytes)
             .with_context(|| format!("invalid pins file {}", path.display()))?;
     }
-    let mut source = JsonlSource::open(input, config.limits.max_event_bytes)?;
+    let mut source = open_input(
+        "jsonl",
+        &InputContext {
+            config,
+            location: Some(input),
+            brokers: "",
+            owner: None,
+        },
+    )?;
+    let max_bytes = config.limits.max_event_bytes;
     let mut stats = ReplayStats {
         detectors: pipeline.detector_names(),
         ..ReplayStats::default()
@@ -152,13 +163,20 @@ pub fn replay(
         Ok(())
     };
 
-    for item in source.by_ref() {
-        match item? {
-            SourceItem::Event(event) => {
+    loop {
+        let record = match source.next(Duration::MAX)? {
+            Next::Record(record) => record,
+            Next::Idle => continue,
+            Next::Ended => break,
+        };
+        let partition = record.partition;
+        match record.decode(source.origin(partition), max_bytes, max_bytes) {
+            Polled::Event { event, .. } => {
                 stats.events += 1;
                 driver.push(*event, &mut step);
             }
-            SourceItem::Rejected(rejected) => {
+            Polled::Rejected(rejected) => {
+                let rejected = Rejected::from_record(*rejected);
                 stats.rejected.add(&rejected.error);
                 let writer = match &mut dlq {
                     Some(w) => w,
@@ -201,7 +219,7 @@ pub fn replay(
         w.finish()?;
         stats.dead_letter_file = Some(dead_letter.display().to_string());
     }
-    stats.blank_lines = source.blank_lines();
+    stats.blank_lines = source.skipped();
     stats.late_events = late;
     stats.folding = pipeline.fold_stats();
     stats.seconds = started.elapsed().as_secs_f64();

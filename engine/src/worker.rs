@@ -25,7 +25,7 @@ use std::time::{Duration as WallDuration, Instant};
 
 use anyhow::{Context, Result};
 use toolgate_detectors::{EmitPolicy, build_pipeline, definitions};
-use toolgate_ingest::kafka::{KafkaRejected, Polled, RawRecord};
+use toolgate_ingest::kafka::{DEAD_LETTER_MAX_BYTES, KafkaRejected, Polled, RawRecord};
 use toolgate_protocol::decision::Decision;
 use toolgate_protocol::{
     DetectorKind, Duration, Event, Finding, FindingAction, FindingOutcome, Severity, Timestamp,
@@ -152,7 +152,7 @@ impl Worker {
                     // The key says whose producer wrote it: checked against the event.
                     let key = record.key.clone();
                     let bytes = record.payload.len();
-                    match record.decode(topic, max_bytes) {
+                    match record.decode(topic, max_bytes, DEAD_LETTER_MAX_BYTES) {
                         Polled::Event {
                             partition,
                             offset,

@@ -10,6 +10,7 @@ use serde::Serialize;
 use toolgate_protocol::DecodeError;
 
 use crate::IngestError;
+use crate::kafka::KafkaRejected;
 
 /// One record that could not be decoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,20 @@ pub struct Rejected {
     pub raw: Vec<u8>,
     /// The full length of the original record in bytes.
     pub raw_len: usize,
+}
+
+impl Rejected {
+    /// A record of a file that did not decode (its origin is the file, its offset
+    /// the line's number).
+    pub fn from_record(record: KafkaRejected) -> Self {
+        Rejected {
+            source: record.topic,
+            line: u64::try_from(record.offset).unwrap_or(0),
+            error: record.error,
+            raw: record.raw,
+            raw_len: record.raw_len,
+        }
+    }
 }
 
 #[derive(Serialize)]

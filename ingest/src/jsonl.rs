@@ -6,9 +6,10 @@ use std::collections::VecDeque;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use toolgate_protocol::{DecodeError, Event};
+use toolgate_protocol::Event;
 
 use crate::dead_letter::Rejected;
+use crate::kafka::{Polled, RawRecord};
 use crate::{IngestError, files_under, open_maybe_gzip};
 
 /// One line's outcome.
@@ -28,6 +29,8 @@ pub struct JsonlSource {
     max_bytes: usize,
     buf: Vec<u8>,
     blank_lines: u64,
+    /// The names of the inputs read to their end, in order.
+    done: Vec<String>,
 }
 
 const EXTENSIONS: [&str; 4] = [".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"];
@@ -43,6 +46,7 @@ impl JsonlSource {
             max_bytes,
             buf: Vec::new(),
             blank_lines: 0,
+            done: Vec::new(),
         };
         if input == "-" {
             let stdin = Box::new(std::io::BufReader::new(std::io::stdin()));
@@ -78,6 +82,7 @@ impl JsonlSource {
             max_bytes,
             buf: Vec::new(),
             blank_lines: 0,
+            done: Vec::new(),
         }
     }
 
@@ -118,10 +123,11 @@ impl JsonlSource {
     }
 }
 
-impl Iterator for JsonlSource {
-    type Item = Result<SourceItem, IngestError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl JsonlSource {
+    /// The next line that is not blank, undecoded: its partition is the file's place
+    /// among the inputs (see [`JsonlSource::origin`]), its offset the line's number
+    /// (from 1), and a line over the limit keeps `max_bytes + 1` of its bytes.
+    pub fn next_record(&mut self) -> Option<Result<RawRecord, IngestError>> {
         loop {
             if self.current.is_none() {
                 let path = self.pending.pop_front()?;
@@ -134,7 +140,9 @@ impl Iterator for JsonlSource {
             let len = match self.read_line() {
                 Ok(Some(len)) => len,
                 Ok(None) => {
-                    self.current = None;
+                    if let Some((name, _)) = self.current.take() {
+                        self.done.push(name);
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -143,36 +151,51 @@ impl Iterator for JsonlSource {
                 }
             };
             self.line += 1;
+            let mut len = len;
             if self.buf.last() == Some(&b'\r') && len <= self.max_bytes {
                 self.buf.pop();
+                len -= 1;
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) && len <= self.max_bytes {
                 self.blank_lines += 1;
                 continue;
             }
-            let source = self
-                .current
-                .as_ref()
-                .map_or_else(String::new, |(n, _)| n.clone());
-            let decoded = if len > self.max_bytes {
-                self.buf.truncate(self.max_bytes);
-                Err(DecodeError::TooLarge {
-                    size: len,
-                    limit: self.max_bytes,
-                })
-            } else {
-                Event::decode_with_limit(&self.buf, self.max_bytes)
-            };
-            return Some(Ok(match decoded {
-                Ok(event) => SourceItem::Event(Box::new(event)),
-                Err(error) => SourceItem::Rejected(Rejected {
-                    source,
-                    line: self.line,
-                    error,
-                    raw: self.buf.clone(),
-                    raw_len: len,
-                }),
+            return Some(Ok(RawRecord {
+                partition: i32::try_from(self.done.len()).unwrap_or(i32::MAX),
+                offset: i64::try_from(self.line).unwrap_or(i64::MAX),
+                key: None,
+                payload: self.buf.clone(),
+                length: len,
             }));
         }
+    }
+
+    /// The name of the input a record's partition is (the file, `-` for stdin).
+    pub fn origin(&self, partition: i32) -> &str {
+        let done = usize::try_from(partition).unwrap_or(usize::MAX);
+        match self.done.get(done) {
+            Some(name) => name,
+            None => self.current.as_ref().map_or("", |(name, _)| name),
+        }
+    }
+}
+
+impl Iterator for JsonlSource {
+    type Item = Result<SourceItem, IngestError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = match self.next_record()? {
+            Ok(record) => record,
+            Err(e) => return Some(Err(e)),
+        };
+        let (max_bytes, partition) = (self.max_bytes, record.partition);
+        Some(Ok(
+            match record.decode(self.origin(partition), max_bytes, max_bytes) {
+                Polled::Event { event, .. } => SourceItem::Event(event),
+                Polled::Rejected(rejected) => {
+                    SourceItem::Rejected(Rejected::from_record(*rejected))
+                }
+            },
+        ))
     }
 }

@@ -83,7 +83,8 @@ pub struct KafkaRejected {
     pub raw: Vec<u8>,
     /// The original length in bytes.
     pub raw_len: usize,
-    /// SHA-256 of the original bytes, in hex: identifies a truncated record.
+    /// SHA-256 of the bytes read, in hex: identifies a truncated record (a record from
+    /// Kafka is read whole; a JSONL line over the limit is cut at it).
     pub digest: String,
 }
 
@@ -118,34 +119,45 @@ pub struct RawRecord {
     pub offset: i64,
     /// Its key, if it had one.
     pub key: Option<Vec<u8>>,
-    /// Its bytes.
+    /// Its bytes: all of them, or the first `max_event_bytes + 1` of a record the
+    /// input would not hold whole (see `length`).
     pub payload: Vec<u8>,
+    /// Its size in bytes, whole.
+    pub length: usize,
 }
 
 impl RawRecord {
-    /// Decodes it as the JSONL source decodes a line: an [`Event`], or what the
-    /// dead-letter topic keeps of a record of `topic` that did not decode.
-    pub fn decode(self, topic: &str, max_event_bytes: usize) -> Polled {
-        match Event::decode_with_limit(&self.payload, max_event_bytes) {
+    /// Decodes it, the one decoding every input shares: an [`Event`], or the rejection
+    /// of a record of `origin` (its topic, or its file) keeping the first `keep` of its
+    /// bytes with its whole size and digest.
+    pub fn decode(self, origin: &str, max_event_bytes: usize, keep: usize) -> Polled {
+        let decoded = if self.length > self.payload.len() {
+            Err(DecodeError::TooLarge {
+                size: self.length,
+                limit: max_event_bytes,
+            })
+        } else {
+            Event::decode_with_limit(&self.payload, max_event_bytes)
+        };
+        match decoded {
             Ok(event) => Polled::Event {
                 partition: self.partition,
                 offset: self.offset,
                 event: Box::new(event),
             },
             Err(error) => {
-                let raw_len = self.payload.len();
                 let digest =
                     toolgate_protocol::fingerprint::hex(&Sha256::digest(&self.payload)[..]);
                 let mut raw = self.payload;
-                raw.truncate(DEAD_LETTER_MAX_BYTES);
+                raw.truncate(keep);
                 Polled::Rejected(Box::new(KafkaRejected {
-                    topic: topic.to_string(),
+                    topic: origin.to_string(),
                     partition: self.partition,
                     offset: self.offset,
                     key: self.key,
                     error,
                     raw,
-                    raw_len,
+                    raw_len: self.length,
                     digest,
                 }))
             }
@@ -346,11 +358,13 @@ impl GroupConsumer {
             Some(Err(e)) => return Err(kafka_error("polling", e)),
             Some(Ok(m)) => m,
         };
+        let payload = message.payload().unwrap_or_default().to_vec();
         Ok(Some(RawRecord {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
+            length: payload.len(),
+            payload,
         }))
     }
 

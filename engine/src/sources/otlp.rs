@@ -1,4 +1,4 @@
-//! The OTLP/HTTP receiver as a source (`[otlp] listen`): the events it makes from tool spans are
+//! The OTLP/HTTP receiver (`[otlp] listen`): the events it makes from tool spans are
 //! redacted as a sink would redact them, then published to the events topic keyed by
 //! agent, like a sink's. A request is answered only after the broker acknowledged every
 //! event, so the engine's workers see OTLP events exactly as sink events: partitioned,
@@ -23,10 +23,10 @@ use toolgate_ingest::otlp::receiver::{
 };
 use toolgate_protocol::Event;
 
-use super::{Source, SourceContext};
+use super::{Receiver, ReceiverContext};
 
 /// Starts the receiver when `[otlp] listen` is set.
-pub fn start(context: &SourceContext<'_>) -> Result<Option<Box<dyn Source>>> {
+pub fn start(context: &ReceiverContext<'_>) -> Result<Option<Box<dyn Receiver>>> {
     let config = context.config;
     let otlp = &config.otlp;
     let Some(listen) = &otlp.listen else {
@@ -94,7 +94,7 @@ fn is_loopback(listen: &str) -> bool {
     }
 }
 
-impl Source for OtlpReceiver {
+impl Receiver for OtlpReceiver {
     fn kind(&self) -> &'static str {
         "otlp"
     }
@@ -274,7 +274,7 @@ mod tests {
         let mut config = toolgate_protocol::config::Config::default();
         config.otlp.listen = Some("0.0.0.0:0".into());
         let counters = Counters::default();
-        let context = SourceContext {
+        let context = ReceiverContext {
             config: &config,
             brokers: "127.0.0.1:1",
             properties: &[],
