@@ -8,7 +8,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::request::{Failure, read_request};
+use crate::request::{Failure, Rest, read_request, read_rest};
 use crate::{Counters, Limits, reason};
 
 /// After an answer to a request whose body was left unread, how long and how much of
@@ -36,11 +36,14 @@ pub struct Request<'c> {
     pub headers: Vec<(String, String)>,
     /// The client's address.
     pub peer: IpAddr,
-    /// The body (empty when `oversized`).
+    /// The body; when `oversized`, the part read before it went over the limit
+    /// (chunks that fit), the rest left for [`Request::read_rest`].
     pub body: Vec<u8>,
-    /// The body is larger than the limit and was not read; the connection closes after
-    /// the answer.
+    /// The body is larger than the limit and was not read whole; the connection closes
+    /// after the answer.
     pub oversized: bool,
+    rest: Option<Rest>,
+    input: &'c mut BufReader<Timed>,
     out: &'c mut TcpStream,
     keep_alive: bool,
     reusable: &'c mut bool,
@@ -53,6 +56,28 @@ impl<'c> Request<'c> {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads at most `max` more bytes of an oversized body through `f`, as they arrive
+    /// and within the request's deadline, so a body too large to hold can still be
+    /// inspected as it streams past. Returns whether its end was reached (always, for
+    /// a body that was not oversized).
+    pub fn read_rest(&mut self, max: u64, f: &mut dyn FnMut(&[u8])) -> io::Result<bool> {
+        let Some(rest) = self.rest.as_mut() else {
+            return Ok(true);
+        };
+        read_rest(self.input, rest, max, f).map_err(|failure| match failure {
+            Failure::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the body did not arrive within the request's deadline",
+            ),
+            Failure::Closed => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed the connection within the body",
+            ),
+            Failure::Bad(why) => io::Error::new(io::ErrorKind::InvalidData, why),
+            _ => io::Error::new(io::ErrorKind::InvalidData, "malformed body framing"),
+        })
     }
 
     /// Answers with a whole body; the connection then serves the client's next request
@@ -269,6 +294,8 @@ pub(crate) fn serve_connection(
             peer,
             body: parts.body,
             oversized: parts.oversized,
+            rest: parts.rest,
+            input: &mut input,
             out: &mut out,
             keep_alive: parts.keep_alive,
             reusable: &mut reusable,

@@ -109,7 +109,19 @@ pub(crate) struct Parts {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Vec<u8>,
     pub(crate) oversized: bool,
+    /// Where an oversized body's unread part stands.
+    pub(crate) rest: Option<Rest>,
     pub(crate) keep_alive: bool,
+}
+
+/// What is left to read of a body over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rest {
+    /// This many bytes (of a `Content-Length` body).
+    Length(u64),
+    /// The rest of a chunked body: this many bytes of the current chunk, then the
+    /// chunks after it.
+    Chunked(u64),
 }
 
 /// Reads one request from `input`; bodies over `max_body` are left unread. A client
@@ -221,10 +233,12 @@ pub(crate) fn read_request(
     }
 
     let mut body = Vec::new();
-    let mut oversized = too_large;
+    let mut rest = None;
     if chunked {
-        oversized = !read_chunked(input, max_body, &mut body)?;
-    } else if let Some(n) = length.filter(|_| !too_large) {
+        rest = read_chunked(input, max_body, &mut body)?.map(Rest::Chunked);
+    } else if too_large {
+        rest = length.map(Rest::Length);
+    } else if let Some(n) = length {
         let got = Read::take(&mut *input, n)
             .read_to_end(&mut body)
             .map_err(failure)?;
@@ -232,25 +246,25 @@ pub(crate) fn read_request(
             return Err(Failure::Closed);
         }
     }
-    if oversized {
-        body = Vec::new();
-    }
+    let oversized = rest.is_some();
     Ok(Parts {
         method,
         target,
         headers,
         body,
         oversized,
+        rest,
         keep_alive: keep_alive && !oversized,
     })
 }
 
-/// Reads a chunked body into `body`; false when it grows past `max` (the rest unread).
+/// Reads a chunked body into `body`. When a chunk would take it past `max`, stops
+/// before that chunk's data and returns its size: the rest is unread.
 fn read_chunked(
     input: &mut BufReader<impl Read>,
     max: usize,
     body: &mut Vec<u8>,
-) -> Result<bool, Failure> {
+) -> Result<Option<u64>, Failure> {
     let mut line = Vec::new();
     loop {
         let mut budget = MAX_CHUNK_LINE;
@@ -264,12 +278,12 @@ fn read_chunked(
             loop {
                 read_line(input, &mut budget, &mut line)?;
                 if line.is_empty() {
-                    return Ok(true);
+                    return Ok(None);
                 }
             }
         }
         if size > max.saturating_sub(body.len()) as u64 {
-            return Ok(false);
+            return Ok(Some(size));
         }
         let got = Read::take(&mut *input, size)
             .read_to_end(body)
@@ -283,6 +297,91 @@ fn read_chunked(
             return Err(Failure::Bad("a chunk does not end where its size says"));
         }
     }
+}
+
+/// Reads at most `max` more bytes of an oversized body through `f`, keeping `rest` up
+/// to date; true when the body's end was reached.
+pub(crate) fn read_rest(
+    input: &mut BufReader<impl Read>,
+    rest: &mut Rest,
+    max: u64,
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<bool, Failure> {
+    let mut budget = max;
+    let mut line = Vec::new();
+    loop {
+        match rest {
+            Rest::Length(left) => {
+                let passed = pass(input, (*left).min(budget), f)?;
+                *left -= passed;
+                budget -= passed;
+                if *left == 0 {
+                    return Ok(true);
+                }
+                if budget == 0 {
+                    return Ok(false);
+                }
+            }
+            Rest::Chunked(left) => {
+                if *left > 0 {
+                    let passed = pass(input, (*left).min(budget), f)?;
+                    *left -= passed;
+                    budget -= passed;
+                    if *left > 0 {
+                        return Ok(false);
+                    }
+                    let mut line_budget = MAX_CHUNK_LINE;
+                    read_line(input, &mut line_budget, &mut line)?;
+                    if !line.is_empty() {
+                        return Err(Failure::Bad("a chunk does not end where its size says"));
+                    }
+                }
+                let mut line_budget = MAX_CHUNK_LINE;
+                read_line(input, &mut line_budget, &mut line)?;
+                let text =
+                    std::str::from_utf8(&line).map_err(|_| Failure::Bad("malformed chunk size"))?;
+                let digits = text.split(';').next().unwrap_or("").trim();
+                let size = u64::from_str_radix(digits, 16)
+                    .map_err(|_| Failure::Bad("malformed chunk size"))?;
+                if size == 0 {
+                    let mut trailer_budget = MAX_HEAD_BYTES;
+                    loop {
+                        read_line(input, &mut trailer_budget, &mut line)?;
+                        if line.is_empty() {
+                            return Ok(true);
+                        }
+                    }
+                }
+                *left = size;
+                if budget == 0 {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Hands the next `n` bytes of `input` to `f` as they arrive; an early end is the
+/// client's closing.
+fn pass(
+    input: &mut BufReader<impl Read>,
+    n: u64,
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<u64, Failure> {
+    let mut passed = 0;
+    while passed < n {
+        let chunk = input.fill_buf().map_err(failure)?;
+        if chunk.is_empty() {
+            return Err(Failure::Closed);
+        }
+        let take = chunk
+            .len()
+            .min(usize::try_from(n - passed).unwrap_or(usize::MAX));
+        f(&chunk[..take]);
+        input.consume(take);
+        passed += take as u64;
+    }
+    Ok(passed)
 }
 
 /// Reads one line into `line`, without its CRLF (or bare LF), charged to `budget`.

@@ -110,6 +110,57 @@ fn issue_19_a_huge_declared_body_is_answered_without_being_allocated() {
     assert!(got.contains("GET /metrics false"), "{got}");
 }
 
+/// Answers with what the oversized body held: its size, its first and last bytes.
+fn stream_rest(mut request: Request<'_>) {
+    let mut seen = request.body.clone();
+    let whole = request
+        .read_rest(1 << 20, &mut |bytes| seen.extend_from_slice(bytes))
+        .map_err(|e| e.to_string());
+    let text = format!(
+        "{} read={} whole={whole:?} start={} end={}",
+        request.oversized,
+        seen.len(),
+        String::from_utf8_lossy(&seen[..seen.len().min(3)]),
+        String::from_utf8_lossy(&seen[seen.len().saturating_sub(3)..]),
+    );
+    request.respond(413, &[], text.as_bytes());
+}
+
+#[test]
+fn issue_22_an_oversized_body_can_be_read_as_it_streams_past() {
+    let running = serve(limits(8, Duration::from_millis(500), 8), stream_rest);
+    let addr = running.local_addr();
+    let got = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nContent-Length: 20\r\n\r\nabcdefghijklmnopqrst",
+    );
+    assert!(
+        got.ends_with("true read=20 whole=Ok(true) start=abc end=rst"),
+        "{got}"
+    );
+    // Chunked: the chunks that fit are in the body, the rest streams.
+    let got = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n9\r\ndefghijkl\r\n4\r\nmnop\r\n0\r\n\r\n",
+    );
+    assert!(
+        got.ends_with("true read=16 whole=Ok(true) start=abc end=nop"),
+        "{got}"
+    );
+    // A body cut short is an error, not a hang.
+    let got = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\nabcdefghij",
+    );
+    assert!(got.contains("whole=Err("), "{got}");
+    // Small bodies have no rest.
+    let got = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab");
+    assert!(
+        got.ends_with("false read=2 whole=Ok(true) start=ab end=ab"),
+        "{got}"
+    );
+}
+
 #[test]
 fn past_max_connections_a_client_is_told_503_at_once_and_a_place_comes_back() {
     let running = serve(limits(1, Duration::from_secs(30), 1024), echo);

@@ -80,6 +80,14 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 /// How often a stream whose upstream is silent looks whether its client is still there.
 const HANGUP_CHECK: Duration = Duration::from_secs(1);
 
+/// An oversized request is read this far, at most, to find its tail and digest: past
+/// it, size, tail and digest are those of the part read.
+const OVERSIZED_READ_MAX: u64 = 1 << 30;
+
+/// An SSE stream is read in pieces of at most this many bytes: a line longer than
+/// `max_message_bytes` is never held whole.
+const SSE_PIECE: u64 = 64 * 1024;
+
 /// Counters of one run, printed at exit.
 #[derive(Debug, Default)]
 pub struct HttpCounters {
@@ -298,8 +306,9 @@ impl HttpProxy {
             self.counters
                 .refused_oversized
                 .fetch_add(1, Ordering::Relaxed);
+            let kept = self.inspect_oversized(&mut request, session_header.as_deref());
             let answer = jsonrpc::error(
-                &Value::Null,
+                kept.id.as_ref().unwrap_or(&Value::Null),
                 -32600,
                 &format!(
                     "toolgate refused a message larger than {} bytes",
@@ -377,6 +386,46 @@ impl HttpProxy {
         if let Some(id) = &session_header {
             self.registry().touch(id, Instant::now());
         }
+    }
+
+    /// Reads an oversized request as it streams past (at most
+    /// [`OVERSIZED_READ_MAX`] of it), keeping its id, head, tail, size and digest; a
+    /// `tools/call` among them is reported to its session as a call refused for its
+    /// size, so padding a call is no way past inspection.
+    fn inspect_oversized(
+        &self,
+        request: &mut Request<'_>,
+        session_header: Option<&str>,
+    ) -> crate::oversized::Truncated {
+        let mut capture = Capture::new(self.max_message_bytes);
+        capture.push(&std::mem::take(&mut request.body));
+        if let Err(e) = request.read_rest(OVERSIZED_READ_MAX, &mut |bytes| capture.push(bytes)) {
+            tracing::warn!(error = %e, "an oversized request ended before its end was read: reported from what arrived");
+        }
+        let kept = capture.finish();
+        let session = match session_header {
+            Some(id) => self.known_session(id),
+            None => self.shared_session(),
+        };
+        match session {
+            Some(session) => {
+                let mut report = Report::default();
+                if let Ok(mut s) = session.lock() {
+                    s.oversized_from_client(
+                        &kept,
+                        self.max_message_bytes,
+                        Timestamp::now(),
+                        &mut report,
+                    );
+                }
+                self.events.write(report);
+            }
+            None => tracing::warn!(
+                size = kept.size,
+                "an oversized request of no session the sink knows was refused unreported"
+            ),
+        }
+        kept
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -630,22 +679,34 @@ impl HttpProxy {
         // An event too large to inspect: sent on as it comes, its data kept for its
         // report (head, tail, size, digest, id) until the event ends.
         let mut oversized: Option<Capture> = None;
+        // Lines are read in pieces of at most SSE_PIECE bytes, so one endless line
+        // costs no more memory than a piece: whether the next piece starts a line, and
+        // whether the line it continues is a data line.
+        let (mut at_line_start, mut data_line) = (true, false);
         loop {
             line.clear();
-            let n = match upstream.read_until(b'\n', &mut line) {
+            let n = match Read::take(&mut upstream, SSE_PIECE).read_until(b'\n', &mut line) {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = pieces.send(Err(e));
                     return;
                 }
             };
-            let blank = line == b"\n" || line == b"\r\n";
+            let starts_line = at_line_start;
+            at_line_start = line.last() == Some(&b'\n');
+            let blank = starts_line && (line == b"\n" || line == b"\r\n");
             if let Some(capture) = oversized.as_mut() {
                 if n > 0 && !blank {
-                    if line.starts_with(b"data:") {
-                        // Data lines join with a newline, as the client reads them.
-                        capture.push(b"\n");
-                        capture.push(&sse_fields(&line).0);
+                    if starts_line {
+                        data_line = line.starts_with(b"data:");
+                        if data_line {
+                            // Data lines join with a newline, as the client reads them.
+                            capture.push(b"\n");
+                            capture.push(&sse_fields(&line).0);
+                        }
+                    } else if data_line {
+                        let bare = line.strip_suffix(b"\n").unwrap_or(&line);
+                        capture.push(bare.strip_suffix(b"\r").unwrap_or(bare));
                     }
                     if !send(line.clone()) {
                         return;
@@ -671,6 +732,12 @@ impl HttpProxy {
                 }
                 let mut capture = Capture::new(self.max_message_bytes);
                 capture.push(&sse_fields(&event).0);
+                // A line still going on goes on as data if it started as data.
+                let last_line = event
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(&event[..], |i| &event[i + 1..]);
+                data_line = !at_line_start && last_line.starts_with(b"data:");
                 oversized = Some(capture);
                 if !send(std::mem::take(&mut event)) {
                     return;
