@@ -181,6 +181,7 @@ mod tests {
                 server: Some("mail".into()),
                 tool: Some("send".into()),
                 call_id: None,
+                destination: None,
             },
             reason: "r".into(),
             finding_ids: vec!["f".into()],

@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use toolgate_detectors::glob::GlobSet;
+use toolgate_detectors::provenance::atoms;
 use toolgate_edge::fs::Access;
 use toolgate_protocol::config::{BlockRule, BlockScope};
 use toolgate_protocol::decision::{Decision, DecisionAction, DecisionSigner, Scope};
@@ -74,9 +75,11 @@ impl DecisionMaker {
             server: finding.server.clone(),
             tool: finding.tool.clone(),
             call_id: None,
+            destination: None,
         };
         match scope {
-            None | Some(BlockScope::Tool) => {}
+            None | Some(BlockScope::Destination) => covers.destination = destination_of(finding),
+            Some(BlockScope::Tool) => {}
             Some(BlockScope::Call) => return None,
             Some(BlockScope::Server) => covers.tool = None,
             Some(BlockScope::Session) => (covers.server, covers.tool) = (None, None),
@@ -124,7 +127,7 @@ impl DecisionMaker {
             server,
             call_id,
             tool,
-            ..
+            arguments,
         } = &event.body
         else {
             return None;
@@ -138,6 +141,9 @@ impl DecisionMaker {
                         .is_none_or(|id| id == &event.session_id)
                     && s.server.as_ref().is_none_or(|s| s == server)
                     && s.tool.as_ref().is_none_or(|t| t == tool)
+                    && s.destination
+                        .as_ref()
+                        .is_none_or(|d| atoms::mentions(arguments.values(), d))
             })
         };
         let blocking: Vec<&Finding> = findings
@@ -172,6 +178,7 @@ impl DecisionMaker {
                 server: Some(server.clone()),
                 tool: Some(tool.clone()),
                 call_id: Some(call_id.clone()),
+                destination: None,
             },
             reason,
             finding_ids: blocking.iter().map(|f| f.finding_id.clone()).collect(),
@@ -186,6 +193,13 @@ impl DecisionMaker {
     pub fn public_key(&self) -> (&str, String) {
         (self.signer.key_id(), self.signer.public_key_base64())
     }
+}
+
+/// The destination a finding names, exactly (`provenance/untrusted_destination`'s
+/// first, the one its title speaks of): a shortened one names nothing precisely.
+fn destination_of(finding: &Finding) -> Option<String> {
+    let value = finding.evidence["destinations"][0]["value"].as_str()?;
+    (!value.is_empty() && !value.ends_with('…')).then(|| value.to_string())
 }
 
 /// Whether a record's Kafka key is the `agent_id` of the event it carries. Sinks and
@@ -591,6 +605,60 @@ scope = "agent"
         .unwrap_err()
         .to_string();
         assert!(zero.contains("engine.blocks[0].ttl"), "{zero}");
+    }
+
+    /// Issue 22: one block on a message to an attacker's address refused every later
+    /// `post` of the session ("lunch at noon?" included). A finding that names a
+    /// destination blocks that destination.
+    #[test]
+    fn issue_22_a_block_on_a_destination_covers_calls_to_it_and_no_others() {
+        let mut to_attacker = sample(FindingAction::Block);
+        (to_attacker.detector, to_attacker.rule_id) =
+            (DetectorKind::Provenance, "untrusted_destination".into());
+        to_attacker.evidence = serde_json::json!({"destinations": [
+            {"argument": "arguments.to", "kind": "email", "value": "attacker@evil.example.com"}
+        ]});
+        to_attacker.event_ids = vec!["e1".into()];
+        let m = maker();
+        let d = m.for_finding(&to_attacker).unwrap();
+        assert_eq!(
+            d.scope.destination.as_deref(),
+            Some("attacker@evil.example.com")
+        );
+        assert_eq!(d.scope.tool.as_deref(), Some("post"));
+        let call_to = |id: &str, to: &str| {
+            let mut call = held_call(id);
+            if let EventBody::ToolCall { arguments, .. } = &mut call.body {
+                arguments.insert("to".into(), serde_json::json!(to));
+                arguments.insert("text".into(), serde_json::json!("lunch at noon?"));
+            }
+            call
+        };
+        let earlier = std::slice::from_ref(&to_attacker);
+        let verdict = |call: &Event| m.verdict(call, &[], earlier).unwrap().action;
+        assert_eq!(
+            verdict(&call_to("e2", "Attacker@Evil.example.com")),
+            DecisionAction::Block
+        );
+        assert_eq!(
+            verdict(&call_to("e3", "boss@corp.com")),
+            DecisionAction::Allow
+        );
+        // `tool` keeps the whole tool blocked; a shortened destination names nothing.
+        let tool_wide = toolgate_protocol::config::Config::from_toml(
+            "[[engine.blocks]]\nrules = [\"provenance/*\"]\nscope = \"tool\"\n",
+            "t.toml",
+        )
+        .expect("config");
+        let m = maker().with_blocks(&tool_wide.engine.blocks);
+        assert_eq!(m.for_finding(&to_attacker).unwrap().scope.destination, None);
+        let mut shortened = to_attacker.clone();
+        shortened.evidence["destinations"][0]["value"] =
+            serde_json::json!("https://evil.example.com/a-very-long…");
+        assert_eq!(
+            maker().for_finding(&shortened).unwrap().scope.destination,
+            None
+        );
     }
 
     #[test]

@@ -52,15 +52,27 @@ pub struct Scope {
     /// Only this held call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_id: Option<String>,
+    /// Only calls whose arguments name this destination: an address, a URL or host,
+    /// an account, in the canonical form `provenance` gives its atoms (lowercase, URLs
+    /// without scheme, `www.` and trailing slash, numbers as digits), as the engine
+    /// read it (after the sink's redaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 impl Scope {
     /// How many optional qualifiers narrow this scope; more is more specific.
     pub fn specificity(&self) -> usize {
-        [&self.session_id, &self.server, &self.tool, &self.call_id]
-            .iter()
-            .filter(|f| f.is_some())
-            .count()
+        [
+            &self.session_id,
+            &self.server,
+            &self.tool,
+            &self.call_id,
+            &self.destination,
+        ]
+        .iter()
+        .filter(|f| f.is_some())
+        .count()
     }
 }
 
@@ -254,6 +266,7 @@ mod tests {
                 server: None,
                 tool: Some("send_email".into()),
                 call_id: None,
+                destination: None,
             },
             reason: "internal data sent to an external tool".into(),
             finding_ids: vec!["f-1".into()],

@@ -76,13 +76,15 @@ impl Decisions {
         Ok(&self.held[self.held.len() - 1])
     }
 
-    /// The decision that applies to a call, if any.
+    /// The decision that applies to a call, if any; `names` says whether the call's
+    /// arguments name a destination (for decisions scoped to one).
     pub fn lookup(
         &self,
         session_id: &str,
         server: &str,
         tool: &str,
         call_id: Option<&str>,
+        names: &dyn Fn(&str) -> bool,
         now: Timestamp,
     ) -> Option<&Decision> {
         let matches = |want: &Option<String>, have: Option<&str>| {
@@ -96,6 +98,7 @@ impl Decisions {
                     && matches(&d.scope.server, Some(server))
                     && matches(&d.scope.tool, Some(tool))
                     && matches(&d.scope.call_id, call_id)
+                    && d.scope.destination.as_deref().is_none_or(names)
             })
             .max_by_key(|d| (d.scope.specificity(), d.time))
     }
@@ -171,6 +174,7 @@ mod tests {
             server: Some("mail".into()),
             tool: tool.map(str::to_string),
             call_id: call.map(str::to_string),
+            destination: None,
         }
     }
 
@@ -207,7 +211,7 @@ mod tests {
 
         let pick = |call: Option<&str>, now| {
             decisions
-                .lookup("s1", "mail", "send", call, t(now))
+                .lookup("s1", "mail", "send", call, &|_| false, t(now))
                 .map(|d| d.decision_id.clone())
         };
         assert_eq!(pick(Some("c7"), 150).as_deref(), Some("d2"));
@@ -215,9 +219,28 @@ mod tests {
         assert_eq!(pick(Some("c7"), 200).as_deref(), Some("d1"), "d2 expired");
         assert!(
             decisions
-                .lookup("s1", "files", "send", None, t(150))
+                .lookup("s1", "files", "send", None, &|_| false, t(150))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn issue_22_a_block_scoped_to_a_destination_leaves_the_tools_other_calls_alone() {
+        let (signer, mut decisions) = setup();
+        let mut to_attacker = scope(Some("send"), None);
+        to_attacker.destination = Some("attacker@evil.example.com".into());
+        let block = decision("d1", DecisionAction::Block, to_attacker, None);
+        decisions
+            .admit(&signed(&signer, block), t(100))
+            .expect("d1");
+        let pick = |to: &str| {
+            let names = |d: &str| d == to;
+            decisions
+                .lookup("s1", "mail", "send", None, &names, t(150))
+                .map(|d| d.decision_id.clone())
+        };
+        assert_eq!(pick("attacker@evil.example.com").as_deref(), Some("d1"));
+        assert_eq!(pick("boss@corp.com"), None, "lunch at noon? goes out");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use toolgate_detectors::definitions;
 use toolgate_detectors::glob::GlobSet;
 use toolgate_detectors::mode::Mode;
 use toolgate_detectors::policy::{CallView, Policy, Problem};
+use toolgate_detectors::provenance::atoms;
 use toolgate_detectors::secrets::{Redactor, scan};
 use toolgate_detectors::{Detector, FindingDraft};
 pub use toolgate_protocol::config::SecretsMode;
@@ -678,6 +679,21 @@ impl Session {
         report.findings.extend(drafts);
     }
 
+    /// Whether a call's arguments name destination `d` (canonical, as the engine read
+    /// it): in the arguments as they are, or as redacted for the event the engine read.
+    fn names_destination(&self, arguments: &Map<String, Value>, d: &str) -> bool {
+        if atoms::mentions(arguments.values(), d) {
+            return true;
+        }
+        let redactor = &self.checks.redactor;
+        if !redactor.is_active() {
+            return false;
+        }
+        let mut redacted = Value::Object(arguments.clone());
+        redactor.redact_value(&mut redacted);
+        atoms::mentions([&redacted], d)
+    }
+
     fn judge(
         &self,
         tool: &str,
@@ -693,11 +709,14 @@ impl Session {
             };
         }
         let id = &self.identity;
-        if let Some(d) =
-            self.checks
-                .decisions
-                .lookup(&id.session_id, &id.server, tool, Some(call_id), now)
-        {
+        if let Some(d) = self.checks.decisions.lookup(
+            &id.session_id,
+            &id.server,
+            tool,
+            Some(call_id),
+            &|d| self.names_destination(arguments, d),
+            now,
+        ) {
             let action = match d.action {
                 DecisionAction::Block => Some(SinkActionKind::Blocked),
                 DecisionAction::RequireApproval => Some(SinkActionKind::Held),

@@ -119,12 +119,13 @@ fn line(d: &Decision) -> String {
     let s = &d.scope;
     let or_any = |v: &Option<String>| v.clone().unwrap_or_else(|| "*".into());
     format!(
-        "{}\tagent={}\tsession={}\tserver={}\ttool={}\tuntil={}\t{}",
+        "{}\tagent={}\tsession={}\tserver={}\ttool={}\tdestination={}\tuntil={}\t{}",
         d.decision_id,
         s.agent_id,
         or_any(&s.session_id),
         or_any(&s.server),
         or_any(&s.tool),
+        or_any(&s.destination),
         d.expires_at.map_or("-".into(), |e| e.to_string()),
         d.reason
     )

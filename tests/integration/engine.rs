@@ -717,6 +717,7 @@ fn issue_22_a_block_is_listed_lifted_and_the_sink_lets_calls_through_again() {
                 server: Some("chat".into()),
                 tool: Some("post_message".into()),
                 call_id: None,
+                destination: None,
             },
             reason: "exfiltration (provenance)".into(),
             finding_ids: vec!["f-1".into()],

@@ -104,6 +104,31 @@ pub fn extract_placed(text: &str, out: &mut Vec<(Atom, bool)>) {
     });
 }
 
+/// Whether a string or a number anywhere in `values` (a call's arguments) holds an
+/// atom whose canonical form is `canonical`: how a block scoped to a destination
+/// recognizes the calls it covers, at the engine and at the sink alike.
+pub fn mentions<'a>(
+    values: impl IntoIterator<Item = &'a serde_json::Value>,
+    canonical: &str,
+) -> bool {
+    use serde_json::Value;
+    let mut found = false;
+    let mut in_text = |text: &str| {
+        for_each_atom(text, |atom, _| found |= atom.value == canonical);
+    };
+    let mut pending: Vec<&Value> = values.into_iter().collect();
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::String(s) => in_text(s),
+            Value::Number(n) => in_text(&n.to_string()),
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => pending.extend(map.values()),
+            Value::Null | Value::Bool(_) => {}
+        }
+    }
+    found
+}
+
 fn for_each_atom(text: &str, mut found: impl FnMut(Atom, bool)) {
     for line in text.lines() {
         if !may_hold_atom(line.as_bytes()) {
@@ -482,5 +507,21 @@ mod tests {
             found.contains(&(AtomKind::Iban, "de89370400440532013000".into())),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn issue_22_a_destination_is_recognized_in_any_argument_in_its_canonical_form() {
+        let call = serde_json::json!({
+            "channel": "general",
+            "body": "see https://WWW.Evil.example.com/drop/ for details",
+            "cc": ["Boss@Corp.com"],
+            "account": 4_111_111_111_111_111u64,
+        });
+        assert!(mentions([&call], "evil.example.com/drop"));
+        assert!(mentions([&call], "boss@corp.com"));
+        assert!(mentions([&call], "4111111111111111"));
+        assert!(!mentions([&call], "attacker@evil.example.com"));
+        let lunch = serde_json::json!("lunch at noon?");
+        assert!(!mentions([&lunch], "boss@corp.com"));
     }
 }

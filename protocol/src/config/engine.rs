@@ -106,8 +106,8 @@ pub struct EngineConfig {
     pub block_rate_window: Duration,
     /// How the block a finding asks for is scoped and how long it lasts, by rule
     /// (`[[engine.blocks]]`): the first entry whose `rules` match applies. A finding
-    /// no entry matches blocks what it names (its session, and its server and tool
-    /// when it names them) for `decision_ttl`.
+    /// no entry matches blocks what it names (its session, its server and tool when it
+    /// names them, and the destination when it names one) for `decision_ttl`.
     #[serde(default)]
     pub blocks: Vec<BlockRule>,
 }
@@ -134,7 +134,13 @@ pub enum BlockScope {
     /// No standing block: only the call the finding is about, when it is held, is
     /// refused (its verdict); later calls are judged on their own findings.
     Call,
-    /// Later calls of the session to the finding's tool on its server.
+    /// Later calls of the session to the finding's tool on its server that name the
+    /// destination the finding names (`provenance/untrusted_destination`); the tool's
+    /// calls to anywhere else pass. What a finding naming no destination gets is
+    /// `tool`. The default.
+    Destination,
+    /// Later calls of the session to the finding's tool on its server, to any
+    /// destination.
     Tool,
     /// Later calls of the session to the finding's server.
     Server,

@@ -424,6 +424,7 @@ mod tests {
                     server: None,
                     tool: None,
                     call_id: call.map(str::to_string),
+                    destination: None,
                 },
                 reason: "r".into(),
                 finding_ids: vec![],

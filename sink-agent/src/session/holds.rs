@@ -37,6 +37,16 @@ pub(crate) struct HeldCallSpec {
 }
 
 impl Session {
+    /// Whether the held call `line` names destination `d` in its arguments.
+    fn held_call_names(&self, line: &[u8], d: &str) -> bool {
+        let Ok(message) = serde_json::from_slice::<Value>(line) else {
+            return false;
+        };
+        message["params"]["arguments"]
+            .as_object()
+            .is_some_and(|arguments| self.names_destination(arguments, d))
+    }
+
     /// Settles the held calls that can be settled at `now`: the engine's verdict on the
     /// call (or a block covering it) decides; past the deadline, the class's fail mode.
     /// Forwarded calls go to `out` for the server, refusals for the agent; what was
@@ -88,7 +98,14 @@ impl Session {
             )
             .or_else(|| {
                 decisions
-                    .lookup(&id.session_id, &id.server, &h.spec.tool, None, now)
+                    .lookup(
+                        &id.session_id,
+                        &id.server,
+                        &h.spec.tool,
+                        None,
+                        &|d| self.held_call_names(&h.line, d),
+                        now,
+                    )
                     .filter(|d| d.action != DecisionAction::Allow)
             });
         let timeout_ms = h.spec.timeout.as_nanos() / 1_000_000;
