@@ -22,7 +22,7 @@ pub use request::reason;
 
 /// The request decoder, for its fuzz target.
 #[doc(hidden)]
-pub use request::{ReadOutcome, read_requests};
+pub use request::{READ_REST_MAX, ReadOutcome, read_requests};
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

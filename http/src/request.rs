@@ -418,8 +418,26 @@ pub struct ReadOutcome {
     pub headers: usize,
     /// Body bytes read.
     pub body: usize,
-    /// The body was over the limit and left unread.
+    /// The body was over the limit and not read whole.
     pub oversized: bool,
+    /// Bytes of an oversized body's rest streamed past ([`read_rest`], at most
+    /// [`READ_REST_MAX`]), and whether its end was reached (or the status its framing
+    /// failed with).
+    pub rest: Option<(usize, Result<bool, u16>)>,
+}
+
+/// How much of an oversized body's rest [`read_requests`] streams.
+pub const READ_REST_MAX: u64 = 4096;
+
+fn status(f: &Failure) -> u16 {
+    match f {
+        Failure::Closed => 0,
+        Failure::TimedOut => 408,
+        Failure::TooLarge => 431,
+        Failure::Bad(_) => 400,
+        Failure::Version => 505,
+        Failure::Expectation => 417,
+    }
 }
 
 /// Reads the requests in `bytes` as one connection would, until one ends it: for the
@@ -432,30 +450,31 @@ pub fn read_requests(bytes: &[u8], max_body: usize) -> Vec<ReadOutcome> {
         match read_request(&mut input, max_body, &mut out) {
             Ok(p) => {
                 let again = p.keep_alive;
+                let rest = p.rest.map(|mut rest| {
+                    let mut streamed = 0;
+                    let whole = read_rest(&mut input, &mut rest, READ_REST_MAX, &mut |b| {
+                        streamed += b.len();
+                    });
+                    (streamed, whole.map_err(|f| status(&f)))
+                });
                 seen.push(ReadOutcome {
                     request: Ok((p.method, p.target)),
                     headers: p.headers.len(),
                     body: p.body.len(),
                     oversized: p.oversized,
+                    rest,
                 });
                 if !again {
                     break;
                 }
             }
             Err(f) => {
-                let status = match f {
-                    Failure::Closed => 0,
-                    Failure::TimedOut => 408,
-                    Failure::TooLarge => 431,
-                    Failure::Bad(_) => 400,
-                    Failure::Version => 505,
-                    Failure::Expectation => 417,
-                };
                 seen.push(ReadOutcome {
-                    request: Err(status),
+                    request: Err(status(&f)),
                     headers: 0,
                     body: 0,
                     oversized: false,
+                    rest: None,
                 });
                 break;
             }

@@ -260,3 +260,24 @@ fn issue_20_a_refused_client_that_sends_late_still_reads_its_503() {
     assert!(read.is_ok(), "{read:?} after reading {got:?}");
     assert!(got.starts_with("HTTP/1.1 503"), "{got}");
 }
+
+#[test]
+fn issue_22_the_decoder_streams_an_oversized_rest_within_its_bound() {
+    let got = read_requests(
+        b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789",
+        4,
+    );
+    assert_eq!(got.len(), 1);
+    assert!(got[0].oversized);
+    assert_eq!(got[0].rest, Some((10, Ok(true))));
+    let chunked = read_requests(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n5\r\ncdefg\r\nzz\r\n",
+        4,
+    );
+    assert_eq!(chunked[0].body, 2, "the chunk that fit");
+    assert_eq!(
+        chunked[0].rest,
+        Some((5, Err(400))),
+        "then a bad chunk size"
+    );
+}
