@@ -267,20 +267,9 @@ fn read_chunked(
 ) -> Result<Option<u64>, Failure> {
     let mut line = Vec::new();
     loop {
-        let mut budget = MAX_CHUNK_LINE;
-        read_line(input, &mut budget, &mut line)?;
-        let text = std::str::from_utf8(&line).map_err(|_| Failure::Bad("malformed chunk size"))?;
-        let digits = text.split(';').next().unwrap_or("").trim();
-        let size =
-            u64::from_str_radix(digits, 16).map_err(|_| Failure::Bad("malformed chunk size"))?;
+        let size = read_chunk_size(input, &mut line)?;
         if size == 0 {
-            let mut budget = MAX_HEAD_BYTES;
-            loop {
-                read_line(input, &mut budget, &mut line)?;
-                if line.is_empty() {
-                    return Ok(None);
-                }
-            }
+            return Ok(None);
         }
         if size > max.saturating_sub(body.len()) as u64 {
             return Ok(Some(size));
@@ -336,21 +325,9 @@ pub(crate) fn read_rest(
                         return Err(Failure::Bad("a chunk does not end where its size says"));
                     }
                 }
-                let mut line_budget = MAX_CHUNK_LINE;
-                read_line(input, &mut line_budget, &mut line)?;
-                let text =
-                    std::str::from_utf8(&line).map_err(|_| Failure::Bad("malformed chunk size"))?;
-                let digits = text.split(';').next().unwrap_or("").trim();
-                let size = u64::from_str_radix(digits, 16)
-                    .map_err(|_| Failure::Bad("malformed chunk size"))?;
+                let size = read_chunk_size(input, &mut line)?;
                 if size == 0 {
-                    let mut trailer_budget = MAX_HEAD_BYTES;
-                    loop {
-                        read_line(input, &mut trailer_budget, &mut line)?;
-                        if line.is_empty() {
-                            return Ok(true);
-                        }
-                    }
+                    return Ok(true);
                 }
                 *left = size;
                 if budget == 0 {
@@ -359,6 +336,26 @@ pub(crate) fn read_rest(
             }
         }
     }
+}
+
+/// Reads a chunk's size line; after the last chunk (size 0), also its trailer fields
+/// up to the empty line that ends the body.
+fn read_chunk_size(input: &mut BufReader<impl Read>, line: &mut Vec<u8>) -> Result<u64, Failure> {
+    let mut budget = MAX_CHUNK_LINE;
+    read_line(input, &mut budget, line)?;
+    let text = std::str::from_utf8(line).map_err(|_| Failure::Bad("malformed chunk size"))?;
+    let digits = text.split(';').next().unwrap_or("").trim();
+    let size = u64::from_str_radix(digits, 16).map_err(|_| Failure::Bad("malformed chunk size"))?;
+    if size == 0 {
+        let mut budget = MAX_HEAD_BYTES;
+        loop {
+            read_line(input, &mut budget, line)?;
+            if line.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(size)
 }
 
 /// Hands the next `n` bytes of `input` to `f` as they arrive; an early end is the

@@ -176,6 +176,15 @@ pub fn finding_ids(records: &[Record]) -> BTreeSet<String> {
 
 /// The findings `toolgate analyze` makes of the same events, by id.
 pub fn offline_finding_ids(dir: &Path, events: &[(String, Vec<u8>)]) -> BTreeSet<String> {
+    offline_finding_ids_under(&Config::default(), dir, events)
+}
+
+/// [`offline_finding_ids`] with `config`.
+pub fn offline_finding_ids_under(
+    config: &Config,
+    dir: &Path,
+    events: &[(String, Vec<u8>)],
+) -> BTreeSet<String> {
     let input = dir.join("offline.jsonl");
     let mut text = Vec::new();
     for (_, e) in events {
@@ -185,7 +194,7 @@ pub fn offline_finding_ids(dir: &Path, events: &[(String, Vec<u8>)]) -> BTreeSet
     std::fs::write(&input, text).expect("write");
     let mut ids = BTreeSet::new();
     toolgate_engine::replay::replay(
-        &Config::default(),
+        config,
         input.to_str().expect("utf-8"),
         &dir.join("offline.dlq"),
         None,
