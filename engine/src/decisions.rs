@@ -133,6 +133,7 @@ impl DecisionMaker {
             return None;
         };
         // An earlier block covers the call as its decision would at the sink.
+        let named = std::cell::OnceCell::new();
         let covers = |f: &Finding| {
             self.standing_block(f).is_some_and(|(s, _)| {
                 s.agent_id == event.agent_id
@@ -141,9 +142,12 @@ impl DecisionMaker {
                         .is_none_or(|id| id == &event.session_id)
                     && s.server.as_ref().is_none_or(|s| s == server)
                     && s.tool.as_ref().is_none_or(|t| t == tool)
-                    && s.destination
-                        .as_ref()
-                        .is_none_or(|d| atoms::mentions(arguments.values(), d))
+                    && s.destination.as_ref().is_none_or(|d| {
+                        atoms::names_destination(
+                            named.get_or_init(|| atoms::destinations(arguments)),
+                            d,
+                        )
+                    })
             })
         };
         let blocking: Vec<&Finding> = findings
@@ -195,11 +199,17 @@ impl DecisionMaker {
     }
 }
 
-/// The destination a finding names, exactly (`provenance/untrusted_destination`'s
-/// first, the one its title speaks of): a shortened one names nothing precisely.
+/// The one destination a finding names (`provenance/untrusted_destination`), exactly:
+/// a shortened one names nothing precisely, and a finding naming several is scoped to
+/// its tool, so that none of them gets through.
 fn destination_of(finding: &Finding) -> Option<String> {
-    let value = finding.evidence["destinations"][0]["value"].as_str()?;
-    (!value.is_empty() && !value.ends_with('…')).then(|| value.to_string())
+    let named = finding.evidence["destinations"].as_array()?;
+    let values: std::collections::BTreeSet<&str> =
+        named.iter().filter_map(|d| d["value"].as_str()).collect();
+    match values.into_iter().collect::<Vec<_>>()[..] {
+        [one] if !one.is_empty() && !one.ends_with('…') => Some(one.to_string()),
+        _ => None,
+    }
 }
 
 /// Whether a record's Kafka key is the `agent_id` of the event it carries. Sinks and
@@ -652,6 +662,15 @@ scope = "agent"
         .expect("config");
         let m = maker().with_blocks(&tool_wide.engine.blocks);
         assert_eq!(m.for_finding(&to_attacker).unwrap().scope.destination, None);
+        let mut two = to_attacker.clone();
+        if let Some(named) = two.evidence["destinations"].as_array_mut() {
+            named.push(serde_json::json!({"value": "other@evil.example.com"}));
+        }
+        assert_eq!(
+            maker().for_finding(&two).unwrap().scope.destination,
+            None,
+            "several: the tool"
+        );
         let mut shortened = to_attacker.clone();
         shortened.evidence["destinations"][0]["value"] =
             serde_json::json!("https://evil.example.com/a-very-long…");

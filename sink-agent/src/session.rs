@@ -7,7 +7,7 @@
 //! from what is forwarded and their answers are merged into the server's batch
 //! response (or sent at once when nothing else in the batch expects one).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 use toolgate_detectors::definitions;
@@ -474,6 +474,13 @@ impl Session {
                         verdict.rule.as_deref().unwrap_or("-")
                     )
                 });
+                // What a block scoped to a destination needs of a held call, read
+                // before its arguments go into its event.
+                let destinations = if hold.is_some() {
+                    self.destinations_of(&arguments)
+                } else {
+                    BTreeSet::new()
+                };
                 let body = EventBody::ToolCall {
                     server: self.identity.server.clone(),
                     call_id: call_id.clone(),
@@ -517,6 +524,7 @@ impl Session {
                             deadline: now.saturating_add(timeout),
                             timeout,
                             fail_mode,
+                            destinations,
                         })
                     }
                     None => {
@@ -679,19 +687,20 @@ impl Session {
         report.findings.extend(drafts);
     }
 
-    /// Whether a call's arguments name destination `d` (canonical, as the engine read
-    /// it): in the arguments as they are, or as redacted for the event the engine read.
-    fn names_destination(&self, arguments: &Map<String, Value>, d: &str) -> bool {
-        if atoms::mentions(arguments.values(), d) {
-            return true;
-        }
+    /// The destinations a call's arguments name (see [`atoms::destinations`]), as they
+    /// are and as redacted for the event the engine read: a block names a destination
+    /// as the engine saw it.
+    fn destinations_of(&self, arguments: &Map<String, Value>) -> BTreeSet<String> {
+        let mut named = atoms::destinations(arguments);
         let redactor = &self.checks.redactor;
-        if !redactor.is_active() {
-            return false;
+        if redactor.is_active() {
+            let mut redacted = Value::Object(arguments.clone());
+            redactor.redact_value(&mut redacted);
+            if let Value::Object(redacted) = redacted {
+                named.extend(atoms::destinations(&redacted));
+            }
         }
-        let mut redacted = Value::Object(arguments.clone());
-        redactor.redact_value(&mut redacted);
-        atoms::mentions([&redacted], d)
+        named
     }
 
     fn judge(
@@ -709,12 +718,13 @@ impl Session {
             };
         }
         let id = &self.identity;
+        let named = std::cell::OnceCell::new();
         if let Some(d) = self.checks.decisions.lookup(
             &id.session_id,
             &id.server,
             tool,
             Some(call_id),
-            &|d| self.names_destination(arguments, d),
+            &|d| atoms::names_destination(named.get_or_init(|| self.destinations_of(arguments)), d),
             now,
         ) {
             let action = match d.action {

@@ -4,6 +4,8 @@
 //! exactly, in a canonical form (lowercase; URLs without scheme, `www.` and trailing
 //! slash; numbers as digits only).
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// What an atom is.
@@ -104,29 +106,50 @@ pub fn extract_placed(text: &str, out: &mut Vec<(Atom, bool)>) {
     });
 }
 
-/// Whether a string or a number anywhere in `values` (a call's arguments) holds an
-/// atom whose canonical form is `canonical`: how a block scoped to a destination
-/// recognizes the calls it covers, at the engine and at the sink alike.
-pub fn mentions<'a>(
-    values: impl IntoIterator<Item = &'a serde_json::Value>,
-    canonical: &str,
-) -> bool {
-    use serde_json::Value;
-    let mut found = false;
-    let mut in_text = |text: &str| {
-        for_each_atom(text, |atom, _| found |= atom.value == canonical);
-    };
-    let mut pending: Vec<&Value> = values.into_iter().collect();
-    while let Some(v) = pending.pop() {
-        match v {
-            Value::String(s) => in_text(s),
-            Value::Number(n) => in_text(&n.to_string()),
-            Value::Array(items) => pending.extend(items),
-            Value::Object(map) => pending.extend(map.values()),
-            Value::Null | Value::Bool(_) => {}
-        }
+/// The destinations a call's arguments name, as a block scoped to a destination sees
+/// them, at the engine and at the sink alike: every atom in every argument, decoded as
+/// the provenance detector decodes them (percent escapes, entities, base64, hex, JSON
+/// inside strings), in canonical form.
+pub fn destinations(arguments: &serde_json::Map<String, serde_json::Value>) -> BTreeSet<String> {
+    let mut leaves = Vec::new();
+    super::text::leaves_of_map("arguments", arguments, DESTINATION_SCAN_BYTES, &mut leaves);
+    let mut named = BTreeSet::new();
+    for leaf in &leaves {
+        for_each_atom(&leaf.text, |atom, _| {
+            named.insert(atom.value);
+        });
     }
-    found
+    named
+}
+
+/// How much of a call's arguments [`destinations`] reads (the provenance detector's
+/// default scan).
+const DESTINATION_SCAN_BYTES: usize = 256 * 1024;
+
+/// Whether destinations `named` (see [`destinations`]) include `destination`: the same
+/// address or account, or for a URL any URL of its host (a path or query changed is
+/// the same place).
+pub fn names_destination(named: &BTreeSet<String>, destination: &str) -> bool {
+    if named.contains(destination) {
+        return true;
+    }
+    let Some(host) = url_host(destination) else {
+        return false;
+    };
+    named.iter().any(|n| url_host(n) == Some(host))
+}
+
+/// The host of a canonical URL atom (no scheme, no `www.`): what comes before its
+/// path, query or port. `None` for addresses and numbers.
+fn url_host(canonical: &str) -> Option<&str> {
+    if canonical.contains('@') {
+        return None;
+    }
+    let host = canonical
+        .split(['/', '?', '#', ':'])
+        .next()
+        .unwrap_or(canonical);
+    (host.contains('.') && host.chars().any(|c| c.is_ascii_alphabetic())).then_some(host)
 }
 
 fn for_each_atom(text: &str, mut found: impl FnMut(Atom, bool)) {
@@ -510,18 +533,31 @@ mod tests {
     }
 
     #[test]
-    fn issue_22_a_destination_is_recognized_in_any_argument_in_its_canonical_form() {
+    fn issue_22_a_destination_is_recognized_in_any_argument_however_encoded() {
         let call = serde_json::json!({
             "channel": "general",
             "body": "see https://WWW.Evil.example.com/drop/ for details",
             "cc": ["Boss@Corp.com"],
             "account": 4_111_111_111_111_111u64,
+            "encoded": "attacker%40evil.example.org",
+            "note": "lunch at noon?",
         });
-        assert!(mentions([&call], "evil.example.com/drop"));
-        assert!(mentions([&call], "boss@corp.com"));
-        assert!(mentions([&call], "4111111111111111"));
-        assert!(!mentions([&call], "attacker@evil.example.com"));
-        let lunch = serde_json::json!("lunch at noon?");
-        assert!(!mentions([&lunch], "boss@corp.com"));
+        let named = destinations(call.as_object().unwrap());
+        for d in [
+            "evil.example.com/drop",
+            "evil.example.com/other?x=1",
+            "boss@corp.com",
+            "4111111111111111",
+            "attacker@evil.example.org",
+        ] {
+            assert!(names_destination(&named, d), "{d} in {named:?}");
+        }
+        for d in [
+            "attacker@evil.example.com",
+            "example.com",
+            "4111111111111112",
+        ] {
+            assert!(!names_destination(&named, d), "{d} in {named:?}");
+        }
     }
 }

@@ -2,7 +2,10 @@
 //! when the verdict (or a block covering them) arrives or their deadline passes, and
 //! reported either way so the history keeps every call's final action.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
+use toolgate_detectors::provenance::atoms;
 use toolgate_protocol::config::FailMode;
 use toolgate_protocol::decision::DecisionAction;
 use toolgate_protocol::event::{EventBody, SinkAction, SinkActionKind, ToolResult};
@@ -34,19 +37,11 @@ pub(crate) struct HeldCallSpec {
     pub(super) deadline: Timestamp,
     pub(super) timeout: Duration,
     pub(super) fail_mode: FailMode,
+    /// The destinations its arguments name, for blocks scoped to one.
+    pub(super) destinations: BTreeSet<String>,
 }
 
 impl Session {
-    /// Whether the held call `line` names destination `d` in its arguments.
-    fn held_call_names(&self, line: &[u8], d: &str) -> bool {
-        let Ok(message) = serde_json::from_slice::<Value>(line) else {
-            return false;
-        };
-        message["params"]["arguments"]
-            .as_object()
-            .is_some_and(|arguments| self.names_destination(arguments, d))
-    }
-
     /// Settles the held calls that can be settled at `now`: the engine's verdict on the
     /// call (or a block covering it) decides; past the deadline, the class's fail mode.
     /// Forwarded calls go to `out` for the server, refusals for the agent; what was
@@ -103,7 +98,7 @@ impl Session {
                         &id.server,
                         &h.spec.tool,
                         None,
-                        &|d| self.held_call_names(&h.line, d),
+                        &|d| atoms::names_destination(&h.spec.destinations, d),
                         now,
                     )
                     .filter(|d| d.action != DecisionAction::Allow)
