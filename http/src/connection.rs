@@ -66,18 +66,23 @@ impl<'c> Request<'c> {
         let Some(rest) = self.rest.as_mut() else {
             return Ok(true);
         };
-        read_rest(self.input, rest, max, f).map_err(|failure| match failure {
-            Failure::TimedOut => io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the body did not arrive within the request's deadline",
-            ),
-            Failure::Closed => io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the client closed the connection within the body",
-            ),
-            Failure::Bad(why) => io::Error::new(io::ErrorKind::InvalidData, why),
-            _ => io::Error::new(io::ErrorKind::InvalidData, "malformed body framing"),
-        })
+        let whole =
+            read_rest(self.input, self.out, rest, max, f).map_err(|failure| match failure {
+                Failure::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the body did not arrive within the request's deadline",
+                ),
+                Failure::Closed => io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection within the body",
+                ),
+                Failure::Bad(why) => io::Error::new(io::ErrorKind::InvalidData, why),
+                _ => io::Error::new(io::ErrorKind::InvalidData, "malformed body framing"),
+            })?;
+        if whole {
+            self.rest = None;
+        }
+        Ok(whole)
     }
 
     /// Answers with a whole body; the connection then serves the client's next request

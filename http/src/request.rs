@@ -117,8 +117,9 @@ pub(crate) struct Parts {
 /// What is left to read of a body over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rest {
-    /// This many bytes (of a `Content-Length` body).
-    Length(u64),
+    /// This many bytes of a `Content-Length` body, whose sender may still wait for
+    /// `100 Continue` before it sends them.
+    Length { left: u64, continue_pending: bool },
     /// The rest of a chunked body: this many bytes of the current chunk, then the
     /// chunks after it.
     Chunked(u64),
@@ -218,6 +219,7 @@ pub(crate) fn read_request(
         ));
     }
     let too_large = length.is_some_and(|n| n > max_body as u64);
+    let mut continue_pending = false;
     match values("expect").first().map(String::as_str) {
         None => {}
         // The client waits for this before it sends its body; not for one left unread.
@@ -228,7 +230,9 @@ pub(crate) fn read_request(
                 .and_then(|()| out.flush())
                 .map_err(|_| Failure::Closed)?;
         }
-        Some("100-continue") => {}
+        // An oversized body's sender waits too: told to go on only if the handler
+        // reads the rest ([`Rest`]).
+        Some("100-continue") => continue_pending = http11 && too_large,
         Some(_) => return Err(Failure::Expectation),
     }
 
@@ -237,7 +241,10 @@ pub(crate) fn read_request(
     if chunked {
         rest = read_chunked(input, max_body, &mut body)?.map(Rest::Chunked);
     } else if too_large {
-        rest = length.map(Rest::Length);
+        rest = length.map(|n| Rest::Length {
+            left: n,
+            continue_pending,
+        });
     } else if let Some(n) = length {
         let got = Read::take(&mut *input, n)
             .read_to_end(&mut body)
@@ -292,6 +299,7 @@ fn read_chunked(
 /// to date; true when the body's end was reached.
 pub(crate) fn read_rest(
     input: &mut BufReader<impl Read>,
+    out: &mut impl Write,
     rest: &mut Rest,
     max: u64,
     f: &mut dyn FnMut(&[u8]),
@@ -300,7 +308,15 @@ pub(crate) fn read_rest(
     let mut line = Vec::new();
     loop {
         match rest {
-            Rest::Length(left) => {
+            Rest::Length {
+                left,
+                continue_pending,
+            } => {
+                if std::mem::take(continue_pending) {
+                    out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .and_then(|()| out.flush())
+                        .map_err(|_| Failure::Closed)?;
+                }
                 let passed = pass(input, (*left).min(budget), f)?;
                 *left -= passed;
                 budget -= passed;
@@ -449,9 +465,10 @@ pub fn read_requests(bytes: &[u8], max_body: usize) -> Vec<ReadOutcome> {
                 let again = p.keep_alive;
                 let rest = p.rest.map(|mut rest| {
                     let mut streamed = 0;
-                    let whole = read_rest(&mut input, &mut rest, READ_REST_MAX, &mut |b| {
-                        streamed += b.len();
-                    });
+                    let whole =
+                        read_rest(&mut input, &mut out, &mut rest, READ_REST_MAX, &mut |b| {
+                            streamed += b.len();
+                        });
                     (streamed, whole.map_err(|f| status(&f)))
                 });
                 seen.push(ReadOutcome {

@@ -153,6 +153,21 @@ fn issue_22_an_oversized_body_can_be_read_as_it_streams_past() {
         b"POST / HTTP/1.1\r\nContent-Length: 50\r\n\r\nabcdefghij",
     );
     assert!(got.contains("whole=Err("), "{got}");
+    // A client that waits for `100 Continue` is told to go on once the rest is read.
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nContent-Length: 20\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).expect("100 Continue");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"abcdefghijklmnopqrst").unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(
+        got.ends_with("true read=20 whole=Ok(true) start=abc end=rst"),
+        "{got}"
+    );
     // Small bodies have no rest.
     let got = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab");
     assert!(
