@@ -7,9 +7,11 @@
 //!   `auto_approve_servers` have changes pinned at once and reported as `info`.
 //! - **Added and removed tools** on a server that already has pins.
 //! - **Look-alike names**: a new tool named like a tool of another server (homoglyph,
-//!   typosquat, case/separator variant), or named with characters drawn like Latin ones.
+//!   typosquat, case/separator variant), or named with characters drawn like Latin ones;
+//!   a typosquat is `info` unless more says impersonation.
 //! - **Fleet divergence**: one server name serving different definitions of a tool to
-//!   different agents within `divergence_window`.
+//!   different agents within `divergence_window`: one finding per variant that is
+//!   neither the pinned nor the majority definition, for the agents served it.
 //!
 //! The detector's snapshot is the pins file: pretty JSON an operator can read and the
 //! command line edits. The detector itself does no I/O; the binaries that run it load
@@ -24,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use toolgate_protocol::config::Config;
-use toolgate_protocol::event::EventBody;
+use toolgate_protocol::event::{EventBody, ToolDefinition};
 use toolgate_protocol::{DetectorKind, Duration, Event, Severity, Timestamp};
 
 use crate::factory::{BuildError, Configured};
@@ -76,13 +78,24 @@ fn default_max_tools() -> usize {
 /// Most fingerprints remembered per tool for divergence.
 const MAX_SERVED_PER_TOOL: usize = 8;
 
+/// Agents named per served definition, at most; the count goes on past it.
+const MAX_AGENTS_NAMED: usize = 32;
+
+/// Two descriptions sharing this share of their words are near copies.
+const NEAR_COPY: f64 = 0.6;
+
 /// A fingerprint recently served, and to whom.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Served {
-    /// The last agent it was served to.
-    pub agent_id: String,
-    /// When.
+    /// The agents it was served to, up to [`MAX_AGENTS_NAMED`]: at the cap, "that many
+    /// or more" (a variant the fleet at large gets is not told apart by its count).
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// The last agent it was served to, in pins files written before `agents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// When, last.
     pub last_seen: Timestamp,
 }
 
@@ -150,48 +163,88 @@ impl DefinitionsDetector {
     }
 
     /// A tool seen for the first time: does its name imitate another server's tool?
+    /// Homoglyphs and case variants do whatever else is true; a one-edit difference is
+    /// common between honest tools of different servers (`git_commit` of the git
+    /// server, `get_commit` of GitHub's), so it is `info` unless more says
+    /// impersonation: the descriptions are near copies, or the tool was added to a
+    /// server this agent already used after the other was pinned for the agent.
     fn check_lookalike(
         &self,
         event: &Event,
         server: &str,
-        tool: &str,
+        tool: &ToolDefinition,
+        added_later: bool,
         out: &mut Vec<FindingDraft>,
     ) {
+        let (tool, description) = (tool.name.as_str(), tool.description.as_deref());
         if !self.settings.report_lookalikes {
             return;
         }
-        let mut closest: Option<(names::Likeness, &str, &str)> = None;
+        // Every tool of another server the name imitates, judged on its own; the
+        // worst of them is reported.
+        let mut worst: Option<Imitation<'_>> = None;
         for (other_server, tools) in &self.state.pins.servers {
             if other_server == server {
                 continue;
             }
-            for other_tool in tools.keys() {
-                if let Some(l) = names::likeness(tool, other_tool)
-                    && closest.is_none_or(|(best, _, _)| l > best)
+            for (other_tool, pins) in tools {
+                let Some(likeness) = names::likeness(tool, other_tool) else {
+                    continue;
+                };
+                let mut more = Vec::new();
+                if likeness == names::Likeness::Typosquat
+                    && let Some(other) = &pins.pinned
                 {
-                    closest = Some((l, other_server, other_tool));
+                    let theirs = other.definition["description"].as_str();
+                    if let (Some(a), Some(b)) = (description, theirs)
+                        && names::word_overlap(a, b) >= NEAR_COPY
+                    {
+                        more.push("near_copy_description");
+                    }
+                    if added_later
+                        && other.agent_id == event.agent_id
+                        && other.first_seen < event.time
+                    {
+                        more.push("added_after_the_other_was_pinned_for_this_agent");
+                    }
+                }
+                let found = Imitation {
+                    likeness,
+                    server: other_server,
+                    tool: other_tool,
+                    more,
+                };
+                if worst.as_ref().is_none_or(|w| found.rank() > w.rank()) {
+                    worst = Some(found);
                 }
             }
         }
         let confusables: String = names::confusable_chars(tool).into_iter().collect();
-        let (title, why, severity, risk) = match closest {
-            Some((likeness, other_server, other_tool)) => (
-                format!("Tool {tool:?} on {server:?} imitates {other_tool:?} on {other_server:?}"),
-                format!(
-                    "The names are a {} pair: a model asked to use {other_tool:?} may call {tool:?} on {server:?} instead.",
-                    likeness.as_str()
-                ),
-                match likeness {
-                    names::Likeness::Homoglyph => Severity::High,
-                    names::Likeness::Typosquat => Severity::Medium,
-                    names::Likeness::Variant => Severity::Low,
-                },
-                match likeness {
-                    names::Likeness::Homoglyph => 80,
-                    names::Likeness::Typosquat => 55,
-                    names::Likeness::Variant => 35,
-                },
-            ),
+        let (title, why, severity, risk, confidence) = match &worst {
+            Some(w) => {
+                let (severity, risk, confidence) = w.rating();
+                (
+                    format!(
+                        "Tool {tool:?} on {server:?} imitates {:?} on {:?}",
+                        w.tool, w.server
+                    ),
+                    format!(
+                        "The names are a {} pair: a model asked to use {:?} may call {tool:?} on {server:?} instead.{}",
+                        w.likeness.as_str(),
+                        w.tool,
+                        match (w.likeness, w.more.is_empty()) {
+                            (names::Likeness::Typosquat, true) =>
+                                " One edit apart is also how honest tools of two servers are often named; nothing else here says impersonation.",
+                            (names::Likeness::Typosquat, false) =>
+                                " Its description is a near copy of the other's, or it appeared on a server already in use after the other was pinned.",
+                            _ => "",
+                        }
+                    ),
+                    severity,
+                    risk,
+                    confidence,
+                )
+            }
             None if !confusables.is_empty() => (
                 format!("Tool {tool:?} on {server:?} is named with look-alike characters"),
                 format!(
@@ -199,22 +252,29 @@ impl DefinitionsDetector {
                 ),
                 Severity::Medium,
                 60,
+                0.7,
             ),
             None => return,
         };
         out.push(
             self.draft("lookalike_tool_name", event, server, tool)
                 .describe(title, why)
-                .rate(severity, risk, 0.7)
+                .rate(severity, risk, confidence)
                 .evidence(json!({
-                    "likeness": closest.map(|(l, _, _)| l.as_str()),
-                    "imitated": closest.map(|(_, s, t)| json!({"server": s, "tool": t})),
+                    "likeness": worst.as_ref().map(|w| w.likeness.as_str()),
+                    "imitated": worst.as_ref().map(|w| json!({"server": w.server, "tool": w.tool})),
                     "confusable_characters": confusables,
+                    "impersonation": worst.as_ref().map(|w| w.more.clone()).unwrap_or_default(),
                 }))
                 .tags(["mcp:tool-shadowing", "atlas:AML.T0051"]),
         );
     }
 
+    /// Fleet divergence: one server name serving different definitions of a tool to
+    /// different agents within `divergence_window`. A definition is out of line when it
+    /// is neither the pinned (approved) one nor the one most agents were served; only
+    /// the agents served such a variant get the finding, one per variant (its
+    /// sessions fold into it), with how many agents got each variant.
     fn check_divergence(
         &mut self,
         event: &Event,
@@ -224,46 +284,127 @@ impl DefinitionsDetector {
         out: &mut Vec<FindingDraft>,
     ) {
         let window = self.settings.divergence_window;
-        let key = format!("{server}/{tool}");
-        let served = self.state.served.entry(key).or_default();
+        // A tool listed for the first time is about to be pinned as it is (trust on
+        // first use).
+        let pinned = match self.state.pins.get(server, tool) {
+            Some(p) => p.pinned.as_ref().map(|p| p.fingerprint.clone()),
+            None => Some(fingerprint.to_string()),
+        };
+        let served = self
+            .state
+            .served
+            .entry(format!("{server}/{tool}"))
+            .or_default();
         served.retain(|_, s| s.last_seen.saturating_add(window) >= event.time);
-        let others: Vec<(String, String)> = served
-            .iter()
-            .filter(|(fp, s)| fp.as_str() != fingerprint && s.agent_id != event.agent_id)
-            .map(|(fp, s)| (fp.clone(), s.agent_id.clone()))
-            .collect();
-        served.insert(
-            fingerprint.to_string(),
-            Served {
-                agent_id: event.agent_id.clone(),
+        let variant = served
+            .entry(fingerprint.to_string())
+            .or_insert_with(|| Served {
+                agents: Vec::new(),
+                agent_id: None,
                 last_seen: event.time,
-            },
-        );
+            });
+        variant.last_seen = variant.last_seen.max(event.time);
+        for agent in variant
+            .agent_id
+            .take()
+            .into_iter()
+            .chain([event.agent_id.clone()])
+        {
+            if variant.agents.len() < MAX_AGENTS_NAMED && !variant.agents.contains(&agent) {
+                variant.agents.push(agent);
+            }
+        }
         while served.len() > MAX_SERVED_PER_TOOL {
             let oldest = served
                 .iter()
+                .filter(|(fp, _)| fp.as_str() != fingerprint)
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(fp, _)| fp.clone());
-            if let Some(fp) = oldest {
-                served.remove(&fp);
-            }
+            match oldest {
+                Some(fp) => served.remove(&fp),
+                None => break,
+            };
         }
-        if !others.is_empty() {
-            let draft = self
-                .draft("fleet_divergence", event, server, tool)
-                .describe(
-                    format!("Server {server:?} serves different definitions of {tool:?} to different agents"),
-                    format!(
-                        "Agent {:?} was served {fingerprint}; within {window} other agents were served {}. One server name should mean one definition.",
-                        event.agent_id,
-                        others.iter().map(|(fp, a)| format!("{fp} ({a})")).collect::<Vec<_>>().join(", ")
-                    ),
-                )
-                .rate(Severity::Medium, 55, 0.8)
-                .evidence(json!({"fingerprint": fingerprint, "others": others.iter().map(|(fp, a)| json!({"fingerprint": fp, "agent_id": a})).collect::<Vec<_>>()}))
-                .tags(["mcp:fleet-divergence"]);
-            out.push(draft);
+        // Another definition served to another agent: one agent served two in turn is
+        // a change over time (a rug pull), not divergence.
+        let elsewhere = served.iter().any(|(fp, s)| {
+            fp.as_str() != fingerprint && s.agents.iter().any(|a| *a != event.agent_id)
+        });
+        if !elsewhere {
+            return;
         }
+        // Most agents; a tie goes to the pinned one, then to the smaller fingerprint.
+        let majority = served
+            .iter()
+            .max_by(|(a_fp, a), (b_fp, b)| {
+                a.agents
+                    .len()
+                    .cmp(&b.agents.len())
+                    .then_with(|| {
+                        (Some(*a_fp) == pinned.as_ref()).cmp(&(Some(*b_fp) == pinned.as_ref()))
+                    })
+                    .then_with(|| b_fp.cmp(a_fp))
+            })
+            .map(|(fp, _)| fp.clone());
+        if pinned.as_deref() == Some(fingerprint) || majority.as_deref() == Some(fingerprint) {
+            return;
+        }
+        let variants: Vec<serde_json::Value> = served
+            .iter()
+            .map(|(fp, s)| {
+                json!({
+                    "fingerprint": fp,
+                    "agents": s.agents.len(),
+                    "agents_or_more": s.agents.len() >= MAX_AGENTS_NAMED,
+                    "agents_named": s.agents,
+                })
+            })
+            .collect();
+        let (count, total) = (
+            served.get(fingerprint).map_or(0, |s| s.agents.len()),
+            served.values().map(|s| s.agents.len()).sum::<usize>(),
+        );
+        let draft = self
+            .draft("fleet_divergence", event, server, tool)
+            .group_by(format!("{server}\u{1f}{tool}\u{1f}{fingerprint}"))
+            .describe(
+                format!("Server {server:?} served this agent a definition of {tool:?} that other agents were not served"),
+                format!(
+                    "Agent {:?} was served {fingerprint}, as were {count} of the {total} agents served {tool:?} within {window}; the pinned definition is {} and the one most agents got is {}. One server name should mean one definition: this variant was served to some agents only.",
+                    event.agent_id,
+                    pinned.as_deref().unwrap_or("(none)"),
+                    majority.as_deref().unwrap_or("(none)"),
+                ),
+            )
+            .rate(Severity::Medium, 55, 0.8)
+            .evidence(json!({"fingerprint": fingerprint, "pinned": pinned, "majority": majority, "variants": variants}))
+            .tags(["mcp:fleet-divergence"]);
+        out.push(draft);
+    }
+}
+
+/// A tool of another server a new name imitates, and what else says impersonation.
+struct Imitation<'a> {
+    likeness: names::Likeness,
+    server: &'a str,
+    tool: &'a str,
+    more: Vec<&'static str>,
+}
+
+impl Imitation<'_> {
+    /// Severity, risk and confidence: a one-edit pair is `info` alone.
+    fn rating(&self) -> (Severity, u8, f64) {
+        match (self.likeness, self.more.is_empty()) {
+            (names::Likeness::Homoglyph, _) => (Severity::High, 80, 0.7),
+            (names::Likeness::Typosquat, false) => (Severity::Medium, 55, 0.7),
+            (names::Likeness::Typosquat, true) => (Severity::Info, 15, 0.3),
+            (names::Likeness::Variant, _) => (Severity::Low, 35, 0.7),
+        }
+    }
+
+    /// Worse first by what it is rated, then by how close the names are.
+    fn rank(&self) -> (u8, names::Likeness) {
+        (self.rating().1, self.likeness)
     }
 }
 
@@ -309,7 +450,7 @@ impl Detector for DefinitionsDetector {
                     );
                     continue;
                 }
-                self.check_lookalike(event, server, &tool.name, out);
+                self.check_lookalike(event, server, tool, server_known, out);
                 self.state.pins.entry(server, &tool.name).pinned = Some(seen);
                 if server_known && self.settings.report_added {
                     out.push(

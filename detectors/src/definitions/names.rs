@@ -147,6 +147,25 @@ pub fn likeness(name: &str, other: &str) -> Option<Likeness> {
     (edit_distance(&a, &b, 1) <= 1).then_some(Likeness::Typosquat)
 }
 
+/// The share of distinct words two texts have in common (Jaccard, lowercase
+/// alphanumeric words): near 1 for a description copied with a word changed. Texts of
+/// fewer than three distinct words share nothing worth the name (0).
+pub fn word_overlap(a: &str, b: &str) -> f64 {
+    use std::collections::BTreeSet;
+    let words = |t: &str| -> BTreeSet<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let (a, b) = (words(a), words(b));
+    if a.len() < 3 || b.len() < 3 {
+        return 0.0;
+    }
+    let union = a.union(&b).count();
+    a.intersection(&b).count() as f64 / union as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +194,19 @@ mod tests {
         for (name, other, expected) in cases {
             assert_eq!(likeness(name, other), expected, "{name} vs {other}");
         }
+    }
+
+    #[test]
+    fn word_overlap_finds_near_copies() {
+        let a = "Create a new commit on a repository with the staged changes";
+        assert!(
+            word_overlap(
+                a,
+                "Create a new commit on a repository with the staged changes now"
+            ) > 0.9
+        );
+        assert!(word_overlap(a, "Get details for a commit from a GitHub repository") < 0.4);
+        assert_eq!(word_overlap("d", "d"), 0.0, "too short to be a copy");
     }
 
     #[test]
