@@ -575,6 +575,7 @@ pub fn run(config: &Config, options: EngineOptions, stop: &AtomicBool) -> Result
             config: &shared.config,
             location: None,
             brokers: &options.brokers,
+            properties: &properties,
             owner: Some(coordinator.clone()),
         },
     )?;

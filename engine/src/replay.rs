@@ -132,6 +132,7 @@ pub fn replay(
             config,
             location: Some(input),
             brokers: "",
+            properties: &[],
             owner: None,
         },
     )?;

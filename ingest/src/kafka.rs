@@ -59,8 +59,6 @@ pub struct GroupSettings {
     pub topic: String,
     /// Extra librdkafka properties, applied last (they override the defaults here).
     pub properties: Vec<(String, String)>,
-    /// Records over this size are rejected as too large.
-    pub max_event_bytes: usize,
 }
 
 /// The consumer's `receive.message.max.bytes`: librdkafka's largest.
@@ -291,7 +289,6 @@ fn kafka_error(what: &str, e: KafkaError) -> IngestError {
 pub struct GroupConsumer {
     consumer: BaseConsumer<GroupContext>,
     topic: String,
-    max_event_bytes: usize,
 }
 
 impl GroupConsumer {
@@ -343,7 +340,6 @@ impl GroupConsumer {
         Ok(GroupConsumer {
             consumer,
             topic: settings.topic.clone(),
-            max_event_bytes: settings.max_event_bytes,
         })
     }
 
@@ -373,26 +369,8 @@ impl GroupConsumer {
         &self.topic
     }
 
-    /// Records over this size are rejected as too large.
-    pub fn max_event_bytes(&self) -> usize {
-        self.max_event_bytes
-    }
-
     /// Commits, synchronously, the next offset to read of each partition.
     pub fn commit(&self, offsets: &[(i32, i64)]) -> Result<(), IngestError> {
         commit_offsets(&self.consumer, &self.topic, offsets)
-    }
-
-    /// The partitions this member holds now.
-    pub fn assignment(&self) -> Result<Vec<i32>, IngestError> {
-        let tpl = self
-            .consumer
-            .assignment()
-            .map_err(|e| kafka_error("reading the assignment", e))?;
-        Ok(tpl
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect())
     }
 }

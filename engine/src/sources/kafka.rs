@@ -22,13 +22,7 @@ pub fn open(context: &InputContext<'_>) -> Result<Box<dyn Input>> {
         brokers: context.brokers.to_string(),
         group_id: config.kafka.group_id.clone(),
         topic: config.kafka.topics.events.clone(),
-        properties: config
-            .kafka
-            .properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        max_event_bytes: config.limits.max_event_bytes,
+        properties: context.properties.to_vec(),
     };
     Ok(Box::new(GroupConsumer::join(&settings, owner)?))
 }

@@ -72,6 +72,8 @@ pub struct InputContext<'a> {
     pub location: Option<&'a str>,
     /// Bootstrap brokers, for an input that reads Kafka.
     pub brokers: &'a str,
+    /// `[kafka.properties]`, for an input that reads Kafka.
+    pub properties: &'a [(String, String)],
     /// Who owns the partitions an input assigns and revokes (the stream's
     /// coordinator); an input of one partition that never moves needs none.
     pub owner: Option<Arc<dyn PartitionOwner>>,
@@ -163,6 +165,7 @@ mod tests {
                 location: file.to_str(),
                 // Joining a group does not wait for a broker.
                 brokers: "127.0.0.1:1",
+                properties: &[],
                 owner: Some(Arc::new(NoPartitions)),
             };
             let input = open(&context).unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -172,6 +175,7 @@ mod tests {
             config: &config,
             location: None,
             brokers: "",
+            properties: &[],
             owner: None,
         };
         let err = open_input("nats", &context).err().expect("unknown kind");
@@ -197,6 +201,7 @@ mod tests {
             config: &config,
             location: dir.path().to_str(),
             brokers: "",
+            properties: &[],
             owner: None,
         };
         let mut input = open_input("jsonl", &context).expect("open");
