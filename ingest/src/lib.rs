@@ -21,6 +21,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod otlp;
 pub mod sigma;
+pub mod texts;
 
 pub use dead_letter::{DeadLetterWriter, RejectCounts, Rejected};
 pub use jsonl::{JsonlSource, SourceItem};

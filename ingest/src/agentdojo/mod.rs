@@ -128,6 +128,23 @@ pub fn import(
             Ok(())
         };
 
+    for_each_run_file(input, &mut |name, bytes| match bytes {
+        Ok(bytes) => one(name, bytes, &mut stats),
+        Err(reason) => {
+            stats.bad_file(name, reason);
+            Ok(())
+        }
+    })?;
+    Ok(stats)
+}
+
+/// What [`for_each_run_file`] calls: a file's name, and its bytes or why it was not read.
+pub type EachRunFile<'a> = dyn FnMut(String, Result<&[u8], String>) -> Result<(), IngestError> + 'a;
+
+/// Calls `each` with the name and bytes of every run file under `input`: a `runs/`
+/// directory, one run file, or a tar archive of them (gzipped or not, read as a stream).
+/// A file too large to be a run is passed as an error saying so.
+pub fn for_each_run_file(input: &Path, each: &mut EachRunFile<'_>) -> Result<(), IngestError> {
     let meta =
         std::fs::metadata(input).map_err(|e| IngestError::io(input.display().to_string(), e))?;
     if meta.is_dir() {
@@ -141,12 +158,12 @@ pub fn import(
         for path in files {
             let bytes =
                 std::fs::read(&path).map_err(|e| IngestError::io(path.display().to_string(), e))?;
-            one(path.display().to_string(), &bytes, &mut stats)?;
+            each(path.display().to_string(), Ok(&bytes))?;
         }
     } else if is_json_file(input) {
         let bytes =
             std::fs::read(input).map_err(|e| IngestError::io(input.display().to_string(), e))?;
-        one(input.display().to_string(), &bytes, &mut stats)?;
+        each(input.display().to_string(), Ok(&bytes))?;
     } else {
         // A tar archive, gzipped or not: read entry by entry, never unpacked.
         let reader = open_maybe_gzip(input)?;
@@ -167,7 +184,7 @@ pub fn import(
             }
             any = true;
             if entry.size() > MAX_RUN_BYTES {
-                stats.bad_file(path, format!("larger than {MAX_RUN_BYTES} bytes"));
+                each(path, Err(format!("larger than {MAX_RUN_BYTES} bytes")))?;
                 continue;
             }
             let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0));
@@ -175,7 +192,7 @@ pub fn import(
                 .take(MAX_RUN_BYTES)
                 .read_to_end(&mut bytes)
                 .map_err(|e| IngestError::io(format!("{name}:{path}"), e))?;
-            one(path, &bytes, &mut stats)?;
+            each(path, Ok(&bytes))?;
         }
         if !any {
             return Err(IngestError::Input {
@@ -184,7 +201,7 @@ pub fn import(
             });
         }
     }
-    Ok(stats)
+    Ok(())
 }
 
 fn is_json_file(p: &Path) -> bool {
