@@ -1,11 +1,24 @@
 //! The `injection` detector: instruction-like text aimed at the model, in tool
 //! descriptions (tool poisoning) and in tool results (indirect prompt injection).
-//! Every finding lists the signals that fired, with the fragment and why it matters.
 //!
-//! Settings (`[detectors.injection]`): `threshold`, `descriptions`, `results`,
-//! `max_result_bytes`.
+//! Two halves, one score: the learned [`classifier`] scores every window of a text,
+//! and the signal table ([`analysis`]) adds its own score of the best window at the
+//! weight the classifier learned for it. Severities come from thresholds calibrated on
+//! benign texts of each context (`medium` = 1% of benign texts reach it, `high` =
+//! 0.1%; see [`learn`]). Invisible characters are `high` whatever the
+//! score: the model reads them, a reviewer does not see them. Every finding names
+//! the window, quotes it, and lists the words that weighed most and the table's
+//! signals.
+//!
+//! Settings (`[detectors.injection]`): `min_severity`, `descriptions`, `results`,
+//! `max_result_bytes`, `model_file`.
 
 pub mod analysis;
+pub mod classifier;
+pub mod learn;
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,6 +29,7 @@ use toolgate_protocol::{DetectorKind, Event, Severity};
 use crate::factory::{BuildError, Configured};
 use crate::{Detector, FindingDraft, StateError};
 use analysis::{Analysis, Context, analyze_text, analyze_tool};
+use classifier::{Model, Thresholds};
 
 /// The detector's name under `[detectors]`.
 pub const NAME: &str = "injection";
@@ -24,9 +38,10 @@ pub const NAME: &str = "injection";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InjectionSettings {
-    /// Score (0 to 100) from which a finding is raised.
-    #[serde(default = "default_threshold")]
-    pub threshold: u32,
+    /// Least severity reported: `low` (only the signal table rates this low),
+    /// `medium` (1% of benign texts reach it), `high` (0.1%) or `critical`.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
     /// Analyze the tool definitions in `tool_list` events.
     #[serde(default = "yes")]
     pub descriptions: bool,
@@ -37,10 +52,17 @@ pub struct InjectionSettings {
     /// says so.
     #[serde(default = "default_max_result_bytes")]
     pub max_result_bytes: usize,
+    /// A model from `toolgate train injection`, relative to the config; the shipped
+    /// one (trained on the public corpora) without it.
+    #[serde(default)]
+    pub model_file: Option<String>,
+    /// The model itself: read from `model_file` when the config is loaded.
+    #[serde(default)]
+    pub model: Option<Value>,
 }
 
-fn default_threshold() -> u32 {
-    30
+fn default_min_severity() -> Severity {
+    Severity::Low
 }
 fn yes() -> bool {
     true
@@ -55,44 +77,232 @@ impl Configured for InjectionDetector {
     const SUMMARY: &'static str = "tool poisoning in descriptions and prompt injection in results";
     type Settings = InjectionSettings;
 
-    fn build(_config: &Config, s: InjectionSettings) -> Result<Self, BuildError> {
-        if s.threshold == 0 || s.threshold > 100 {
-            return Err(BuildError::Settings {
-                name: NAME.into(),
-                message: format!("`threshold` must be 1 to 100, found {}", s.threshold),
-            });
-        }
-        Ok(InjectionDetector { settings: s })
+    fn build(_config: &Config, mut s: InjectionSettings) -> Result<Self, BuildError> {
+        let model = match s.model.take() {
+            Some(m) => Arc::new(
+                Model::from_value(m).map_err(|e| BuildError::settings(NAME, e.to_string()))?,
+            ),
+            None => Model::shipped().map_err(|e| BuildError::settings(NAME, e))?,
+        };
+        Ok(InjectionDetector { settings: s, model })
+    }
+
+    fn load_files(
+        table: &mut serde_json::Map<String, Value>,
+        files: &dyn crate::Files,
+    ) -> Result<(), BuildError> {
+        crate::factory::load_model(
+            NAME,
+            table,
+            files,
+            "detectors.injection",
+            classifier::SECTION,
+        )
     }
 }
 
 /// The detector. Stateless: every event is judged on its own.
 pub struct InjectionDetector {
     settings: InjectionSettings,
+    model: Arc<Model>,
 }
 
-fn rating(a: &Analysis) -> (Severity, f64) {
-    let severity = match a.score {
-        0..=44 => Severity::Low,
-        45..=69 => Severity::Medium,
-        70..=89 => Severity::High,
-        _ => Severity::Critical,
+/// Most words listed as weighing most.
+const PHRASES: usize = 8;
+/// Longest quote of the window in evidence.
+const QUOTE_CHARS: usize = 400;
+
+/// The judgement of one text.
+struct Verdict {
+    score: f32,
+    window: Range<usize>,
+    window_index: usize,
+    windows: usize,
+    table: Analysis,
+}
+
+fn judge(model: &Model, text: &str, context: Context) -> Option<Verdict> {
+    let best = model.score(text)?;
+    let table = analyze_text(&text[best.window.clone()], context);
+    let score = best.score + model.table_weight * table.score.min(100) as f32 / 100.0;
+    Some(Verdict {
+        score,
+        window: best.window,
+        window_index: best.window_index,
+        windows: best.windows,
+        table,
+    })
+}
+
+/// Severity of a text: the higher of the classifier's (its score against the
+/// calibrated thresholds; it has no `low`: one benign text in twenty would reach it) and the table's own (its score in the bands it has always
+/// used: 30 low, 45 medium, 70 high, 90 critical), so the table's evidence still
+/// counts where the classifier has not learned it. Invisible characters are `high` at
+/// least.
+fn severity(score: f32, t: &Thresholds, whole: &Analysis) -> Option<Severity> {
+    let learned = if score >= t.high {
+        Some(Severity::High)
+    } else if score >= t.medium {
+        Some(Severity::Medium)
+    } else {
+        None
     };
-    let strong = a.signals.iter().filter(|s| s.strong).count();
-    let confidence = match strong {
-        0 | 1 => 0.6,
-        2 => 0.8,
+    let table = match whole.score {
+        0..=29 => None,
+        30..=44 => Some(Severity::Low),
+        45..=69 => Some(Severity::Medium),
+        70..=89 => Some(Severity::High),
+        _ => Some(Severity::Critical),
+    };
+    let mut s = learned.max(table);
+    if whole.signals.iter().any(|h| h.id == "hidden_unicode") {
+        s = s.max(Some(Severity::High));
+    }
+    s
+}
+
+/// How the detector rates one text of `context` on its own (for measurement: a
+/// definition's table analysis also weighs the whole tool, see [`analyze_tool`]).
+pub fn rate_text(model: &Model, text: &str, context: Context) -> Option<Severity> {
+    let t = match context {
+        Context::Result => &model.calibration.results,
+        Context::Description => &model.calibration.descriptions,
+    };
+    let score = judge(model, text, context).map_or(f32::MIN, |v| v.score);
+    severity(score, t, &analyze_text(text, context))
+}
+
+/// 0 to 100: 50 at the `medium` threshold, rising with the score.
+fn score_0_100(score: f32, t: &Thresholds) -> u8 {
+    let p = 1.0 / (1.0 + (-(score - t.medium)).exp());
+    (p * 100.0).round().clamp(0.0, 100.0) as u8
+}
+
+fn confidence(s: Severity) -> f64 {
+    match s {
+        Severity::Info | Severity::Low => 0.6,
+        Severity::Medium => 0.8,
         _ => 0.95,
+    }
+}
+
+/// Runs of this many token characters or more are quoted as `[…]`: keys, tokens and
+/// hashes are no words worth showing, and a window can start inside a secret, where
+/// the redactor would no longer recognize it.
+const OPAQUE_RUN: usize = 16;
+
+fn opaque_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-')
+}
+
+fn mask_opaque(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= OPAQUE_RUN {
+            out.push_str("[…]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
     };
-    (severity, confidence)
+    for c in s.chars() {
+        if opaque_char(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+fn quote(text: &str, window: &Range<usize>) -> String {
+    let w = text.get(window.clone()).unwrap_or("");
+    let w = match w.char_indices().nth(QUOTE_CHARS) {
+        Some((i, _)) => format!("{}…", &w[..i]),
+        None => w.to_string(),
+    };
+    mask_opaque(&w)
+}
+
+/// The words that weighed most, without opaque ones (see [`OPAQUE_RUN`]).
+fn phrases(model: &Model, text: &str, window: &Range<usize>) -> Vec<(String, f32)> {
+    let mut p = model.explain(text, window.clone(), PHRASES * 2);
+    p.retain(|(w, _)| w.split(' ').all(|t| t.chars().count() < OPAQUE_RUN));
+    p.truncate(PHRASES);
+    p
 }
 
 fn signal_list(a: &Analysis) -> String {
+    if a.signals.is_empty() {
+        return "no signal of the table".into();
+    }
     a.signals
         .iter()
         .map(|s| s.id)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn round2(x: f32) -> f64 {
+    (f64::from(x) * 100.0).round() / 100.0
+}
+
+fn phrases_json(p: &[(String, f32)]) -> Value {
+    Value::Array(
+        p.iter()
+            .map(|(w, x)| json!({"phrase": w, "weight": round2(*x)}))
+            .collect(),
+    )
+}
+
+/// Every text of a tool definition the model reads, with where it is.
+fn definition_texts(
+    title: Option<&str>,
+    description: Option<&str>,
+    schema: Option<&serde_json::Map<String, Value>>,
+) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>, depth: usize) {
+        if depth > 16 {
+            return;
+        }
+        match v {
+            Value::String(s) => out.push((path.to_string(), s.clone())),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), out, depth + 1);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let here = format!("{path}.{k}");
+                    if path.ends_with(".properties") {
+                        // A parameter's name is text the model reads too.
+                        out.push((format!("{here} (name)"), k.clone()));
+                    }
+                    // Keywords like `type` hold schema words, not prose.
+                    if matches!(k.as_str(), "type" | "$schema" | "format" | "required") {
+                        continue;
+                    }
+                    walk(item, &here, out, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(t) = title {
+        out.push(("title".into(), t.to_string()));
+    }
+    if let Some(d) = description {
+        out.push(("description".into(), d.to_string()));
+    }
+    if let Some(s) = schema {
+        walk(&Value::Object(s.clone()), "inputSchema", &mut out, 0);
+    }
+    out
 }
 
 impl Detector for InjectionDetector {
@@ -101,37 +311,69 @@ impl Detector for InjectionDetector {
     }
 
     fn observe(&mut self, event: &Event, out: &mut Vec<FindingDraft>) {
+        let model = &self.model;
         match &event.body {
             EventBody::ToolList { server, tools } if self.settings.descriptions => {
+                let t = &model.calibration.descriptions;
                 for tool in tools {
-                    let a = analyze_tool(
+                    let whole = analyze_tool(
                         &tool.name,
                         tool.title.as_deref(),
                         tool.description.as_deref(),
                         tool.input_schema.as_ref(),
                     );
-                    if a.score < self.settings.threshold {
+                    let texts = definition_texts(
+                        tool.title.as_deref(),
+                        tool.description.as_deref(),
+                        tool.input_schema.as_ref(),
+                    );
+                    let best = texts
+                        .iter()
+                        .filter_map(|(path, text)| {
+                            judge(model, text, Context::Description).map(|v| (path, text, v))
+                        })
+                        .max_by(|a, b| a.2.score.total_cmp(&b.2.score));
+                    let score = best.as_ref().map_or(f32::MIN, |b| b.2.score);
+                    let Some(severity) = severity(score, t, &whole) else {
+                        continue;
+                    };
+                    if severity < self.settings.min_severity {
                         continue;
                     }
                     let fingerprint = tool.fingerprint();
-                    let (severity, confidence) = rating(&a);
+                    let (field, fragment, phrases, window) = match &best {
+                        Some((path, text, v)) => (
+                            path.as_str(),
+                            quote(text, &v.window),
+                            phrases(model, text, &v.window),
+                            json!({"start": v.window.start, "end": v.window.end, "index": v.window_index, "of": v.windows, "table_score": v.table.score}),
+                        ),
+                        None => ("", String::new(), Vec::new(), Value::Null),
+                    };
                     let mut draft = FindingDraft::about(DetectorKind::Definition, "poisoned_description", event)
                         .describe(
                             format!("Tool {:?} on server {server:?} carries instructions aimed at the model", tool.name),
                             format!(
-                                "The definition of {:?} scores {} of 100 for tool poisoning ({}). The model reads this text every time the tool is listed.",
+                                "The definition of {:?} scores {score:.2} for text aimed at the model in `{field}` (medium from {:.2}, high from {:.2}; {}). The model reads this text every time the tool is listed.",
                                 tool.name,
-                                a.score,
-                                signal_list(&a)
+                                t.medium,
+                                t.high,
+                                signal_list(&whole)
                             ),
                         )
-                        .rate(severity, a.score.min(100) as u8, confidence)
+                        .rate(severity, score_0_100(score, t), confidence(severity))
                         .group_by(format!("{}\u{1f}{server}\u{1f}{}\u{1f}{fingerprint}", event.agent_id, tool.name))
                         .evidence(json!({
                             "tool": tool.name,
                             "fingerprint": fingerprint,
-                            "score": a.score,
-                            "signals": a.signals,
+                            "score": round2(score),
+                            "thresholds": {"medium": round2(t.medium), "high": round2(t.high)},
+                            "field": field,
+                            "window": window,
+                            "fragment": fragment,
+                            "phrases": phrases_json(&phrases),
+                            "table_score": whole.score,
+                            "signals": whole.signals,
                         }))
                         .tags(["atlas:AML.T0051", "mcp:tool-poisoning"]);
                     draft.tool = Some(tool.name.clone());
@@ -144,6 +386,7 @@ impl Detector for InjectionDetector {
                 result,
                 ..
             } if self.settings.results => {
+                let t = &model.calibration.results;
                 let mut text = String::new();
                 for t in result.texts() {
                     text.push_str(t);
@@ -157,25 +400,43 @@ impl Detector for InjectionDetector {
                 while !text.is_char_boundary(cut) {
                     cut -= 1;
                 }
-                let a = analyze_text(&text[..cut], Context::Result);
-                if a.score < self.settings.threshold {
+                let text = &text[..cut];
+                let Some(v) = judge(model, text, Context::Result) else {
+                    return;
+                };
+                let whole = analyze_text(text, Context::Result);
+                let Some(severity) = severity(v.score, t, &whole) else {
+                    return;
+                };
+                if severity < self.settings.min_severity {
                     return;
                 }
-                let (severity, confidence) = rating(&a);
+                let phrases = phrases(model, text, &v.window);
                 out.push(
                     FindingDraft::about(DetectorKind::Definition, "injected_result", event)
                         .describe(
                             format!("Result of {tool:?} on server {server:?} carries instructions aimed at the model"),
                             format!(
-                                "The result scores {} of 100 for prompt injection ({}). Text in a tool result is data; instructions in it come from whoever wrote that data.",
-                                a.score,
-                                signal_list(&a)
+                                "Bytes {}..{} of the result (window {} of {}) score {:.2} for prompt injection (medium from {:.2}, high from {:.2}; {}). Text in a tool result is data; instructions in it come from whoever wrote that data.",
+                                v.window.start,
+                                v.window.end,
+                                v.window_index + 1,
+                                v.windows,
+                                v.score,
+                                t.medium,
+                                t.high,
+                                signal_list(&whole)
                             ),
                         )
-                        .rate(severity, a.score.min(100) as u8, confidence)
+                        .rate(severity, score_0_100(v.score, t), confidence(severity))
                         .evidence(json!({
-                            "score": a.score,
-                            "signals": a.signals,
+                            "score": round2(v.score),
+                            "thresholds": {"medium": round2(t.medium), "high": round2(t.high)},
+                            "window": {"start": v.window.start, "end": v.window.end, "index": v.window_index, "of": v.windows, "table_score": v.table.score},
+                            "fragment": quote(text, &v.window),
+                            "phrases": phrases_json(&phrases),
+                            "table_score": whole.score,
+                            "signals": whole.signals,
                             "analyzed_bytes": cut,
                             "result_bytes": total,
                         }))

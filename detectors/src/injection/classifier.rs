@@ -1,0 +1,562 @@
+//! The learned half of the `injection` detector: a linear model over hashed word
+//! unigrams and bigrams, scored over sliding windows of a text, so an instruction in
+//! the middle of a long document is judged on its own words and not diluted by the
+//! document around it.
+//!
+//! Why this shape: attacks in the wild are phrased as ordinary requests ("Please grant
+//! access to …"), so fixed phrase lists miss them, while what the words of a planted
+//! instruction have in common (an imperative aimed at the reader, an action on the
+//! reader's tools, a recipient) is learnable from a few thousand examples. A linear
+//! model over words is fast (one table lookup per word and pair), explains itself (the
+//! words that weighed most are the explanation) and trains deterministically.
+//!
+//! Tokens are runs of letters and digits, lower-cased, every digit folded to `0` so
+//! account numbers and dates generalize. Punctuation and quotes are not tokens: the
+//! corpora differ in their quoting (Python reprs against JSON), and a model that
+//! learned quotes would learn the corpus, not the attack.
+//!
+//! The weights come from `toolgate train injection` (see `learn`) and are compiled in
+//! ([`Model::shipped`]); a config can name another file, which the binary reads and
+//! hands over as text.
+
+use std::ops::Range;
+use std::sync::{Arc, LazyLock};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// The shipped model, built by `toolgate train injection`.
+const SHIPPED: &str = include_str!("../../models/injection.json");
+
+/// The section of a model file that holds this model.
+pub const SECTION: &str = "injection";
+
+/// Format tag of a model file.
+pub const FORMAT: &str = "toolgate.injection-model.v1";
+
+/// Tokens in one window.
+pub const WINDOW: usize = 32;
+
+/// Tokens between the starts of two windows scored.
+pub const STRIDE: usize = 8;
+
+/// Log2 of the number of hash buckets.
+pub const BUCKETS_LOG2: u32 = 18;
+
+/// Bytes of one token kept for hashing; longer runs (hashes, base64) are cut.
+const TOKEN_MAX: usize = 32;
+
+/// One token: where it is and its hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Token {
+    /// Byte offsets in the text.
+    pub start: usize,
+    /// End offset (exclusive).
+    pub end: usize,
+    /// Hash of the normalized token.
+    pub hash: u64,
+    /// First word of a sentence or line: imperatives live there ("Send …", "Please …").
+    pub opens: bool,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// The tokens of `text`, in order.
+pub fn tokens(text: &str) -> Vec<Token> {
+    let mut out = Vec::with_capacity(text.len() / 5);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    let mut opens = true;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_alphanumeric() || (b >= 0x80 && starts_alnum(text, i)) {
+            let start = i;
+            let mut hash = FNV_OFFSET;
+            let mut kept = 0;
+            while i < bytes.len() {
+                let b = bytes[i];
+                if b.is_ascii_alphanumeric() {
+                    let n = if b.is_ascii_digit() {
+                        b'0'
+                    } else {
+                        b.to_ascii_lowercase()
+                    };
+                    if kept < TOKEN_MAX {
+                        hash = (hash ^ u64::from(n)).wrapping_mul(FNV_PRIME);
+                        kept += 1;
+                    }
+                    i += 1;
+                } else if b >= 0x80 {
+                    let Some(c) = text[i..].chars().next() else {
+                        break;
+                    };
+                    if !c.is_alphanumeric() {
+                        break;
+                    }
+                    for l in c.to_lowercase() {
+                        if kept < TOKEN_MAX {
+                            hash = (hash ^ u64::from(u32::from(l))).wrapping_mul(FNV_PRIME);
+                            kept += 1;
+                        }
+                    }
+                    i += c.len_utf8();
+                } else {
+                    break;
+                }
+            }
+            out.push(Token {
+                start,
+                end: i,
+                hash,
+                opens,
+            });
+            opens = false;
+        } else if b >= 0x80 {
+            i += text[i..].chars().next().map_or(1, char::len_utf8);
+        } else {
+            // Quotes are not boundaries: the corpora differ in how they quote.
+            opens |= matches!(b, b'.' | b'!' | b'?' | b':' | b';' | b'\n');
+            i += 1;
+        }
+    }
+    out
+}
+
+fn starts_alnum(text: &str, i: usize) -> bool {
+    text[i..].chars().next().is_some_and(char::is_alphanumeric)
+}
+
+fn mix(mut h: u64) -> u64 {
+    // splitmix64's finalizer: FNV's low bits are poor on short keys.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Bucket of a unigram.
+pub fn unigram(t: &Token) -> usize {
+    (mix(t.hash) >> (64 - BUCKETS_LOG2)) as usize
+}
+
+/// Bucket of a word that opens a sentence.
+pub fn opener(t: &Token) -> usize {
+    (mix(t.hash ^ 0x5bd1_e995_3c6e_f372) >> (64 - BUCKETS_LOG2)) as usize
+}
+
+/// Bucket of the pair `a b`.
+pub fn bigram(a: &Token, b: &Token) -> usize {
+    (mix(a.hash.rotate_left(17) ^ b.hash ^ 0x9e37_79b9_7f4a_7c15) >> (64 - BUCKETS_LOG2)) as usize
+}
+
+/// The features of a window of tokens: each unigram, and each pair inside the window,
+/// with the value every one of them gets (1/√count, so long and short windows weigh
+/// alike).
+pub fn window_features(tokens: &[Token]) -> (Vec<usize>, f32) {
+    let mut f = Vec::with_capacity(tokens.len() * 2);
+    for (i, t) in tokens.iter().enumerate() {
+        f.push(unigram(t));
+        if t.opens {
+            f.push(opener(t));
+        }
+        if i > 0 {
+            f.push(bigram(&tokens[i - 1], t));
+        }
+    }
+    let value = if f.is_empty() {
+        0.0
+    } else {
+        1.0 / (f.len() as f32).sqrt()
+    };
+    (f, value)
+}
+
+/// The windows of a text's tokens: `[0, n)` when it fits in one, else every
+/// [`STRIDE`]th start, the last window ending at the last token.
+pub fn windows(n: usize) -> impl Iterator<Item = Range<usize>> {
+    let last = n.saturating_sub(WINDOW);
+    let starts = (0..=last).step_by(STRIDE);
+    let tail = (!last.is_multiple_of(STRIDE)).then_some(last);
+    starts.chain(tail).map(move |s| s..(s + WINDOW).min(n))
+}
+
+/// Score thresholds of one context, from the scores of benign texts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// `medium` from this score: 1% of benign texts reach it.
+    pub medium: f32,
+    /// `high` from this score: 0.1% of benign texts reach it.
+    pub high: f32,
+    /// Benign texts the thresholds were read from.
+    pub benign_texts: u64,
+}
+
+/// Thresholds per context.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Tool results.
+    pub results: Thresholds,
+    /// Texts of tool definitions.
+    pub descriptions: Thresholds,
+}
+
+/// A model file as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    format: String,
+    buckets_log2: u32,
+    window: usize,
+    stride: usize,
+    bias: f32,
+    /// Weight of the signal table's score (0 to 1) in a window's score.
+    table_weight: f32,
+    /// A stored weight is its byte times this.
+    scale: f32,
+    /// Buckets with a weight: LEB128 gaps between bucket numbers, then one signed byte
+    /// per bucket, base64.
+    weights: String,
+    calibration: Calibration,
+    /// What it was trained on, for people.
+    trained_on: serde_json::Value,
+}
+
+/// Why a model file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// Not JSON of the right shape.
+    #[error("not an injection model: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Made for other features.
+    #[error("model `{field}` is {found}, this build needs {needed}")]
+    Mismatch {
+        /// The field.
+        field: &'static str,
+        /// In the file.
+        found: String,
+        /// In this build.
+        needed: String,
+    },
+    /// The weights do not decode.
+    #[error("model `weights`: {0}")]
+    Weights(String),
+}
+
+/// A trained model, ready to score.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// One weight per bucket.
+    pub weights: Vec<f32>,
+    /// Added to every window's score.
+    pub bias: f32,
+    /// Weight of the table's score.
+    pub table_weight: f32,
+    /// Severity thresholds.
+    pub calibration: Calibration,
+    /// What it was trained on.
+    pub trained_on: serde_json::Value,
+}
+
+/// The best window of a text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The model's score of the best window (a logit; the table's share not included).
+    pub score: f32,
+    /// Byte range of that window in the text.
+    pub window: Range<usize>,
+    /// Index of the window (in [`windows`] order) and how many there were.
+    pub window_index: usize,
+    /// Windows scored.
+    pub windows: usize,
+}
+
+static SHIPPED_MODEL: LazyLock<Result<Arc<Model>, String>> = LazyLock::new(|| {
+    Model::from_json(SHIPPED)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+});
+
+impl Model {
+    /// The model compiled into this build (parsed once, shared).
+    pub fn shipped() -> Result<Arc<Model>, String> {
+        SHIPPED_MODEL.clone()
+    }
+
+    /// Reads a model file's text: its `injection` section.
+    pub fn from_json(text: &str) -> Result<Model, ModelError> {
+        let mut file: serde_json::Value = serde_json::from_str(text)?;
+        match file.get_mut(SECTION).map(serde_json::Value::take) {
+            Some(section) => Model::from_value(section),
+            None => Err(ModelError::Weights(format!(
+                "no `{SECTION}` section; write it with `toolgate train injection`"
+            ))),
+        }
+    }
+
+    /// Reads the `injection` section of a model file.
+    pub fn from_value(section: serde_json::Value) -> Result<Model, ModelError> {
+        let s: Stored = serde_json::from_value(section)?;
+        let check = |field, found: String, needed: String| {
+            if found == needed {
+                Ok(())
+            } else {
+                Err(ModelError::Mismatch {
+                    field,
+                    found,
+                    needed,
+                })
+            }
+        };
+        check("format", s.format.clone(), FORMAT.into())?;
+        check(
+            "buckets_log2",
+            s.buckets_log2.to_string(),
+            BUCKETS_LOG2.to_string(),
+        )?;
+        check("window", s.window.to_string(), WINDOW.to_string())?;
+        check("stride", s.stride.to_string(), STRIDE.to_string())?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&s.weights)
+            .map_err(|e| ModelError::Weights(e.to_string()))?;
+        let mut weights = vec![0.0f32; 1 << BUCKETS_LOG2];
+        let mut at = 0usize;
+        let mut bucket = 0usize;
+        let mut first = true;
+        while at < bytes.len() {
+            let mut gap = 0usize;
+            let mut shift = 0;
+            loop {
+                let b = *bytes
+                    .get(at)
+                    .ok_or_else(|| ModelError::Weights("cut inside a gap".into()))?;
+                at += 1;
+                gap |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                if shift > 28 {
+                    return Err(ModelError::Weights("gap too long".into()));
+                }
+            }
+            bucket = if first { gap } else { bucket + gap };
+            first = false;
+            let q = *bytes
+                .get(at)
+                .ok_or_else(|| ModelError::Weights("cut before a weight".into()))?;
+            at += 1;
+            let slot = weights
+                .get_mut(bucket)
+                .ok_or_else(|| ModelError::Weights(format!("bucket {bucket} out of range")))?;
+            *slot = f32::from(q as i8) * s.scale;
+        }
+        Ok(Model {
+            weights,
+            bias: s.bias,
+            table_weight: s.table_weight,
+            calibration: s.calibration,
+            trained_on: s.trained_on,
+        })
+    }
+
+    /// The model as a file: weights quantized to one signed byte each, buckets whose
+    /// weight rounds to zero left out. Same model, same bytes.
+    pub fn to_json(&self) -> String {
+        let max = self.weights.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let mut bytes = Vec::new();
+        let mut last = 0usize;
+        let mut first = true;
+        for (bucket, w) in self.weights.iter().enumerate() {
+            let q = (w / scale).round().clamp(-127.0, 127.0) as i8;
+            if q == 0 {
+                continue;
+            }
+            let mut gap = if first { bucket } else { bucket - last };
+            first = false;
+            last = bucket;
+            loop {
+                let b = (gap & 0x7f) as u8;
+                gap >>= 7;
+                if gap == 0 {
+                    bytes.push(b);
+                    break;
+                }
+                bytes.push(b | 0x80);
+            }
+            bytes.push(q as u8);
+        }
+        let stored = Stored {
+            format: FORMAT.into(),
+            buckets_log2: BUCKETS_LOG2,
+            window: WINDOW,
+            stride: STRIDE,
+            bias: self.bias,
+            table_weight: self.table_weight,
+            scale,
+            weights: base64::engine::general_purpose::STANDARD.encode(bytes),
+            calibration: self.calibration,
+            trained_on: self.trained_on.clone(),
+        };
+        let file = serde_json::json!({ "format": "toolgate.model.v1", SECTION: stored });
+        let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// The model's score of one window's features (without the table's share).
+    pub fn window_score(&self, features: &[usize], value: f32) -> f32 {
+        self.bias + value * features.iter().map(|&f| self.weights[f]).sum::<f32>()
+    }
+
+    /// Scores every window of `text` and returns the best, or `None` for a text
+    /// without words.
+    pub fn score(&self, text: &str) -> Option<Scored> {
+        let toks = tokens(text);
+        self.score_tokens(&toks)
+    }
+
+    /// [`Model::score`] on tokens already cut.
+    pub fn score_tokens(&self, toks: &[Token]) -> Option<Scored> {
+        if toks.is_empty() {
+            return None;
+        }
+        // Prefix sums of each token's unigram and of the pair it ends, so every
+        // window's sum is two subtractions.
+        let mut uni = Vec::with_capacity(toks.len() + 1);
+        let mut pair = Vec::with_capacity(toks.len() + 1);
+        let mut opened = Vec::with_capacity(toks.len() + 1);
+        uni.push(0.0f32);
+        pair.push(0.0f32);
+        opened.push(0u32);
+        for (i, t) in toks.iter().enumerate() {
+            let mut w = self.weights[unigram(t)];
+            if t.opens {
+                w += self.weights[opener(t)];
+            }
+            uni.push(uni[i] + w);
+            opened.push(opened[i] + u32::from(t.opens));
+            let p = if i > 0 {
+                self.weights[bigram(&toks[i - 1], t)]
+            } else {
+                0.0
+            };
+            pair.push(pair[i] + p);
+        }
+        let mut best: Option<Scored> = None;
+        let mut count = 0;
+        for (index, w) in windows(toks.len()).enumerate() {
+            count += 1;
+            let n = w.end - w.start;
+            // Pairs inside the window: those ending at start+1 .. end-1.
+            let sum = (uni[w.end] - uni[w.start]) + (pair[w.end] - pair[w.start + 1]);
+            let features = (2 * n - 1) as f32 + (opened[w.end] - opened[w.start]) as f32;
+            let score = self.bias + sum / features.sqrt();
+            if best.as_ref().is_none_or(|b| score > b.score) {
+                best = Some(Scored {
+                    score,
+                    window: toks[w.start].start..toks[w.end - 1].end,
+                    window_index: index,
+                    windows: 0,
+                });
+            }
+        }
+        best.map(|mut b| {
+            b.windows = count;
+            b
+        })
+    }
+
+    /// The words and pairs of `text[window]` that raised its score most, strongest
+    /// first, with their weights.
+    pub fn explain(&self, text: &str, window: Range<usize>, most: usize) -> Vec<(String, f32)> {
+        let Some(slice) = text.get(window) else {
+            return Vec::new();
+        };
+        let toks = tokens(slice);
+        let mut seen = std::collections::BTreeMap::new();
+        for (i, t) in toks.iter().enumerate() {
+            seen.entry(slice[t.start..t.end].to_lowercase())
+                .or_insert(self.weights[unigram(t)]);
+            if i > 0 {
+                let a = &toks[i - 1];
+                seen.entry(format!(
+                    "{} {}",
+                    slice[a.start..a.end].to_lowercase(),
+                    slice[t.start..t.end].to_lowercase()
+                ))
+                .or_insert(self.weights[bigram(a, t)]);
+            }
+        }
+        let mut v: Vec<(String, f32)> = seen.into_iter().filter(|(_, w)| *w > 0.0).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(most);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_fold_case_and_digits_and_skip_punctuation() {
+        let t = "Send 'IBAN' to ACC-1234, ça va?";
+        let toks = tokens(t);
+        let words: Vec<&str> = toks.iter().map(|k| &t[k.start..k.end]).collect();
+        assert_eq!(words, ["Send", "IBAN", "to", "ACC", "1234", "ça", "va"]);
+        assert_eq!(toks[4].hash, tokens("9999")[0].hash);
+        assert_eq!(toks[1].hash, tokens("iban")[0].hash);
+        assert_ne!(toks[0].hash, toks[1].hash);
+    }
+
+    #[test]
+    fn windows_cover_every_token() {
+        assert_eq!(windows(0).collect::<Vec<_>>(), vec![0..0]);
+        assert_eq!(windows(5).collect::<Vec<_>>(), vec![0..5]);
+        let w: Vec<_> = windows(WINDOW + 3).collect();
+        assert_eq!(w, vec![0..WINDOW, 3..WINDOW + 3]);
+        let w: Vec<_> = windows(WINDOW + 16).collect();
+        assert_eq!(w, vec![0..WINDOW, 8..WINDOW + 8, 16..WINDOW + 16]);
+    }
+
+    #[test]
+    fn window_scores_equal_their_features_sums() {
+        let mut m = Model {
+            weights: vec![0.0; 1 << BUCKETS_LOG2],
+            bias: -1.0,
+            table_weight: 0.0,
+            calibration: Calibration {
+                results: Thresholds {
+                    medium: 1.0,
+                    high: 2.0,
+                    benign_texts: 0,
+                },
+                descriptions: Thresholds {
+                    medium: 1.0,
+                    high: 2.0,
+                    benign_texts: 0,
+                },
+            },
+            trained_on: serde_json::Value::Null,
+        };
+        for (i, w) in m.weights.iter_mut().enumerate() {
+            *w = ((i % 13) as f32 - 6.0) / 10.0;
+        }
+        let text = (0..100).map(|i| format!("w{i} ")).collect::<String>();
+        let toks = tokens(&text);
+        let best = m.score_tokens(&toks).unwrap();
+        let mut top = f32::MIN;
+        for w in windows(toks.len()) {
+            let (f, v) = window_features(&toks[w]);
+            top = top.max(m.window_score(&f, v));
+        }
+        assert!((best.score - top).abs() < 1e-4, "{} vs {top}", best.score);
+        let round = Model::from_json(&m.to_json()).unwrap();
+        assert_eq!(round.to_json(), m.to_json());
+    }
+}
