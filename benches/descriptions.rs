@@ -3,12 +3,17 @@
 //! `../shared/datasets`). Criterion reports time per whole set; divide by its size for
 //! time per definition (printed once at start).
 //!
+//! The `result_scan` group compares, in bytes per second, the learned classifier's
+//! scan of every window of a text with the signal table's scan, over AgentDojo's real
+//! tool results (issue 21's target: the classifier at 20 MB/s or more per core).
+//!
 //! `cargo bench --bench descriptions`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::path::Path;
-use toolgate_detectors::injection::analysis::analyze_tool;
+use toolgate_detectors::injection::analysis::{Context, analyze_text, analyze_tool};
+use toolgate_detectors::injection::classifier::Model;
 use toolgate_ingest::corpora::{Importer, import_injecagent, import_safetybench};
 use toolgate_protocol::{EventBody, ToolDefinition};
 
@@ -56,5 +61,39 @@ fn descriptions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, descriptions);
+fn result_scan(c: &mut Criterion) {
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/datasets/agentdojo/runs-workspace-travel-banking.tar.gz");
+    let texts: Vec<String> = toolgate_ingest::texts::agentdojo_texts(&archive)
+        .unwrap_or_else(|e| panic!("{}: {e}", archive.display()))
+        .into_iter()
+        .map(|t| t.text)
+        .collect();
+    let bytes: usize = texts.iter().map(String::len).sum();
+    eprintln!(
+        "result_scan: {} AgentDojo results, {bytes} bytes",
+        texts.len()
+    );
+    let model = Model::shipped().unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("result_scan");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.sample_size(10);
+    group.bench_function("classifier_windows", |b| {
+        b.iter(|| {
+            for t in &texts {
+                black_box(model.score(t));
+            }
+        })
+    });
+    group.bench_function("signal_table", |b| {
+        b.iter(|| {
+            for t in &texts {
+                black_box(analyze_text(t, Context::Result));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, descriptions, result_scan);
 criterion_main!(benches);

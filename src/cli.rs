@@ -266,13 +266,17 @@ pub struct ImportSigmaArgs {
 
 /// `toolgate train`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct TrainArgs {
+    /// Another model than the behaviour models.
+    #[command(subcommand)]
+    pub model: Option<TrainModel>,
     /// Events to learn from: a JSONL file (gzip accepted), a directory, or `-`.
-    #[arg(long)]
-    pub input: String,
+    #[arg(long, required = true)]
+    pub input: Option<String>,
     /// Where to write the model (JSON).
-    #[arg(long)]
-    pub output: PathBuf,
+    #[arg(long, required = true)]
+    pub output: Option<PathBuf>,
     /// toolgate.toml: trust domains and the `[detectors.sequence.learned]` and
     /// `[detectors.session]` settings the model must match.
     #[arg(long, short)]
@@ -284,6 +288,30 @@ pub struct TrainArgs {
     /// Most clusters tried; k is chosen between 2 and this by the silhouette score.
     #[arg(long, default_value_t = 8)]
     pub max_clusters: usize,
+}
+
+/// Models `toolgate train` learns besides the behaviour models.
+#[derive(Debug, Subcommand)]
+pub enum TrainModel {
+    /// The injection classifier: weights and severity thresholds from the public
+    /// corpora (AgentDojo, InjecAgent, BIPIA, MCP-SafetyBench). Deterministic.
+    Injection(TrainInjectionArgs),
+}
+
+/// `toolgate train injection`.
+#[derive(Debug, Args)]
+pub struct TrainInjectionArgs {
+    /// The `shared/datasets` folder.
+    #[arg(long, default_value = "../shared/datasets")]
+    pub datasets: PathBuf,
+    /// Where to write the model (`[detectors.injection] model_file` reads it; the
+    /// shipped one is `detectors/models/injection.json`).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also measure it across corpora (leave-one-corpus-out and per-corpus splits,
+    /// beside the signal table) and write the table here (Markdown).
+    #[arg(long)]
+    pub evaluate: Option<PathBuf>,
 }
 
 /// `toolgate definitions`.

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod eval;
 pub mod history;
 pub mod import;
+pub mod injection;
 pub mod rules;
 pub mod run;
 pub mod sql;

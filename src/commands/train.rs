@@ -63,6 +63,12 @@ fn table(config: &Config, path: &[&str]) -> Value {
 
 /// Reads the events, learns, writes the model.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if let Some(crate::cli::TrainModel::Injection(a)) = &args.model {
+        return super::injection::run(a);
+    }
+    let (Some(input), Some(output)) = (args.input.as_deref(), args.output.as_deref()) else {
+        bail!("--input and --output are required");
+    };
     let config = load_config(args.config.as_deref())?;
     let filters: Vec<Filter> = args
         .filters
@@ -78,7 +84,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .context("invalid [detectors.session]")?;
     let mut trainer = Trainer::new(&config, learned, &session_settings)?;
 
-    let mut source = JsonlSource::open(&args.input, config.limits.max_event_bytes)?;
+    let mut source = JsonlSource::open(input, config.limits.max_event_bytes)?;
     let mut reorder = Reorder::new(
         config.event_time.allowed_lateness,
         config.event_time.max_buffered_events,
@@ -114,14 +120,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let (sequence, model, used) = (trained.sequence, trained.sessions, trained.events);
     let out = json!({
         "format": "toolgate.model.v1",
-        "input": args.input,
+        "input": input,
         "filters": args.filters,
         "events": used,
         "sequence": sequence,
         "sessions": model,
     });
     let text = serde_json::to_vec_pretty(&out).context("cannot encode the model")?;
-    toolgate_edge::fs::replace(&args.output, &text).context("cannot save the model")?;
+    toolgate_edge::fs::replace(output, &text).context("cannot save the model")?;
     eprintln!(
         "events: {read} read, {rejected} rejected, {used} learned from\nroles: {}",
         sequence
@@ -141,7 +147,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .map(|(k, s)| format!("{k}: {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        args.output.display()
+        output.display()
     );
     Ok(())
 }

@@ -1,0 +1,322 @@
+//! `toolgate train injection`: learns the injection classifier's weights and severity
+//! thresholds from the public corpora (`toolgate_ingest::texts`), writes the model, and
+//! with `--evaluate` measures it across corpora: leave-one-corpus-out, and a split of
+//! every corpus by group, beside the signal table, into a Markdown report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use toolgate_detectors::injection::analysis::{Context, analyze_text};
+use toolgate_detectors::injection::classifier::{Model, Thresholds};
+use toolgate_detectors::injection::learn::{
+    self, LearnSettings, Prepared, Sample, UnitScore, fold_of, recall, threshold_at,
+};
+use toolgate_detectors::injection::rate_text;
+use toolgate_ingest::texts::{CORPORA, LabelledText, TextContext, load_all};
+use toolgate_protocol::Severity;
+
+use crate::cli::TrainInjectionArgs;
+
+fn sample(t: LabelledText) -> Sample {
+    Sample {
+        text: t.text,
+        span: t.span,
+        malicious: t.malicious,
+        context: match t.context {
+            TextContext::Result => Context::Result,
+            TextContext::Definition => Context::Description,
+        },
+        corpus: t.corpus.to_string(),
+        group: t.group,
+        unit: t.unit,
+    }
+}
+
+fn context_name(c: Context) -> &'static str {
+    match c {
+        Context::Result => "results",
+        Context::Description => "descriptions",
+    }
+}
+
+/// Counts per corpus, context and class.
+fn counts(samples: &[&Prepared]) -> Value {
+    let mut m: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for p in samples {
+        let s = &p.sample;
+        let class = if s.malicious { "malicious" } else { "benign" };
+        *m.entry(s.corpus.clone())
+            .or_default()
+            .entry(format!("{} {class}", context_name(s.context)))
+            .or_default() += 1;
+    }
+    json!(m)
+}
+
+/// Reads the corpora, trains, writes the model; evaluates when asked.
+pub fn run(args: &TrainInjectionArgs) -> Result<()> {
+    let texts = load_all(&args.datasets).with_context(|| {
+        format!(
+            "cannot read the corpora under {} (the shared/datasets folder)",
+            args.datasets.display()
+        )
+    })?;
+    // The attack family names stay with the texts for leakage control.
+    let attacks: Vec<String> = texts.iter().map(|t| t.attack.clone()).collect();
+    let settings = LearnSettings::default();
+    let prepared = learn::prepare(texts.into_iter().map(sample).collect(), &settings);
+    let all: Vec<&Prepared> = prepared.iter().collect();
+    let trained_on = json!({
+        "corpora": counts(&all),
+        "calibration": "thresholds are the scores 1% / 0.1% of benign units reach, out of fold (5 folds by group), per context",
+    });
+    let (model, _) = learn::train(&all, &settings, trained_on);
+    toolgate_edge::fs::replace(&args.output, model.to_json().as_bytes())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!(
+        "model written to {}: {} texts; thresholds results {:?}, descriptions {:?}",
+        args.output.display(),
+        all.len(),
+        model.calibration.results,
+        model.calibration.descriptions
+    );
+    if let Some(report) = &args.evaluate {
+        let text = evaluate(&prepared, &attacks, &settings);
+        toolgate_edge::fs::replace(report, text.as_bytes())
+            .with_context(|| format!("cannot write {}", report.display()))?;
+        eprintln!("evaluation written to {}", report.display());
+    }
+    Ok(())
+}
+
+/// One row of the report.
+struct Row {
+    setting: String,
+    context: Context,
+    malicious: usize,
+    benign: usize,
+    benign_from: &'static str,
+    at_1: f64,
+    at_01: f64,
+    calibrated: Option<(f64, f64, f64, f64)>,
+    table_at_1: f64,
+    table_at_01: f64,
+    table_old: (f64, f64),
+    /// As the detector rates: share of malicious and benign units at medium+ and high+.
+    detector: (f64, f64, f64, f64),
+}
+
+/// Each unit's severity as the detector rates its texts (the highest).
+fn detector_units(model: &Model, samples: &[&Prepared]) -> Vec<(bool, Context, Option<Severity>)> {
+    let mut units: BTreeMap<&str, (bool, Context, Option<Severity>)> = BTreeMap::new();
+    for p in samples {
+        let s = &p.sample;
+        let rated = rate_text(model, &s.text, s.context);
+        let u = units
+            .entry(s.unit.as_str())
+            .or_insert((false, s.context, None));
+        u.0 |= s.malicious;
+        u.2 = u.2.max(rated);
+    }
+    units.into_values().collect()
+}
+
+fn share(
+    units: &[(bool, Context, Option<Severity>)],
+    c: Context,
+    malicious: bool,
+    least: Severity,
+) -> f64 {
+    let of: Vec<_> = units
+        .iter()
+        .filter(|u| u.1 == c && u.0 == malicious)
+        .collect();
+    if of.is_empty() {
+        return f64::NAN;
+    }
+    of.iter().filter(|u| u.2 >= Some(least)).count() as f64 / of.len() as f64
+}
+
+fn table_units(samples: &[&Prepared]) -> Vec<UnitScore> {
+    let mut units: BTreeMap<&str, UnitScore> = BTreeMap::new();
+    for p in samples {
+        let s = &p.sample;
+        let score = analyze_text(&s.text, s.context).score as f32;
+        let u = units.entry(s.unit.as_str()).or_insert(UnitScore {
+            unit: s.unit.clone(),
+            malicious: false,
+            context: s.context,
+            score: f32::MIN,
+        });
+        u.malicious |= s.malicious;
+        u.score = u.score.max(score);
+    }
+    units.into_values().collect()
+}
+
+fn split(scores: &[UnitScore], c: Context) -> (Vec<f32>, Vec<f32>) {
+    let of = |m: bool| {
+        scores
+            .iter()
+            .filter(|u| u.context == c && u.malicious == m)
+            .map(|u| u.score)
+            .collect::<Vec<_>>()
+    };
+    (of(true), of(false))
+}
+
+fn share_at(scores: &[f32], threshold: f32) -> f64 {
+    recall(scores, threshold)
+}
+
+/// Measures one held-out set: `test` scored by `model`, benign from the test set when
+/// it has any in the context, else from `fallback` (out-of-fold scores of the
+/// training corpora).
+fn rows(
+    setting: &str,
+    model: &Model,
+    test: &[&Prepared],
+    fallback: &[UnitScore],
+    table_fallback: &[UnitScore],
+) -> Vec<Row> {
+    let scores = learn::unit_scores(model, test);
+    let table = table_units(test);
+    let rated = detector_units(model, test);
+    let mut out = Vec::new();
+    for c in [Context::Result, Context::Description] {
+        let (m, mut b) = split(&scores, c);
+        let (tm, mut tb) = split(&table, c);
+        if m.is_empty() {
+            continue;
+        }
+        let mut benign_from = "held out";
+        if b.is_empty() {
+            b = split(fallback, c).1;
+            tb = split(table_fallback, c).1;
+            benign_from = "training corpora, out of fold";
+        }
+        if b.is_empty() {
+            continue;
+        }
+        let t: &Thresholds = match c {
+            Context::Result => &model.calibration.results,
+            Context::Description => &model.calibration.descriptions,
+        };
+        out.push(Row {
+            setting: setting.to_string(),
+            context: c,
+            malicious: m.len(),
+            benign: b.len(),
+            benign_from,
+            at_1: recall(&m, threshold_at(&b, 0.01)),
+            at_01: recall(&m, threshold_at(&b, 0.001)),
+            calibrated: Some((
+                recall(&m, t.medium),
+                share_at(&b, t.medium),
+                recall(&m, t.high),
+                share_at(&b, t.high),
+            )),
+            table_at_1: recall(&tm, threshold_at(&tb, 0.01)),
+            table_at_01: recall(&tm, threshold_at(&tb, 0.001)),
+            table_old: (recall(&tm, 45.0), share_at(&tb, 45.0)),
+            detector: (
+                share(&rated, c, true, Severity::Medium),
+                share(&rated, c, false, Severity::Medium),
+                share(&rated, c, true, Severity::High),
+                share(&rated, c, false, Severity::High),
+            ),
+        });
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    if x.is_nan() {
+        return "n/a".into();
+    }
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// Leave-one-corpus-out and per-corpus group splits, as Markdown.
+fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings) -> String {
+    let mut all_rows = Vec::new();
+    for corpus in CORPORA {
+        // AgentDojo's `injecagent` attack is InjecAgent's own wrapper: held out with it.
+        let test: Vec<&Prepared> = prepared
+            .iter()
+            .filter(|p| p.sample.corpus == corpus)
+            .collect();
+        let train: Vec<&Prepared> = prepared
+            .iter()
+            .zip(attacks)
+            .filter(|(p, a)| {
+                p.sample.corpus != corpus && !(corpus == "injecagent" && a.as_str() == "injecagent")
+            })
+            .map(|(p, _)| p)
+            .collect();
+        let (model, oof) = learn::train(&train, settings, Value::Null);
+        let table_oof = table_units(&train);
+        all_rows.extend(rows(
+            &format!("leave out {corpus}"),
+            &model,
+            &test,
+            &oof,
+            &table_oof,
+        ));
+    }
+    // In-distribution: one split of every corpus by group, 70% to train.
+    let (test, train): (Vec<&Prepared>, Vec<&Prepared>) = prepared
+        .iter()
+        .partition(|p| fold_of(&p.sample.group, 10) >= 7);
+    let (model, oof) = learn::train(&train, settings, Value::Null);
+    let table_oof = table_units(&train);
+    for corpus in CORPORA {
+        let held: Vec<&Prepared> = test
+            .iter()
+            .copied()
+            .filter(|p| p.sample.corpus == corpus)
+            .collect();
+        all_rows.extend(rows(
+            &format!("{corpus} split (30% of groups)"),
+            &model,
+            &held,
+            &oof,
+            &table_oof,
+        ));
+    }
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| setting | context | malicious | benign (from) | classifier recall @1% FPR | @0.1% FPR | calibrated medium+: recall / benign flagged | high+: recall / benign flagged | table recall @1% FPR | @0.1% FPR | table today (score ≥ 45): recall / benign flagged | detector medium+: recall / benign flagged | detector high+ |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &all_rows {
+        let (cm, cmb, ch, chb) = r.calibrated.unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} ({}) | {} | {} | {} / {} | {} / {} | {} | {} | {} / {} | {} / {} | {} / {} |",
+            r.setting,
+            context_name(r.context),
+            r.malicious,
+            r.benign,
+            r.benign_from,
+            pct(r.at_1),
+            pct(r.at_01),
+            pct(cm),
+            pct(cmb),
+            pct(ch),
+            pct(chb),
+            pct(r.table_at_1),
+            pct(r.table_at_01),
+            pct(r.table_old.0),
+            pct(r.table_old.1),
+            pct(r.detector.0),
+            pct(r.detector.1),
+            pct(r.detector.2),
+            pct(r.detector.3),
+        );
+    }
+    md
+}
