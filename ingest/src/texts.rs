@@ -417,27 +417,11 @@ pub fn bipia_texts(dir: &Path) -> Result<Vec<LabelledText>, IngestError> {
                             continue;
                         };
                         let context = &pool[pick(&format!("{key}/context"), pool.len())];
-                        let at = match k % 3 {
-                            0 => 0,
-                            1 => middle_line(context),
-                            _ => context.len(),
-                        };
-                        let mut text = String::with_capacity(context.len() + attack.len() + 2);
-                        text.push_str(&context[..at]);
-                        if at > 0 {
-                            text.push('\n');
-                        }
-                        let start = text.len();
-                        text.push_str(attack);
-                        let end = text.len();
-                        if at < context.len() {
-                            text.push('\n');
-                        }
-                        text.push_str(&context[at..]);
+                        let (text, span) = plant(context, attack, k);
                         out.push(LabelledText {
                             unit: key.clone(),
                             text,
-                            span: Some(start..end),
+                            span: Some(span),
                             malicious: true,
                             context: TextContext::Result,
                             corpus: "bipia",
@@ -450,6 +434,29 @@ pub fn bipia_texts(dir: &Path) -> Result<Vec<LabelledText>, IngestError> {
         }
     }
     Ok(out)
+}
+
+/// `instruction` planted into `context` at its start, middle line or end (by `k`), on
+/// a line of its own; with where it is.
+fn plant(context: &str, instruction: &str, k: usize) -> (String, Range<usize>) {
+    let at = match k % 3 {
+        0 => 0,
+        1 => middle_line(context),
+        _ => context.len(),
+    };
+    let mut text = String::with_capacity(context.len() + instruction.len() + 2);
+    text.push_str(&context[..at]);
+    if at > 0 {
+        text.push('\n');
+    }
+    let start = text.len();
+    text.push_str(instruction);
+    let end = text.len();
+    if at < context.len() {
+        text.push('\n');
+    }
+    text.push_str(&context[at..]);
+    (text, start..end)
 }
 
 /// The start of the line nearest the middle of `text` (its middle char if one line).

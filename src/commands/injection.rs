@@ -63,7 +63,7 @@ pub fn run(args: &TrainInjectionArgs) -> Result<()> {
             args.datasets.display()
         )
     })?;
-    // The attack family names stay with the texts for leakage control.
+    // What holding out InjecAgent must also remove: AgentDojo's copy of its wrapper.
     let attacks: Vec<String> = texts.iter().map(|t| t.attack.clone()).collect();
     let settings = LearnSettings::default();
     let prepared = learn::prepare(texts.into_iter().map(sample).collect(), &settings);
@@ -251,8 +251,9 @@ fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings)
         let train: Vec<&Prepared> = prepared
             .iter()
             .zip(attacks)
-            .filter(|(p, a)| {
-                p.sample.corpus != corpus && !(corpus == "injecagent" && a.as_str() == "injecagent")
+            .filter(|(p, attack)| {
+                p.sample.corpus != corpus
+                    && !(corpus == "injecagent" && attack.as_str() == "injecagent")
             })
             .map(|(p, _)| p)
             .collect();

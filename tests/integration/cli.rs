@@ -446,11 +446,9 @@ fn regression_issue_3_provenance_flags_attacks_that_move_data_or_take_a_destinat
     assert!(all["detection_rate"].as_f64().unwrap() >= 0.95);
     // The detectors of issue 3's time together; the behaviour detectors of issue 5
     // (sequence, rule) add their own flags and are measured by their own tests.
-    // 2.5% until issue 21: the injection classifier's `medium` is, by calibration, what
-    // 1% of benign results reach, and a run returns several results (2.6% measured).
     let benign = whole_dataset().flag_rate_without("benign", &["sequence", "rule"]);
     assert!(
-        benign <= 0.03,
+        benign <= 0.025,
         "benign runs flagged without sequence rules: {benign}"
     );
     // Injection tasks that send money or mail to the attacker, or move the user's data

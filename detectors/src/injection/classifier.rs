@@ -319,6 +319,21 @@ impl Model {
         )?;
         check("window", s.window.to_string(), WINDOW.to_string())?;
         check("stride", s.stride.to_string(), STRIDE.to_string())?;
+        let c = &s.calibration;
+        let numbers = [
+            s.bias,
+            s.table_weight,
+            s.scale,
+            c.results.medium,
+            c.results.high,
+            c.descriptions.medium,
+            c.descriptions.high,
+        ];
+        if numbers.iter().any(|x| !x.is_finite()) || s.scale > 1e6 {
+            return Err(ModelError::Weights(
+                "`bias`, `table_weight`, `scale` and the thresholds must be finite (and `scale` at most 1e6)".into(),
+            ));
+        }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&s.weights)
             .map_err(|e| ModelError::Weights(e.to_string()))?;

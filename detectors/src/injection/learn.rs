@@ -63,6 +63,9 @@ pub struct LearnSettings {
     pub benign_windows: usize,
     /// Most windows taken from one malicious text.
     pub malicious_windows: usize,
+    /// A feature is learned only if it occurs in this many corpora: words one corpus
+    /// alone uses (its names, its templates) describe that corpus, not attacks.
+    pub min_corpora: usize,
 }
 
 impl Default for LearnSettings {
@@ -74,6 +77,7 @@ impl Default for LearnSettings {
             folds: 5,
             benign_windows: 6,
             malicious_windows: 4,
+            min_corpora: 2,
         }
     }
 }
@@ -214,6 +218,33 @@ fn weighted<'a>(samples: &[&'a Prepared]) -> Vec<(&'a Example, f64)> {
     out
 }
 
+/// Which buckets occur in at least `min_corpora` of the samples' corpora.
+fn supported(samples: &[&Prepared], min_corpora: usize) -> Vec<bool> {
+    let dim = 1usize << BUCKETS_LOG2;
+    if min_corpora <= 1 {
+        return vec![true; dim];
+    }
+    let mut corpora: BTreeMap<&str, u64> = BTreeMap::new();
+    for p in samples {
+        let n = corpora.len();
+        corpora
+            .entry(p.sample.corpus.as_str())
+            .or_insert(1 << (n % 64));
+    }
+    let mut seen = vec![0u64; dim];
+    for p in samples {
+        let bit = corpora[p.sample.corpus.as_str()];
+        for e in &p.examples {
+            for &f in &e.features {
+                seen[f as usize] |= bit;
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|m| m.count_ones() as usize >= min_corpora)
+        .collect()
+}
+
 fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
@@ -222,6 +253,7 @@ fn sigmoid(z: f64) -> f64 {
 pub fn fit(samples: &[&Prepared], settings: &LearnSettings) -> Model {
     let examples = weighted(samples);
     let dim = 1usize << BUCKETS_LOG2;
+    let learnable = supported(samples, settings.min_corpora);
     let mut w = vec![0.0f64; dim];
     let mut g2 = vec![0.0f64; dim];
     let (mut bias, mut bias_g2) = (0.0f64, 0.0f64);
@@ -244,6 +276,9 @@ pub fn fit(samples: &[&Prepared], settings: &LearnSettings) -> Model {
             let g = (sigmoid(z) - y) * weight;
             for &f in &e.features {
                 let f = f as usize;
+                if !learnable[f] {
+                    continue;
+                }
                 let grad = g * value + settings.l2 * w[f];
                 g2[f] += grad * grad;
                 w[f] -= settings.rate * grad / (g2[f] + eps).sqrt();

@@ -186,6 +186,7 @@ fn issue_21_training_on_the_same_corpus_gives_byte_identical_weights() {
     use toolgate_detectors::injection::learn::{LearnSettings, prepare, train};
     let settings = LearnSettings {
         folds: 2,
+        min_corpora: 1,
         ..LearnSettings::default()
     };
     let run = || {
