@@ -121,9 +121,17 @@ struct Verdict {
     table: Analysis,
 }
 
-fn judge(model: &Model, text: &str, context: Context) -> Option<Verdict> {
+/// Scores `text`: its best window, plus the table's score of that window at the
+/// model's weight. `table_fired` says whether the table found anything in the whole
+/// text (or tool); if not, it finds nothing in a window of it either, and the second
+/// scan is skipped (most results).
+fn judge(model: &Model, text: &str, context: Context, table_fired: bool) -> Option<Verdict> {
     let best = model.score(text)?;
-    let table = analyze_text(&text[best.window.clone()], context);
+    let table = if table_fired {
+        analyze_text(&text[best.window.clone()], context)
+    } else {
+        Analysis::default()
+    };
     let score = best.score + model.table_weight * table.score.min(100) as f32 / 100.0;
     Some(Verdict {
         score,
@@ -135,10 +143,10 @@ fn judge(model: &Model, text: &str, context: Context) -> Option<Verdict> {
 }
 
 /// Severity of a text: the higher of the classifier's (its score against the
-/// calibrated thresholds; it has no `low`: one benign text in twenty would reach it) and the table's own (its score in the bands it has always
-/// used: 30 low, 45 medium, 70 high, 90 critical), so the table's evidence still
-/// counts where the classifier has not learned it. Invisible characters are `high` at
-/// least.
+/// calibrated thresholds; it has no `low`: one benign text in twenty would reach it)
+/// and the table's own (its score in the bands it has always used: 30 low, 45 medium,
+/// 70 high, 90 critical), so the table's evidence still counts where the classifier
+/// has not learned it. Invisible characters are `high` at least.
 fn severity(score: f32, t: &Thresholds, whole: &Analysis) -> Option<Severity> {
     let learned = if score >= t.high {
         Some(Severity::High)
@@ -168,8 +176,10 @@ pub fn rate_text(model: &Model, text: &str, context: Context) -> Option<Severity
         Context::Result => &model.calibration.results,
         Context::Description => &model.calibration.descriptions,
     };
-    let score = judge(model, text, context).map_or(f32::MIN, |v| v.score);
-    severity(score, t, &analyze_text(text, context))
+    let whole = analyze_text(text, context);
+    let score =
+        judge(model, text, context, !whole.signals.is_empty()).map_or(f32::MIN, |v| v.score);
+    severity(score, t, &whole)
 }
 
 /// 0 to 100: 50 at the `medium` threshold, rising with the score.
@@ -330,7 +340,8 @@ impl Detector for InjectionDetector {
                     let best = texts
                         .iter()
                         .filter_map(|(path, text)| {
-                            judge(model, text, Context::Description).map(|v| (path, text, v))
+                            judge(model, text, Context::Description, !whole.signals.is_empty())
+                                .map(|v| (path, text, v))
                         })
                         .max_by(|a, b| a.2.score.total_cmp(&b.2.score));
                     let score = best.as_ref().map_or(f32::MIN, |b| b.2.score);
@@ -401,10 +412,10 @@ impl Detector for InjectionDetector {
                     cut -= 1;
                 }
                 let text = &text[..cut];
-                let Some(v) = judge(model, text, Context::Result) else {
+                let whole = analyze_text(text, Context::Result);
+                let Some(v) = judge(model, text, Context::Result, !whole.signals.is_empty()) else {
                     return;
                 };
-                let whole = analyze_text(text, Context::Result);
                 let Some(severity) = severity(v.score, t, &whole) else {
                     return;
                 };
