@@ -163,6 +163,11 @@ fn message_text(v: &Value) -> String {
 /// and user task).
 pub fn agentdojo_texts(archive: &Path) -> Result<Vec<LabelledText>, IngestError> {
     let mut out = Vec::new();
+    // Units are numbered per archive: two archives must not share unit names.
+    let archive_name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut seen = HashSet::new();
     for_each_run_file(archive, &mut |name, bytes| {
         let Ok(bytes) = bytes else { return Ok(()) };
@@ -201,7 +206,7 @@ pub fn agentdojo_texts(archive: &Path) -> Result<Vec<LabelledText>, IngestError>
                 format!("agentdojo/{suite}/{user_task}")
             };
             out.push(LabelledText {
-                unit: format!("agentdojo/{}", out.len()),
+                unit: format!("agentdojo/{archive_name}/{}", out.len()),
                 text,
                 span,
                 malicious,

@@ -63,7 +63,8 @@ pub fn run(args: &TrainInjectionArgs) -> Result<()> {
             args.datasets.display()
         )
     })?;
-    // What holding out InjecAgent must also remove: AgentDojo's copy of its wrapper.
+    // AgentDojo's `injecagent` attack is InjecAgent's "IMPORTANT!!!" wrapper (its
+    // `enhanced` cases): holding out either corpus removes the other's copy too.
     let attacks: Vec<String> = texts.iter().map(|t| t.attack.clone()).collect();
     let settings = LearnSettings::default();
     let prepared = learn::prepare(texts.into_iter().map(sample).collect(), &settings);
@@ -243,7 +244,7 @@ fn pct(x: f64) -> String {
 fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings) -> String {
     let mut all_rows = Vec::new();
     for corpus in CORPORA {
-        // AgentDojo's `injecagent` attack is InjecAgent's own wrapper: held out with it.
+        // AgentDojo's `injecagent` attack is InjecAgent's wrapper: each held out with the other.
         let test: Vec<&Prepared> = prepared
             .iter()
             .filter(|p| p.sample.corpus == corpus)
@@ -254,6 +255,7 @@ fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings)
             .filter(|(p, attack)| {
                 p.sample.corpus != corpus
                     && !(corpus == "injecagent" && attack.as_str() == "injecagent")
+                    && !(corpus == "agentdojo" && attack.as_str() == "enhanced")
             })
             .map(|(p, _)| p)
             .collect();

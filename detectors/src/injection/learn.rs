@@ -124,11 +124,13 @@ fn example_windows(s: &Sample, toks: &[Token], settings: &LearnSettings) -> Vec<
     if n == 0 {
         return Vec::new();
     }
+    // Whole windows, as the detector scores them: the last one ends at `to`.
     let spread = |from: usize, to: usize, most: usize| -> Vec<Range<usize>> {
         let mut v = Vec::new();
         let mut start = from;
         while start < to && v.len() < most {
-            v.push(start..(start + WINDOW).min(n));
+            let s = start.min(to.saturating_sub(WINDOW)).max(from);
+            v.push(s..(s + WINDOW).min(n));
             start += WINDOW;
         }
         v

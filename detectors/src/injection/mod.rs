@@ -228,19 +228,49 @@ fn mask_opaque(s: &str) -> String {
     out
 }
 
+/// Bytes a quote may reach past its window to find whitespace.
+const QUOTE_SLACK: usize = 256;
+
+/// The window, widened to whitespace on both sides and cut at whitespace, with opaque
+/// runs masked. A window starts at a word, which may be inside a credential
+/// (`postgres://user:Pass@host`); widened to whole whitespace-separated pieces, the
+/// redactor downstream still recognizes them.
 fn quote(text: &str, window: &Range<usize>) -> String {
-    let w = text.get(window.clone()).unwrap_or("");
-    let w = match w.char_indices().nth(QUOTE_CHARS) {
-        Some((i, _)) => format!("{}…", &w[..i]),
-        None => w.to_string(),
-    };
-    mask_opaque(&w)
+    let from = window.start.saturating_sub(QUOTE_SLACK);
+    let mut start = text
+        .get(from..window.start)
+        .and_then(|before| before.rfind(char::is_whitespace).map(|i| from + i + 1))
+        .unwrap_or(from);
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    let to = (window.end + QUOTE_SLACK).min(text.len());
+    let mut end = text
+        .get(window.end..to)
+        .and_then(|after| after.find(char::is_whitespace).map(|i| window.end + i))
+        .unwrap_or(to);
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    let w = mask_opaque(text.get(start..end).unwrap_or(""));
+    match w.char_indices().nth(QUOTE_CHARS) {
+        Some((i, _)) => {
+            let cut = w[..i].rfind(char::is_whitespace).unwrap_or(i);
+            format!("{}…", &w[..cut])
+        }
+        None => w,
+    }
 }
 
-/// The words that weighed most, without opaque ones (see [`OPAQUE_RUN`]).
+/// The words that weighed most. Only words of letters shorter than an opaque run (see
+/// [`OPAQUE_RUN`]): a phrase is cut from its text at punctuation, where a password or
+/// token would lose what makes the redactor recognize it.
 fn phrases(model: &Model, text: &str, window: &Range<usize>) -> Vec<(String, f32)> {
-    let mut p = model.explain(text, window.clone(), PHRASES * 2);
-    p.retain(|(w, _)| w.split(' ').all(|t| t.chars().count() < OPAQUE_RUN));
+    let mut p = model.explain(text, window.clone(), PHRASES * 4);
+    p.retain(|(w, _)| {
+        w.split(' ')
+            .all(|t| t.chars().count() < OPAQUE_RUN && t.chars().all(char::is_alphabetic))
+    });
     p.truncate(PHRASES);
     p
 }
@@ -292,8 +322,11 @@ fn definition_texts(
                         // A parameter's name is text the model reads too.
                         out.push((format!("{here} (name)"), k.clone()));
                     }
-                    // Keywords like `type` hold schema words, not prose.
-                    if matches!(k.as_str(), "type" | "$schema" | "format" | "required") {
+                    // Keywords like `type` hold schema words, not prose; under
+                    // `properties` the same words are parameter names, read in full.
+                    if !path.ends_with(".properties")
+                        && matches!(k.as_str(), "type" | "$schema" | "format" | "required")
+                    {
                         continue;
                     }
                     walk(item, &here, out, depth + 1);
@@ -413,38 +446,54 @@ impl Detector for InjectionDetector {
                 }
                 let text = &text[..cut];
                 let whole = analyze_text(text, Context::Result);
-                let Some(v) = judge(model, text, Context::Result, !whole.signals.is_empty()) else {
-                    return;
-                };
-                let Some(severity) = severity(v.score, t, &whole) else {
+                // A text without words (only invisible characters, say) has no window
+                // but can still carry the table's evidence.
+                let v = judge(model, text, Context::Result, !whole.signals.is_empty());
+                let score = v.as_ref().map_or(f32::MIN, |v| v.score);
+                let Some(severity) = severity(score, t, &whole) else {
                     return;
                 };
                 if severity < self.settings.min_severity {
                     return;
                 }
-                let phrases = phrases(model, text, &v.window);
+                let (phrases, window, fragment, place) = match &v {
+                    Some(v) => (
+                        phrases(model, text, &v.window),
+                        json!({"start": v.window.start, "end": v.window.end, "index": v.window_index, "of": v.windows, "table_score": v.table.score}),
+                        quote(text, &v.window),
+                        format!(
+                            "Bytes {}..{} of the result (window {} of {})",
+                            v.window.start,
+                            v.window.end,
+                            v.window_index + 1,
+                            v.windows
+                        ),
+                    ),
+                    None => (
+                        Vec::new(),
+                        Value::Null,
+                        String::new(),
+                        "The result (no words to score)".to_string(),
+                    ),
+                };
                 out.push(
                     FindingDraft::about(DetectorKind::Definition, "injected_result", event)
                         .describe(
                             format!("Result of {tool:?} on server {server:?} carries instructions aimed at the model"),
                             format!(
-                                "Bytes {}..{} of the result (window {} of {}) score {:.2} for prompt injection (medium from {:.2}, high from {:.2}; {}). Text in a tool result is data; instructions in it come from whoever wrote that data.",
-                                v.window.start,
-                                v.window.end,
-                                v.window_index + 1,
-                                v.windows,
-                                v.score,
+                                "{place} scores {} for prompt injection (medium from {:.2}, high from {:.2}; {}). Text in a tool result is data; instructions in it come from whoever wrote that data.",
+                                v.as_ref().map_or("nothing".to_string(), |v| format!("{:.2}", v.score)),
                                 t.medium,
                                 t.high,
                                 signal_list(&whole)
                             ),
                         )
-                        .rate(severity, score_0_100(v.score, t), confidence(severity))
+                        .rate(severity, score_0_100(score, t), confidence(severity))
                         .evidence(json!({
-                            "score": round2(v.score),
+                            "score": v.as_ref().map(|v| round2(v.score)),
                             "thresholds": {"medium": round2(t.medium), "high": round2(t.high)},
-                            "window": {"start": v.window.start, "end": v.window.end, "index": v.window_index, "of": v.windows, "table_score": v.table.score},
-                            "fragment": quote(text, &v.window),
+                            "window": window,
+                            "fragment": fragment,
                             "phrases": phrases_json(&phrases),
                             "table_score": whole.score,
                             "signals": whole.signals,
