@@ -17,6 +17,7 @@ mod draft;
 pub mod factory;
 mod fold;
 pub mod glob;
+mod hash;
 pub mod injection;
 mod late;
 pub mod metrics;

@@ -101,7 +101,9 @@ struct Row {
     benign_from: &'static str,
     at_1: f64,
     at_01: f64,
-    calibrated: Option<(f64, f64, f64, f64)>,
+    /// At the calibrated thresholds: share of malicious and benign units at medium+
+    /// and at high+.
+    calibrated: (f64, f64, f64, f64),
     table_at_1: f64,
     table_at_01: f64,
     table_old: (f64, f64),
@@ -168,10 +170,6 @@ fn split(scores: &[UnitScore], c: Context) -> (Vec<f32>, Vec<f32>) {
     (of(true), of(false))
 }
 
-fn share_at(scores: &[f32], threshold: f32) -> f64 {
-    recall(scores, threshold)
-}
-
 /// Measures one held-out set: `test` scored by `model`, benign from the test set when
 /// it has any in the context, else from `fallback` (out-of-fold scores of the
 /// training corpora).
@@ -213,15 +211,15 @@ fn rows(
             benign_from,
             at_1: recall(&m, threshold_at(&b, 0.01)),
             at_01: recall(&m, threshold_at(&b, 0.001)),
-            calibrated: Some((
+            calibrated: (
                 recall(&m, t.medium),
-                share_at(&b, t.medium),
+                recall(&b, t.medium),
                 recall(&m, t.high),
-                share_at(&b, t.high),
-            )),
+                recall(&b, t.high),
+            ),
             table_at_1: recall(&tm, threshold_at(&tb, 0.01)),
             table_at_01: recall(&tm, threshold_at(&tb, 0.001)),
-            table_old: (recall(&tm, 45.0), share_at(&tb, 45.0)),
+            table_old: (recall(&tm, 45.0), recall(&tb, 45.0)),
             detector: (
                 share(&rated, c, true, Severity::Medium),
                 share(&rated, c, false, Severity::Medium),
@@ -296,7 +294,7 @@ fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings)
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &all_rows {
-        let (cm, cmb, ch, chb) = r.calibrated.unwrap_or_default();
+        let (cm, cmb, ch, chb) = r.calibrated;
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} ({}) | {} | {} | {} / {} | {} / {} | {} | {} | {} / {} | {} / {} | {} / {} |",

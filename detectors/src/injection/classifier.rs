@@ -25,6 +25,8 @@ use std::sync::{Arc, LazyLock};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::hash::{FNV_OFFSET, FNV_PRIME, mix};
+
 /// The shipped model, built by `toolgate train injection`.
 const SHIPPED: &str = include_str!("../../models/injection.json");
 
@@ -58,9 +60,6 @@ pub struct Token {
     /// First word of a sentence or line: imperatives live there ("Send …", "Please …").
     pub opens: bool,
 }
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// The tokens of `text`, in order.
 pub fn tokens(text: &str) -> Vec<Token> {
@@ -125,15 +124,6 @@ pub fn tokens(text: &str) -> Vec<Token> {
 
 fn starts_alnum(text: &str, i: usize) -> bool {
     text[i..].chars().next().is_some_and(char::is_alphanumeric)
-}
-
-fn mix(mut h: u64) -> u64 {
-    // splitmix64's finalizer: FNV's low bits are poor on short keys.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
 }
 
 /// Bucket of a unigram.

@@ -22,6 +22,8 @@ use std::ops::Range;
 
 use serde_json::Value;
 
+use crate::hash::fnv1a;
+
 use super::analysis::{Context, analyze_text};
 use super::classifier::{
     BUCKETS_LOG2, Calibration, Model, Thresholds, Token, WINDOW, tokens, window_features,
@@ -106,16 +108,15 @@ impl Rng {
     }
 }
 
-fn stable_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The signal table's score of a slice, 0 to 1: the table's own evidence, one feature
 /// of the model.
 pub fn table_feature(text: &str, context: Context) -> f32 {
-    analyze_text(text, context).score.min(100) as f32 / 100.0
+    table_feature_of(&analyze_text(text, context))
+}
+
+/// [`table_feature`] of an analysis already made.
+pub fn table_feature_of(a: &super::analysis::Analysis) -> f32 {
+    a.score.min(100) as f32 / 100.0
 }
 
 /// Token ranges of `sample` to learn from.
@@ -153,7 +154,7 @@ fn example_windows(s: &Sample, toks: &[Token], settings: &LearnSettings) -> Vec<
     // The instruction with some of the text around it, the amount before it chosen
     // from the text's hash so the model sees it at every position of a window.
     let room = WINDOW - len;
-    let before = (stable_hash(&s.text) % (room as u64 + 1)) as usize;
+    let before = (fnv1a(s.text.as_bytes()) % (room as u64 + 1)) as usize;
     let start = a.saturating_sub(before);
     let end = (start + WINDOW).min(n);
     let start = end.saturating_sub(WINDOW).min(start);
@@ -309,14 +310,6 @@ pub fn fit(samples: &[&Prepared], settings: &LearnSettings) -> Model {
     }
 }
 
-/// A text's score under `model`: its best window's, with the table's score of that
-/// window added at the model's weight. `None` for a text without words.
-pub fn text_score(model: &Model, text: &str, context: Context) -> Option<(f32, Range<usize>)> {
-    let best = model.score(text)?;
-    let table = table_feature(&text[best.window.clone()], context);
-    Some((best.score + model.table_weight * table, best.window))
-}
-
 /// A unit's score.
 #[derive(Debug, Clone)]
 pub struct UnitScore {
@@ -335,7 +328,8 @@ pub fn unit_scores(model: &Model, samples: &[&Prepared]) -> Vec<UnitScore> {
     let mut units: BTreeMap<&str, (bool, Context, f32)> = BTreeMap::new();
     for p in samples {
         let s = &p.sample;
-        let score = text_score(model, &s.text, s.context).map_or(f32::MIN, |x| x.0);
+        // The detector's own score (the table always scanned: what training saw).
+        let score = super::judge(model, &s.text, s.context, true).map_or(f32::MIN, |v| v.score);
         let u = units
             .entry(s.unit.as_str())
             .or_insert((s.malicious, s.context, f32::MIN));
@@ -399,7 +393,7 @@ pub fn thresholds(benign: &[f32]) -> Thresholds {
 
 /// Fold of a group.
 pub fn fold_of(group: &str, folds: usize) -> usize {
-    (stable_hash(group) % folds.max(1) as u64) as usize
+    (fnv1a(group.as_bytes()) % folds.max(1) as u64) as usize
 }
 
 /// Out-of-fold scores of every unit of `samples`: each fold scored by a model trained

@@ -121,6 +121,14 @@ struct Verdict {
     table: Analysis,
 }
 
+impl Verdict {
+    /// The window as evidence.
+    fn window_json(&self) -> Value {
+        json!({"start": self.window.start, "end": self.window.end, "index": self.window_index,
+               "of": self.windows, "table_score": self.table.score})
+    }
+}
+
 /// Scores `text`: its best window, plus the table's score of that window at the
 /// model's weight. `table_fired` says whether the table found anything in the whole
 /// text (or tool); if not, it finds nothing in a window of it either, and the second
@@ -132,7 +140,7 @@ fn judge(model: &Model, text: &str, context: Context, table_fired: bool) -> Opti
     } else {
         Analysis::default()
     };
-    let score = best.score + model.table_weight * table.score.min(100) as f32 / 100.0;
+    let score = best.score + model.table_weight * learn::table_feature_of(&table);
     Some(Verdict {
         score,
         window: best.window,
@@ -304,35 +312,34 @@ fn definition_texts(
     description: Option<&str>,
     schema: Option<&serde_json::Map<String, Value>>,
 ) -> Vec<(String, String)> {
-    fn walk(v: &Value, path: &str, out: &mut Vec<(String, String)>, depth: usize) {
-        if depth > 16 {
-            return;
-        }
+    type Texts = Vec<(String, String)>;
+    fn walk(v: &Value, path: &str, out: &mut Texts, depth: usize) {
         match v {
             Value::String(s) => out.push((path.to_string(), s.clone())),
-            Value::Array(items) => {
+            Value::Array(items) if depth < 16 => {
                 for (i, item) in items.iter().enumerate() {
                     walk(item, &format!("{path}[{i}]"), out, depth + 1);
                 }
             }
-            Value::Object(map) => {
-                for (k, item) in map {
-                    let here = format!("{path}.{k}");
-                    if path.ends_with(".properties") {
-                        // A parameter's name is text the model reads too.
-                        out.push((format!("{here} (name)"), k.clone()));
-                    }
-                    // Keywords like `type` hold schema words, not prose; under
-                    // `properties` the same words are parameter names, read in full.
-                    if !path.ends_with(".properties")
-                        && matches!(k.as_str(), "type" | "$schema" | "format" | "required")
-                    {
-                        continue;
-                    }
-                    walk(item, &here, out, depth + 1);
-                }
-            }
+            Value::Object(map) => walk_map(map, path, out, depth),
             _ => {}
+        }
+    }
+    fn walk_map(map: &serde_json::Map<String, Value>, path: &str, out: &mut Texts, depth: usize) {
+        if depth >= 16 {
+            return;
+        }
+        // Under `properties` the keys are parameter names, text the model reads too;
+        // elsewhere keywords like `type` hold schema words, not prose.
+        let parameters = path.ends_with(".properties");
+        for (k, item) in map {
+            let here = format!("{path}.{k}");
+            if parameters {
+                out.push((format!("{here} (name)"), k.clone()));
+            } else if matches!(k.as_str(), "type" | "$schema" | "format" | "required") {
+                continue;
+            }
+            walk(item, &here, out, depth + 1);
         }
     }
     let mut out = Vec::new();
@@ -342,8 +349,8 @@ fn definition_texts(
     if let Some(d) = description {
         out.push(("description".into(), d.to_string()));
     }
-    if let Some(s) = schema {
-        walk(&Value::Object(s.clone()), "inputSchema", &mut out, 0);
+    if let Some(schema) = schema {
+        walk_map(schema, "inputSchema", &mut out, 0);
     }
     out
 }
@@ -390,7 +397,7 @@ impl Detector for InjectionDetector {
                             path.as_str(),
                             quote(text, &v.window),
                             phrases(model, text, &v.window),
-                            json!({"start": v.window.start, "end": v.window.end, "index": v.window_index, "of": v.windows, "table_score": v.table.score}),
+                            v.window_json(),
                         ),
                         None => ("", String::new(), Vec::new(), Value::Null),
                     };
@@ -459,7 +466,7 @@ impl Detector for InjectionDetector {
                 let (phrases, window, fragment, place) = match &v {
                     Some(v) => (
                         phrases(model, text, &v.window),
-                        json!({"start": v.window.start, "end": v.window.end, "index": v.window_index, "of": v.windows, "table_score": v.table.score}),
+                        v.window_json(),
                         quote(text, &v.window),
                         format!(
                             "Bytes {}..{} of the result (window {} of {})",

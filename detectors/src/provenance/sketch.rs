@@ -16,6 +16,8 @@
 //! 2010): two unrelated bins agree by chance once in 65,536, which is noise next to the
 //! 1/64 resolution of the estimate, and the sketch takes half the memory.
 
+use crate::hash::mix;
+
 /// Bins (hash values) per sketch.
 pub const K: usize = 64;
 /// Shingle width in bytes of the normal form.
@@ -41,16 +43,6 @@ pub struct Sketch {
     pub mins: [u16; K],
     /// Shingles hashed (repeats included).
     pub shingles: u32,
-}
-
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    // splitmix64's finalizer: a full-avalanche 64-bit mix.
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// The 64-bit hashes of every shingle of `text` (a normal form), in order.
