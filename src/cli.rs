@@ -304,6 +304,15 @@ pub struct TrainInjectionArgs {
     /// The `shared/datasets` folder.
     #[arg(long, default_value = "../shared/datasets")]
     pub datasets: PathBuf,
+    /// Benign definitions of published MCP servers, as `tool_list` events (JSONL):
+    /// real tools' own wording, which the corpora lack (their only benign definitions
+    /// are InjecAgent's synthetic ones). `benches/harness/real_definitions.py` collects
+    /// them.
+    #[arg(
+        long,
+        default_value = "detectors/models/training/mcp-server-definitions.jsonl"
+    )]
+    pub definitions: PathBuf,
     /// Where to write the model (`[detectors.injection] model_file` reads it; the
     /// shipped one is `detectors/models/injection.json`).
     #[arg(long)]

@@ -8,14 +8,15 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
-use toolgate_detectors::injection::analysis::{Context, analyze_text};
+use toolgate_detectors::injection::analysis::Context;
 use toolgate_detectors::injection::classifier::{Model, Thresholds};
 use toolgate_detectors::injection::learn::{
     self, LearnSettings, Prepared, Sample, UnitScore, fold_of, recall, threshold_at,
 };
-use toolgate_detectors::injection::rate_text;
+use toolgate_detectors::injection::{definition_texts, rate_text};
 use toolgate_ingest::texts::{CORPORA, LabelledText, TextContext, load_all};
 use toolgate_protocol::Severity;
+use toolgate_protocol::event::{Event, EventBody};
 
 use crate::cli::TrainInjectionArgs;
 
@@ -39,6 +40,45 @@ fn context_name(c: Context) -> &'static str {
         Context::Result => "results",
         Context::Description => "descriptions",
     }
+}
+
+/// The corpus name of published servers' definitions.
+const SERVERS: &str = "mcp-servers";
+
+/// Published servers' definitions (`tool_list` events, one per server) as benign
+/// samples: every text the detector reads, a unit per tool, a group per server.
+fn server_definitions(path: &std::path::Path) -> Result<Vec<Sample>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let event = Event::decode(line)
+            .with_context(|| format!("{}:{}: not a toolgate event", path.display(), n + 1))?;
+        let EventBody::ToolList { server, tools } = event.body else {
+            anyhow::bail!("{}:{}: not a tool_list event", path.display(), n + 1);
+        };
+        for tool in tools {
+            let texts = definition_texts(
+                tool.title.as_deref(),
+                tool.description.as_deref(),
+                tool.input_schema.as_ref(),
+            );
+            for (_, text) in texts.into_iter().filter(|(_, t)| !t.trim().is_empty()) {
+                out.push(Sample {
+                    text,
+                    span: None,
+                    malicious: false,
+                    context: Context::Description,
+                    corpus: SERVERS.to_string(),
+                    group: format!("{SERVERS}/{server}"),
+                    unit: format!("{SERVERS}/{server}/{}", tool.name),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Counts per corpus, context and class.
@@ -65,9 +105,13 @@ pub fn run(args: &TrainInjectionArgs) -> Result<()> {
     })?;
     // AgentDojo's `injecagent` attack is InjecAgent's "IMPORTANT!!!" wrapper (its
     // `enhanced` cases): holding out either corpus removes the other's copy too.
-    let attacks: Vec<String> = texts.iter().map(|t| t.attack.clone()).collect();
+    let mut attacks: Vec<String> = texts.iter().map(|t| t.attack.clone()).collect();
+    let mut samples: Vec<Sample> = texts.into_iter().map(sample).collect();
+    let servers = server_definitions(&args.definitions)?;
+    attacks.extend(servers.iter().map(|_| String::new()));
+    samples.extend(servers);
     let settings = LearnSettings::default();
-    let prepared = learn::prepare(texts.into_iter().map(sample).collect(), &settings);
+    let prepared = learn::prepare(samples, &settings);
     let all: Vec<&Prepared> = prepared.iter().collect();
     let trained_on = json!({
         "corpora": counts(&all),
@@ -142,23 +186,6 @@ fn share(
     of.iter().filter(|u| u.2 >= Some(least)).count() as f64 / of.len() as f64
 }
 
-fn table_units(samples: &[&Prepared]) -> Vec<UnitScore> {
-    let mut units: BTreeMap<&str, UnitScore> = BTreeMap::new();
-    for p in samples {
-        let s = &p.sample;
-        let score = analyze_text(&s.text, s.context).score as f32;
-        let u = units.entry(s.unit.as_str()).or_insert(UnitScore {
-            unit: s.unit.clone(),
-            malicious: false,
-            context: s.context,
-            score: f32::MIN,
-        });
-        u.malicious |= s.malicious;
-        u.score = u.score.max(score);
-    }
-    units.into_values().collect()
-}
-
 fn split(scores: &[UnitScore], c: Context) -> (Vec<f32>, Vec<f32>) {
     let of = |m: bool| {
         scores
@@ -181,13 +208,17 @@ fn rows(
     table_fallback: &[UnitScore],
 ) -> Vec<Row> {
     let scores = learn::unit_scores(model, test);
-    let table = table_units(test);
+    let table = learn::table_unit_scores(test);
     let rated = detector_units(model, test);
     let mut out = Vec::new();
     for c in [Context::Result, Context::Description] {
         let (m, mut b) = split(&scores, c);
         let (tm, mut tb) = split(&table, c);
         if m.is_empty() {
+            // A benign-only corpus (published servers' definitions): what it flags.
+            if !b.is_empty() {
+                out.push(benign_row(setting, model, c, &b, &tb, &rated));
+            }
             continue;
         }
         let mut benign_from = "held out";
@@ -231,6 +262,41 @@ fn rows(
     out
 }
 
+/// A row for held-out benign texts alone: how many the thresholds, the table and the
+/// detector flag.
+fn benign_row(
+    setting: &str,
+    model: &Model,
+    c: Context,
+    b: &[f32],
+    tb: &[f32],
+    rated: &[(bool, Context, Option<Severity>)],
+) -> Row {
+    let t = match c {
+        Context::Result => &model.calibration.results,
+        Context::Description => &model.calibration.descriptions,
+    };
+    Row {
+        setting: setting.to_string(),
+        context: c,
+        malicious: 0,
+        benign: b.len(),
+        benign_from: "held out",
+        at_1: f64::NAN,
+        at_01: f64::NAN,
+        calibrated: (f64::NAN, recall(b, t.medium), f64::NAN, recall(b, t.high)),
+        table_at_1: f64::NAN,
+        table_at_01: f64::NAN,
+        table_old: (f64::NAN, recall(tb, 45.0)),
+        detector: (
+            f64::NAN,
+            share(rated, c, false, Severity::Medium),
+            f64::NAN,
+            share(rated, c, false, Severity::High),
+        ),
+    }
+}
+
 fn pct(x: f64) -> String {
     if x.is_nan() {
         return "n/a".into();
@@ -241,7 +307,8 @@ fn pct(x: f64) -> String {
 /// Leave-one-corpus-out and per-corpus group splits, as Markdown.
 fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings) -> String {
     let mut all_rows = Vec::new();
-    for corpus in CORPORA {
+    let corpora = CORPORA.into_iter().chain([SERVERS]);
+    for corpus in corpora.clone() {
         // AgentDojo's `injecagent` attack is InjecAgent's wrapper: each held out with the other.
         let test: Vec<&Prepared> = prepared
             .iter()
@@ -258,7 +325,7 @@ fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings)
             .map(|(p, _)| p)
             .collect();
         let (model, oof) = learn::train(&train, settings, Value::Null);
-        let table_oof = table_units(&train);
+        let table_oof = learn::table_unit_scores(&train);
         all_rows.extend(rows(
             &format!("leave out {corpus}"),
             &model,
@@ -272,8 +339,8 @@ fn evaluate(prepared: &[Prepared], attacks: &[String], settings: &LearnSettings)
         .iter()
         .partition(|p| fold_of(&p.sample.group, 10) >= 7);
     let (model, oof) = learn::train(&train, settings, Value::Null);
-    let table_oof = table_units(&train);
-    for corpus in CORPORA {
+    let table_oof = learn::table_unit_scores(&train);
+    for corpus in corpora {
         let held: Vec<&Prepared> = test
             .iter()
             .copied()

@@ -180,8 +180,22 @@ pub struct Thresholds {
     pub medium: f32,
     /// `high` from this score: 0.1% of benign texts reach it.
     pub high: f32,
+    /// The signal table's own `medium` band starts here: its historical 45, raised
+    /// where more than 1% of benign texts of the context reach that (real tools'
+    /// documentation says "you must" and "use X instead").
+    pub table_medium: u32,
+    /// The table's `high` band: 70, raised where more than 0.1% of benign texts reach it
+    /// (read only from 1,000 benign texts or more), never below `table_medium`.
+    pub table_high: u32,
     /// Benign texts the thresholds were read from.
     pub benign_texts: u64,
+}
+
+impl Thresholds {
+    /// The table's bands before any calibration.
+    pub const TABLE_MEDIUM: u32 = 45;
+    /// See [`Thresholds::TABLE_MEDIUM`].
+    pub const TABLE_HIGH: u32 = 70;
 }
 
 /// Thresholds per context.
@@ -539,11 +553,15 @@ mod tests {
                 results: Thresholds {
                     medium: 1.0,
                     high: 2.0,
+                    table_medium: Thresholds::TABLE_MEDIUM,
+                    table_high: Thresholds::TABLE_HIGH,
                     benign_texts: 0,
                 },
                 descriptions: Thresholds {
                     medium: 1.0,
                     high: 2.0,
+                    table_medium: Thresholds::TABLE_MEDIUM,
+                    table_high: Thresholds::TABLE_HIGH,
                     benign_texts: 0,
                 },
             },

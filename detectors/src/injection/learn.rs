@@ -296,6 +296,8 @@ pub fn fit(samples: &[&Prepared], settings: &LearnSettings) -> Model {
     let zero = Thresholds {
         medium: 0.0,
         high: 0.0,
+        table_medium: Thresholds::TABLE_MEDIUM,
+        table_high: Thresholds::TABLE_HIGH,
         benign_texts: 0,
     };
     Model {
@@ -383,10 +385,35 @@ pub fn recall(malicious: &[f32], threshold: f32) -> f64 {
 }
 
 /// Thresholds from benign scores.
-pub fn thresholds(benign: &[f32]) -> Thresholds {
+pub fn thresholds(benign: &[f32], table: &[f32]) -> Thresholds {
+    // The table's bands only ever rise: where benign text of the context reaches them
+    // more often than the budget allows.
+    let band = |fpr: f64, floor: u32| -> u32 {
+        let t = threshold_at(table, fpr).ceil();
+        if t.is_finite() && t > floor as f32 {
+            t as u32
+        } else {
+            floor
+        }
+    };
+    // A rate is read only from enough benign units to see it once (1,000 for 0.1%);
+    // below that the band keeps its floor, and `high` never starts below `medium`.
+    let enough = |fpr: f64| table.len() as f64 * fpr >= 1.0;
+    let table_medium = if enough(FPR_MEDIUM) {
+        band(FPR_MEDIUM, Thresholds::TABLE_MEDIUM)
+    } else {
+        Thresholds::TABLE_MEDIUM
+    };
+    let table_high = if enough(FPR_HIGH) {
+        band(FPR_HIGH, Thresholds::TABLE_HIGH)
+    } else {
+        Thresholds::TABLE_HIGH
+    };
     Thresholds {
         medium: threshold_at(benign, FPR_MEDIUM),
         high: threshold_at(benign, FPR_HIGH),
+        table_medium,
+        table_high: table_high.max(table_medium),
         benign_texts: benign.len() as u64,
     }
 }
@@ -413,20 +440,55 @@ pub fn out_of_fold(samples: &[&Prepared], settings: &LearnSettings) -> Vec<UnitS
     out
 }
 
-/// Calibration from out-of-fold unit scores. A context without benign units takes
-/// the other's thresholds (said in `trained_on` by the caller).
-pub fn calibration(scores: &[UnitScore]) -> Calibration {
-    let benign = |c: Context| -> Vec<f32> {
-        scores
-            .iter()
+/// The signal table's score per unit, in unit order: a result's highest text; a
+/// definition's texts read together, as the detector's whole-tool analysis does.
+pub fn table_unit_scores(samples: &[&Prepared]) -> Vec<UnitScore> {
+    let mut units: BTreeMap<&str, (UnitScore, String)> = BTreeMap::new();
+    for p in samples {
+        let s = &p.sample;
+        let (u, joined) = units.entry(s.unit.as_str()).or_insert_with(|| {
+            let u = UnitScore {
+                unit: s.unit.clone(),
+                malicious: false,
+                context: s.context,
+                score: f32::MIN,
+            };
+            (u, String::new())
+        });
+        u.malicious |= s.malicious;
+        match s.context {
+            Context::Result => u.score = u.score.max(analyze_text(&s.text, s.context).score as f32),
+            Context::Description => {
+                joined.push_str(&s.text);
+                joined.push('\n');
+            }
+        }
+    }
+    units
+        .into_values()
+        .map(|(mut u, joined)| {
+            if u.context == Context::Description {
+                u.score = analyze_text(&joined, Context::Description).score as f32;
+            }
+            u
+        })
+        .collect()
+}
+
+/// Calibration from out-of-fold unit scores, and the table's bands from its unit
+/// scores. A context without benign units takes the other's thresholds (said in
+/// `trained_on` by the caller).
+pub fn calibration(scores: &[UnitScore], table: &[UnitScore]) -> Calibration {
+    let benign = |of: &[UnitScore], c: Context| -> Vec<f32> {
+        of.iter()
             .filter(|u| !u.malicious && u.context == c)
             .map(|u| u.score)
             .collect()
     };
-    let results = benign(Context::Result);
-    let descriptions = benign(Context::Description);
-    let r = thresholds(&results);
-    let d = thresholds(&descriptions);
+    let results = benign(scores, Context::Result);
+    let descriptions = benign(scores, Context::Description);
+    let r = thresholds(&results, &benign(table, Context::Result));
+    let d = thresholds(&descriptions, &benign(table, Context::Description));
     Calibration {
         results: if results.is_empty() { d } else { r },
         descriptions: if descriptions.is_empty() { r } else { d },
@@ -442,7 +504,7 @@ pub fn train(
 ) -> (Model, Vec<UnitScore>) {
     let oof = out_of_fold(samples, settings);
     let mut model = fit(samples, settings);
-    model.calibration = calibration(&oof);
+    model.calibration = calibration(&oof, &table_unit_scores(samples));
     model.trained_on = trained_on;
     (model, oof)
 }

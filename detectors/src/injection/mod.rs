@@ -152,9 +152,10 @@ fn judge(model: &Model, text: &str, context: Context, table_fired: bool) -> Opti
 
 /// Severity of a text: the higher of the classifier's (its score against the
 /// calibrated thresholds; it has no `low`: one benign text in twenty would reach it)
-/// and the table's own (its score in the bands it has always used: 30 low, 45 medium,
-/// 70 high, 90 critical), so the table's evidence still counts where the classifier
-/// has not learned it. Invisible characters are `high` at least.
+/// and the table's own (its bands: 30 low, then medium and high from the calibrated
+/// `table_medium` / `table_high`, 45 and 70 unless benign text of the context reaches
+/// those too often, 90 critical unless `high` starts above), so the table's evidence still counts where the
+/// classifier has not learned it. Invisible characters are `high` at least.
 fn severity(score: f32, t: &Thresholds, whole: &Analysis) -> Option<Severity> {
     let learned = if score >= t.high {
         Some(Severity::High)
@@ -164,11 +165,11 @@ fn severity(score: f32, t: &Thresholds, whole: &Analysis) -> Option<Severity> {
         None
     };
     let table = match whole.score {
-        0..=29 => None,
-        30..=44 => Some(Severity::Low),
-        45..=69 => Some(Severity::Medium),
-        70..=89 => Some(Severity::High),
-        _ => Some(Severity::Critical),
+        s if s >= 90 && s >= t.table_high => Some(Severity::Critical),
+        s if s >= t.table_high => Some(Severity::High),
+        s if s >= t.table_medium => Some(Severity::Medium),
+        s if s >= 30 => Some(Severity::Low),
+        _ => None,
     };
     let mut s = learned.max(table);
     if whole.signals.iter().any(|h| h.id == "hidden_unicode") {
@@ -306,8 +307,10 @@ fn phrases_json(p: &[(String, f32)]) -> Value {
     )
 }
 
-/// Every text of a tool definition the model reads, with where it is.
-fn definition_texts(
+/// Every text of a tool definition the model reads, with where it is (the field path
+/// a finding names). Training reads definitions through this too, so it learns from
+/// exactly the texts the detector scores.
+pub fn definition_texts(
     title: Option<&str>,
     description: Option<&str>,
     schema: Option<&serde_json::Map<String, Value>>,

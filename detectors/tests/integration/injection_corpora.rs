@@ -302,3 +302,29 @@ fn issue_21_a_result_of_invisible_characters_alone_is_still_flagged() {
     assert!(f.severity >= toolgate_protocol::Severity::High);
     assert!(f.evidence["window"].is_null());
 }
+
+/// Issue 21: real tools' documentation reaches the signal table's old `medium` (45)
+/// often; the band rises to where 1% of benign units of the context reach it, never
+/// falls below 45 and 70, and `high` is read only from enough units to see 0.1%.
+#[test]
+fn issue_21_the_tables_bands_rise_only_where_benign_text_reaches_them() {
+    use toolgate_detectors::injection::classifier::Thresholds;
+    use toolgate_detectors::injection::learn::thresholds;
+    let classifier = vec![0.0f32; 100];
+    // Quiet benign text: the floors stay.
+    let quiet = thresholds(&classifier, &[10.0f32; 100]);
+    assert_eq!(
+        (quiet.table_medium, quiet.table_high),
+        (Thresholds::TABLE_MEDIUM, Thresholds::TABLE_HIGH)
+    );
+    // 5 of 100 benign units at 60: `medium` starts above them; 100 units are too few
+    // to read 0.1%, so `high` takes `medium`'s start rather than staying below it.
+    let mut loud = vec![10.0f32; 95];
+    loud.extend([60.0f32; 5]);
+    let t = thresholds(&classifier, &loud);
+    assert_eq!((t.table_medium, t.table_high), (61, 70));
+    let mut louder = vec![10.0f32; 90];
+    louder.extend([80.0f32; 10]);
+    let t = thresholds(&classifier, &louder);
+    assert_eq!((t.table_medium, t.table_high), (81, 81));
+}
