@@ -13,7 +13,7 @@ use toolgate_detectors::injection::classifier::{Model, Thresholds};
 use toolgate_detectors::injection::learn::{
     self, LearnSettings, Prepared, Sample, UnitScore, fold_of, recall, threshold_at,
 };
-use toolgate_detectors::injection::{definition_texts, rate_text};
+use toolgate_detectors::injection::{definition_texts, rate_definition, rate_text};
 use toolgate_ingest::texts::{CORPORA, LabelledText, TextContext, load_all};
 use toolgate_protocol::Severity;
 use toolgate_protocol::event::{Event, EventBody};
@@ -155,19 +155,32 @@ struct Row {
     detector: (f64, f64, f64, f64),
 }
 
-/// Each unit's severity as the detector rates its texts (the highest).
+/// Each unit's severity as the detector rates it: a result's text, a definition's
+/// texts together.
 fn detector_units(model: &Model, samples: &[&Prepared]) -> Vec<(bool, Context, Option<Severity>)> {
-    let mut units: BTreeMap<&str, (bool, Context, Option<Severity>)> = BTreeMap::new();
+    let mut units: BTreeMap<&str, (bool, Context, Vec<&str>)> = BTreeMap::new();
     for p in samples {
         let s = &p.sample;
-        let rated = rate_text(model, &s.text, s.context);
         let u = units
             .entry(s.unit.as_str())
-            .or_insert((false, s.context, None));
+            .or_insert((false, s.context, Vec::new()));
         u.0 |= s.malicious;
-        u.2 = u.2.max(rated);
+        u.2.push(&s.text);
     }
-    units.into_values().collect()
+    units
+        .into_values()
+        .map(|(malicious, c, texts)| {
+            let rated = match c {
+                Context::Result => texts
+                    .iter()
+                    .map(|t| rate_text(model, t, c))
+                    .max()
+                    .flatten(),
+                Context::Description => rate_definition(model, &texts),
+            };
+            (malicious, c, rated)
+        })
+        .collect()
 }
 
 fn share(

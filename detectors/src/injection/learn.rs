@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::hash::fnv1a;
 
-use super::analysis::{Context, analyze_text};
+use super::analysis::{Context, analyze_passages, analyze_text};
 use super::classifier::{
     BUCKETS_LOG2, Calibration, Model, Thresholds, Token, WINDOW, tokens, window_features,
 };
@@ -441,7 +441,7 @@ pub fn out_of_fold(samples: &[&Prepared], settings: &LearnSettings) -> Vec<UnitS
 }
 
 /// The signal table's score per unit, in unit order: a result's highest text; a
-/// definition's texts read together, as the detector's whole-tool analysis does.
+/// definition's texts read together passage by passage, as the detector reads a tool.
 pub fn table_unit_scores(samples: &[&Prepared]) -> Vec<UnitScore> {
     let mut units: BTreeMap<&str, (UnitScore, String)> = BTreeMap::new();
     for p in samples {
@@ -468,7 +468,7 @@ pub fn table_unit_scores(samples: &[&Prepared]) -> Vec<UnitScore> {
         .into_values()
         .map(|(mut u, joined)| {
             if u.context == Context::Description {
-                u.score = analyze_text(&joined, Context::Description).score as f32;
+                u.score = analyze_passages(&joined, Context::Description).score as f32;
             }
             u
         })

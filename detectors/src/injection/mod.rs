@@ -191,6 +191,19 @@ pub fn rate_text(model: &Model, text: &str, context: Context) -> Option<Severity
     severity(score, t, &whole)
 }
 
+/// How the detector rates a definition from its texts alone (for measurement, where
+/// corpora give texts, not schemas): the classifier's best text against the table
+/// over the texts read together, passage by passage, as [`analyze_tool`] reads them.
+pub fn rate_definition(model: &Model, texts: &[&str]) -> Option<Severity> {
+    let whole = analysis::analyze_passages(&texts.join("\n"), Context::Description);
+    let score = texts
+        .iter()
+        .filter_map(|t| judge(model, t, Context::Description, !whole.signals.is_empty()))
+        .map(|v| v.score)
+        .fold(f32::MIN, f32::max);
+    severity(score, &model.calibration.descriptions, &whole)
+}
+
 /// 0 to 100: 50 at the `medium` threshold, rising with the score.
 fn score_0_100(score: f32, t: &Thresholds) -> u8 {
     let p = 1.0 / (1.0 + (-(score - t.medium)).exp());
