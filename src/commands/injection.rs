@@ -171,11 +171,7 @@ fn detector_units(model: &Model, samples: &[&Prepared]) -> Vec<(bool, Context, O
         .into_values()
         .map(|(malicious, c, texts)| {
             let rated = match c {
-                Context::Result => texts
-                    .iter()
-                    .map(|t| rate_text(model, t, c))
-                    .max()
-                    .flatten(),
+                Context::Result => texts.iter().map(|t| rate_text(model, t, c)).max().flatten(),
                 Context::Description => rate_definition(model, &texts),
             };
             (malicious, c, rated)
