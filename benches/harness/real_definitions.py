@@ -11,10 +11,15 @@ registries), starts each over stdio with placeholder credentials, asks `tools/li
 (following `nextCursor`), and writes one `tool_list` event per server, each from its
 own agent so no cross-server rule fires. Then runs `toolgate analyze` with the default
 config and prints, per severity, how many tools got `poisoned_description`, and every
-flagged tool with the field and fragment the finding names. None of these definitions
-is used for training or calibration: they are a held-out benign set.
+flagged tool with the field and fragment the finding names.
+
+The events it writes (each tool cut to name, title, description and inputSchema) are
+what `detectors/models/training/mcp-server-definitions.jsonl` holds: `toolgate train
+injection` learns from them as benign definitions, so the shipped model's figure here
+is not an unseen one. `toolgate train injection --evaluate` holds servers out.
 
 `--definitions FILE` skips the install and listing and reads a previous run's events.
+A server's stderr goes to `--work`/NAME.stderr, to see why one listed nothing.
 """
 
 import argparse
@@ -23,6 +28,7 @@ import glob
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -49,16 +55,25 @@ NPM = [
     "@benborla29/mcp-server-mysql", "@cloudflare/mcp-server-cloudflare", "@shopify/dev-mcp",
     "@azure-devops/mcp", "@circleci/mcp-server-circleci", "@contentful/mcp-server",
     "@neondatabase/mcp-server-neon", "@translated/lara-mcp", "@agentdeskai/browser-tools-mcp",
+    "mcp-server-commands", "@kazuph/mcp-taskmanager", "@llmindset/mcp-hfspace", "@pinecone-database/mcp",
+    "@railway/mcp-server", "@netlify/mcp", "@auth0/auth0-mcp-server", "@browserstack/mcp-server",
+    "@perplexity-ai/mcp-server",
 ]
 PYPI = [
     "mcp-server-git", "mcp-server-fetch", "mcp-server-time", "mcp-server-sqlite", "mcp-server-qdrant",
     "awslabs.aws-documentation-mcp-server", "mcp-atlassian", "arxiv-mcp-server", "duckduckgo-mcp-server",
     "markitdown-mcp", "chroma-mcp", "mcp-neo4j-cypher", "mcp-server-motherduck", "excel-mcp-server",
     "zotero-mcp", "mcp-obsidian", "awslabs.cdk-mcp-server", "awslabs.terraform-mcp-server",
-    "mcp-server-calculator", "mcp-clickhouse", "mcp-server-docker",
+    "mcp-server-calculator", "mcp-clickhouse", "mcp-server-docker", "mcp-pandoc",
+    "mcp-server-tree-sitter", "mcp-text-editor", "mcp-shell-server", "mcp-alchemy", "blender-mcp",
+    "mcp-youtube-search", "mcp-weather-server", "wikipedia-mcp", "mcp-server-sentry", "mcp-simple-arxiv",
+    "mcp-server-notion", "mcp-server-jira", "mcp-grafana", "mcp-snowflake-server",
 ]
 
 PLACEHOLDER = "placeholder-not-a-real-credential"
+
+# The members of a tool the detector reads (outputSchema, annotations and _meta are not).
+KEPT = ("name", "title", "description", "inputSchema")
 
 
 def bin_path(work, name):
@@ -160,6 +175,30 @@ def servers(work):
         ("calculator", [bin_path(work, "mcp-server-calculator")], env),
         ("clickhouse", [bin_path(work, "mcp-clickhouse")], env),
         ("docker", [bin_path(work, "mcp-server-docker")], env),
+        ("commands", [bin_path(work, "mcp-server-commands")], env),
+        ("taskmanager", [bin_path(work, "mcp-taskmanager")], env),
+        ("hfspace", [bin_path(work, "mcp-hfspace")], env),
+        ("pinecone", [bin_path(work, "pinecone-mcp")], env),
+        ("railway", [bin_path(work, "railway-mcp-server")], env),
+        ("netlify", [bin_path(work, "netlify-mcp")], env),
+        ("auth0", [bin_path(work, "auth0-mcp"), "run"], env),
+        ("browserstack", [bin_path(work, "browserstack-mcp-server")], env),
+        ("perplexity", [bin_path(work, "perplexity-mcp")], env),
+        ("pandoc", [bin_path(work, "mcp-pandoc")], env),
+        ("tree-sitter", [bin_path(work, "mcp-server-tree-sitter")], env),
+        ("text-editor", [bin_path(work, "mcp-text-editor")], env),
+        ("shell", [bin_path(work, "mcp-shell-server")], {**env, "ALLOW_COMMANDS": "ls,cat"}),
+        ("alchemy", [bin_path(work, "mcp-alchemy")], {**env, "DB_URL": "sqlite:///" + os.path.join(files, "a.db")}),
+        ("blender", [bin_path(work, "blender-mcp")], env),
+        ("youtube-search", [bin_path(work, "mcp-youtube-search")], env),
+        ("weather", [bin_path(work, "mcp_weather_server")], env),
+        ("wikipedia", [bin_path(work, "wikipedia-mcp")], env),
+        ("sentry-py", [bin_path(work, "mcp-server-sentry"), "--auth-token", PLACEHOLDER], env),
+        ("simple-arxiv", [bin_path(work, "mcp-simple-arxiv")], env),
+        ("notion-py", [bin_path(work, "mcp-server-notion")], env),
+        ("jira", [bin_path(work, "mcp-server-jira")], env),
+        ("grafana", [bin_path(work, "mcp-grafana")], {**env, "GRAFANA_URL": "http://127.0.0.1:1"}),
+        ("snowflake", [bin_path(work, "mcp_snowflake_server")], env),
     ]
 
 
@@ -201,9 +240,11 @@ def rpc_lines(proc, deadline):
                     pass
 
 
-def list_tools(name, argv, env, timeout=30):
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **env})
+def list_tools(name, argv, env, work, timeout=45):
+    # Its own process group, so servers that start helpers leave none behind.
+    with open(os.path.join(work, f"{name}.stderr"), "wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err, env={**os.environ, **env}, start_new_session=True)
 
     def send(msg):
         proc.stdin.write((json.dumps(msg) + "\n").encode())
@@ -217,6 +258,9 @@ def list_tools(name, argv, env, timeout=30):
         deadline = time.time() + timeout
         cursor, next_id = None, 2
         for msg in rpc_lines(proc, deadline):
+            if "method" in msg:
+                # A request or notification from the server (ping, roots/list): not ours.
+                continue
             if msg.get("id") == 1:
                 send({"jsonrpc": "2.0", "method": "notifications/initialized"})
                 send({"jsonrpc": "2.0", "id": next_id, "method": "tools/list", "params": {}})
@@ -234,7 +278,10 @@ def list_tools(name, argv, env, timeout=30):
     except (BrokenPipeError, OSError) as e:
         print(f"{name}: {e}", file=sys.stderr)
     finally:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
     return tools
 
@@ -245,7 +292,7 @@ def collect(work, out):
             if not os.path.exists(argv[0]):
                 print(f"{name}: {argv[0]} is not installed", file=sys.stderr)
                 continue
-            tools = list_tools(name, argv, env)
+            tools = list_tools(name, argv, env, work)
             print(f"{name}: {len(tools)} tools", file=sys.stderr)
             if not tools:
                 continue
@@ -253,7 +300,8 @@ def collect(work, out):
                 "schema": "toolgate.event.v1", "event_id": f"real-{i:03}",
                 "time": f"2026-01-01T{i // 60:02}:{i % 60:02}:00Z", "agent_id": f"agent-{name}",
                 "session_id": f"session-{name}", "kind": "tool_list", "server": name,
-                "tools": tools}) + "\n")
+                "tools": [{k: t[k] for k in KEPT if k in t} for t in tools]},
+                ensure_ascii=False) + "\n")
 
 
 def main():

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
-use toolgate_detectors::injection::analysis::Context;
+use toolgate_detectors::injection::analysis::{Analysis, Context, analyze_tool};
 use toolgate_detectors::injection::classifier::{Model, Thresholds};
 use toolgate_detectors::injection::learn::{
     self, LearnSettings, Prepared, Sample, UnitScore, fold_of, recall, threshold_at,
@@ -32,6 +32,7 @@ fn sample(t: LabelledText) -> Sample {
         corpus: t.corpus.to_string(),
         group: t.group,
         unit: t.unit,
+        table: None,
     }
 }
 
@@ -60,6 +61,12 @@ fn server_definitions(path: &std::path::Path) -> Result<Vec<Sample>> {
             anyhow::bail!("{}:{}: not a tool_list event", path.display(), n + 1);
         };
         for tool in tools {
+            let table = analyze_tool(
+                &tool.name,
+                tool.title.as_deref(),
+                tool.description.as_deref(),
+                tool.input_schema.as_ref(),
+            );
             let texts = definition_texts(
                 tool.title.as_deref(),
                 tool.description.as_deref(),
@@ -74,6 +81,7 @@ fn server_definitions(path: &std::path::Path) -> Result<Vec<Sample>> {
                     corpus: SERVERS.to_string(),
                     group: format!("{SERVERS}/{server}"),
                     unit: format!("{SERVERS}/{server}/{}", tool.name),
+                    table: Some(table.clone()),
                 });
             }
         }
@@ -115,7 +123,7 @@ pub fn run(args: &TrainInjectionArgs) -> Result<()> {
     let all: Vec<&Prepared> = prepared.iter().collect();
     let trained_on = json!({
         "corpora": counts(&all),
-        "calibration": "thresholds are the scores 1% / 0.1% of benign units reach, out of fold (5 folds by group), per context",
+        "calibration": "thresholds are the scores 1% / 0.1% of benign units reach, out of fold (5 folds by group), per context; the table's bands rise from 45 / 70 where more than 1% / 0.1% of benign units reach them (0.1% read from 1,000 units or more)",
     });
     let (model, _) = learn::train(&all, &settings, trained_on);
     toolgate_edge::fs::replace(&args.output, model.to_json().as_bytes())
@@ -156,23 +164,25 @@ struct Row {
 }
 
 /// Each unit's severity as the detector rates it: a result's text, a definition's
-/// texts together.
+/// texts together (with the whole tool's table analysis when the sample has it).
 fn detector_units(model: &Model, samples: &[&Prepared]) -> Vec<(bool, Context, Option<Severity>)> {
-    let mut units: BTreeMap<&str, (bool, Context, Vec<&str>)> = BTreeMap::new();
+    type Unit<'a> = (bool, Context, Vec<&'a str>, Option<&'a Analysis>);
+    let mut units: BTreeMap<&str, Unit> = BTreeMap::new();
     for p in samples {
         let s = &p.sample;
         let u = units
             .entry(s.unit.as_str())
-            .or_insert((false, s.context, Vec::new()));
+            .or_insert((false, s.context, Vec::new(), None));
         u.0 |= s.malicious;
         u.2.push(&s.text);
+        u.3 = u.3.or(s.table.as_ref());
     }
     units
         .into_values()
-        .map(|(malicious, c, texts)| {
+        .map(|(malicious, c, texts, table)| {
             let rated = match c {
                 Context::Result => texts.iter().map(|t| rate_text(model, t, c)).max().flatten(),
-                Context::Description => rate_definition(model, &texts),
+                Context::Description => rate_definition(model, &texts, table),
             };
             (malicious, c, rated)
         })

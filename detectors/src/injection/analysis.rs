@@ -313,32 +313,33 @@ fn scan(text: &str, context: Context, a: &mut Analysis) {
     }
 }
 
-/// Analyzes a tool definition: its name, title and description, and the descriptions
-/// in its input schema, read passage by passage (see [`analyze_passages`]); plus the
-/// schema's shape. Quoted names of its own parameters are not references to other
-/// tools.
+/// Analyzes a tool definition: its name and every text of it the model reads (title,
+/// description, and the schema's parameter names, descriptions, defaults, enums and
+/// examples, as [`super::definition_texts`] walks them for the classifier), read
+/// passage by passage (see [`analyze_passages`]); plus the schema's shape. Quoted
+/// names of its own parameters are not references to other tools.
 pub fn analyze_tool(
     name: &str,
     title: Option<&str>,
     description: Option<&str>,
     input_schema: Option<&Map<String, Value>>,
 ) -> Analysis {
-    let mut text = String::new();
-    for part in [Some(name), title, description].into_iter().flatten() {
-        text.push_str(part);
+    let mut text = format!("{name}\n");
+    for (_, t) in super::definition_texts(title, description, input_schema) {
+        text.push_str(&t);
         text.push('\n');
     }
     let mut own_names = vec![name.to_string()];
     if let Some(schema) = input_schema {
-        collect_schema_text(&Value::Object(schema.clone()), &mut text, &mut own_names, 0);
+        property_names(&Value::Object(schema.clone()), &mut own_names, 0);
     }
-    let mut a = analyze_passages(&text, Context::Description);
-    a.signals.retain(|s| {
-        s.id != "tool_reference"
-            || !own_names.iter().any(|n| {
+    let own = |s: &SignalHit| {
+        s.id == "tool_reference"
+            && own_names.iter().any(|n| {
                 s.fragment.contains(&format!("`{n}`")) || s.fragment.contains(&format!("'{n}'"))
             })
-    });
+    };
+    let mut a = best_passage(&text, Context::Description, &own);
     if let Some(schema) = input_schema
         && let Some(hit) = permissive_schema(schema)
     {
@@ -359,17 +360,36 @@ pub fn analyze_tool(
 }
 
 /// A passage of text read by [`analyze_passages`], in bytes; passages start every
-/// half of it. Poisoned MCP-SafetyBench descriptions run to 925 characters.
-pub const PASSAGE_BYTES: usize = 1_000;
+/// [`PASSAGE_STRIDE`] bytes, so any span of up to 900 bytes lies whole in one.
+/// Poisoned MCP-SafetyBench descriptions run to 925 characters, most of it the
+/// tool's own documentation.
+pub const PASSAGE_BYTES: usize = 1_200;
+
+/// See [`PASSAGE_BYTES`].
+pub const PASSAGE_STRIDE: usize = 300;
 
 /// The table's analysis of `text`'s densest passage. Long documentation collects
 /// signals pages apart ("you should" here, "use X instead" there, an example URL
 /// further on) that an injected instruction puts side by side; summed over the whole
-/// text they rated real tools' manuals like attacks. Invisible characters count
+/// text they rated real tools' manuals like attacks. The cost: signals an attacker
+/// spreads further apart than a passage count apart. Invisible characters count
 /// wherever they are.
 pub fn analyze_passages(text: &str, context: Context) -> Analysis {
+    best_passage(text, context, &|_| false)
+}
+
+/// [`analyze_passages`], with the hits `drop` names removed from each passage before
+/// passages are compared.
+fn best_passage(text: &str, context: Context, drop: &dyn Fn(&SignalHit) -> bool) -> Analysis {
+    let read = |t: &str| {
+        let mut a = Analysis::default();
+        scan(t, context, &mut a);
+        a.signals.retain(|s| !drop(s));
+        a.rescore();
+        a
+    };
     if text.len() <= PASSAGE_BYTES {
-        return analyze_text(text, context);
+        return read(text);
     }
     let mut best: Option<Analysis> = None;
     let mut start = 0;
@@ -378,26 +398,30 @@ pub fn analyze_passages(text: &str, context: Context) -> Analysis {
         while !text.is_char_boundary(end) {
             end += 1;
         }
-        let a = analyze_text(&text[start..end], context);
+        let a = read(&text[start..end]);
         if best.as_ref().is_none_or(|b| a.score > b.score) {
             best = Some(a);
         }
         if end >= text.len() {
             break;
         }
-        start += PASSAGE_BYTES / 2;
+        start += PASSAGE_STRIDE;
         while !text.is_char_boundary(start) {
             start += 1;
         }
     }
     let mut best = best.unwrap_or_default();
     if !best.signals.iter().any(|s| s.id == "hidden_unicode")
-        && let Some(hit) = analyze_text(text, context)
-            .signals
-            .into_iter()
-            .find(|s| s.id == "hidden_unicode")
+        && let Some(found) = hidden_unicode(text)
+        && let Some(spec) = SIGNALS.iter().find(|s| s.id == "hidden_unicode")
     {
-        best.add(hit);
+        best.add(SignalHit {
+            id: spec.id,
+            weight: spec.weight,
+            strong: spec.strong_in.holds(context),
+            explanation: spec.explanation,
+            fragment: found,
+        });
         best.rescore();
     }
     best
@@ -409,28 +433,23 @@ pub fn analyze_passages(text: &str, context: Context) -> Analysis {
 /// both and the signal only adds to strong ones.
 const OVERLONG_DESCRIPTION_CHARS: usize = 2_000;
 
-fn collect_schema_text(v: &Value, text: &mut String, names: &mut Vec<String>, depth: usize) {
+/// The parameter names anywhere in a schema (keys of every `properties`).
+fn property_names(v: &Value, names: &mut Vec<String>, depth: usize) {
     if depth > 16 {
         return;
     }
     match v {
         Value::Object(m) => {
-            for key in ["description", "title"] {
-                if let Some(Value::String(s)) = m.get(key) {
-                    text.push_str(s);
-                    text.push('\n');
-                }
-            }
             if let Some(Value::Object(props)) = m.get("properties") {
                 names.extend(props.keys().cloned());
             }
             for child in m.values() {
-                collect_schema_text(child, text, names, depth + 1);
+                property_names(child, names, depth + 1);
             }
         }
         Value::Array(items) => {
             for child in items {
-                collect_schema_text(child, text, names, depth + 1);
+                property_names(child, names, depth + 1);
             }
         }
         _ => {}

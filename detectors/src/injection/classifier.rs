@@ -183,19 +183,31 @@ pub struct Thresholds {
     /// The signal table's own `medium` band starts here: its historical 45, raised
     /// where more than 1% of benign texts of the context reach that (real tools'
     /// documentation says "you must" and "use X instead").
+    #[serde(default = "table_medium")]
     pub table_medium: u32,
     /// The table's `high` band: 70, raised where more than 0.1% of benign texts reach it
     /// (read only from 1,000 benign texts or more), never below `table_medium`.
+    /// `critical` starts at 90 or here, whichever is higher.
+    #[serde(default = "table_high")]
     pub table_high: u32,
     /// Benign texts the thresholds were read from.
     pub benign_texts: u64,
 }
 
 impl Thresholds {
-    /// The table's bands before any calibration.
+    /// Where the table's `medium` band starts before any calibration (and in model
+    /// files written before the bands were calibrated).
     pub const TABLE_MEDIUM: u32 = 45;
-    /// See [`Thresholds::TABLE_MEDIUM`].
+    /// Where the table's `high` band starts before any calibration.
     pub const TABLE_HIGH: u32 = 70;
+}
+
+fn table_medium() -> u32 {
+    Thresholds::TABLE_MEDIUM
+}
+
+fn table_high() -> u32 {
+    Thresholds::TABLE_HIGH
 }
 
 /// Thresholds per context.

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::hash::fnv1a;
 
-use super::analysis::{Context, analyze_passages, analyze_text};
+use super::analysis::{Analysis, Context, analyze_passages, analyze_text};
 use super::classifier::{
     BUCKETS_LOG2, Calibration, Model, Thresholds, Token, WINDOW, tokens, window_features,
 };
@@ -48,6 +48,10 @@ pub struct Sample {
     /// What a finding is about: texts with the same unit (the texts of one tool
     /// definition) are judged together, by their highest score.
     pub unit: String,
+    /// The table's analysis of the whole unit, when the caller can read it as the
+    /// detector does (a definition with its schema, by `analyze_tool`); without it the
+    /// unit's texts are read together by passages.
+    pub table: Option<Analysis>,
 }
 
 /// How to learn.
@@ -384,14 +388,17 @@ pub fn recall(malicious: &[f32], threshold: f32) -> f64 {
     malicious.iter().filter(|&&s| s >= threshold).count() as f64 / malicious.len() as f64
 }
 
-/// Thresholds from benign scores.
+/// Thresholds from benign units' scores: the classifier's from `benign`, the table's
+/// bands from `table` (the same units' table scores).
 pub fn thresholds(benign: &[f32], table: &[f32]) -> Thresholds {
     // The table's bands only ever rise: where benign text of the context reaches them
     // more often than the budget allows.
+    // Scores stop at 100: a band past it would switch the table off, so a table
+    // that benign text saturates still rates its perfect scores.
     let band = |fpr: f64, floor: u32| -> u32 {
         let t = threshold_at(table, fpr).ceil();
         if t.is_finite() && t > floor as f32 {
-            t as u32
+            (t as u32).min(100)
         } else {
             floor
         }
@@ -441,34 +448,37 @@ pub fn out_of_fold(samples: &[&Prepared], settings: &LearnSettings) -> Vec<UnitS
 }
 
 /// The signal table's score per unit, in unit order: a result's highest text; a
-/// definition's texts read together passage by passage, as the detector reads a tool.
+/// definition's [`Sample::table`], or its texts read together by passages.
 pub fn table_unit_scores(samples: &[&Prepared]) -> Vec<UnitScore> {
-    let mut units: BTreeMap<&str, (UnitScore, String)> = BTreeMap::new();
+    let mut units: BTreeMap<&str, (UnitScore, Vec<&str>, Option<u32>)> = BTreeMap::new();
     for p in samples {
         let s = &p.sample;
-        let (u, joined) = units.entry(s.unit.as_str()).or_insert_with(|| {
+        let (u, texts, whole) = units.entry(s.unit.as_str()).or_insert_with(|| {
             let u = UnitScore {
                 unit: s.unit.clone(),
                 malicious: false,
                 context: s.context,
                 score: f32::MIN,
             };
-            (u, String::new())
+            (u, Vec::new(), None)
         });
         u.malicious |= s.malicious;
         match s.context {
             Context::Result => u.score = u.score.max(analyze_text(&s.text, s.context).score as f32),
             Context::Description => {
-                joined.push_str(&s.text);
-                joined.push('\n');
+                texts.push(&s.text);
+                *whole = whole.or(s.table.as_ref().map(|a| a.score));
             }
         }
     }
     units
         .into_values()
-        .map(|(mut u, joined)| {
+        .map(|(mut u, texts, whole)| {
             if u.context == Context::Description {
-                u.score = analyze_passages(&joined, Context::Description).score as f32;
+                let score = whole.unwrap_or_else(|| {
+                    analyze_passages(&texts.join("\n"), Context::Description).score
+                });
+                u.score = score as f32;
             }
             u
         })

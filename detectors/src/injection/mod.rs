@@ -191,17 +191,29 @@ pub fn rate_text(model: &Model, text: &str, context: Context) -> Option<Severity
     severity(score, t, &whole)
 }
 
-/// How the detector rates a definition from its texts alone (for measurement, where
-/// corpora give texts, not schemas): the classifier's best text against the table
-/// over the texts read together, passage by passage, as [`analyze_tool`] reads them.
-pub fn rate_definition(model: &Model, texts: &[&str]) -> Option<Severity> {
-    let whole = analysis::analyze_passages(&texts.join("\n"), Context::Description);
+/// How the detector rates a definition from its texts (for measurement, where corpora
+/// give texts): the classifier's best text against the table's `whole` analysis of
+/// the tool ([`analyze_tool`]) when the caller has the tool, else of its texts read
+/// together by passages.
+pub fn rate_definition(
+    model: &Model,
+    texts: &[&str],
+    whole: Option<&Analysis>,
+) -> Option<Severity> {
+    let read;
+    let whole = match whole {
+        Some(w) => w,
+        None => {
+            read = analysis::analyze_passages(&texts.join("\n"), Context::Description);
+            &read
+        }
+    };
     let score = texts
         .iter()
         .filter_map(|t| judge(model, t, Context::Description, !whole.signals.is_empty()))
         .map(|v| v.score)
         .fold(f32::MIN, f32::max);
-    severity(score, &model.calibration.descriptions, &whole)
+    severity(score, &model.calibration.descriptions, whole)
 }
 
 /// 0 to 100: 50 at the `medium` threshold, rising with the score.
@@ -312,6 +324,23 @@ fn round2(x: f32) -> f64 {
     (f64::from(x) * 100.0).round() / 100.0
 }
 
+/// The text of a definition the table's strongest signal fired in (strong before
+/// weak, heavier first), found by its fragment.
+fn table_field<'a>(
+    texts: &'a [(String, String)],
+    whole: &Analysis,
+) -> Option<(&'a String, &'a String)> {
+    let mut signals: Vec<_> = whole.signals.iter().collect();
+    signals.sort_by_key(|s| (std::cmp::Reverse(s.strong), std::cmp::Reverse(s.weight)));
+    signals.iter().find_map(|s| {
+        let fragment = s.fragment.trim_end_matches('…');
+        texts
+            .iter()
+            .find(|(_, text)| !fragment.is_empty() && text.contains(fragment))
+            .map(|(path, text)| (path, text))
+    })
+}
+
 fn phrases_json(p: &[(String, f32)]) -> Value {
     Value::Array(
         p.iter()
@@ -407,6 +436,19 @@ impl Detector for InjectionDetector {
                     if severity < self.settings.min_severity {
                         continue;
                     }
+                    // When the table, not the classifier, sets the severity, quote the
+                    // field the table's strongest signal fired in.
+                    let best =
+                        if score < t.medium || (score < t.high && severity > Severity::Medium) {
+                            table_field(&texts, &whole)
+                                .and_then(|(path, text)| {
+                                    judge(model, text, Context::Description, true)
+                                        .map(|v| (path, text, v))
+                                })
+                                .or(best)
+                        } else {
+                            best
+                        };
                     let fingerprint = tool.fingerprint();
                     let (field, fragment, phrases, window) = match &best {
                         Some((path, text, v)) => (
@@ -421,7 +463,7 @@ impl Detector for InjectionDetector {
                         .describe(
                             format!("Tool {:?} on server {server:?} carries instructions aimed at the model", tool.name),
                             format!(
-                                "The definition of {:?} scores {score:.2} for text aimed at the model in `{field}` (medium from {:.2}, high from {:.2}; {}). The model reads this text every time the tool is listed.",
+                                "The definition of {:?} scores {score:.2} for text aimed at the model (medium from {:.2}, high from {:.2}; {}), quoted from `{field}`. The model reads this text every time the tool is listed.",
                                 tool.name,
                                 t.medium,
                                 t.high,

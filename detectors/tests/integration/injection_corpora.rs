@@ -160,6 +160,7 @@ fn tiny_corpus() -> Vec<toolgate_detectors::injection::learn::Sample> {
             corpus: "tiny".into(),
             group: format!("b{i}"),
             unit: format!("b{i}"),
+            table: None,
         });
     }
     for (i, t) in malicious.iter().enumerate() {
@@ -173,6 +174,7 @@ fn tiny_corpus() -> Vec<toolgate_detectors::injection::learn::Sample> {
             corpus: "tiny".into(),
             group: format!("m{i}"),
             unit: format!("m{i}"),
+            table: None,
         });
     }
     v
@@ -318,13 +320,18 @@ fn issue_21_the_tables_bands_rise_only_where_benign_text_reaches_them() {
         (Thresholds::TABLE_MEDIUM, Thresholds::TABLE_HIGH)
     );
     // 5 of 100 benign units at 60: `medium` starts above them; 100 units are too few
-    // to read 0.1%, so `high` takes `medium`'s start rather than staying below it.
+    // to read 0.1%, so `high` keeps its floor.
     let mut loud = vec![10.0f32; 95];
     loud.extend([60.0f32; 5]);
     let t = thresholds(&classifier, &loud);
     assert_eq!((t.table_medium, t.table_high), (61, 70));
+    // 10 of 100 at 80: `medium` starts above 70, and `high` never starts below it.
     let mut louder = vec![10.0f32; 90];
     louder.extend([80.0f32; 10]);
     let t = thresholds(&classifier, &louder);
     assert_eq!((t.table_medium, t.table_high), (81, 81));
+    // Benign text that saturates the table: the bands stop at 100, where the table
+    // still rates a perfect score.
+    let t = thresholds(&classifier, &[100.0f32; 100]);
+    assert_eq!((t.table_medium, t.table_high), (100, 100));
 }
