@@ -8,12 +8,12 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
-use toolgate_detectors::injection::analysis::{Analysis, Context, analyze_tool};
+use toolgate_detectors::injection::analysis::{Analysis, Context};
 use toolgate_detectors::injection::classifier::{Model, Thresholds};
 use toolgate_detectors::injection::learn::{
     self, LearnSettings, Prepared, Sample, UnitScore, fold_of, recall, threshold_at,
 };
-use toolgate_detectors::injection::{definition_texts, rate_definition, rate_text};
+use toolgate_detectors::injection::{rate_definition, rate_text, read_tool};
 use toolgate_ingest::texts::{CORPORA, LabelledText, TextContext, load_all};
 use toolgate_protocol::Severity;
 use toolgate_protocol::event::{Event, EventBody};
@@ -61,17 +61,7 @@ fn server_definitions(path: &std::path::Path) -> Result<Vec<Sample>> {
             anyhow::bail!("{}:{}: not a tool_list event", path.display(), n + 1);
         };
         for tool in tools {
-            let table = analyze_tool(
-                &tool.name,
-                tool.title.as_deref(),
-                tool.description.as_deref(),
-                tool.input_schema.as_ref(),
-            );
-            let texts = definition_texts(
-                tool.title.as_deref(),
-                tool.description.as_deref(),
-                tool.input_schema.as_ref(),
-            );
+            let (table, texts) = read_tool(&tool);
             for (_, text) in texts.into_iter().filter(|(_, t)| !t.trim().is_empty()) {
                 out.push(Sample {
                     text,

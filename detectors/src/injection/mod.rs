@@ -349,10 +349,27 @@ fn phrases_json(p: &[(String, f32)]) -> Value {
     )
 }
 
+/// A tool definition as the detector reads it: the table's analysis of the whole tool
+/// and every text the classifier scores, with where it is. Training reads real
+/// definitions through this too.
+pub fn read_tool(tool: &toolgate_protocol::ToolDefinition) -> (Analysis, Vec<(String, String)>) {
+    let whole = analyze_tool(
+        &tool.name,
+        tool.title.as_deref(),
+        tool.description.as_deref(),
+        tool.input_schema.as_ref(),
+    );
+    let texts = definition_texts(
+        tool.title.as_deref(),
+        tool.description.as_deref(),
+        tool.input_schema.as_ref(),
+    );
+    (whole, texts)
+}
+
 /// Every text of a tool definition the model reads, with where it is (the field path
-/// a finding names). Training reads definitions through this too, so it learns from
-/// exactly the texts the detector scores.
-pub fn definition_texts(
+/// a finding names).
+fn definition_texts(
     title: Option<&str>,
     description: Option<&str>,
     schema: Option<&serde_json::Map<String, Value>>,
@@ -411,17 +428,7 @@ impl Detector for InjectionDetector {
             EventBody::ToolList { server, tools } if self.settings.descriptions => {
                 let t = &model.calibration.descriptions;
                 for tool in tools {
-                    let whole = analyze_tool(
-                        &tool.name,
-                        tool.title.as_deref(),
-                        tool.description.as_deref(),
-                        tool.input_schema.as_ref(),
-                    );
-                    let texts = definition_texts(
-                        tool.title.as_deref(),
-                        tool.description.as_deref(),
-                        tool.input_schema.as_ref(),
-                    );
+                    let (whole, texts) = read_tool(tool);
                     let best = texts
                         .iter()
                         .filter_map(|(path, text)| {
