@@ -287,7 +287,7 @@ def list_tools(name, argv, env, work, timeout=45):
 
 
 def collect(work, out):
-    with open(out, "w") as f:
+    with open(out, "w", encoding="utf-8") as f:
         for i, (name, argv, env) in enumerate(servers(work)):
             if not os.path.exists(argv[0]):
                 print(f"{name}: {argv[0]} is not installed", file=sys.stderr)
@@ -320,13 +320,13 @@ def main():
     subprocess.run([a.bin, "analyze", "--input", events, "--output", findings,
                     "--dead-letter", os.path.join(a.work, "dead-letter.jsonl")], check=True)
     tools = {}
-    with open(events) as f:
+    with open(events, encoding="utf-8") as f:
         for line in f:
             e = json.loads(line)
             for t in e["tools"]:
                 tools[(e["server"], t["name"])] = None
     flagged = {}
-    with open(findings) as f:
+    with open(findings, encoding="utf-8") as f:
         for line in f:
             x = json.loads(line)
             if x["rule_id"] != "poisoned_description":

@@ -313,30 +313,33 @@ fn scan(text: &str, context: Context, a: &mut Analysis) {
     }
 }
 
-/// Analyzes a tool definition: its name and every text of it the model reads (title,
-/// description, and the schema's parameter names, descriptions, defaults, enums and
-/// examples, as [`super::definition_texts`] walks them for the classifier), read
-/// passage by passage (see [`analyze_passages`]); plus the schema's shape. Quoted
-/// names of its own parameters are not references to other tools.
+/// Analyzes a tool definition: its name, title and description, and the descriptions
+/// and titles in its input schema, read passage by passage (see [`analyze_passages`]);
+/// plus the schema's shape. Enum values, defaults and parameter names are left to the
+/// classifier: on lines of their own they are not prose, and patterns such as
+/// `curl\s` would read a value `curl` and the next line as a command. Quoted names of
+/// its own parameters are not references to other tools.
 pub fn analyze_tool(
     name: &str,
     title: Option<&str>,
     description: Option<&str>,
     input_schema: Option<&Map<String, Value>>,
 ) -> Analysis {
-    let mut text = format!("{name}\n");
-    for (_, t) in super::definition_texts(title, description, input_schema) {
-        text.push_str(&t);
+    let mut text = String::new();
+    for part in [Some(name), title, description].into_iter().flatten() {
+        text.push_str(part);
         text.push('\n');
     }
     let mut own_names = vec![name.to_string()];
     if let Some(schema) = input_schema {
-        property_names(&Value::Object(schema.clone()), &mut own_names, 0);
+        collect_schema_text(&Value::Object(schema.clone()), &mut text, &mut own_names, 0);
     }
     let own = |s: &SignalHit| {
         s.id == "tool_reference"
             && own_names.iter().any(|n| {
-                s.fragment.contains(&format!("`{n}`")) || s.fragment.contains(&format!("'{n}'"))
+                ["`", "'", "\""]
+                    .iter()
+                    .any(|q| s.fragment.contains(&format!("{q}{n}{q}")))
             })
     };
     let mut a = best_passage(&text, Context::Description, &own);
@@ -433,27 +436,37 @@ fn best_passage(text: &str, context: Context, drop: &dyn Fn(&SignalHit) -> bool)
 /// both and the signal only adds to strong ones.
 const OVERLONG_DESCRIPTION_CHARS: usize = 2_000;
 
-/// The parameter names anywhere in a schema (keys of every `properties`).
-fn property_names(v: &Value, names: &mut Vec<String>, depth: usize) {
+fn collect_schema_text(v: &Value, text: &mut String, names: &mut Vec<String>, depth: usize) {
     if depth > 16 {
         return;
     }
     match v {
         Value::Object(m) => {
+            for key in ["description", "title"] {
+                if let Some(Value::String(s)) = m.get(key) {
+                    text.push_str(s);
+                    text.push('\n');
+                }
+            }
             if let Some(Value::Object(props)) = m.get("properties") {
                 names.extend(props.keys().cloned());
             }
             for child in m.values() {
-                property_names(child, names, depth + 1);
+                collect_schema_text(child, text, names, depth + 1);
             }
         }
         Value::Array(items) => {
             for child in items {
-                property_names(child, names, depth + 1);
+                collect_schema_text(child, text, names, depth + 1);
             }
         }
         _ => {}
     }
+}
+
+/// Whether `text` holds invisible characters (what `hidden_unicode` looks for).
+pub fn has_hidden_unicode(text: &str) -> bool {
+    hidden_unicode(text).is_some()
 }
 
 /// Free-form string parameters with names that invite the model to put anything in

@@ -157,13 +157,7 @@ fn judge(model: &Model, text: &str, context: Context, table_fired: bool) -> Opti
 /// those too often, 90 critical unless `high` starts above), so the table's evidence still counts where the
 /// classifier has not learned it. Invisible characters are `high` at least.
 fn severity(score: f32, t: &Thresholds, whole: &Analysis) -> Option<Severity> {
-    let learned = if score >= t.high {
-        Some(Severity::High)
-    } else if score >= t.medium {
-        Some(Severity::Medium)
-    } else {
-        None
-    };
+    let learned = learned_severity(score, t);
     let table = match whole.score {
         s if s >= 90 && s >= t.table_high => Some(Severity::Critical),
         s if s >= t.table_high => Some(Severity::High),
@@ -176,6 +170,18 @@ fn severity(score: f32, t: &Thresholds, whole: &Analysis) -> Option<Severity> {
         s = s.max(Some(Severity::High));
     }
     s
+}
+
+/// The classifier's half of [`severity`]: `medium` and `high` from its calibrated
+/// thresholds, nothing below.
+fn learned_severity(score: f32, t: &Thresholds) -> Option<Severity> {
+    if score >= t.high {
+        Some(Severity::High)
+    } else if score >= t.medium {
+        Some(Severity::Medium)
+    } else {
+        None
+    }
 }
 
 /// How the detector rates one text of `context` on its own (for measurement: a
@@ -333,10 +339,18 @@ fn table_field<'a>(
     let mut signals: Vec<_> = whole.signals.iter().collect();
     signals.sort_by_key(|s| (std::cmp::Reverse(s.strong), std::cmp::Reverse(s.weight)));
     signals.iter().find_map(|s| {
+        // Invisible characters' fragment names them; look for the characters.
+        let hidden = s.id == "hidden_unicode";
         let fragment = s.fragment.trim_end_matches('…');
         texts
             .iter()
-            .find(|(_, text)| !fragment.is_empty() && text.contains(fragment))
+            .find(|(_, text)| {
+                if hidden {
+                    analysis::has_hidden_unicode(text)
+                } else {
+                    !fragment.is_empty() && text.contains(fragment)
+                }
+            })
             .map(|(path, text)| (path, text))
     })
 }
@@ -445,17 +459,16 @@ impl Detector for InjectionDetector {
                     }
                     // When the table, not the classifier, sets the severity, quote the
                     // field the table's strongest signal fired in.
-                    let best =
-                        if score < t.medium || (score < t.high && severity > Severity::Medium) {
-                            table_field(&texts, &whole)
-                                .and_then(|(path, text)| {
-                                    judge(model, text, Context::Description, true)
-                                        .map(|v| (path, text, v))
-                                })
-                                .or(best)
-                        } else {
-                            best
-                        };
+                    let best = if learned_severity(score, t) < Some(severity) {
+                        table_field(&texts, &whole)
+                            .and_then(|(path, text)| {
+                                judge(model, text, Context::Description, true)
+                                    .map(|v| (path, text, v))
+                            })
+                            .or(best)
+                    } else {
+                        best
+                    };
                     let fingerprint = tool.fingerprint();
                     let (field, fragment, phrases, window) = match &best {
                         Some((path, text, v)) => (
