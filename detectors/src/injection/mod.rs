@@ -330,28 +330,41 @@ fn round2(x: f32) -> f64 {
     (f64::from(x) * 100.0).round() / 100.0
 }
 
+/// `span` widened on both sides to about `len` bytes in all, on character boundaries.
+fn around_span(text: &str, span: Range<usize>, len: usize) -> Range<usize> {
+    let pad = len.saturating_sub(span.len()) / 2;
+    let mut start = span.start.saturating_sub(pad);
+    let mut end = (span.end + pad).min(text.len());
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    start..end
+}
+
 /// The text of a definition the table's strongest signal fired in (strong before
-/// weak, heavier first), found by its fragment.
+/// weak, heavier first), found by its fragment, with where the fragment is; invisible
+/// characters are found by the characters.
 fn table_field<'a>(
     texts: &'a [(String, String)],
     whole: &Analysis,
-) -> Option<(&'a String, &'a String)> {
+) -> Option<(&'a String, &'a String, Option<Range<usize>>)> {
     let mut signals: Vec<_> = whole.signals.iter().collect();
     signals.sort_by_key(|s| (std::cmp::Reverse(s.strong), std::cmp::Reverse(s.weight)));
     signals.iter().find_map(|s| {
-        // Invisible characters' fragment names them; look for the characters.
-        let hidden = s.id == "hidden_unicode";
         let fragment = s.fragment.trim_end_matches('…');
-        texts
-            .iter()
-            .find(|(_, text)| {
-                if hidden {
-                    analysis::has_hidden_unicode(text)
-                } else {
-                    !fragment.is_empty() && text.contains(fragment)
-                }
-            })
-            .map(|(path, text)| (path, text))
+        texts.iter().find_map(|(path, text)| {
+            if s.id == "hidden_unicode" {
+                analysis::has_hidden_unicode(text).then_some((path, text, None))
+            } else if fragment.is_empty() {
+                None
+            } else {
+                text.find(fragment)
+                    .map(|at| (path, text, Some(at..at + fragment.len())))
+            }
+        })
     })
 }
 
@@ -458,10 +471,12 @@ impl Detector for InjectionDetector {
                         continue;
                     }
                     // When the table, not the classifier, sets the severity, quote the
-                    // field the table's strongest signal fired in.
+                    // field the table's strongest signal fired in, around the signal.
+                    let mut at = None;
                     let best = if learned_severity(score, t) < Some(severity) {
                         table_field(&texts, &whole)
-                            .and_then(|(path, text)| {
+                            .and_then(|(path, text, signal)| {
+                                at = signal;
                                 judge(model, text, Context::Description, true)
                                     .map(|v| (path, text, v))
                             })
@@ -471,12 +486,22 @@ impl Detector for InjectionDetector {
                     };
                     let fingerprint = tool.fingerprint();
                     let (field, fragment, phrases, window) = match &best {
-                        Some((path, text, v)) => (
-                            path.as_str(),
-                            quote(text, &v.window),
-                            phrases(model, text, &v.window),
-                            v.window_json(),
-                        ),
+                        Some((path, text, v)) => {
+                            // The classifier's window when it holds the signal, else as
+                            // much text around the signal.
+                            let span = match at.clone() {
+                                Some(a) if a.start < v.window.start || a.end > v.window.end => {
+                                    around_span(text, a, v.window.len())
+                                }
+                                _ => v.window.clone(),
+                            };
+                            (
+                                path.as_str(),
+                                quote(text, &span),
+                                phrases(model, text, &span),
+                                v.window_json(),
+                            )
+                        }
                         None => ("", String::new(), Vec::new(), Value::Null),
                     };
                     let mut draft = FindingDraft::about(DetectorKind::Definition, "poisoned_description", event)
