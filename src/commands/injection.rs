@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 use toolgate_detectors::injection::analysis::{Analysis, Context};
-use toolgate_detectors::injection::classifier::{Model, Thresholds};
+use toolgate_detectors::injection::classifier::Model;
 use toolgate_detectors::injection::learn::{
     self, LearnSettings, Prepared, Sample, UnitScore, fold_of, recall, threshold_at,
 };
@@ -239,10 +239,7 @@ fn rows(
         if b.is_empty() {
             continue;
         }
-        let t: &Thresholds = match c {
-            Context::Result => &model.calibration.results,
-            Context::Description => &model.calibration.descriptions,
-        };
+        let t = model.calibration.of(c);
         out.push(Row {
             setting: setting.to_string(),
             context: c,
@@ -281,10 +278,7 @@ fn benign_row(
     tb: &[f32],
     rated: &[(bool, Context, Option<Severity>)],
 ) -> Row {
-    let t = match c {
-        Context::Result => &model.calibration.results,
-        Context::Description => &model.calibration.descriptions,
-    };
+    let t = model.calibration.of(c);
     Row {
         setting: setting.to_string(),
         context: c,

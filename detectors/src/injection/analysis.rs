@@ -67,6 +67,19 @@ struct SignalSpec {
     matcher: Matcher,
 }
 
+impl SignalSpec {
+    /// This signal fired in text of `context`, on `fragment`.
+    fn hit(&self, context: Context, fragment: String) -> SignalHit {
+        SignalHit {
+            id: self.id,
+            weight: self.weight,
+            strong: self.strong_in.holds(context),
+            explanation: self.explanation,
+            fragment,
+        }
+    }
+}
+
 const SIGNALS: &[SignalSpec] = &[
     SignalSpec {
         id: "hidden_unicode",
@@ -302,13 +315,7 @@ fn scan(text: &str, context: Context, a: &mut Analysis) {
             (Matcher::Pattern(_), None) => None,
         };
         if let Some(fragment) = fragment {
-            a.add(SignalHit {
-                id: spec.id,
-                weight: spec.weight,
-                strong: spec.strong_in.holds(context),
-                explanation: spec.explanation,
-                fragment,
-            });
+            a.add(spec.hit(context, fragment));
         }
     }
 }
@@ -418,13 +425,7 @@ fn best_passage(text: &str, context: Context, drop: &dyn Fn(&SignalHit) -> bool)
         && let Some(found) = hidden_unicode(text)
         && let Some(spec) = SIGNALS.iter().find(|s| s.id == "hidden_unicode")
     {
-        best.add(SignalHit {
-            id: spec.id,
-            weight: spec.weight,
-            strong: spec.strong_in.holds(context),
-            explanation: spec.explanation,
-            fragment: found,
-        });
+        best.add(spec.hit(context, found));
         best.rescore();
     }
     best

@@ -220,6 +220,16 @@ pub struct Calibration {
     pub descriptions: Thresholds,
 }
 
+impl Calibration {
+    /// The thresholds of `context`.
+    pub fn of(&self, context: super::analysis::Context) -> &Thresholds {
+        match context {
+            super::analysis::Context::Result => &self.results,
+            super::analysis::Context::Description => &self.descriptions,
+        }
+    }
+}
+
 /// A model file as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

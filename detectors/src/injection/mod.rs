@@ -187,10 +187,7 @@ fn learned_severity(score: f32, t: &Thresholds) -> Option<Severity> {
 /// How the detector rates one text of `context` on its own (for measurement: a
 /// definition's table analysis also weighs the whole tool, see [`analyze_tool`]).
 pub fn rate_text(model: &Model, text: &str, context: Context) -> Option<Severity> {
-    let t = match context {
-        Context::Result => &model.calibration.results,
-        Context::Description => &model.calibration.descriptions,
-    };
+    let t = model.calibration.of(context);
     let whole = analyze_text(text, context);
     let score =
         judge(model, text, context, !whole.signals.is_empty()).map_or(f32::MIN, |v| v.score);
