@@ -141,20 +141,32 @@ pub fn bigram(a: &Token, b: &Token) -> usize {
     (mix(a.hash.rotate_left(17) ^ b.hash ^ 0x9e37_79b9_7f4a_7c15) >> (64 - BUCKETS_LOG2)) as usize
 }
 
+/// The features of token `i`: its word (and the word as an opener), then the pair it
+/// ends, if any.
+fn token_features(toks: &[Token], i: usize) -> ([usize; 2], usize, Option<usize>) {
+    let t = &toks[i];
+    let own = [unigram(t), opener(t)];
+    let pair = (i > 0).then(|| bigram(&toks[i - 1], t));
+    (own, if t.opens { 2 } else { 1 }, pair)
+}
+
 /// The features of a window of tokens: each unigram, and each pair inside the window,
-/// with the value every one of them gets (1/√count, so long and short windows weigh
-/// alike).
+/// each once however often it occurs, with the value every one of them gets
+/// (1/√count, so long and short windows weigh alike).
+///
+/// Once, because repeating a word says nothing more: counted, a table of numbers
+/// (every cell `0000` once digits are folded) outranked every attack planted in
+/// BIPIA's contexts, and an attacker could pad an instruction's window with a word of
+/// negative weight to pull its score down.
 pub fn window_features(tokens: &[Token]) -> (Vec<usize>, f32) {
-    let mut f = Vec::with_capacity(tokens.len() * 2);
-    for (i, t) in tokens.iter().enumerate() {
-        f.push(unigram(t));
-        if t.opens {
-            f.push(opener(t));
-        }
-        if i > 0 {
-            f.push(bigram(&tokens[i - 1], t));
-        }
+    let mut f = Vec::with_capacity(tokens.len() * 3);
+    for i in 0..tokens.len() {
+        let (own, n, pair) = token_features(tokens, i);
+        f.extend_from_slice(&own[..n]);
+        f.extend(pair);
     }
+    f.sort_unstable();
+    f.dedup();
     let value = if f.is_empty() {
         0.0
     } else {
@@ -285,6 +297,30 @@ pub struct Model {
     pub calibration: Calibration,
     /// What it was trained on.
     pub trained_on: serde_json::Value,
+}
+
+/// Which buckets the window being scored has counted: a bucket is counted when its
+/// mark is the window's stamp, so starting a window costs nothing.
+struct Stamps {
+    marks: Vec<u32>,
+    stamp: u32,
+}
+
+impl Stamps {
+    /// A stamp no mark holds yet.
+    fn next(&mut self) -> u32 {
+        if self.marks.is_empty() || self.stamp == u32::MAX {
+            self.marks = vec![0; 1 << BUCKETS_LOG2];
+            self.stamp = 0;
+        }
+        self.stamp += 1;
+        self.stamp
+    }
+}
+
+thread_local! {
+    static STAMPS: std::cell::RefCell<Stamps> =
+        const { std::cell::RefCell::new(Stamps { marks: Vec::new(), stamp: 0 }) };
 }
 
 /// The best window of a text.
@@ -466,46 +502,41 @@ impl Model {
         if toks.is_empty() {
             return None;
         }
-        // Prefix sums of each token's unigram and of the pair it ends, so every
-        // window's sum is two subtractions.
-        let mut uni = Vec::with_capacity(toks.len() + 1);
-        let mut pair = Vec::with_capacity(toks.len() + 1);
-        let mut opened = Vec::with_capacity(toks.len() + 1);
-        uni.push(0.0f32);
-        pair.push(0.0f32);
-        opened.push(0u32);
-        for (i, t) in toks.iter().enumerate() {
-            let mut w = self.weights[unigram(t)];
-            if t.opens {
-                w += self.weights[opener(t)];
-            }
-            uni.push(uni[i] + w);
-            opened.push(opened[i] + u32::from(t.opens));
-            let p = if i > 0 {
-                self.weights[bigram(&toks[i - 1], t)]
-            } else {
-                0.0
-            };
-            pair.push(pair[i] + p);
-        }
+        // Each token's features, hashed once; a window sums its distinct features
+        // (see [`window_features`]), marked with the window's stamp.
+        let cut: Vec<_> = (0..toks.len()).map(|i| token_features(toks, i)).collect();
         let mut best: Option<Scored> = None;
         let mut count = 0;
-        for (index, w) in windows(toks.len()).enumerate() {
-            count += 1;
-            let n = w.end - w.start;
-            // Pairs inside the window: those ending at start+1 .. end-1.
-            let sum = (uni[w.end] - uni[w.start]) + (pair[w.end] - pair[w.start + 1]);
-            let features = (2 * n - 1) as f32 + (opened[w.end] - opened[w.start]) as f32;
-            let score = self.bias + sum / features.sqrt();
-            if best.as_ref().is_none_or(|b| score > b.score) {
-                best = Some(Scored {
-                    score,
-                    window: toks[w.start].start..toks[w.end - 1].end,
-                    window_index: index,
-                    windows: 0,
-                });
+        STAMPS.with_borrow_mut(|stamps| {
+            for (index, w) in windows(toks.len()).enumerate() {
+                count += 1;
+                let stamp = stamps.next();
+                let (mut sum, mut features) = (0.0f32, 0u32);
+                let mut add = |f: usize| {
+                    if stamps.marks[f] != stamp {
+                        stamps.marks[f] = stamp;
+                        sum += self.weights[f];
+                        features += 1;
+                    }
+                };
+                for (i, (own, n, pair)) in cut[w.clone()].iter().enumerate() {
+                    own[..*n].iter().for_each(|&f| add(f));
+                    // Pairs inside the window: not the one its first token ends.
+                    if let (true, Some(p)) = (i > 0, pair) {
+                        add(*p);
+                    }
+                }
+                let score = self.bias + sum / (features.max(1) as f32).sqrt();
+                if best.as_ref().is_none_or(|b| score > b.score) {
+                    best = Some(Scored {
+                        score,
+                        window: toks[w.start].start..toks[w.end - 1].end,
+                        window_index: index,
+                        windows: 0,
+                    });
+                }
             }
-        }
+        });
         best.map(|mut b| {
             b.windows = count;
             b
@@ -592,7 +623,20 @@ mod tests {
         for (i, w) in m.weights.iter_mut().enumerate() {
             *w = ((i % 13) as f32 - 6.0) / 10.0;
         }
-        let text = (0..100).map(|i| format!("w{i} ")).collect::<String>();
+        // Words that repeat inside a window, sentences that open with one.
+        let words = [
+            "send",
+            "the",
+            "keys. Then",
+            "send",
+            "them",
+            "quietly",
+            "the",
+            "end.",
+        ];
+        let text = (0..100)
+            .map(|i| format!("{} ", words[(i * 3 + i / 7) % words.len()]))
+            .collect::<String>();
         let toks = tokens(&text);
         let best = m.score_tokens(&toks).unwrap();
         let mut top = f32::MIN;
