@@ -321,6 +321,8 @@ pub fn fit(samples: &[&Prepared], settings: &LearnSettings) -> Model {
 pub struct UnitScore {
     /// The unit.
     pub unit: String,
+    /// The corpus it comes from.
+    pub corpus: String,
     /// Any of its texts malicious.
     pub malicious: bool,
     /// Its context.
@@ -331,21 +333,25 @@ pub struct UnitScore {
 
 /// Scores per unit (the highest of its texts), in unit order.
 pub fn unit_scores(model: &Model, samples: &[&Prepared]) -> Vec<UnitScore> {
-    let mut units: BTreeMap<&str, (bool, Context, f32)> = BTreeMap::new();
+    let mut units: BTreeMap<&str, (bool, Context, f32, &str)> = BTreeMap::new();
     for p in samples {
         let s = &p.sample;
         // The detector's own score (the table always scanned: what training saw).
         let score = super::judge(model, &s.text, s.context, true).map_or(f32::MIN, |v| v.score);
-        let u = units
-            .entry(s.unit.as_str())
-            .or_insert((s.malicious, s.context, f32::MIN));
+        let u = units.entry(s.unit.as_str()).or_insert((
+            s.malicious,
+            s.context,
+            f32::MIN,
+            s.corpus.as_str(),
+        ));
         u.0 |= s.malicious;
         u.2 = u.2.max(score);
     }
     units
         .into_iter()
-        .map(|(u, (malicious, context, score))| UnitScore {
+        .map(|(u, (malicious, context, score, corpus))| UnitScore {
             unit: u.to_string(),
+            corpus: corpus.to_string(),
             malicious,
             context,
             score,
@@ -388,9 +394,32 @@ pub fn recall(malicious: &[f32], threshold: f32) -> f64 {
     malicious.iter().filter(|&&s| s >= threshold).count() as f64 / malicious.len() as f64
 }
 
-/// Thresholds from benign units' scores: the classifier's from `benign`, the table's
-/// bands from `table` (the same units' table scores).
-pub fn thresholds(benign: &[f32], table: &[f32]) -> Thresholds {
+/// The lowest score that at most `fpr` of all benign units, and of the benign units of
+/// every corpus, reach: the highest of the pooled [`threshold_at`] and the corpora's
+/// own, each read only from a corpus with enough units to see the rate once (100 for
+/// 1%, 1,000 for 0.1%).
+///
+/// Why per corpus: a threshold pooled over corpora lets a corpus of unusual text (a
+/// large share of imperatives, as in AgentDojo's emails of tasks) take more than its
+/// share of false alarms, and a corpus never seen, as the next deployment's traffic
+/// is, behaves like any one of them, not like their mixture. Held out, AgentDojo's
+/// benign results reached `medium` at 3.2% with pooled thresholds, 2.4% with these.
+pub fn threshold_per_corpus(benign: &[(&str, f32)], fpr: f64) -> f32 {
+    let mut by: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+    for &(corpus, score) in benign {
+        by.entry(corpus).or_default().push(score);
+    }
+    let pooled: Vec<f32> = benign.iter().map(|b| b.1).collect();
+    by.values()
+        .filter(|v| v.len() as f64 * fpr >= 1.0)
+        .map(|v| threshold_at(v, fpr))
+        .fold(threshold_at(&pooled, fpr), f32::max)
+}
+
+/// Thresholds from benign units' scores: the classifier's from `benign` (with their
+/// corpora, see [`threshold_per_corpus`]), the table's bands from `table` (the same
+/// units' table scores, pooled: the bands only rise from their historical floors).
+pub fn thresholds(benign: &[(&str, f32)], table: &[f32]) -> Thresholds {
     // The table's bands only ever rise: where benign text of the context reaches them
     // more often than the budget allows.
     // Scores stop at 100: a band past it would switch the table off, so a table
@@ -416,9 +445,10 @@ pub fn thresholds(benign: &[f32], table: &[f32]) -> Thresholds {
     } else {
         Thresholds::TABLE_HIGH
     };
+    let medium = threshold_per_corpus(benign, FPR_MEDIUM);
     Thresholds {
-        medium: threshold_at(benign, FPR_MEDIUM),
-        high: threshold_at(benign, FPR_HIGH),
+        medium,
+        high: threshold_per_corpus(benign, FPR_HIGH).max(medium),
         table_medium,
         table_high: table_high.max(table_medium),
         benign_texts: benign.len() as u64,
@@ -456,6 +486,7 @@ pub fn table_unit_scores(samples: &[&Prepared]) -> Vec<UnitScore> {
         let (u, texts, whole) = units.entry(s.unit.as_str()).or_insert_with(|| {
             let u = UnitScore {
                 unit: s.unit.clone(),
+                corpus: s.corpus.clone(),
                 malicious: false,
                 context: s.context,
                 score: f32::MIN,
@@ -488,17 +519,17 @@ pub fn table_unit_scores(samples: &[&Prepared]) -> Vec<UnitScore> {
 /// Calibration from out-of-fold unit scores, and the table's bands from its unit
 /// scores. A context without benign units takes the other's thresholds (said in
 /// `trained_on` by the caller).
-pub fn calibration(scores: &[UnitScore], table: &[UnitScore]) -> Calibration {
-    let benign = |of: &[UnitScore], c: Context| -> Vec<f32> {
+pub fn calibration<'a>(scores: &'a [UnitScore], table: &'a [UnitScore]) -> Calibration {
+    let benign = |of: &'a [UnitScore], c: Context| {
         of.iter()
-            .filter(|u| !u.malicious && u.context == c)
-            .map(|u| u.score)
-            .collect()
+            .filter(move |u| !u.malicious && u.context == c)
+            .map(|u| (u.corpus.as_str(), u.score))
     };
-    let results = benign(scores, Context::Result);
-    let descriptions = benign(scores, Context::Description);
-    let r = thresholds(&results, &benign(table, Context::Result));
-    let d = thresholds(&descriptions, &benign(table, Context::Description));
+    let results: Vec<_> = benign(scores, Context::Result).collect();
+    let descriptions: Vec<_> = benign(scores, Context::Description).collect();
+    let table_of = |c| benign(table, c).map(|b| b.1).collect::<Vec<f32>>();
+    let r = thresholds(&results, &table_of(Context::Result));
+    let d = thresholds(&descriptions, &table_of(Context::Description));
     Calibration {
         results: if results.is_empty() { d } else { r },
         descriptions: if descriptions.is_empty() { r } else { d },

@@ -323,6 +323,35 @@ fn issue_21_a_result_of_invisible_characters_alone_is_still_flagged() {
     assert!(f.evidence["window"].is_null());
 }
 
+/// Issue 21: `medium` starts where at most 1% of *every* corpus's benign units reach,
+/// not 1% of all of them pooled, so a corpus of unusual benign text does not take more
+/// than its share; a corpus too small to see 1% does not decide.
+#[test]
+fn issue_21_thresholds_hold_for_every_corpus_not_only_the_pool() {
+    use toolgate_detectors::injection::learn::{threshold_at, threshold_per_corpus};
+    let mut benign = vec![("quiet", 0.0f32); 100];
+    benign.extend([("loud", 0.0f32); 98]);
+    benign.extend([("loud", 5.0f32); 2]);
+    let pooled: Vec<f32> = benign.iter().map(|b| b.1).collect();
+    assert!(
+        threshold_at(&pooled, 0.01) <= 5.0,
+        "pooled, 1% of 200 lets both in"
+    );
+    assert!(threshold_per_corpus(&benign, 0.01) > 5.0);
+    // 1 of 50 (2%) is more than 1% of a corpus too small to read 1% from: the pool
+    // and the large corpora decide.
+    let mut with_small = benign.clone();
+    with_small.extend([("tiny", 0.0f32); 49]);
+    with_small.push(("tiny", 9.0));
+    let t = threshold_per_corpus(&with_small, 0.01);
+    assert!(t > 5.0 && t < 9.0, "{t}");
+    let small = [("tiny", 9.0f32); 50];
+    assert_eq!(
+        threshold_per_corpus(&small, 0.01),
+        threshold_at(&[9.0f32; 50], 0.01)
+    );
+}
+
 /// Issue 21: real tools' documentation reaches the signal table's old `medium` (45)
 /// often; the band rises to where 1% of benign units of the context reach it, never
 /// falls below 45 and 70, and `high` is read only from enough units to see 0.1%.
@@ -330,7 +359,7 @@ fn issue_21_a_result_of_invisible_characters_alone_is_still_flagged() {
 fn issue_21_the_tables_bands_rise_only_where_benign_text_reaches_them() {
     use toolgate_detectors::injection::classifier::Thresholds;
     use toolgate_detectors::injection::learn::thresholds;
-    let classifier = vec![0.0f32; 100];
+    let classifier = vec![("a", 0.0f32); 100];
     // Quiet benign text: the floors stay.
     let quiet = thresholds(&classifier, &[10.0f32; 100]);
     assert_eq!(
