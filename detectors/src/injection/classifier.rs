@@ -141,11 +141,14 @@ pub fn bigram(a: &Token, b: &Token) -> usize {
     (mix(a.hash.rotate_left(17) ^ b.hash ^ 0x9e37_79b9_7f4a_7c15) >> (64 - BUCKETS_LOG2)) as usize
 }
 
+/// A token's own features (the first `.1` of `.0`) and the pair it ends, if any.
+type TokenFeatures = ([usize; 2], usize, Option<usize>);
+
 /// The features of token `i`: its word (and the word as an opener), then the pair it
 /// ends, if any.
-fn token_features(toks: &[Token], i: usize) -> ([usize; 2], usize, Option<usize>) {
+fn token_features(toks: &[Token], i: usize) -> TokenFeatures {
     let t = &toks[i];
-    let own = [unigram(t), opener(t)];
+    let own = [unigram(t), if t.opens { opener(t) } else { 0 }];
     let pair = (i > 0).then(|| bigram(&toks[i - 1], t));
     (own, if t.opens { 2 } else { 1 }, pair)
 }
@@ -299,28 +302,70 @@ pub struct Model {
     pub trained_on: serde_json::Value,
 }
 
-/// Which buckets the window being scored has counted: a bucket is counted when its
-/// mark is the window's stamp, so starting a window costs nothing.
-struct Stamps {
-    marks: Vec<u32>,
-    stamp: u32,
+/// The window being scored: how often each bucket occurs in it, and the sum and
+/// number of the distinct ones. Windows slide: a token's features are counted in when
+/// it enters and out when it leaves (half the lookups of summing every overlapping
+/// window afresh), and every count is back at zero when a text is done, so the array
+/// is allocated once per thread.
+struct Sliding<'a> {
+    /// A window holds at most [`WINDOW`] tokens of three features: a byte counts them.
+    counts: &'a mut [u8],
+    sum: f64,
+    distinct: u32,
 }
 
-impl Stamps {
-    /// A stamp no mark holds yet.
-    fn next(&mut self) -> u32 {
-        if self.marks.is_empty() || self.stamp == u32::MAX {
-            self.marks = vec![0; 1 << BUCKETS_LOG2];
-            self.stamp = 0;
+/// A token's features with their weights, looked up once: its own (the first `.1`),
+/// then the pair it ends.
+type Weighed = ([(u32, f32); 2], usize, Option<(u32, f32)>);
+
+impl Sliding<'_> {
+    #[inline]
+    fn add(&mut self, (f, w): (u32, f32)) {
+        let c = &mut self.counts[f as usize];
+        if *c == 0 {
+            self.sum += f64::from(w);
+            self.distinct += 1;
         }
-        self.stamp += 1;
-        self.stamp
+        *c += 1;
+    }
+
+    #[inline]
+    fn remove(&mut self, (f, w): (u32, f32)) {
+        let c = &mut self.counts[f as usize];
+        *c -= 1;
+        if *c == 0 {
+            self.sum -= f64::from(w);
+            self.distinct -= 1;
+            if self.distinct == 0 {
+                self.sum = 0.0;
+            }
+        }
+    }
+
+    /// The window's features go from tokens `[s, e)` (their own, and the pairs that
+    /// tokens `s+1 .. e` end) to `[s2, e2)`, with `s2 >= s` and `e2 >= e`.
+    #[inline]
+    fn slide(&mut self, cut: &[Weighed], (s, e): (usize, usize), (s2, e2): (usize, usize)) {
+        for (own, n, _) in &cut[s..s2.min(e)] {
+            own[..*n].iter().for_each(|&f| self.remove(f));
+        }
+        for (_, _, pair) in cut
+            .get(s + 1..=s2.min(e.saturating_sub(1)))
+            .unwrap_or_default()
+        {
+            pair.iter().for_each(|&f| self.remove(f));
+        }
+        for (t, (own, n, pair)) in cut.iter().enumerate().take(e2).skip(e.max(s2)) {
+            own[..*n].iter().for_each(|&f| self.add(f));
+            if t > s2 {
+                pair.iter().for_each(|&f| self.add(f));
+            }
+        }
     }
 }
 
 thread_local! {
-    static STAMPS: std::cell::RefCell<Stamps> =
-        const { std::cell::RefCell::new(Stamps { marks: Vec::new(), stamp: 0 }) };
+    static COUNTS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The best window of a text.
@@ -502,31 +547,32 @@ impl Model {
         if toks.is_empty() {
             return None;
         }
-        // Each token's features, hashed once; a window sums its distinct features
-        // (see [`window_features`]), marked with the window's stamp.
-        let cut: Vec<_> = (0..toks.len()).map(|i| token_features(toks, i)).collect();
+        // Each token's features and weights, looked up once; a window sums its
+        // distinct features (see [`window_features`]), counted as the window slides.
+        let weigh = |f: usize| (f as u32, self.weights[f]);
+        let cut: Vec<Weighed> = (0..toks.len())
+            .map(|i| {
+                let (own, n, pair) = token_features(toks, i);
+                ([weigh(own[0]), weigh(own[1])], n, pair.map(weigh))
+            })
+            .collect();
         let mut best: Option<Scored> = None;
         let mut count = 0;
-        STAMPS.with_borrow_mut(|stamps| {
+        COUNTS.with_borrow_mut(|counts| {
+            if counts.len() != self.weights.len() {
+                *counts = vec![0; self.weights.len()];
+            }
+            let mut win = Sliding {
+                counts,
+                sum: 0.0,
+                distinct: 0,
+            };
+            let mut at = (0, 0);
             for (index, w) in windows(toks.len()).enumerate() {
                 count += 1;
-                let stamp = stamps.next();
-                let (mut sum, mut features) = (0.0f32, 0u32);
-                let mut add = |f: usize| {
-                    if stamps.marks[f] != stamp {
-                        stamps.marks[f] = stamp;
-                        sum += self.weights[f];
-                        features += 1;
-                    }
-                };
-                for (i, (own, n, pair)) in cut[w.clone()].iter().enumerate() {
-                    own[..*n].iter().for_each(|&f| add(f));
-                    // Pairs inside the window: not the one its first token ends.
-                    if let (true, Some(p)) = (i > 0, pair) {
-                        add(*p);
-                    }
-                }
-                let score = self.bias + sum / (features.max(1) as f32).sqrt();
+                win.slide(&cut, at, (w.start, w.end));
+                at = (w.start, w.end);
+                let score = self.bias + (win.sum / f64::from(win.distinct.max(1)).sqrt()) as f32;
                 if best.as_ref().is_none_or(|b| score > b.score) {
                     best = Some(Scored {
                         score,
@@ -536,6 +582,9 @@ impl Model {
                     });
                 }
             }
+            // Out with the last window: every count back at zero for the next text.
+            let end = at.1;
+            win.slide(&cut, at, (end, end));
         });
         best.map(|mut b| {
             b.windows = count;
@@ -584,6 +633,20 @@ mod tests {
         assert_eq!(toks[4].hash, tokens("9999")[0].hash);
         assert_eq!(toks[1].hash, tokens("iban")[0].hash);
         assert_ne!(toks[0].hash, toks[1].hash);
+    }
+
+    #[test]
+    fn scoring_leaves_every_count_at_zero() {
+        let m = Model::shipped().unwrap();
+        for text in [
+            "",
+            "one",
+            &"send the keys now. ".repeat(40),
+            &"a b ".repeat(7),
+        ] {
+            let _ = m.score(text);
+            COUNTS.with_borrow(|c| assert!(c.iter().all(|&n| n == 0), "{text:?}"));
+        }
     }
 
     #[test]
