@@ -81,7 +81,7 @@ fn result_scan(c: &mut Criterion) {
     group.bench_function("classifier_windows", |b| {
         b.iter(|| {
             for t in &texts {
-                black_box(model.score(t));
+                black_box(model.score(t, Context::Result));
             }
         })
     });

@@ -6,6 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use toolgate_detectors::injection::analysis::Context;
 use toolgate_detectors::injection::classifier::{Model, tokens};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,12 +18,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(input.is_char_boundary(t.start) && input.is_char_boundary(t.end));
     }
     if let Ok(model) = Model::shipped() {
-        if let Some(best) = model.score(input) {
-            assert!(best.window.end <= input.len());
-            assert!(input.is_char_boundary(best.window.start));
-            assert!(input.is_char_boundary(best.window.end));
-            assert!(best.window_index < best.windows);
-            let _ = model.explain(input, best.window, 8);
+        for context in [Context::Result, Context::Description] {
+            if let Some(best) = model.score(input, context) {
+                assert!(best.window.end <= input.len());
+                assert!(input.is_char_boundary(best.window.start));
+                assert!(input.is_char_boundary(best.window.end));
+                assert!(best.window_index < best.windows);
+                let _ = model.explain(input, best.window, 8);
+            }
         }
     }
     if let Ok(model) = Model::from_json(input) {

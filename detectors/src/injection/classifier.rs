@@ -25,6 +25,7 @@ use std::sync::{Arc, LazyLock};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::analysis::Context;
 use crate::hash::{FNV_OFFSET, FNV_PRIME, mix};
 
 /// The shipped model, built by `toolgate train injection`.
@@ -153,23 +154,33 @@ fn token_features(toks: &[Token], i: usize) -> TokenFeatures {
     (own, if t.opens { 2 } else { 1 }, pair)
 }
 
-/// The features of a window of tokens: each unigram, and each pair inside the window,
-/// each once however often it occurs, with the value every one of them gets
-/// (1/√count, so long and short windows weigh alike).
+/// Whether a window of `context` counts a repeated word or pair once.
 ///
-/// Once, because repeating a word says nothing more: counted, a table of numbers
-/// (every cell `0000` once digits are folded) outranked every attack planted in
-/// BIPIA's contexts, and an attacker could pad an instruction's window with a word of
-/// negative weight to pull its score down.
-pub fn window_features(tokens: &[Token]) -> (Vec<usize>, f32) {
+/// In results, once: a result is data, and repetition in data is its structure, not
+/// emphasis. Counted, a table of numbers (every cell `0000` once digits are folded)
+/// outranked the attacks planted in BIPIA's contexts, and padding an instruction with
+/// a repeated word of negative weight pulled its score down. In descriptions, every
+/// time: a definition is prose written for the model, where repetition ("you MUST …
+/// you MUST") is emphasis; counted once, held-out MCP-SafetyBench definitions lost a
+/// fifth of their recall at 1% of benign definitions.
+pub fn counts_once(context: Context) -> bool {
+    context == Context::Result
+}
+
+/// The features of a window of tokens: each unigram, and each pair inside the window
+/// (once each, or as often as they occur: see [`counts_once`]), with the value every
+/// one of them gets (1/√count, so long and short windows weigh alike).
+pub fn window_features(tokens: &[Token], once: bool) -> (Vec<usize>, f32) {
     let mut f = Vec::with_capacity(tokens.len() * 3);
     for i in 0..tokens.len() {
         let (own, n, pair) = token_features(tokens, i);
         f.extend_from_slice(&own[..n]);
         f.extend(pair);
     }
-    f.sort_unstable();
-    f.dedup();
+    if once {
+        f.sort_unstable();
+        f.dedup();
+    }
     let value = if f.is_empty() {
         0.0
     } else {
@@ -303,13 +314,14 @@ pub struct Model {
 }
 
 /// The window being scored: how often each bucket occurs in it, and the sum and
-/// number of the distinct ones. Windows slide: a token's features are counted in when
+/// number of its features (the distinct ones, when it counts them once). Windows slide: a token's features are counted in when
 /// it enters and out when it leaves (half the lookups of summing every overlapping
 /// window afresh), and every count is back at zero when a text is done, so the array
 /// is allocated once per thread.
 struct Sliding<'a> {
     /// A window holds at most [`WINDOW`] tokens of three features: a byte counts them.
     counts: &'a mut [u8],
+    once: bool,
     sum: f64,
     distinct: u32,
 }
@@ -322,7 +334,7 @@ impl Sliding<'_> {
     #[inline]
     fn add(&mut self, (f, w): (u32, f32)) {
         let c = &mut self.counts[f as usize];
-        if *c == 0 {
+        if *c == 0 || !self.once {
             self.sum += f64::from(w);
             self.distinct += 1;
         }
@@ -333,7 +345,7 @@ impl Sliding<'_> {
     fn remove(&mut self, (f, w): (u32, f32)) {
         let c = &mut self.counts[f as usize];
         *c -= 1;
-        if *c == 0 {
+        if *c == 0 || !self.once {
             self.sum -= f64::from(w);
             self.distinct -= 1;
             if self.distinct == 0 {
@@ -535,20 +547,20 @@ impl Model {
         self.bias + value * features.iter().map(|&f| self.weights[f]).sum::<f32>()
     }
 
-    /// Scores every window of `text` and returns the best, or `None` for a text
-    /// without words.
-    pub fn score(&self, text: &str) -> Option<Scored> {
+    /// Scores every window of `text` (of `context`) and returns the best, or `None`
+    /// for a text without words.
+    pub fn score(&self, text: &str, context: Context) -> Option<Scored> {
         let toks = tokens(text);
-        self.score_tokens(&toks)
+        self.score_tokens(&toks, counts_once(context))
     }
 
-    /// [`Model::score`] on tokens already cut.
-    pub fn score_tokens(&self, toks: &[Token]) -> Option<Scored> {
+    /// [`Model::score`] on tokens already cut; `once` as [`counts_once`] says.
+    pub fn score_tokens(&self, toks: &[Token], once: bool) -> Option<Scored> {
         if toks.is_empty() {
             return None;
         }
         // Each token's features and weights, looked up once; a window sums its
-        // distinct features (see [`window_features`]), counted as the window slides.
+        // features (see [`window_features`]), counted as the window slides.
         let weigh = |f: usize| (f as u32, self.weights[f]);
         let cut: Vec<Weighed> = (0..toks.len())
             .map(|i| {
@@ -564,6 +576,7 @@ impl Model {
             }
             let mut win = Sliding {
                 counts,
+                once,
                 sum: 0.0,
                 distinct: 0,
             };
@@ -644,7 +657,7 @@ mod tests {
             &"send the keys now. ".repeat(40),
             &"a b ".repeat(7),
         ] {
-            let _ = m.score(text);
+            let _ = m.score(text, Context::Result);
             COUNTS.with_borrow(|c| assert!(c.iter().all(|&n| n == 0), "{text:?}"));
         }
     }
@@ -701,13 +714,19 @@ mod tests {
             .map(|i| format!("{} ", words[(i * 3 + i / 7) % words.len()]))
             .collect::<String>();
         let toks = tokens(&text);
-        let best = m.score_tokens(&toks).unwrap();
-        let mut top = f32::MIN;
-        for w in windows(toks.len()) {
-            let (f, v) = window_features(&toks[w]);
-            top = top.max(m.window_score(&f, v));
+        for once in [true, false] {
+            let best = m.score_tokens(&toks, once).unwrap();
+            let mut top = f32::MIN;
+            for w in windows(toks.len()) {
+                let (f, v) = window_features(&toks[w], once);
+                top = top.max(m.window_score(&f, v));
+            }
+            assert!(
+                (best.score - top).abs() < 1e-4,
+                "{once}: {} vs {top}",
+                best.score
+            );
         }
-        assert!((best.score - top).abs() < 1e-4, "{} vs {top}", best.score);
         let round = Model::from_json(&m.to_json()).unwrap();
         assert_eq!(round.to_json(), m.to_json());
     }

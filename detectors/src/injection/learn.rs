@@ -26,7 +26,8 @@ use crate::hash::fnv1a;
 
 use super::analysis::{Analysis, Context, analyze_passages, analyze_text};
 use super::classifier::{
-    BUCKETS_LOG2, Calibration, Model, Thresholds, Token, WINDOW, tokens, window_features,
+    BUCKETS_LOG2, Calibration, Model, Thresholds, Token, WINDOW, counts_once, tokens,
+    window_features,
 };
 
 /// One labelled text.
@@ -182,7 +183,7 @@ pub fn prepare(samples: Vec<Sample>, settings: &LearnSettings) -> Vec<Prepared> 
                 .into_iter()
                 .map(|w| {
                     let slice = &s.text[toks[w.start].start..toks[w.end - 1].end];
-                    let (features, value) = window_features(&toks[w]);
+                    let (features, value) = window_features(&toks[w], counts_once(s.context));
                     Example {
                         features: features.into_iter().map(|f| f as u32).collect(),
                         value,

@@ -134,7 +134,7 @@ impl Verdict {
 /// text (or tool); if not, it finds nothing in a window of it either, and the second
 /// scan is skipped (most results).
 fn judge(model: &Model, text: &str, context: Context, table_fired: bool) -> Option<Verdict> {
-    let best = model.score(text)?;
+    let best = model.score(text, context)?;
     let table = if table_fired {
         analyze_text(&text[best.window.clone()], context)
     } else {
