@@ -113,7 +113,7 @@ pub fn run(args: &TrainInjectionArgs) -> Result<()> {
     let all: Vec<&Prepared> = prepared.iter().collect();
     let trained_on = json!({
         "corpora": counts(&all),
-        "calibration": "thresholds are the scores 1% / 0.1% of benign units reach, out of fold (5 folds by group), per context; the table's bands rise from 45 / 70 where more than 1% / 0.1% of benign units reach them (0.1% read from 1,000 units or more)",
+        "calibration": "thresholds are the scores at most 1% / 0.1% of benign units reach, of all of them and of each corpus's (from 100 / 1,000 units), out of fold (5 folds by group), per context; the table's bands rise from 45 / 70 where more than 1% / 0.1% of benign units reach them (0.1% read from 1,000 units or more)",
     });
     let (model, _) = learn::train(&all, &settings, trained_on);
     toolgate_edge::fs::replace(&args.output, model.to_json().as_bytes())

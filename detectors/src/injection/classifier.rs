@@ -202,9 +202,10 @@ pub fn windows(n: usize) -> impl Iterator<Item = Range<usize>> {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
-    /// `medium` from this score: 1% of benign texts reach it.
+    /// `medium` from this score: at most 1% of benign texts reach it, of all of them
+    /// and of each corpus's (see `learn::threshold_per_corpus`).
     pub medium: f32,
-    /// `high` from this score: 0.1% of benign texts reach it.
+    /// `high` from this score: at most 0.1% of benign texts reach it, likewise.
     pub high: f32,
     /// The signal table's own `medium` band starts here: its historical 45, raised
     /// where more than 1% of benign texts of the context reach that (real tools'

@@ -13,9 +13,10 @@
 //!   not decide what "benign" looks like.
 //! - **Thresholds** come from benign texts the model being calibrated never saw: the
 //!   samples are cut into folds by group, each fold is scored by a model trained on the
-//!   others, and `medium`/`high` are the scores that 1% / 0.1% of those
-//!   out-of-fold benign units reach, per context. The shipped model is then trained on
-//!   everything and keeps those thresholds.
+//!   others, and `medium`/`high` are the scores that at most 1% / 0.1% of those
+//!   out-of-fold benign units reach, per context: of all of them, and of each corpus
+//!   large enough to read the rate from ([`threshold_per_corpus`]). The shipped model
+//!   is then trained on everything and keeps those thresholds.
 
 use std::collections::BTreeMap;
 use std::ops::Range;

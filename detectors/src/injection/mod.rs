@@ -4,8 +4,8 @@
 //! Two halves, one score: the learned [`classifier`] scores every window of a text,
 //! and the signal table ([`analysis`]) adds its own score of the best window at the
 //! weight the classifier learned for it. Severities come from thresholds calibrated on
-//! benign texts of each context (`medium` = 1% of benign texts reach it, `high` =
-//! 0.1%; see [`learn`]). Invisible characters are `high` whatever the
+//! benign texts of each context (`medium` = at most 1% of benign texts reach it, of
+//! every corpus and of all, `high` = 0.1%; see [`learn`]). Invisible characters are `high` whatever the
 //! score: the model reads them, a reviewer does not see them. Every finding names
 //! the window, quotes it, and lists the words that weighed most and the table's
 //! signals.
@@ -39,7 +39,7 @@ pub const NAME: &str = "injection";
 #[serde(deny_unknown_fields)]
 pub struct InjectionSettings {
     /// Least severity reported: `low` (only the signal table rates this low),
-    /// `medium` (1% of benign texts reach it), `high` (0.1%) or `critical`.
+    /// `medium` (at most 1% of benign texts reach it), `high` (0.1%) or `critical`.
     #[serde(default = "default_min_severity")]
     pub min_severity: Severity,
     /// Analyze the tool definitions in `tool_list` events.
