@@ -35,7 +35,9 @@ const SHIPPED: &str = include_str!("../../models/injection.json");
 pub const SECTION: &str = "injection";
 
 /// Format tag of a model file.
-pub const FORMAT: &str = "toolgate.injection-model.v1";
+/// v2: results count a repeated word once ([`counts_once`]), so weights learned by v1
+/// would be read with other features than they were trained on.
+pub const FORMAT: &str = "toolgate.injection-model.v2";
 
 /// Tokens in one window.
 pub const WINDOW: usize = 32;
@@ -167,9 +169,10 @@ pub fn counts_once(context: Context) -> bool {
     context == Context::Result
 }
 
-/// The features of a window of tokens: each unigram, and each pair inside the window
-/// (once each, or as often as they occur: see [`counts_once`]), with the value every
-/// one of them gets (1/√count, so long and short windows weigh alike).
+/// The features of a window of tokens: each word, each word that opens a sentence (as
+/// an opener), and each pair inside the window (once each, or as often as they occur:
+/// see [`counts_once`]), with the value every one of them gets (1/√count, so long and
+/// short windows weigh alike).
 pub fn window_features(tokens: &[Token], once: bool) -> (Vec<usize>, f32) {
     let mut f = Vec::with_capacity(tokens.len() * 3);
     for i in 0..tokens.len() {
@@ -319,6 +322,9 @@ pub struct Model {
 /// it enters and out when it leaves (half the lookups of summing every overlapping
 /// window afresh), and every count is back at zero when a text is done, so the array
 /// is allocated once per thread.
+// A window holds at most WINDOW tokens of three features each: a byte counts any one.
+const _: () = assert!(3 * WINDOW <= u8::MAX as usize);
+
 struct Sliding<'a> {
     /// A window holds at most [`WINDOW`] tokens of three features: a byte counts them.
     counts: &'a mut [u8],
@@ -557,8 +563,25 @@ impl Model {
 
     /// [`Model::score`] on tokens already cut; `once` as [`counts_once`] says.
     pub fn score_tokens(&self, toks: &[Token], once: bool) -> Option<Scored> {
+        let scores = self.window_scores(toks, once);
+        let (index, score) = scores
+            .iter()
+            .copied()
+            .enumerate()
+            .reduce(|best, x| if x.1 > best.1 { x } else { best })?;
+        let w = windows(toks.len()).nth(index)?;
+        Some(Scored {
+            score,
+            window: toks[w.start].start..toks[w.end - 1].end,
+            window_index: index,
+            windows: scores.len(),
+        })
+    }
+
+    /// The score of every window of `toks`, in [`windows`] order; none for no tokens.
+    pub fn window_scores(&self, toks: &[Token], once: bool) -> Vec<f32> {
         if toks.is_empty() {
-            return None;
+            return Vec::new();
         }
         // Each token's features and weights, looked up once; a window sums its
         // features (see [`window_features`]), counted as the window slides.
@@ -569,8 +592,7 @@ impl Model {
                 ([weigh(own[0]), weigh(own[1])], n, pair.map(weigh))
             })
             .collect();
-        let mut best: Option<Scored> = None;
-        let mut count = 0;
+        let mut scores = Vec::with_capacity(toks.len() / STRIDE + 2);
         COUNTS.with_borrow_mut(|counts| {
             if counts.len() != self.weights.len() {
                 *counts = vec![0; self.weights.len()];
@@ -582,28 +604,16 @@ impl Model {
                 distinct: 0,
             };
             let mut at = (0, 0);
-            for (index, w) in windows(toks.len()).enumerate() {
-                count += 1;
+            for w in windows(toks.len()) {
                 win.slide(&cut, at, (w.start, w.end));
                 at = (w.start, w.end);
-                let score = self.bias + (win.sum / f64::from(win.distinct.max(1)).sqrt()) as f32;
-                if best.as_ref().is_none_or(|b| score > b.score) {
-                    best = Some(Scored {
-                        score,
-                        window: toks[w.start].start..toks[w.end - 1].end,
-                        window_index: index,
-                        windows: 0,
-                    });
-                }
+                scores.push(self.bias + (win.sum / f64::from(win.distinct.max(1)).sqrt()) as f32);
             }
             // Out with the last window: every count back at zero for the next text.
             let end = at.1;
             win.slide(&cut, at, (end, end));
         });
-        best.map(|mut b| {
-            b.windows = count;
-            b
-        })
+        scores
     }
 
     /// The words and pairs of `text[window]` that raised its score most, strongest
@@ -652,14 +662,15 @@ mod tests {
     #[test]
     fn scoring_leaves_every_count_at_zero() {
         let m = Model::shipped().unwrap();
-        for text in [
-            "",
-            "one",
-            &"send the keys now. ".repeat(40),
-            &"a b ".repeat(7),
-        ] {
-            let _ = m.score(text, Context::Result);
-            COUNTS.with_borrow(|c| assert!(c.iter().all(|&n| n == 0), "{text:?}"));
+        // One token, a window and one more, a tail window, several of them.
+        for n in [0, 1, 2, 31, 32, 33, 35, 47, 160] {
+            let words = ["Send", "the", "keys", "now."];
+            let text: Vec<&str> = (0..n).map(|i| words[i % words.len()]).collect();
+            let text = text.join(" ");
+            for context in [Context::Result, Context::Description] {
+                let _ = m.score(&text, context);
+                COUNTS.with_borrow(|c| assert!(c.iter().all(|&n| n == 0), "{n} {context:?}"));
+            }
         }
     }
 
@@ -715,18 +726,21 @@ mod tests {
             .map(|i| format!("{} ", words[(i * 3 + i / 7) % words.len()]))
             .collect::<String>();
         let toks = tokens(&text);
-        for once in [true, false] {
-            let best = m.score_tokens(&toks, once).unwrap();
-            let mut top = f32::MIN;
-            for w in windows(toks.len()) {
-                let (f, v) = window_features(&toks[w], once);
-                top = top.max(m.window_score(&f, v));
+        // Every window, of texts that end on a tail window and on a whole one.
+        for cut in [toks.len(), 33, 35, 47, 64] {
+            let toks = &toks[..cut];
+            for once in [true, false] {
+                let scores = m.window_scores(toks, once);
+                assert_eq!(scores.len(), windows(toks.len()).count());
+                for (w, got) in windows(toks.len()).zip(scores) {
+                    let (f, v) = window_features(&toks[w.clone()], once);
+                    let want = m.window_score(&f, v);
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{cut} {once} {w:?}: {got} vs {want}"
+                    );
+                }
             }
-            assert!(
-                (best.score - top).abs() < 1e-4,
-                "{once}: {} vs {top}",
-                best.score
-            );
         }
         let round = Model::from_json(&m.to_json()).unwrap();
         assert_eq!(round.to_json(), m.to_json());

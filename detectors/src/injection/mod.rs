@@ -5,7 +5,8 @@
 //! and the signal table ([`analysis`]) adds its own score of the best window at the
 //! weight the classifier learned for it. Severities come from thresholds calibrated on
 //! benign texts of each context (`medium` = at most 1% of benign texts reach it, of
-//! every corpus and of all, `high` = 0.1%; see [`learn`]). Invisible characters are `high` whatever the
+//! all of them and of each corpus large enough to tell, `high` = 0.1%; see
+//! [`learn`]). Invisible characters are `high` whatever the
 //! score: the model reads them, a reviewer does not see them. Every finding names
 //! the window, quotes it, and lists the words that weighed most and the table's
 //! signals.

@@ -351,11 +351,12 @@ fn issue_21_thresholds_hold_for_every_corpus_not_only_the_pool() {
     with_small.push(("tiny", 9.0));
     let t = threshold_per_corpus(&with_small, 0.01);
     assert!(t > 5.0 && t < 9.0, "{t}");
-    let small = [("tiny", 9.0f32); 50];
-    assert_eq!(
-        threshold_per_corpus(&small, 0.01),
-        threshold_at(&[9.0f32; 50], 0.01)
-    );
+    // Only corpora too small to read 1% from: the pool decides, so one unit at 9.0 of
+    // 100 is let through although its corpus has it at 2%.
+    let mut small = vec![("a", 0.0f32); 49];
+    small.push(("a", 9.0));
+    small.extend([("b", 0.0f32); 50]);
+    assert!(threshold_per_corpus(&small, 0.01) < 9.0);
 }
 
 /// Issue 21: real tools' documentation reaches the signal table's old `medium` (45)
