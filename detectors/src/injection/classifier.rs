@@ -317,20 +317,19 @@ pub struct Model {
     pub trained_on: serde_json::Value,
 }
 
-/// The window being scored: how often each bucket occurs in it, and the sum and
-/// number of its features (the distinct ones, when it counts them once). Windows slide: a token's features are counted in when
-/// it enters and out when it leaves (half the lookups of summing every overlapping
-/// window afresh), and every count is back at zero when a text is done, so the array
-/// is allocated once per thread.
 // A window holds at most WINDOW tokens of three features each: a byte counts any one.
 const _: () = assert!(3 * WINDOW <= u8::MAX as usize);
 
+/// The window being scored: how often each bucket occurs in it, and the sum and
+/// number of its features (the distinct ones, when it counts them once). Windows
+/// slide: a token's features are counted in when it enters and out when it leaves
+/// (half the lookups of summing every overlapping window afresh), and every count is
+/// back at zero when a text is done, so the array is allocated once per thread.
 struct Sliding<'a> {
-    /// A window holds at most [`WINDOW`] tokens of three features: a byte counts them.
     counts: &'a mut [u8],
     once: bool,
     sum: f64,
-    distinct: u32,
+    features: u32,
 }
 
 /// A token's features with their weights, looked up once: its own (the first `.1`),
@@ -343,7 +342,7 @@ impl Sliding<'_> {
         let c = &mut self.counts[f as usize];
         if *c == 0 || !self.once {
             self.sum += f64::from(w);
-            self.distinct += 1;
+            self.features += 1;
         }
         *c += 1;
     }
@@ -354,8 +353,8 @@ impl Sliding<'_> {
         *c -= 1;
         if *c == 0 || !self.once {
             self.sum -= f64::from(w);
-            self.distinct -= 1;
-            if self.distinct == 0 {
+            self.features -= 1;
+            if self.features == 0 {
                 self.sum = 0.0;
             }
         }
@@ -611,13 +610,13 @@ impl Model {
                 counts: &mut counts.n,
                 once,
                 sum: 0.0,
-                distinct: 0,
+                features: 0,
             };
             let mut at = (0, 0);
             for w in windows(toks.len()) {
                 win.slide(&cut, at, (w.start, w.end));
                 at = (w.start, w.end);
-                scores.push(self.bias + (win.sum / f64::from(win.distinct.max(1)).sqrt()) as f32);
+                scores.push(self.bias + (win.sum / f64::from(win.features.max(1)).sqrt()) as f32);
             }
             // Out with the last window: every count back at zero for the next text.
             let end = at.1;

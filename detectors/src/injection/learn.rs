@@ -335,30 +335,22 @@ pub struct UnitScore {
 
 /// Scores per unit (the highest of its texts), in unit order.
 pub fn unit_scores(model: &Model, samples: &[&Prepared]) -> Vec<UnitScore> {
-    let mut units: BTreeMap<&str, (bool, Context, f32, &str)> = BTreeMap::new();
+    let mut units: BTreeMap<&str, UnitScore> = BTreeMap::new();
     for p in samples {
         let s = &p.sample;
         // The detector's own score (the table always scanned: what training saw).
         let score = super::judge(model, &s.text, s.context, true).map_or(f32::MIN, |v| v.score);
-        let u = units.entry(s.unit.as_str()).or_insert((
-            s.malicious,
-            s.context,
-            f32::MIN,
-            s.corpus.as_str(),
-        ));
-        u.0 |= s.malicious;
-        u.2 = u.2.max(score);
+        let u = units.entry(s.unit.as_str()).or_insert_with(|| UnitScore {
+            unit: s.unit.clone(),
+            corpus: s.corpus.clone(),
+            malicious: false,
+            context: s.context,
+            score: f32::MIN,
+        });
+        u.malicious |= s.malicious;
+        u.score = u.score.max(score);
     }
-    units
-        .into_iter()
-        .map(|(u, (malicious, context, score, corpus))| UnitScore {
-            unit: u.to_string(),
-            corpus: corpus.to_string(),
-            malicious,
-            context,
-            score,
-        })
-        .collect()
+    units.into_values().collect()
 }
 
 /// The lowest score that at most `fpr` of `benign` reach (just above the score of the
